@@ -1,0 +1,113 @@
+// sync.js — owns the snapshot flow of the protocol: after `welcome` with awaitingSnapshot, queue
+// draw/clear until our `canvasState`/`canvasEmpty` arrives, load the picture, replay the queue.
+// Also answers `canvasRequest` with the master canvas.
+
+import { toSegment, decodeImage, DEFAULT_WIDTH, DEFAULT_HEIGHT } from './board.js';
+
+export class Sync {
+  #board;
+  #send;
+  #onSynced;
+  #epoch = 0; // bumped on every welcome/disconnect; stale async work checks it
+  #clientId = null;
+  #awaiting = false;
+  #loading = false;
+  #queue = [];
+
+  constructor({ board, send, onSynced }) {
+    this.#board = board;
+    this.#send = send;
+    this.#onSynced = onSynced;
+  }
+
+  welcome(msg) {
+    this.#epoch++;
+    this.#clientId = typeof msg.clientId === 'string' ? msg.clientId : null;
+    this.#queue = [];
+    this.#loading = false;
+    const width = Number.isInteger(msg.width) ? msg.width : DEFAULT_WIDTH;
+    const height = Number.isInteger(msg.height) ? msg.height : DEFAULT_HEIGHT;
+    this.#board.setSize(width, height); // also clears
+    this.#board.clear();
+    this.#awaiting = msg.awaitingSnapshot === true;
+    this.#onSynced(!this.#awaiting);
+  }
+
+  disconnected() {
+    this.#epoch++;
+    this.#clientId = null;
+    this.#queue = [];
+    this.#loading = false;
+    this.#awaiting = true;
+    this.#onSynced(false);
+  }
+
+  /** A draw or clear from another client. */
+  remote(msg) {
+    const op = msg.type === 'clear' ? { type: 'clear' } : toSegment(msg);
+    if (!op) return;
+    if (this.#awaiting) {
+      if (this.#clientId !== null) this.#queue.push(op);
+    } else {
+      this.#apply(op);
+    }
+  }
+
+  /** A draw or clear made here: shown at once, and replayed over the snapshot if one is pending. */
+  local(op) {
+    this.#apply(op);
+    if (this.#awaiting && this.#clientId !== null) this.#queue.push(op);
+  }
+
+  async snapshot(msg) {
+    if (!this.#isForUs(msg)) return;
+    const epoch = this.#epoch;
+    this.#loading = true;
+    let img = null;
+    try {
+      img = await decodeImage(msg.data);
+    } catch (err) {
+      console.warn('livecanvas: unusable snapshot, starting blank', err);
+    }
+    if (epoch !== this.#epoch) return; // a newer connection took over meanwhile
+    this.#loading = false;
+    if (img) this.#board.drawSnapshot(img);
+    else this.#board.clear();
+    this.#finish();
+  }
+
+  empty(msg) {
+    if (!this.#isForUs(msg)) return;
+    this.#board.clear();
+    this.#finish();
+  }
+
+  request(msg) {
+    if (typeof msg.clientId !== 'string') return;
+    let data;
+    try {
+      data = this.#board.toDataURL();
+    } catch (err) {
+      console.warn('livecanvas: cannot export the canvas', err); // the server will ask someone else
+      return;
+    }
+    this.#send({ type: 'canvasState', clientId: msg.clientId, data });
+  }
+
+  #isForUs(msg) {
+    return this.#awaiting && !this.#loading && this.#clientId !== null && msg.clientId === this.#clientId;
+  }
+
+  #apply(op) {
+    if (op.type === 'clear') this.#board.clear();
+    else this.#board.drawSegment(op);
+  }
+
+  #finish() {
+    const queue = this.#queue;
+    this.#queue = [];
+    this.#awaiting = false;
+    for (const op of queue) this.#apply(op);
+    this.#onSynced(true);
+  }
+}

@@ -1,0 +1,215 @@
+//! Configuration: every option as a command-line flag and an environment variable, with defaults
+//! that serve the canvas on loopback without any file.
+//!
+//! This module owns parsing and checking the options and resolving them into [`Settings`] that the
+//! actors share. It must never panic on bad input: an invalid option is one clear error line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::protocol::CanvasSize;
+
+/// A real-time shared drawing canvas.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "livecanvas", version, about)]
+pub struct Config {
+    /// Address to listen on (use 0.0.0.0:8080 in a container; port 0 picks a free port).
+    #[arg(long, env = "LIVECANVAS_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+
+    /// Directory of the frontend files [default: ./frontend, else frontend/ beside the binary].
+    #[arg(long, env = "LIVECANVAS_FRONTEND_DIR")]
+    pub frontend_dir: Option<PathBuf>,
+
+    /// How often the server pings each client (e.g. 5s, 500ms).
+    #[arg(long, env = "LIVECANVAS_HEARTBEAT_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub heartbeat_interval: Duration,
+
+    /// A client silent (no pong, no message) for this long is disconnected.
+    #[arg(long, env = "LIVECANVAS_CLIENT_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub client_timeout: Duration,
+
+    /// How long a peer asked for the canvas may take to answer before the next one is asked.
+    #[arg(long, env = "LIVECANVAS_SNAPSHOT_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
+    pub snapshot_timeout: Duration,
+
+    /// Largest accepted message, in bytes (a requested canvasState has its own limit).
+    #[arg(long, env = "LIVECANVAS_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
+    pub max_message_bytes: usize,
+
+    /// Largest accepted canvasState (a PNG data URL answering a canvasRequest), in bytes.
+    #[arg(long, env = "LIVECANVAS_MAX_SNAPSHOT_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub max_snapshot_bytes: usize,
+
+    /// Invalid messages in a row after which the connection is closed (1008).
+    #[arg(long, env = "LIVECANVAS_MAX_INVALID_MESSAGES", default_value_t = 20)]
+    pub max_invalid_messages: u32,
+
+    /// Logical canvas width in pixels; every client scales to it.
+    #[arg(long, env = "LIVECANVAS_CANVAS_WIDTH", default_value_t = 1600)]
+    pub canvas_width: u32,
+
+    /// Logical canvas height in pixels.
+    #[arg(long, env = "LIVECANVAS_CANVAS_HEIGHT", default_value_t = 900)]
+    pub canvas_height: u32,
+
+    /// Threads that run room actors [default: one per core].
+    #[arg(long, env = "LIVECANVAS_ROOM_THREADS")]
+    pub room_threads: Option<usize>,
+
+    /// HTTP/WebSocket worker threads [default: one per core].
+    #[arg(long, env = "LIVECANVAS_WORKERS")]
+    pub workers: Option<usize>,
+}
+
+/// The resolved, checked configuration shared (read-only) by every actor.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub bind: SocketAddr,
+    pub frontend_dir: PathBuf,
+    pub heartbeat_interval: Duration,
+    pub client_timeout: Duration,
+    pub snapshot_timeout: Duration,
+    pub max_message_bytes: usize,
+    pub max_snapshot_bytes: usize,
+    pub max_invalid_messages: u32,
+    pub canvas: CanvasSize,
+    pub room_threads: usize,
+    pub workers: usize,
+}
+
+const MAX_CANVAS_SIDE_PX: u32 = 8192;
+
+impl Config {
+    /// Checks the options against each other and resolves defaults that depend on the machine.
+    /// The error is one line naming the option.
+    pub fn resolve(self) -> Result<Settings, String> {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        if self.heartbeat_interval.is_zero() {
+            return Err("--heartbeat-interval must be greater than zero".into());
+        }
+        if self.client_timeout <= self.heartbeat_interval {
+            return Err(format!(
+                "--client-timeout ({}) must be longer than --heartbeat-interval ({})",
+                humantime::format_duration(self.client_timeout),
+                humantime::format_duration(self.heartbeat_interval)
+            ));
+        }
+        if self.snapshot_timeout.is_zero() {
+            return Err("--snapshot-timeout must be greater than zero".into());
+        }
+        if self.max_message_bytes < 1024 {
+            return Err("--max-message-bytes must be at least 1024".into());
+        }
+        if self.max_snapshot_bytes < self.max_message_bytes {
+            return Err("--max-snapshot-bytes must be at least --max-message-bytes".into());
+        }
+        if self.max_invalid_messages == 0 {
+            return Err("--max-invalid-messages must be at least 1".into());
+        }
+        for (name, side) in [
+            ("--canvas-width", self.canvas_width),
+            ("--canvas-height", self.canvas_height),
+        ] {
+            if !(1..=MAX_CANVAS_SIDE_PX).contains(&side) {
+                return Err(format!("{name} must be between 1 and {MAX_CANVAS_SIDE_PX}"));
+            }
+        }
+        if self.room_threads == Some(0) || self.workers == Some(0) {
+            return Err("--room-threads and --workers must be at least 1".into());
+        }
+        Ok(Settings {
+            bind: self.bind,
+            frontend_dir: resolve_frontend_dir(self.frontend_dir)?,
+            heartbeat_interval: self.heartbeat_interval,
+            client_timeout: self.client_timeout,
+            snapshot_timeout: self.snapshot_timeout,
+            max_message_bytes: self.max_message_bytes,
+            max_snapshot_bytes: self.max_snapshot_bytes,
+            max_invalid_messages: self.max_invalid_messages,
+            canvas: CanvasSize {
+                width: self.canvas_width,
+                height: self.canvas_height,
+            },
+            room_threads: self.room_threads.unwrap_or(cores),
+            workers: self.workers.unwrap_or(cores),
+        })
+    }
+}
+
+/// The frontend must exist at start-up: a server that serves 404 for its own page is worse than
+/// one that refuses to start.
+fn resolve_frontend_dir(explicit: Option<PathBuf>) -> Result<PathBuf, String> {
+    let candidates = match explicit {
+        Some(dir) => vec![dir],
+        None => default_frontend_dirs(),
+    };
+    candidates
+        .iter()
+        .find(|dir| dir.join("index.html").is_file())
+        .cloned()
+        .ok_or_else(|| {
+            let tried: Vec<String> = candidates.iter().map(|d| d.display().to_string()).collect();
+            format!(
+                "--frontend-dir: no index.html found in {}",
+                tried.join(", ")
+            )
+        })
+}
+
+fn default_frontend_dirs() -> Vec<PathBuf> {
+    let mut dirs = vec![PathBuf::from("frontend")];
+    if let Some(exe_dir) = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(PathBuf::from))
+    {
+        dirs.push(exe_dir.join("frontend"));
+        // `target/{debug,release}/livecanvas` run from elsewhere: the crate's own frontend.
+        dirs.push(exe_dir.join("../../frontend"));
+    }
+    dirs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Settings, String> {
+        let mut argv = vec!["livecanvas", "--frontend-dir", env!("CARGO_MANIFEST_DIR")];
+        argv.extend_from_slice(args);
+        // The crate root has no index.html; point at the real frontend.
+        let mut config = Config::try_parse_from(argv).map_err(|e| e.to_string())?;
+        config.frontend_dir = Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("frontend"));
+        config.resolve()
+    }
+
+    #[test]
+    fn defaults_serve_on_loopback_8080() {
+        let settings = parse(&[]).unwrap();
+        assert_eq!(settings.bind, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(settings.heartbeat_interval, Duration::from_secs(5));
+        assert_eq!(settings.client_timeout, Duration::from_secs(15));
+        assert_eq!(
+            settings.canvas,
+            CanvasSize {
+                width: 1600,
+                height: 900
+            }
+        );
+    }
+
+    #[test]
+    fn a_timeout_shorter_than_the_heartbeat_is_refused_by_name() {
+        let err = parse(&["--heartbeat-interval", "10s", "--client-timeout", "5s"]).unwrap_err();
+        assert!(err.contains("--client-timeout"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_frontend_dir_is_named() {
+        let err = resolve_frontend_dir(Some(PathBuf::from("/nonexistent/ui"))).unwrap_err();
+        assert!(err.contains("/nonexistent/ui"), "{err}");
+    }
+}

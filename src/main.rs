@@ -1,0 +1,25 @@
+//! The `livecanvas` binary: parse the configuration, set up logging, serve.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use livecanvas::config::Config;
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let settings = match Config::parse().resolve() {
+        Ok(settings) => settings,
+        Err(message) => {
+            eprintln!("livecanvas: error: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let bind = settings.bind;
+    match actix_web::rt::System::new().block_on(livecanvas::run(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("livecanvas: error: cannot serve on {bind}: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,483 @@
+//! The wire protocol: what clients may send, what the server answers, and the checks between them.
+//!
+//! This module owns decoding and validating client frames into typed [`ClientMessage`]s and encoding
+//! [`ServerMessage`]s to JSON text. It is pure (no actors, no I/O) so that it can be tested alone.
+//! It must never panic on client input and never let an out-of-range value through.
+
+use bytestring::ByteString;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// How far outside the canvas a segment may reach, in logical pixels: a stroke that leaves the
+/// canvas mid-drag still draws its visible part.
+pub const COORDINATE_MARGIN_PX: f64 = 100.0;
+/// Line width bounds and default, in logical pixels.
+pub const MIN_SIZE_PX: f64 = 1.0;
+pub const MAX_SIZE_PX: f64 = 64.0;
+pub const DEFAULT_SIZE_PX: f64 = 2.0;
+pub const MAX_ROOM_NAME_CHARS: usize = 64;
+/// The only accepted form of a picture in `canvasState`.
+pub const PNG_DATA_URL_PREFIX: &str = "data:image/png;base64,";
+
+/// The fixed logical size of a room's canvas; every coordinate is in this space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CanvasSize {
+    pub width: u32,
+    pub height: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tool {
+    Pen,
+    Eraser,
+}
+
+/// One validated line segment, as broadcast to the room.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Segment {
+    pub color: String,
+    pub start_x: f64,
+    pub start_y: f64,
+    pub end_x: f64,
+    pub end_y: f64,
+    pub size: f64,
+    pub tool: Tool,
+}
+
+/// A client frame after decoding and validation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientMessage {
+    Draw(Segment),
+    Clear,
+    /// A peer's answer to a `canvasRequest`: the picture for newcomer `client_id`.
+    CanvasState {
+        client_id: Uuid,
+        data: String,
+    },
+}
+
+/// Machine-readable reason for an `error` message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    InvalidJson,
+    UnknownType,
+    InvalidField,
+    UnexpectedSnapshot,
+}
+
+/// Why a client frame was refused; sent back to that client as an `error` message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub code: ErrorCode,
+    pub field: Option<&'static str>,
+    pub message: String,
+}
+
+impl Rejection {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Rejection {
+            code,
+            field: None,
+            message: message.into(),
+        }
+    }
+
+    fn field(field: &'static str, message: impl Into<String>) -> Self {
+        Rejection {
+            code: ErrorCode::InvalidField,
+            field: Some(field),
+            message: message.into(),
+        }
+    }
+
+    pub fn to_server_message(&self) -> ServerMessage<'_> {
+        ServerMessage::Error {
+            code: self.code,
+            field: self.field,
+            message: &self.message,
+        }
+    }
+}
+
+/// Everything the server sends. Encoded once per broadcast, whatever the number of recipients.
+#[derive(Debug, Serialize)]
+#[serde(
+    tag = "type",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+pub enum ServerMessage<'a> {
+    Welcome {
+        client_id: Uuid,
+        room: &'a str,
+        width: u32,
+        height: u32,
+        awaiting_snapshot: bool,
+    },
+    ClientCount {
+        client_count: usize,
+    },
+    Draw(&'a Segment),
+    Clear,
+    CanvasRequest {
+        client_id: Uuid,
+    },
+    CanvasState {
+        client_id: Uuid,
+        data: &'a str,
+    },
+    CanvasEmpty {
+        client_id: Uuid,
+    },
+    Error {
+        code: ErrorCode,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        field: Option<&'static str>,
+        message: &'a str,
+    },
+}
+
+impl ServerMessage<'_> {
+    /// The JSON text frame for this message.
+    pub fn encode(&self) -> ByteString {
+        match serde_json::to_string(self) {
+            Ok(json) => ByteString::from(json),
+            // Only our own types are serialised here, none of which can fail; keep the server up anyway.
+            Err(err) => {
+                log::error!("could not encode a server message: {err}");
+                ByteString::from_static(
+                    r#"{"type":"error","code":"internal","message":"encoding failed"}"#,
+                )
+            }
+        }
+    }
+}
+
+/// The fast path: every field the protocol knows, typed. Unknown fields are ignored.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Incoming {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    color: Option<String>,
+    start_x: Option<f64>,
+    start_y: Option<f64>,
+    end_x: Option<f64>,
+    end_y: Option<f64>,
+    size: Option<f64>,
+    tool: Option<String>,
+    client_id: Option<String>,
+    data: Option<String>,
+}
+
+/// Decodes and validates one client text frame.
+pub fn decode_client_message(text: &str, canvas: CanvasSize) -> Result<ClientMessage, Rejection> {
+    let incoming: Incoming = match serde_json::from_str(text) {
+        Ok(incoming) => incoming,
+        Err(_) => return Err(explain_decode_failure(text)),
+    };
+    match incoming.kind.as_deref() {
+        // The original demo's clients send draws without a type.
+        None | Some("draw") => validate_draw(&incoming, canvas).map(ClientMessage::Draw),
+        Some("clear") => Ok(ClientMessage::Clear),
+        Some("canvasState") => validate_canvas_state(incoming),
+        Some(other) => Err(Rejection::new(
+            ErrorCode::UnknownType,
+            format!("unknown message type {:?}", truncate(other, 32)),
+        )),
+    }
+}
+
+/// The slow path, taken only for bad frames: find which field made the typed decode fail.
+fn explain_decode_failure(text: &str) -> Rejection {
+    let value: Value = match serde_json::from_str(text) {
+        Ok(value) => value,
+        Err(err) => {
+            return Rejection::new(ErrorCode::InvalidJson, format!("not valid JSON: {err}"));
+        }
+    };
+    let Some(object) = value.as_object() else {
+        return Rejection::new(ErrorCode::InvalidJson, "expected a JSON object");
+    };
+    const STRING_FIELDS: [&str; 5] = ["type", "color", "tool", "clientId", "data"];
+    const NUMBER_FIELDS: [&str; 5] = ["startX", "startY", "endX", "endY", "size"];
+    for field in STRING_FIELDS {
+        if object.get(field).is_some_and(|v| !v.is_string()) {
+            return Rejection::field(field, format!("{field} must be a string"));
+        }
+    }
+    for field in NUMBER_FIELDS {
+        if object.get(field).is_some_and(|v| !v.is_number()) {
+            return Rejection::field(field, format!("{field} must be a number"));
+        }
+    }
+    Rejection::new(ErrorCode::InvalidJson, "could not decode the message")
+}
+
+fn validate_draw(incoming: &Incoming, canvas: CanvasSize) -> Result<Segment, Rejection> {
+    let x_range = -COORDINATE_MARGIN_PX..=f64::from(canvas.width) + COORDINATE_MARGIN_PX;
+    let y_range = -COORDINATE_MARGIN_PX..=f64::from(canvas.height) + COORDINATE_MARGIN_PX;
+    let coordinate = |field: &'static str,
+                      value: Option<f64>,
+                      range: &std::ops::RangeInclusive<f64>| {
+        let value = value.ok_or_else(|| Rejection::field(field, format!("{field} is required")))?;
+        if value.is_finite() && range.contains(&value) {
+            Ok(value)
+        } else {
+            Err(Rejection::field(
+                field,
+                format!(
+                    "{field} must be between {} and {}",
+                    range.start(),
+                    range.end()
+                ),
+            ))
+        }
+    };
+    let start_x = coordinate("startX", incoming.start_x, &x_range)?;
+    let start_y = coordinate("startY", incoming.start_y, &y_range)?;
+    let end_x = coordinate("endX", incoming.end_x, &x_range)?;
+    let end_y = coordinate("endY", incoming.end_y, &y_range)?;
+
+    let color = match incoming.color.as_deref() {
+        Some(color) if is_hex_color(color) => color.to_ascii_lowercase(),
+        Some(_) => return Err(Rejection::field("color", "color must be #rgb or #rrggbb")),
+        None => return Err(Rejection::field("color", "color is required")),
+    };
+    let size = match incoming.size {
+        None => DEFAULT_SIZE_PX,
+        Some(size) if size.is_finite() && (MIN_SIZE_PX..=MAX_SIZE_PX).contains(&size) => size,
+        Some(_) => {
+            return Err(Rejection::field(
+                "size",
+                format!("size must be between {MIN_SIZE_PX} and {MAX_SIZE_PX}"),
+            ))
+        }
+    };
+    let tool = match incoming.tool.as_deref() {
+        None | Some("pen") => Tool::Pen,
+        Some("eraser") => Tool::Eraser,
+        Some(_) => {
+            return Err(Rejection::field(
+                "tool",
+                "tool must be \"pen\" or \"eraser\"",
+            ))
+        }
+    };
+    Ok(Segment {
+        color,
+        start_x,
+        start_y,
+        end_x,
+        end_y,
+        size,
+        tool,
+    })
+}
+
+fn validate_canvas_state(incoming: Incoming) -> Result<ClientMessage, Rejection> {
+    let client_id = incoming
+        .client_id
+        .as_deref()
+        .and_then(|id| Uuid::parse_str(id).ok())
+        .ok_or_else(|| {
+            Rejection::field("clientId", "clientId must be the uuid from canvasRequest")
+        })?;
+    let data = incoming
+        .data
+        .filter(|data| data.starts_with(PNG_DATA_URL_PREFIX))
+        .ok_or_else(|| {
+            Rejection::field(
+                "data",
+                format!("data must be a {PNG_DATA_URL_PREFIX}... URL"),
+            )
+        })?;
+    Ok(ClientMessage::CanvasState { client_id, data })
+}
+
+/// Room names are 1-64 characters of `A-Z a-z 0-9 _ -`, so they are safe in a URL, a log line and a
+/// file name alike.
+pub fn is_valid_room_name(name: &str) -> bool {
+    (1..=MAX_ROOM_NAME_CHARS).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// `#rgb` or `#rrggbb`, hex digits in either case.
+fn is_hex_color(color: &str) -> bool {
+    let Some(hex) = color.strip_prefix('#') else {
+        return false;
+    };
+    matches!(hex.len(), 3 | 6) && hex.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Keeps echoed client text short in error messages, cutting on a character boundary.
+fn truncate(text: &str, max_chars: usize) -> String {
+    text.chars().take(max_chars).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CANVAS: CanvasSize = CanvasSize {
+        width: 1600,
+        height: 900,
+    };
+
+    fn decode(text: &str) -> Result<ClientMessage, Rejection> {
+        decode_client_message(text, CANVAS)
+    }
+
+    fn rejected_field(text: &str) -> Option<&'static str> {
+        decode(text).err().and_then(|r| r.field)
+    }
+
+    #[test]
+    fn a_demo_draw_without_type_is_a_pen_segment_of_default_size() {
+        let msg =
+            decode(r##"{"color":"#000000","startX":450,"startY":202,"endX":484,"endY":202}"##);
+        assert_eq!(
+            msg,
+            Ok(ClientMessage::Draw(Segment {
+                color: "#000000".into(),
+                start_x: 450.0,
+                start_y: 202.0,
+                end_x: 484.0,
+                end_y: 202.0,
+                size: DEFAULT_SIZE_PX,
+                tool: Tool::Pen,
+            }))
+        );
+    }
+
+    #[test]
+    fn a_draw_is_encoded_with_its_type_and_every_field() {
+        let segment = Segment {
+            color: "#abc".into(),
+            start_x: 1.5,
+            start_y: 2.0,
+            end_x: 3.0,
+            end_y: 4.0,
+            size: 8.0,
+            tool: Tool::Eraser,
+        };
+        let json: Value = serde_json::from_str(&ServerMessage::Draw(&segment).encode()).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"type":"draw","color":"#abc","startX":1.5,"startY":2.0,
+                "endX":3.0,"endY":4.0,"size":8.0,"tool":"eraser"})
+        );
+    }
+
+    #[test]
+    fn out_of_range_values_name_their_field() {
+        let base = r##""color":"#000","startY":1,"endX":1,"endY":1"##;
+        assert_eq!(
+            rejected_field(&format!(r#"{{{base},"startX":1e9}}"#)),
+            Some("startX")
+        );
+        assert_eq!(
+            rejected_field(&format!(r#"{{{base},"startX":-101}}"#)),
+            Some("startX")
+        );
+        assert_eq!(
+            rejected_field(&format!(r#"{{{base},"startX":"1"}}"#)),
+            Some("startX")
+        );
+        assert_eq!(rejected_field(&format!(r#"{{{base}}}"#)), Some("startX"));
+        assert_eq!(
+            rejected_field(&format!(r#"{{{base},"startX":1,"size":65}}"#)),
+            Some("size")
+        );
+        assert_eq!(
+            rejected_field(&format!(r#"{{{base},"startX":1,"size":0.5}}"#)),
+            Some("size")
+        );
+        assert_eq!(
+            rejected_field(&format!(r#"{{{base},"startX":1,"tool":"laser"}}"#)),
+            Some("tool")
+        );
+    }
+
+    #[test]
+    fn colours_must_be_short_or_long_hex() {
+        for good in ["#abc", "#ABCDEF", "#012345"] {
+            assert!(is_hex_color(good), "{good}");
+        }
+        for bad in [
+            "abc",
+            "#abcd",
+            "#ggg",
+            "red",
+            "#",
+            "",
+            "#ａｂｃ",
+            "javascript:",
+        ] {
+            assert!(!is_hex_color(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn non_objects_and_broken_json_are_invalid_json() {
+        for text in ["", "nope", "[1,2]", "42", "{\"color\":", "null"] {
+            assert_eq!(
+                decode(text).map_err(|r| r.code),
+                Err(ErrorCode::InvalidJson),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn room_names_are_short_url_safe_words() {
+        for good in ["main", "a", "Team_42-b", &"x".repeat(64)] {
+            assert!(is_valid_room_name(good), "{good}");
+        }
+        for bad in [
+            "",
+            &"x".repeat(65),
+            "a b",
+            "../etc",
+            "caf\u{e9}",
+            "a/b",
+            "a.b",
+            "%2e",
+        ] {
+            assert!(!is_valid_room_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn unknown_types_are_refused_by_name() {
+        let rejection = decode(r#"{"type":"teleport"}"#).unwrap_err();
+        assert_eq!(rejection.code, ErrorCode::UnknownType);
+        assert!(rejection.message.contains("teleport"));
+    }
+
+    #[test]
+    fn canvas_state_needs_a_uuid_and_a_png_data_url() {
+        let id = Uuid::new_v4();
+        let ok = format!(
+            r#"{{"type":"canvasState","clientId":"{id}","data":"data:image/png;base64,AA=="}}"#
+        );
+        assert!(
+            matches!(decode(&ok), Ok(ClientMessage::CanvasState { client_id, .. }) if client_id == id)
+        );
+        let html =
+            format!(r#"{{"type":"canvasState","clientId":"{id}","data":"data:text/html,<b>"}}"#);
+        assert_eq!(rejected_field(&html), Some("data"));
+        assert_eq!(
+            rejected_field(
+                r#"{"type":"canvasState","clientId":"me","data":"data:image/png;base64,"}"#
+            ),
+            Some("clientId")
+        );
+    }
+}

@@ -1,0 +1,129 @@
+//! `RoomRegistry`: the actor that knows which rooms are alive.
+//!
+//! It owns the map from room name to `CanvasServer` address: it spawns a room on its first join,
+//! spreading rooms over a fixed set of arbiters (threads) so that busy rooms use every core, and it
+//! stops a room once it is empty and no join is on its way. It must never hold per-message state: after
+//! a join it is out of the path, and draws go straight from sessions to their room.
+
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use uuid::Uuid;
+
+use crate::config::Settings;
+use crate::room::{CanvasServer, Join, Shutdown};
+use crate::session::WsSession;
+use crate::stats::Stats;
+
+/// A session asks to enter `room`; the answer is the room's address, for its later messages.
+#[derive(Message)]
+#[rtype(result = "Addr<CanvasServer>")]
+pub struct JoinRoom {
+    pub room: Arc<str>,
+    pub id: Uuid,
+    pub session: Addr<WsSession>,
+}
+
+/// A room became empty after having seen `joins_seen` joins.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RoomIdle {
+    pub room: Arc<str>,
+    pub joins_seen: u64,
+}
+
+struct RoomEntry {
+    addr: Addr<CanvasServer>,
+    /// Joins forwarded to the room. A room that reports being idle with fewer joins seen has a join
+    /// still in its mailbox and must live on.
+    joins_sent: u64,
+}
+
+pub struct RoomRegistry {
+    settings: Arc<Settings>,
+    stats: Arc<Stats>,
+    rooms: HashMap<Arc<str>, RoomEntry>,
+    arbiters: Vec<Arbiter>,
+    next_arbiter: usize,
+}
+
+impl RoomRegistry {
+    pub fn new(settings: Arc<Settings>, stats: Arc<Stats>) -> Self {
+        let arbiters = (0..settings.room_threads).map(|_| Arbiter::new()).collect();
+        RoomRegistry {
+            settings,
+            stats,
+            rooms: HashMap::new(),
+            arbiters,
+            next_arbiter: 0,
+        }
+    }
+}
+
+/// Starts a room on the next arbiter, round-robin.
+fn spawn_room(
+    arbiter: &Arbiter,
+    name: Arc<str>,
+    settings: Arc<Settings>,
+    registry: Addr<RoomRegistry>,
+) -> Addr<CanvasServer> {
+    CanvasServer::start_in_arbiter(&arbiter.handle(), move |_| {
+        CanvasServer::new(name, settings, registry)
+    })
+}
+
+impl Actor for RoomRegistry {
+    type Context = Context<Self>;
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        for arbiter in &self.arbiters {
+            arbiter.stop();
+        }
+    }
+}
+
+impl Handler<JoinRoom> for RoomRegistry {
+    type Result = MessageResult<JoinRoom>;
+
+    fn handle(&mut self, join: JoinRoom, ctx: &mut Context<Self>) -> Self::Result {
+        let entry = match self.rooms.entry(join.room.clone()) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(slot) => {
+                let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
+                self.next_arbiter = self.next_arbiter.wrapping_add(1);
+                self.stats.rooms.fetch_add(1, Ordering::Relaxed);
+                let addr = spawn_room(arbiter, join.room, self.settings.clone(), ctx.address());
+                slot.insert(RoomEntry {
+                    addr,
+                    joins_sent: 0,
+                })
+            }
+        };
+        entry.joins_sent += 1;
+        entry.addr.do_send(Join {
+            id: join.id,
+            session: join.session,
+        });
+        MessageResult(entry.addr.clone())
+    }
+}
+
+impl Handler<RoomIdle> for RoomRegistry {
+    type Result = ();
+
+    fn handle(&mut self, idle: RoomIdle, _ctx: &mut Context<Self>) {
+        let Some(entry) = self.rooms.get(&idle.room) else {
+            return;
+        };
+        if entry.joins_sent != idle.joins_seen {
+            return;
+        }
+        if let Some(entry) = self.rooms.remove(&idle.room) {
+            entry.addr.do_send(Shutdown);
+            self.stats.rooms.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}

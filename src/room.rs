@@ -1,0 +1,311 @@
+//! `CanvasServer`: the actor that owns one room.
+//!
+//! It owns the room's member list, routes draws and clears to every member but the sender, keeps the
+//! count up to date, and brokers a newcomer's picture from a peer (ask one, time out, ask the next,
+//! give up with `canvasEmpty`). Every broadcast is encoded once and the same bytes go to each member.
+//! It must never block, never wait on a member, and never trust a member's claim about who asked it
+//! for a snapshot: only the peer it asked may answer, once.
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use bytestring::ByteString;
+use uuid::Uuid;
+
+use crate::config::Settings;
+use crate::protocol::{ErrorCode, Rejection, Segment, ServerMessage};
+use crate::registry::{RoomIdle, RoomRegistry};
+use crate::session::{Deliver, RequestSnapshot, WithdrawSnapshotRequest, WsSession};
+
+/// A session enters the room. Sent by the registry only, so the registry can count joins.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Join {
+    pub id: Uuid,
+    pub session: Addr<WsSession>,
+}
+
+/// A session left (closed, timed out, or failed).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Leave {
+    pub id: Uuid,
+}
+
+/// A validated segment from member `from`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Draw {
+    pub from: Uuid,
+    pub segment: Segment,
+}
+
+/// Member `from` cleared the canvas.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Clear {
+    pub from: Uuid,
+}
+
+/// Member `from` answers a `canvasRequest` for newcomer `for_client`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SnapshotReply {
+    pub from: Uuid,
+    pub for_client: Uuid,
+    pub data: String,
+}
+
+/// The registry confirmed that no join is on its way: the room may stop.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+struct Member {
+    id: Uuid,
+    session: Addr<WsSession>,
+}
+
+/// A newcomer waiting for its picture.
+struct PendingSnapshot {
+    newcomer: Uuid,
+    asked: Uuid,
+    /// Peers already asked, so a peer that timed out is not asked again for this newcomer.
+    tried: Vec<Uuid>,
+    /// Identifies this ask, so a timer from an earlier ask does nothing.
+    ask_id: u64,
+}
+
+pub struct CanvasServer {
+    name: Arc<str>,
+    settings: Arc<Settings>,
+    registry: Addr<RoomRegistry>,
+    /// In join order: the longest-present member is asked for snapshots first.
+    members: Vec<Member>,
+    pending: Vec<PendingSnapshot>,
+    joins_seen: u64,
+    next_ask_id: u64,
+}
+
+impl CanvasServer {
+    pub fn new(name: Arc<str>, settings: Arc<Settings>, registry: Addr<RoomRegistry>) -> Self {
+        CanvasServer {
+            name,
+            settings,
+            registry,
+            members: Vec::new(),
+            pending: Vec::new(),
+            joins_seen: 0,
+            next_ask_id: 0,
+        }
+    }
+
+    fn member(&self, id: Uuid) -> Option<&Member> {
+        self.members.iter().find(|m| m.id == id)
+    }
+
+    fn send_to(&self, id: Uuid, frame: ByteString) {
+        if let Some(member) = self.member(id) {
+            member.session.do_send(Deliver(frame));
+        }
+    }
+
+    /// One encoding, shared by every recipient.
+    fn broadcast(&self, message: &ServerMessage<'_>, except: Option<Uuid>) {
+        let frame = message.encode();
+        for member in self.members.iter().filter(|m| Some(m.id) != except) {
+            member.session.do_send(Deliver(frame.clone()));
+        }
+    }
+
+    fn broadcast_count(&self) {
+        let count = ServerMessage::ClientCount {
+            client_count: self.members.len(),
+        };
+        self.broadcast(&count, None);
+    }
+
+    fn is_waiting(&self, id: Uuid) -> bool {
+        self.pending.iter().any(|p| p.newcomer == id)
+    }
+
+    /// Asks the next peer that has a complete picture and has not been asked for this newcomer yet;
+    /// when there is none, the newcomer starts from a blank canvas.
+    fn ask_next_peer(&mut self, newcomer: Uuid, mut tried: Vec<Uuid>, ctx: &mut Context<Self>) {
+        let candidate = self
+            .members
+            .iter()
+            .map(|m| m.id)
+            .find(|&id| id != newcomer && !tried.contains(&id) && !self.is_waiting(id));
+        let Some(peer) = candidate else {
+            self.send_to(
+                newcomer,
+                ServerMessage::CanvasEmpty {
+                    client_id: newcomer,
+                }
+                .encode(),
+            );
+            return;
+        };
+        tried.push(peer);
+        self.next_ask_id += 1;
+        let ask_id = self.next_ask_id;
+        self.pending.push(PendingSnapshot {
+            newcomer,
+            asked: peer,
+            tried,
+            ask_id,
+        });
+        if let Some(member) = self.member(peer) {
+            member.session.do_send(RequestSnapshot { newcomer });
+        }
+        ctx.run_later(self.settings.snapshot_timeout, move |room, ctx| {
+            room.snapshot_timed_out(newcomer, ask_id, ctx)
+        });
+    }
+
+    fn snapshot_timed_out(&mut self, newcomer: Uuid, ask_id: u64, ctx: &mut Context<Self>) {
+        let Some(index) = self
+            .pending
+            .iter()
+            .position(|p| p.newcomer == newcomer && p.ask_id == ask_id)
+        else {
+            return; // answered, or the newcomer left
+        };
+        let pending = self.pending.swap_remove(index);
+        if let Some(member) = self.member(pending.asked) {
+            member.session.do_send(WithdrawSnapshotRequest);
+        }
+        log::debug!(
+            "room={} client={} did not send the snapshot for {} in time",
+            self.name,
+            pending.asked,
+            newcomer
+        );
+        self.ask_next_peer(newcomer, pending.tried, ctx);
+    }
+
+    fn refuse_snapshot(&self, from: Uuid) {
+        let rejection = Rejection {
+            code: ErrorCode::UnexpectedSnapshot,
+            field: None,
+            message: "no canvasRequest for that client is waiting on you".into(),
+        };
+        self.send_to(from, rejection.to_server_message().encode());
+    }
+}
+
+impl Actor for CanvasServer {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _ctx: &mut Self::Context) {
+        log::debug!("room={} started", self.name);
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        log::debug!("room={} stopped", self.name);
+    }
+}
+
+impl Handler<Join> for CanvasServer {
+    type Result = ();
+
+    fn handle(&mut self, join: Join, ctx: &mut Context<Self>) {
+        self.joins_seen += 1;
+        let awaiting_snapshot = !self.members.is_empty();
+        let welcome = ServerMessage::Welcome {
+            client_id: join.id,
+            room: &self.name,
+            width: self.settings.canvas.width,
+            height: self.settings.canvas.height,
+            awaiting_snapshot,
+        };
+        join.session.do_send(Deliver(welcome.encode()));
+        self.members.push(Member {
+            id: join.id,
+            session: join.session,
+        });
+        self.broadcast_count();
+        if awaiting_snapshot {
+            self.ask_next_peer(join.id, Vec::new(), ctx);
+        }
+    }
+}
+
+impl Handler<Leave> for CanvasServer {
+    type Result = ();
+
+    fn handle(&mut self, leave: Leave, ctx: &mut Context<Self>) {
+        let before = self.members.len();
+        self.members.retain(|m| m.id != leave.id);
+        if self.members.len() == before {
+            return;
+        }
+        self.pending.retain(|p| p.newcomer != leave.id);
+        // Newcomers who were waiting on the leaver go to the next peer at once.
+        let orphaned: Vec<PendingSnapshot> = {
+            let (orphaned, kept) = std::mem::take(&mut self.pending)
+                .into_iter()
+                .partition(|p| p.asked == leave.id);
+            self.pending = kept;
+            orphaned
+        };
+        for pending in orphaned {
+            self.ask_next_peer(pending.newcomer, pending.tried, ctx);
+        }
+        self.broadcast_count();
+        if self.members.is_empty() {
+            self.registry.do_send(RoomIdle {
+                room: self.name.clone(),
+                joins_seen: self.joins_seen,
+            });
+        }
+    }
+}
+
+impl Handler<Draw> for CanvasServer {
+    type Result = ();
+
+    fn handle(&mut self, draw: Draw, _ctx: &mut Context<Self>) {
+        self.broadcast(&ServerMessage::Draw(&draw.segment), Some(draw.from));
+    }
+}
+
+impl Handler<Clear> for CanvasServer {
+    type Result = ();
+
+    fn handle(&mut self, clear: Clear, _ctx: &mut Context<Self>) {
+        self.broadcast(&ServerMessage::Clear, Some(clear.from));
+    }
+}
+
+impl Handler<SnapshotReply> for CanvasServer {
+    type Result = ();
+
+    fn handle(&mut self, reply: SnapshotReply, _ctx: &mut Context<Self>) {
+        let Some(index) = self
+            .pending
+            .iter()
+            .position(|p| p.newcomer == reply.for_client && p.asked == reply.from)
+        else {
+            self.refuse_snapshot(reply.from);
+            return;
+        };
+        self.pending.swap_remove(index);
+        let state = ServerMessage::CanvasState {
+            client_id: reply.for_client,
+            data: &reply.data,
+        };
+        self.send_to(reply.for_client, state.encode());
+    }
+}
+
+impl Handler<Shutdown> for CanvasServer {
+    type Result = ();
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
+        if self.members.is_empty() {
+            ctx.stop();
+        }
+    }
+}

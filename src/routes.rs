@@ -1,0 +1,124 @@
+//! HTTP routes: the page, its assets, the WebSocket upgrade and the health check.
+//!
+//! This module owns URL shapes and what is refused before an upgrade (bad room names get 400). It
+//! must never hold connection state: each upgrade hands its connection to a new `WsSession` actor.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use actix::Addr;
+use actix_files::{Files, NamedFile};
+use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web_actors::ws;
+use serde_json::json;
+
+use crate::config::Settings;
+use crate::protocol::is_valid_room_name;
+use crate::registry::RoomRegistry;
+use crate::session::WsSession;
+use crate::stats::Stats;
+
+/// The room of `/` and `/ws`.
+pub const DEFAULT_ROOM: &str = "main";
+/// Room for the JSON envelope around the largest accepted PNG data URL.
+const SNAPSHOT_ENVELOPE_BYTES: usize = 4 * 1024;
+
+/// What every handler may use.
+#[derive(Clone)]
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub stats: Arc<Stats>,
+    pub registry: Addr<RoomRegistry>,
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig, frontend_dir: &std::path::Path) {
+    cfg.route("/", web::get().to(index))
+        .route("/r/{room}", web::get().to(room_page))
+        .route("/ws", web::get().to(ws_default_room))
+        .route("/ws/{room}", web::get().to(ws_room))
+        .route("/healthz", web::get().to(healthz))
+        .service(Files::new("/", frontend_dir));
+}
+
+fn bad_room(room: &str) -> HttpResponse {
+    HttpResponse::BadRequest().json(json!({
+        "error": "invalid_room",
+        "message": format!(
+            "room names are 1-64 characters of A-Z a-z 0-9 _ - (got {} bytes)",
+            room.len()
+        ),
+    }))
+}
+
+async fn page(state: &AppState) -> actix_web::Result<NamedFile> {
+    Ok(NamedFile::open(
+        state.settings.frontend_dir.join("index.html"),
+    )?)
+}
+
+async fn index(state: web::Data<AppState>) -> actix_web::Result<NamedFile> {
+    page(&state).await
+}
+
+async fn room_page(
+    room: web::Path<String>,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> actix_web::Result<HttpResponse> {
+    if !is_valid_room_name(&room) {
+        return Ok(bad_room(&room));
+    }
+    Ok(page(&state).await?.into_response(&req))
+}
+
+async fn ws_default_room(
+    req: HttpRequest,
+    stream: web::Payload,
+    state: web::Data<AppState>,
+) -> actix_web::Result<HttpResponse> {
+    upgrade(DEFAULT_ROOM, req, stream, &state)
+}
+
+async fn ws_room(
+    room: web::Path<String>,
+    req: HttpRequest,
+    stream: web::Payload,
+    state: web::Data<AppState>,
+) -> actix_web::Result<HttpResponse> {
+    if !is_valid_room_name(&room) {
+        return Ok(bad_room(&room));
+    }
+    upgrade(&room, req, stream, &state)
+}
+
+fn upgrade(
+    room: &str,
+    req: HttpRequest,
+    stream: web::Payload,
+    state: &AppState,
+) -> actix_web::Result<HttpResponse> {
+    let peer = req
+        .peer_addr()
+        .map_or_else(|| "unknown".to_owned(), |addr| addr.to_string());
+    let session = WsSession::new(
+        room.into(),
+        peer,
+        state.settings.clone(),
+        state.stats.clone(),
+        state.registry.clone(),
+    );
+    // The codec must let a requested snapshot through; the session enforces the small limit on
+    // everything else.
+    ws::WsResponseBuilder::new(session, &req, stream)
+        .frame_size(state.settings.max_snapshot_bytes + SNAPSHOT_ENVELOPE_BYTES)
+        .start()
+}
+
+async fn healthz(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "connections": state.stats.connections.load(Ordering::Relaxed),
+        "rooms": state.stats.rooms.load(Ordering::Relaxed),
+    }))
+}

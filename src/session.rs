@@ -1,0 +1,294 @@
+//! `WsSession`: the actor behind one WebSocket connection.
+//!
+//! It owns the connection's framing (joining fragmented messages, size limits, close codes), its
+//! heartbeat, and the decoding and validation of what the client sends, so that its room only ever
+//! receives typed, valid messages. It must never forward a message it has not validated, never
+//! panic on what a client sends, and always leave its room when it stops, whatever the reason.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::prelude::*;
+use actix_http::ws::Item;
+use actix_web_actors::ws::{self, CloseCode, CloseReason, ProtocolError};
+use bytestring::ByteString;
+use uuid::Uuid;
+
+use crate::config::Settings;
+use crate::protocol::{decode_client_message, ClientMessage, ServerMessage};
+use crate::registry::{JoinRoom, RoomRegistry};
+use crate::room::{CanvasServer, Clear, Draw, Leave, SnapshotReply};
+use crate::stats::Stats;
+
+/// A text frame for the client, already encoded (and shared with the rest of the room).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Deliver(pub ByteString);
+
+/// The room asks this client for its picture, for `newcomer`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RequestSnapshot {
+    pub newcomer: Uuid,
+}
+
+/// The room no longer waits for this client's picture (it timed out and asked someone else).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct WithdrawSnapshotRequest;
+
+pub struct WsSession {
+    id: Uuid,
+    room_name: Arc<str>,
+    peer: String,
+    settings: Arc<Settings>,
+    stats: Arc<Stats>,
+    registry: Addr<RoomRegistry>,
+    /// Known once the registry has answered the join.
+    room: Option<Addr<CanvasServer>>,
+    last_seen: Instant,
+    /// A fragmented text message being joined.
+    fragments: Option<Vec<u8>>,
+    invalid_in_a_row: u32,
+    /// `canvasRequest`s sent to this client and not yet answered: while there is one, the client may
+    /// send one message up to the snapshot size limit.
+    snapshot_requests_open: usize,
+}
+
+impl WsSession {
+    pub fn new(
+        room_name: Arc<str>,
+        peer: String,
+        settings: Arc<Settings>,
+        stats: Arc<Stats>,
+        registry: Addr<RoomRegistry>,
+    ) -> Self {
+        WsSession {
+            id: Uuid::new_v4(),
+            room_name,
+            peer,
+            settings,
+            stats,
+            registry,
+            room: None,
+            last_seen: Instant::now(),
+            fragments: None,
+            invalid_in_a_row: 0,
+            snapshot_requests_open: 0,
+        }
+    }
+
+    fn message_limit(&self) -> usize {
+        if self.snapshot_requests_open > 0 {
+            self.settings.max_snapshot_bytes
+        } else {
+            self.settings.max_message_bytes
+        }
+    }
+
+    fn close(&self, ctx: &mut ws::WebsocketContext<Self>, code: CloseCode, reason: &str) {
+        log::info!(
+            "closing room={} client={} code={} reason={reason}",
+            self.room_name,
+            self.id,
+            u16::from(code)
+        );
+        ctx.close(Some(CloseReason {
+            code,
+            description: Some(reason.to_owned()),
+        }));
+        ctx.stop();
+    }
+
+    fn start_heartbeat(&self, ctx: &mut ws::WebsocketContext<Self>) {
+        ctx.run_interval(self.settings.heartbeat_interval, |session, ctx| {
+            if session.last_seen.elapsed() > session.settings.client_timeout {
+                session.close(ctx, CloseCode::Normal, "heartbeat timeout");
+            } else {
+                ctx.ping(b"");
+            }
+        });
+    }
+
+    fn on_protocol_error(&self, error: ProtocolError, ctx: &mut ws::WebsocketContext<Self>) {
+        match error {
+            ProtocolError::Overflow => self.close(ctx, CloseCode::Size, "message too big"),
+            // actix-web-actors reports a text frame that is not UTF-8 as an I/O error; any other
+            // I/O error means the connection is already gone.
+            ProtocolError::Io(err) if err.to_string().contains("utf-8") => {
+                self.close(ctx, CloseCode::Invalid, "text is not valid UTF-8")
+            }
+            ProtocolError::Io(_) => ctx.stop(),
+            other => self.close(ctx, CloseCode::Protocol, &other.to_string()),
+        }
+    }
+
+    fn on_fragment(&mut self, item: Item, ctx: &mut ws::WebsocketContext<Self>) {
+        let (first, bytes, last) = match item {
+            Item::FirstText(bytes) => (true, bytes, false),
+            Item::FirstBinary(_) => {
+                return self.close(
+                    ctx,
+                    CloseCode::Unsupported,
+                    "binary messages are not supported",
+                )
+            }
+            Item::Continue(bytes) => (false, bytes, false),
+            Item::Last(bytes) => (false, bytes, true),
+        };
+        let limit = self.message_limit();
+        let buffer = match (&mut self.fragments, first) {
+            (None, true) => self.fragments.insert(Vec::new()),
+            (Some(buffer), false) => buffer,
+            _ => return self.close(ctx, CloseCode::Protocol, "unexpected continuation frame"),
+        };
+        if buffer.len() + bytes.len() > limit {
+            return self.close(ctx, CloseCode::Size, "message too big");
+        }
+        buffer.extend_from_slice(&bytes);
+        if !last {
+            return;
+        }
+        let joined = self.fragments.take().unwrap_or_default();
+        match String::from_utf8(joined) {
+            Ok(text) => self.on_text(&text, ctx),
+            Err(_) => self.close(ctx, CloseCode::Invalid, "text is not valid UTF-8"),
+        }
+    }
+
+    fn on_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
+        if text.len() > self.message_limit() {
+            return self.close(ctx, CloseCode::Size, "message too big");
+        }
+        match decode_client_message(text, self.settings.canvas) {
+            Ok(message) => {
+                self.invalid_in_a_row = 0;
+                self.forward(message);
+            }
+            Err(rejection) => {
+                self.invalid_in_a_row += 1;
+                if self.invalid_in_a_row >= self.settings.max_invalid_messages {
+                    return self.close(ctx, CloseCode::Policy, "too many invalid messages");
+                }
+                ctx.text(rejection.to_server_message().encode());
+            }
+        }
+    }
+
+    fn forward(&mut self, message: ClientMessage) {
+        let Some(room) = &self.room else {
+            return;
+        };
+        let from = self.id;
+        match message {
+            ClientMessage::Draw(segment) => room.do_send(Draw { from, segment }),
+            ClientMessage::Clear => room.do_send(Clear { from }),
+            ClientMessage::CanvasState { client_id, data } => {
+                self.snapshot_requests_open = self.snapshot_requests_open.saturating_sub(1);
+                room.do_send(SnapshotReply {
+                    from,
+                    for_client: client_id,
+                    data,
+                });
+            }
+        }
+    }
+}
+
+impl Actor for WsSession {
+    type Context = ws::WebsocketContext<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.stats.connections.fetch_add(1, Ordering::Relaxed);
+        log::info!(
+            "connect room={} client={} peer={}",
+            self.room_name,
+            self.id,
+            self.peer
+        );
+        self.start_heartbeat(ctx);
+        let join = JoinRoom {
+            room: self.room_name.clone(),
+            id: self.id,
+            session: ctx.address(),
+        };
+        // Nothing the client sends is handled before the session is in its room.
+        self.registry
+            .send(join)
+            .into_actor(self)
+            .then(|joined, session, ctx| {
+                match joined {
+                    Ok(room) => session.room = Some(room),
+                    Err(_) => session.close(ctx, CloseCode::Error, "room unavailable"),
+                }
+                fut::ready(())
+            })
+            .wait(ctx);
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        if let Some(room) = &self.room {
+            room.do_send(Leave { id: self.id });
+        }
+        self.stats.connections.fetch_sub(1, Ordering::Relaxed);
+        log::info!("disconnect room={} client={}", self.room_name, self.id);
+    }
+}
+
+impl StreamHandler<Result<ws::Message, ProtocolError>> for WsSession {
+    fn handle(&mut self, item: Result<ws::Message, ProtocolError>, ctx: &mut Self::Context) {
+        let message = match item {
+            Ok(message) => message,
+            Err(error) => return self.on_protocol_error(error, ctx),
+        };
+        self.last_seen = Instant::now();
+        match message {
+            ws::Message::Text(text) => self.on_text(&text, ctx),
+            ws::Message::Continuation(item) => self.on_fragment(item, ctx),
+            ws::Message::Binary(_) => self.close(
+                ctx,
+                CloseCode::Unsupported,
+                "binary messages are not supported",
+            ),
+            ws::Message::Ping(payload) => ctx.pong(&payload),
+            ws::Message::Pong(_) | ws::Message::Nop => {}
+            ws::Message::Close(reason) => {
+                ctx.close(reason);
+                ctx.stop();
+            }
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+impl Handler<Deliver> for WsSession {
+    type Result = ();
+
+    fn handle(&mut self, Deliver(frame): Deliver, ctx: &mut Self::Context) {
+        ctx.text(frame);
+    }
+}
+
+impl Handler<RequestSnapshot> for WsSession {
+    type Result = ();
+
+    fn handle(&mut self, request: RequestSnapshot, ctx: &mut Self::Context) {
+        self.snapshot_requests_open += 1;
+        let message = ServerMessage::CanvasRequest {
+            client_id: request.newcomer,
+        };
+        ctx.text(message.encode());
+    }
+}
+
+impl Handler<WithdrawSnapshotRequest> for WsSession {
+    type Result = ();
+
+    fn handle(&mut self, _: WithdrawSnapshotRequest, _ctx: &mut Self::Context) {
+        self.snapshot_requests_open = self.snapshot_requests_open.saturating_sub(1);
+    }
+}

@@ -1,0 +1,231 @@
+//! Test support: the real `livecanvas` binary on an ephemeral loopback port, and a WebSocket client
+//! that waits for events (with a generous deadline that only turns a hang into a failure).
+
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// Long enough for a loaded CI machine, short enough that a hang fails the test.
+pub const EVENT_DEADLINE: Duration = Duration::from_secs(10);
+
+pub fn frontend_dir() -> String {
+    format!("{}/frontend", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The server process; killed when dropped.
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    _stdout: BufReader<ChildStdout>,
+}
+
+impl Server {
+    pub fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    /// Starts the binary with extra flags, and waits for the line announcing its address.
+    pub fn start_with(args: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_livecanvas"))
+            .args(["--bind", "127.0.0.1:0", "--frontend-dir", &frontend_dir()])
+            .args(args)
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_SERVER_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("the livecanvas binary starts");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
+        match read_listen_addr(&mut stdout) {
+            Some(addr) => Server {
+                child,
+                addr,
+                _stdout: stdout,
+            },
+            None => {
+                let _ = child.kill();
+                let status = child.wait();
+                panic!("the server exited before listening: {status:?}");
+            }
+        }
+    }
+
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn ws_url(&self, room: &str) -> String {
+        format!("ws://{}/ws/{}", self.addr, room)
+    }
+
+    pub async fn join(&self, room: &str) -> Client {
+        Client::join(&self.ws_url(room)).await
+    }
+}
+
+/// Reads the server's stdout up to the line announcing its address.
+fn read_listen_addr(stdout: &mut BufReader<ChildStdout>) -> Option<SocketAddr> {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if stdout.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        if let Some(url) = line.trim().strip_prefix("livecanvas listening on http://") {
+            return url.parse().ok();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A WebSocket client speaking the protocol, as a test would like to talk to it.
+pub struct Client {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// Our id, from `welcome`.
+    pub id: String,
+    pub welcome: Value,
+}
+
+impl Client {
+    /// Connects and reads the `welcome`.
+    pub async fn join(url: &str) -> Client {
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("the upgrade succeeds");
+        let mut client = Client {
+            ws,
+            id: String::new(),
+            welcome: Value::Null,
+        };
+        let welcome = client.next_json().await;
+        assert_eq!(welcome["type"], "welcome", "first message: {welcome}");
+        client.id = welcome["clientId"].as_str().expect("clientId").to_owned();
+        client.welcome = welcome;
+        client
+    }
+
+    pub async fn send_json(&mut self, value: Value) {
+        self.send_text(&value.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws
+            .send(Message::text(text.to_owned()))
+            .await
+            .expect("send");
+    }
+
+    /// Sends a text message split over several frames.
+    pub async fn send_fragmented(&mut self, text: &str, pieces: usize) {
+        let bytes = text.as_bytes();
+        let chunk = bytes.len().div_ceil(pieces);
+        let chunks: Vec<&[u8]> = bytes.chunks(chunk).collect();
+        for (i, part) in chunks.iter().enumerate() {
+            let opcode = if i == 0 {
+                OpCode::Data(Data::Text)
+            } else {
+                OpCode::Data(Data::Continue)
+            };
+            let last = i + 1 == chunks.len();
+            self.send_frame(Frame::message(part.to_vec(), opcode, last))
+                .await;
+        }
+    }
+
+    pub async fn send_frame(&mut self, frame: Frame) {
+        self.ws
+            .send(Message::Frame(frame))
+            .await
+            .expect("send frame");
+    }
+
+    /// The next message, whatever it is (pings are answered by the library while we read).
+    pub async fn next_message(&mut self) -> Message {
+        loop {
+            let message = tokio::time::timeout(EVENT_DEADLINE, self.ws.next())
+                .await
+                .expect("a message before the deadline")
+                .expect("the connection is open")
+                .expect("a well-formed message");
+            match message {
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => return other,
+            }
+        }
+    }
+
+    pub async fn next_json(&mut self) -> Value {
+        match self.next_message().await {
+            Message::Text(text) => serde_json::from_str(&text).expect("the server sends JSON"),
+            other => panic!("expected a text message, got {other:?}"),
+        }
+    }
+
+    /// Skips messages until one of type `kind` arrives.
+    pub async fn next_of_type(&mut self, kind: &str) -> Value {
+        loop {
+            let message = self.next_json().await;
+            if message["type"] == kind {
+                return message;
+            }
+        }
+    }
+
+    /// The next message that is not a `clientCount`.
+    pub async fn next_event(&mut self) -> Value {
+        loop {
+            let message = self.next_json().await;
+            if message["type"] != "clientCount" {
+                return message;
+            }
+        }
+    }
+
+    /// Waits until the room's count is `n`.
+    pub async fn wait_for_count(&mut self, n: u64) {
+        loop {
+            let message = self.next_of_type("clientCount").await;
+            if message["clientCount"] == n {
+                return;
+            }
+        }
+    }
+
+    /// Waits for the server's close frame, skipping anything before it.
+    pub async fn expect_close(&mut self) -> CloseFrame {
+        loop {
+            match self.next_message().await {
+                Message::Close(Some(frame)) => return frame,
+                Message::Close(None) => panic!("close without a code"),
+                _ => continue,
+            }
+        }
+    }
+}
+
+/// A draw message from the demo's protocol, with the segment's start at (`x`, `y`).
+pub fn draw_at(x: f64, y: f64) -> Value {
+    serde_json::json!({"type":"draw","color":"#112233","startX":x,"startY":y,"endX":x + 10.0,"endY":y,"size":4,"tool":"pen"})
+}
+
+/// A tiny valid PNG as a data URL (1x1, transparent).
+pub const TINY_PNG_DATA_URL: &str = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==";

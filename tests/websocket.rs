@@ -1,0 +1,526 @@
+//! The WebSocket protocol, against the real server on an ephemeral port.
+
+mod common;
+
+use common::{draw_at, Client, Server, TINY_PNG_DATA_URL};
+use futures_util::SinkExt;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::Message;
+
+// ---- joining and the count ----
+
+#[tokio::test]
+async fn the_first_client_is_welcomed_with_the_canvas_size_and_counted() {
+    let server = Server::start();
+    let mut alice = server.join("main").await;
+    assert_eq!(alice.welcome["room"], "main");
+    assert_eq!(alice.welcome["width"], 1600);
+    assert_eq!(alice.welcome["height"], 900);
+    assert_eq!(alice.welcome["awaitingSnapshot"], false);
+    assert_eq!(
+        alice.next_json().await,
+        json!({"type":"clientCount","clientCount":1})
+    );
+}
+
+#[tokio::test]
+async fn ws_without_a_room_is_the_main_room() {
+    let server = Server::start();
+    let alice = Client::join(&format!("ws://{}/ws", server.addr)).await;
+    assert_eq!(alice.welcome["room"], "main");
+}
+
+#[tokio::test]
+async fn everyone_is_told_the_count_when_a_client_joins_and_leaves() {
+    let server = Server::start();
+    let mut alice = server.join("main").await;
+    alice.wait_for_count(1).await;
+    let mut bob = server.join("main").await;
+    bob.wait_for_count(2).await;
+    alice.wait_for_count(2).await;
+    bob.ws.close(None).await.expect("close");
+    alice.wait_for_count(1).await;
+}
+
+#[tokio::test]
+async fn a_client_whose_connection_drops_without_a_close_frame_leaves_the_count() {
+    let server = Server::start();
+    let mut alice = server.join("main").await;
+    let bob = server.join("main").await;
+    alice.wait_for_count(2).await;
+    drop(bob); // TCP closed, no close frame
+    alice.wait_for_count(1).await;
+}
+
+#[tokio::test]
+async fn a_silent_client_is_evicted_by_the_heartbeat() {
+    let server =
+        Server::start_with(&["--heartbeat-interval", "100ms", "--client-timeout", "400ms"]);
+    let mut alice = server.join("main").await;
+    // Bob's connection stays open but he never reads again, so he never answers a ping.
+    let _silent_bob = server.join("main").await;
+    alice.wait_for_count(2).await;
+    alice.wait_for_count(1).await;
+}
+
+#[tokio::test]
+async fn a_client_that_answers_pings_outlives_the_timeout() {
+    let server =
+        Server::start_with(&["--heartbeat-interval", "100ms", "--client-timeout", "400ms"]);
+    let mut alice = server.join("main").await;
+    alice.wait_for_count(1).await;
+    let mut bob = server.join("main").await;
+    bob.wait_for_count(2).await;
+    // Bob silently lets the library answer pings (by reading) for well past the timeout, then
+    // hears Alice leave: had he been evicted, this would be a close instead.
+    tokio::join!(
+        async {
+            tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+            alice.ws.close(None).await.expect("close");
+        },
+        bob.wait_for_count(1)
+    );
+}
+
+// ---- drawing ----
+
+#[tokio::test]
+async fn a_draw_reaches_every_other_client_in_the_room() {
+    let server = Server::start();
+    let mut alice = server.join("main").await;
+    let mut bob = server.join("main").await;
+    let mut carol = server.join("main").await;
+    alice.send_json(draw_at(450.0, 202.0)).await;
+    for receiver in [&mut bob, &mut carol] {
+        let draw = receiver.next_of_type("draw").await;
+        assert_eq!(
+            draw,
+            json!({"type":"draw","color":"#112233","startX":450.0,"startY":202.0,"endX":460.0,"endY":202.0,"size":4.0,"tool":"pen"})
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_demo_draw_without_type_size_or_tool_is_relayed_with_defaults() {
+    let server = Server::start();
+    let mut alice = server.join("main").await;
+    let mut bob = server.join("main").await;
+    alice
+        .send_json(json!({"color":"#000000","startX":450,"startY":202,"endX":484,"endY":202}))
+        .await;
+    let draw = bob.next_of_type("draw").await;
+    assert_eq!(draw["size"], 2.0);
+    assert_eq!(draw["tool"], "pen");
+    assert_eq!(draw["endX"], 484.0);
+}
+
+#[tokio::test]
+async fn a_draw_is_never_echoed_to_its_sender() {
+    let server = Server::start();
+    let mut alice = server.join("main").await;
+    let mut bob = server.join("main").await;
+    alice.send_json(draw_at(1.0, 1.0)).await;
+    assert_eq!(bob.next_of_type("draw").await["startX"], 1.0);
+    // Bob answers only after the room relayed Alice's draw, so an echo would reach Alice first.
+    bob.send_json(draw_at(2.0, 2.0)).await;
+    assert_eq!(alice.next_of_type("draw").await["startX"], 2.0);
+}
+
+#[tokio::test]
+async fn draws_arrive_in_the_order_they_were_sent() {
+    let server = Server::start();
+    let mut alice = server.join("main").await;
+    let mut bob = server.join("main").await;
+    for i in 0..200 {
+        alice.send_json(draw_at(f64::from(i), 5.0)).await;
+    }
+    for i in 0..200 {
+        assert_eq!(bob.next_of_type("draw").await["startX"], f64::from(i));
+    }
+}
+
+#[tokio::test]
+async fn rooms_do_not_hear_each_other() {
+    let server = Server::start();
+    let mut alice = server.join("red").await;
+    let mut bob = server.join("red").await;
+    let mut carol = server.join("blue").await;
+    let mut dave = server.join("blue").await;
+    alice.send_json(draw_at(11.0, 11.0)).await;
+    assert_eq!(bob.next_of_type("draw").await["startX"], 11.0);
+    dave.send_json(draw_at(22.0, 22.0)).await;
+    // Alice's draw was relayed before Dave's was sent; had it leaked, Carol would see it first.
+    assert_eq!(carol.next_of_type("draw").await["startX"], 22.0);
+}
+
+#[tokio::test]
+async fn clear_reaches_every_other_client() {
+    let server = Server::start();
+    let mut alice = server.join("main").await;
+    let mut bob = server.join("main").await;
+    alice.send_json(json!({"type":"clear"})).await;
+    assert_eq!(bob.next_event().await, json!({"type":"clear"}));
+}
+
+#[tokio::test]
+async fn an_emptied_room_starts_afresh_for_the_next_visitor() {
+    let server = Server::start();
+    let mut alice = server.join("again").await;
+    alice.ws.close(None).await.expect("close");
+    let mut bob = server.join("again").await;
+    assert_eq!(bob.welcome["awaitingSnapshot"], false);
+    bob.wait_for_count(1).await;
+}
+
+// ---- the newcomer's picture ----
+
+#[tokio::test]
+async fn a_newcomer_gets_the_picture_from_a_peer() {
+    let server = Server::start();
+    let mut alice = server.join("main").await;
+    let mut bob = server.join("main").await;
+    assert_eq!(bob.welcome["awaitingSnapshot"], true);
+    let request = alice.next_of_type("canvasRequest").await;
+    assert_eq!(request, json!({"type":"canvasRequest","clientId": bob.id}));
+    alice
+        .send_json(json!({"type":"canvasState","clientId": bob.id,"data": TINY_PNG_DATA_URL}))
+        .await;
+    let state = bob.next_of_type("canvasState").await;
+    assert_eq!(
+        state,
+        json!({"type":"canvasState","clientId": bob.id,"data": TINY_PNG_DATA_URL})
+    );
+}
+
+#[tokio::test]
+async fn draws_made_while_the_newcomer_waits_still_reach_it() {
+    let server = Server::start();
+    let mut alice = server.join("main").await;
+    let mut bob = server.join("main").await;
+    alice.next_of_type("canvasRequest").await;
+    alice.send_json(draw_at(7.0, 7.0)).await;
+    assert_eq!(bob.next_of_type("draw").await["startX"], 7.0);
+}
+
+#[tokio::test]
+async fn a_snapshot_of_a_megabyte_is_accepted_when_it_was_asked_for() {
+    let server = Server::start();
+    let mut alice = server.join("main").await;
+    let mut bob = server.join("main").await;
+    alice.next_of_type("canvasRequest").await;
+    let data = format!("data:image/png;base64,{}", "A".repeat(1024 * 1024));
+    alice
+        .send_json(json!({"type":"canvasState","clientId": bob.id,"data": data}))
+        .await;
+    assert_eq!(
+        bob.next_of_type("canvasState").await["data"]
+            .as_str()
+            .map(str::len),
+        Some(data.len())
+    );
+}
+
+#[tokio::test]
+async fn the_next_peer_is_asked_when_the_first_does_not_answer_in_time() {
+    let server = Server::start_with(&["--snapshot-timeout", "300ms"]);
+    let mut alice = server.join("main").await;
+    let mut bob = server.join("main").await;
+    alice.next_of_type("canvasRequest").await;
+    alice
+        .send_json(json!({"type":"canvasState","clientId": bob.id,"data": TINY_PNG_DATA_URL}))
+        .await;
+    bob.next_of_type("canvasState").await;
+
+    let mut carol = server.join("main").await;
+    assert_eq!(
+        alice.next_of_type("canvasRequest").await["clientId"],
+        carol.id.as_str()
+    );
+    // Alice stays silent; Bob is asked next.
+    assert_eq!(
+        bob.next_of_type("canvasRequest").await["clientId"],
+        carol.id.as_str()
+    );
+    let bobs = "data:image/png;base64,Qk9C";
+    bob.send_json(json!({"type":"canvasState","clientId": carol.id,"data": bobs}))
+        .await;
+    assert_eq!(carol.next_of_type("canvasState").await["data"], bobs);
+    // Alice's late answer is refused.
+    alice
+        .send_json(json!({"type":"canvasState","clientId": carol.id,"data": TINY_PNG_DATA_URL}))
+        .await;
+    assert_eq!(
+        alice.next_of_type("error").await["code"],
+        "unexpected_snapshot"
+    );
+}
+
+#[tokio::test]
+async fn the_next_peer_is_asked_at_once_when_the_asked_one_leaves() {
+    let server = Server::start_with(&["--snapshot-timeout", "60s"]);
+    let mut alice = server.join("main").await;
+    let mut bob = server.join("main").await;
+    alice.next_of_type("canvasRequest").await;
+    alice
+        .send_json(json!({"type":"canvasState","clientId": bob.id,"data": TINY_PNG_DATA_URL}))
+        .await;
+    bob.next_of_type("canvasState").await;
+    let mut carol = server.join("main").await;
+    alice.next_of_type("canvasRequest").await;
+    alice.ws.close(None).await.expect("close");
+    assert_eq!(
+        bob.next_of_type("canvasRequest").await["clientId"],
+        carol.id.as_str()
+    );
+    bob.send_json(json!({"type":"canvasState","clientId": carol.id,"data": TINY_PNG_DATA_URL}))
+        .await;
+    assert_eq!(
+        carol.next_of_type("canvasState").await["data"],
+        TINY_PNG_DATA_URL
+    );
+}
+
+#[tokio::test]
+async fn the_newcomer_is_told_the_canvas_is_empty_when_nobody_is_left_to_ask() {
+    let server = Server::start_with(&["--snapshot-timeout", "60s"]);
+    let mut alice = server.join("main").await;
+    let mut bob = server.join("main").await;
+    alice.next_of_type("canvasRequest").await;
+    alice.ws.close(None).await.expect("close");
+    assert_eq!(
+        bob.next_event().await,
+        json!({"type":"canvasEmpty","clientId": bob.id})
+    );
+}
+
+#[tokio::test]
+async fn the_newcomer_is_told_the_canvas_is_empty_when_no_peer_answers() {
+    let server = Server::start_with(&["--snapshot-timeout", "200ms"]);
+    let mut alice = server.join("main").await;
+    let mut bob = server.join("main").await;
+    alice.next_of_type("canvasRequest").await;
+    assert_eq!(
+        bob.next_event().await,
+        json!({"type":"canvasEmpty","clientId": bob.id})
+    );
+}
+
+#[tokio::test]
+async fn a_spoofed_canvas_state_from_a_peer_that_was_not_asked_is_refused() {
+    let server = Server::start_with(&["--snapshot-timeout", "60s"]);
+    let mut alice = server.join("main").await;
+    let mut bob = server.join("main").await;
+    alice.next_of_type("canvasRequest").await;
+    alice
+        .send_json(json!({"type":"canvasState","clientId": bob.id,"data": TINY_PNG_DATA_URL}))
+        .await;
+    bob.next_of_type("canvasState").await;
+    let mut carol = server.join("main").await;
+    alice.next_of_type("canvasRequest").await;
+    // Bob was not asked: he tries to plant his picture on Carol.
+    let forged = "data:image/png;base64,Rk9SR0VE";
+    bob.send_json(json!({"type":"canvasState","clientId": carol.id,"data": forged}))
+        .await;
+    assert_eq!(
+        bob.next_of_type("error").await["code"],
+        "unexpected_snapshot"
+    );
+    alice
+        .send_json(json!({"type":"canvasState","clientId": carol.id,"data": TINY_PNG_DATA_URL}))
+        .await;
+    assert_eq!(
+        carol.next_of_type("canvasState").await["data"],
+        TINY_PNG_DATA_URL
+    );
+}
+
+#[tokio::test]
+async fn the_asked_peer_may_answer_only_once() {
+    let server = Server::start();
+    let mut alice = server.join("main").await;
+    let mut bob = server.join("main").await;
+    alice.next_of_type("canvasRequest").await;
+    let answer = json!({"type":"canvasState","clientId": bob.id,"data": TINY_PNG_DATA_URL});
+    alice.send_json(answer.clone()).await;
+    alice.send_json(answer).await;
+    assert_eq!(
+        alice.next_of_type("error").await["code"],
+        "unexpected_snapshot"
+    );
+    bob.next_of_type("canvasState").await;
+}
+
+// ---- bad input ----
+
+#[tokio::test]
+async fn malformed_json_gets_an_error_and_the_connection_carries_on() {
+    let server = Server::start();
+    let mut alice = server.join("main").await;
+    let mut bob = server.join("main").await;
+    alice.send_text("{not json").await;
+    assert_eq!(alice.next_of_type("error").await["code"], "invalid_json");
+    alice.send_json(draw_at(3.0, 3.0)).await;
+    assert_eq!(bob.next_of_type("draw").await["startX"], 3.0);
+}
+
+#[tokio::test]
+async fn an_unknown_type_gets_an_error_naming_it() {
+    let server = Server::start();
+    let mut alice = server.join("main").await;
+    alice.send_json(json!({"type":"teleport"})).await;
+    let error = alice.next_of_type("error").await;
+    assert_eq!(error["code"], "unknown_type");
+    assert!(error["message"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("teleport"));
+}
+
+#[tokio::test]
+async fn an_out_of_range_draw_is_refused_naming_the_field_and_not_relayed() {
+    let server = Server::start();
+    let mut alice = server.join("main").await;
+    let mut bob = server.join("main").await;
+    let mut bad = draw_at(1.0, 1.0);
+    bad["size"] = json!(1000);
+    alice.send_json(bad).await;
+    let error = alice.next_of_type("error").await;
+    assert_eq!(
+        (error["code"].as_str(), error["field"].as_str()),
+        (Some("invalid_field"), Some("size"))
+    );
+    alice.send_json(draw_at(4.0, 4.0)).await;
+    assert_eq!(bob.next_of_type("draw").await["startX"], 4.0);
+}
+
+#[tokio::test]
+async fn a_fragmented_message_is_joined_and_handled() {
+    let server = Server::start();
+    let mut alice = server.join("main").await;
+    let mut bob = server.join("main").await;
+    alice
+        .send_fragmented(&draw_at(9.0, 9.0).to_string(), 4)
+        .await;
+    assert_eq!(bob.next_of_type("draw").await["startX"], 9.0);
+}
+
+#[tokio::test]
+async fn a_binary_frame_is_closed_with_1003_and_the_room_carries_on() {
+    let server = Server::start();
+    let mut alice = server.join("main").await;
+    let mut bob = server.join("main").await;
+    alice
+        .ws
+        .send(Message::binary(vec![1u8, 2, 3]))
+        .await
+        .expect("send");
+    assert_eq!(alice.expect_close().await.code, CloseCode::Unsupported);
+    bob.wait_for_count(1).await;
+}
+
+#[tokio::test]
+async fn invalid_utf8_text_is_closed_with_1007() {
+    let server = Server::start();
+    let mut alice = server.join("main").await;
+    alice
+        .send_frame(Frame::message(
+            vec![b'{', 0xff, 0xfe, b'}'],
+            OpCode::Data(Data::Text),
+            true,
+        ))
+        .await;
+    assert_eq!(alice.expect_close().await.code, CloseCode::Invalid);
+}
+
+#[tokio::test]
+async fn invalid_utf8_across_fragments_is_closed_with_1007() {
+    let server = Server::start();
+    let mut alice = server.join("main").await;
+    alice
+        .send_frame(Frame::message(
+            vec![b'{', 0xe2],
+            OpCode::Data(Data::Text),
+            false,
+        ))
+        .await;
+    alice
+        .send_frame(Frame::message(
+            vec![0x28, b'}'],
+            OpCode::Data(Data::Continue),
+            true,
+        ))
+        .await;
+    assert_eq!(alice.expect_close().await.code, CloseCode::Invalid);
+}
+
+#[tokio::test]
+async fn a_message_over_the_limit_is_closed_with_1009_and_the_room_carries_on() {
+    let server = Server::start();
+    let mut alice = server.join("main").await;
+    let mut bob = server.join("main").await;
+    let mut big = draw_at(1.0, 1.0);
+    big["padding"] = json!("x".repeat(70 * 1024));
+    bob.send_json(big).await;
+    let close = bob.expect_close().await;
+    assert_eq!(close.code, CloseCode::Size);
+    assert!(!close.reason.is_empty());
+    alice.wait_for_count(1).await;
+}
+
+#[tokio::test]
+async fn the_snapshot_allowance_ends_when_the_request_times_out() {
+    let server = Server::start_with(&["--snapshot-timeout", "200ms"]);
+    let mut alice = server.join("main").await;
+    let mut bob = server.join("main").await;
+    alice.next_of_type("canvasRequest").await;
+    bob.next_of_type("canvasEmpty").await;
+    let late = format!("data:image/png;base64,{}", "A".repeat(100 * 1024));
+    alice
+        .send_json(json!({"type":"canvasState","clientId": bob.id,"data": late}))
+        .await;
+    assert_eq!(alice.expect_close().await.code, CloseCode::Size);
+}
+
+#[tokio::test]
+async fn too_many_invalid_messages_in_a_row_close_with_1008() {
+    let server = Server::start_with(&["--max-invalid-messages", "5"]);
+    let mut alice = server.join("main").await;
+    for _ in 0..5 {
+        alice.send_text("nope").await;
+    }
+    for _ in 0..4 {
+        alice.next_of_type("error").await;
+    }
+    assert_eq!(alice.expect_close().await.code, CloseCode::Policy);
+}
+
+#[tokio::test]
+async fn a_valid_message_resets_the_invalid_streak() {
+    let server = Server::start_with(&["--max-invalid-messages", "3"]);
+    let mut alice = server.join("main").await;
+    let mut bob = server.join("main").await;
+    for round in 0..3 {
+        alice.send_text("nope").await;
+        alice.send_text("nope").await;
+        alice.send_json(draw_at(f64::from(round), 0.0)).await;
+    }
+    for round in 0..3 {
+        assert_eq!(bob.next_of_type("draw").await["startX"], f64::from(round));
+    }
+}
+
+#[tokio::test]
+async fn a_bad_room_name_is_refused_with_400_before_the_upgrade() {
+    let server = Server::start();
+    for room in ["a%20b", "..", &"x".repeat(65), "caf%C3%A9"] {
+        let result = tokio_tungstenite::connect_async(server.ws_url(room)).await;
+        match result {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status(), 400, "{room}")
+            }
+            other => panic!("{room}: expected HTTP 400, got {:?}", other.map(|_| ())),
+        }
+    }
+}
