@@ -27,8 +27,9 @@ export class Sync {
     this.#loading = false;
     const width = Number.isInteger(msg.width) ? msg.width : DEFAULT_WIDTH;
     const height = Number.isInteger(msg.height) ? msg.height : DEFAULT_HEIGHT;
-    this.#board.setSize(width, height); // also clears
-    this.#board.clear();
+    // Resizing clears; otherwise keep what is on screen: after a reconnect into an empty room it is
+    // the only copy of the picture, and while a snapshot loads it beats a blank board.
+    if (width !== this.#board.width || height !== this.#board.height) this.#board.setSize(width, height);
     this.#awaiting = msg.awaitingSnapshot === true;
     this.#onSynced(!this.#awaiting);
   }
