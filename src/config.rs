@@ -56,6 +56,52 @@ pub struct Config {
     #[arg(long, env = "LIVECANVAS_CANVAS_HEIGHT", default_value_t = 900)]
     pub canvas_height: u32,
 
+    /// Most open WebSocket connections in all (503 beyond).
+    #[arg(long, env = "LIVECANVAS_MAX_CONNECTIONS", default_value_t = 20_000)]
+    pub max_connections: usize,
+
+    /// Most open connections from one IP address (429 beyond).
+    #[arg(long, env = "LIVECANVAS_MAX_CONNECTIONS_PER_IP", default_value_t = 64)]
+    pub max_connections_per_ip: usize,
+
+    /// Connection attempts per second allowed from one IP address, sustained (429 beyond).
+    #[arg(long, env = "LIVECANVAS_CONNECTION_RATE_PER_IP", default_value_t = 10)]
+    pub connection_rate_per_ip: u32,
+
+    /// Connection attempts one IP address may make at once before the rate applies.
+    #[arg(long, env = "LIVECANVAS_CONNECTION_BURST_PER_IP", default_value_t = 30)]
+    pub connection_burst_per_ip: u32,
+
+    /// Most clients in one room (close 1013 beyond).
+    #[arg(long, env = "LIVECANVAS_MAX_CLIENTS_PER_ROOM", default_value_t = 1_000)]
+    pub max_clients_per_room: usize,
+
+    /// Most rooms alive at once (close 1013 for a join that would open another).
+    #[arg(long, env = "LIVECANVAS_MAX_ROOMS", default_value_t = 10_000)]
+    pub max_rooms: usize,
+
+    /// Draw and clear messages per second one connection may send, sustained.
+    #[arg(long, env = "LIVECANVAS_DRAWS_PER_SECOND", default_value_t = 200)]
+    pub draws_per_second: u32,
+
+    /// Draw and clear messages one connection may send at once before the rate applies.
+    #[arg(long, env = "LIVECANVAS_DRAW_BURST", default_value_t = 400)]
+    pub draw_burst: u32,
+
+    /// Messages dropped in a row by the draw rate limit before the connection is closed (1008).
+    #[arg(long, env = "LIVECANVAS_FLOOD_CLOSE_AFTER", default_value_t = 400)]
+    pub flood_close_after: u32,
+
+    /// Messages waiting to be written to one client; a client that falls this far behind is
+    /// dropped (1008) so that it cannot make the server's memory grow.
+    #[arg(long, env = "LIVECANVAS_MAX_QUEUED_MESSAGES", default_value_t = 4_096)]
+    pub max_queued_messages: usize,
+
+    /// Origins (scheme://host[:port]) allowed to open WebSockets besides the server's own host,
+    /// comma-separated.
+    #[arg(long, env = "LIVECANVAS_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
     /// Threads that run room actors [default: one per core].
     #[arg(long, env = "LIVECANVAS_ROOM_THREADS")]
     pub room_threads: Option<usize>,
@@ -77,6 +123,17 @@ pub struct Settings {
     pub max_snapshot_bytes: usize,
     pub max_invalid_messages: u32,
     pub canvas: CanvasSize,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub connection_rate_per_ip: u32,
+    pub connection_burst_per_ip: u32,
+    pub max_clients_per_room: usize,
+    pub max_rooms: usize,
+    pub draws_per_second: u32,
+    pub draw_burst: u32,
+    pub flood_close_after: u32,
+    pub max_queued_messages: usize,
+    pub allowed_origins: Vec<String>,
     pub room_threads: usize,
     pub workers: usize,
 }
@@ -118,6 +175,36 @@ impl Config {
                 return Err(format!("{name} must be between 1 and {MAX_CANVAS_SIDE_PX}"));
             }
         }
+        for (name, value) in [
+            ("--max-connections", self.max_connections),
+            ("--max-connections-per-ip", self.max_connections_per_ip),
+            (
+                "--connection-rate-per-ip",
+                self.connection_rate_per_ip as usize,
+            ),
+            (
+                "--connection-burst-per-ip",
+                self.connection_burst_per_ip as usize,
+            ),
+            ("--max-clients-per-room", self.max_clients_per_room),
+            ("--max-rooms", self.max_rooms),
+            ("--draws-per-second", self.draws_per_second as usize),
+            ("--draw-burst", self.draw_burst as usize),
+            ("--max-queued-messages", self.max_queued_messages),
+        ] {
+            if value == 0 {
+                return Err(format!("{name} must be at least 1"));
+            }
+        }
+        if let Some(bad) = self
+            .allowed_origins
+            .iter()
+            .find(|o| !(o.starts_with("http://") || o.starts_with("https://")) || o.ends_with('/'))
+        {
+            return Err(format!(
+                "--allowed-origins: {bad:?} is not an origin like https://canvas.example"
+            ));
+        }
         if self.room_threads == Some(0) || self.workers == Some(0) {
             return Err("--room-threads and --workers must be at least 1".into());
         }
@@ -134,6 +221,17 @@ impl Config {
                 width: self.canvas_width,
                 height: self.canvas_height,
             },
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            connection_rate_per_ip: self.connection_rate_per_ip,
+            connection_burst_per_ip: self.connection_burst_per_ip,
+            max_clients_per_room: self.max_clients_per_room,
+            max_rooms: self.max_rooms,
+            draws_per_second: self.draws_per_second,
+            draw_burst: self.draw_burst,
+            flood_close_after: self.flood_close_after,
+            max_queued_messages: self.max_queued_messages,
+            allowed_origins: self.allowed_origins,
             room_threads: self.room_threads.unwrap_or(cores),
             workers: self.workers.unwrap_or(cores),
         })

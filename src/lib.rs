@@ -5,6 +5,7 @@
 //! side ([`routes`]) serves the frontend from disk and upgrades `/ws/{room}`.
 
 pub mod config;
+pub mod limits;
 pub mod protocol;
 pub mod registry;
 pub mod room;
@@ -37,6 +38,7 @@ pub async fn run(settings: Settings) -> std::io::Result<()> {
     let stats = Arc::new(Stats::default());
     let registry = RoomRegistry::new(settings.clone(), stats.clone()).start();
     let state = AppState {
+        admission: limits::Admission::new(settings.clone()),
         settings: settings.clone(),
         stats,
         registry,

@@ -67,6 +67,7 @@ pub enum ErrorCode {
     UnknownType,
     InvalidField,
     UnexpectedSnapshot,
+    RateLimited,
 }
 
 /// Why a client frame was refused; sent back to that client as an `error` message.
@@ -92,6 +93,10 @@ impl Rejection {
             field: Some(field),
             message: message.into(),
         }
+    }
+
+    pub fn rate_limited(message: String) -> Self {
+        Rejection::new(ErrorCode::RateLimited, message)
     }
 
     pub fn to_server_message(&self) -> ServerMessage<'_> {
@@ -297,6 +302,45 @@ fn validate_canvas_state(incoming: Incoming) -> Result<ClientMessage, Rejection>
             )
         })?;
     Ok(ClientMessage::CanvasState { client_id, data })
+}
+
+/// Decoding a snapshot may allocate at most this much (an RGBA 8192x8192 canvas is 256 MiB; the
+/// default 1600x900 needs under 6 MiB).
+const PNG_DECODE_LIMIT_BYTES: usize = 64 * 1024 * 1024;
+
+/// A `canvasState` picture must be a PNG of exactly the room's size that decodes completely: a peer
+/// cannot hand a newcomer a broken image or one of another size.
+pub fn check_png_snapshot(data: &str, canvas: CanvasSize) -> Result<(), Rejection> {
+    use base64::Engine as _;
+    let invalid = |why: &str| Rejection::field("data", format!("data {why}"));
+    let encoded = data
+        .strip_prefix(PNG_DATA_URL_PREFIX)
+        .ok_or_else(|| invalid("must be a PNG data URL"))?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .map_err(|_| invalid("is not valid base64"))?;
+    let limits = png::Limits {
+        bytes: PNG_DECODE_LIMIT_BYTES,
+    };
+    let decoder = png::Decoder::new_with_limits(std::io::Cursor::new(bytes), limits);
+    let mut reader = decoder
+        .read_info()
+        .map_err(|_| invalid("is not a readable PNG"))?;
+    let (width, height) = reader.info().size();
+    if (width, height) != (canvas.width, canvas.height) {
+        return Err(invalid(&format!(
+            "must be a {}x{} PNG, not {width}x{height}",
+            canvas.width, canvas.height
+        )));
+    }
+    let size = reader
+        .output_buffer_size()
+        .ok_or_else(|| invalid("is too large to decode"))?;
+    let mut pixels = vec![0; size];
+    reader
+        .next_frame(&mut pixels)
+        .map_err(|_| invalid("is a PNG that does not decode"))?;
+    Ok(())
 }
 
 /// Room names are 1-64 characters of `A-Z a-z 0-9 _ -`, so they are safe in a URL, a log line and a

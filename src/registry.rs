@@ -20,12 +20,16 @@ use crate::stats::Stats;
 
 /// A session asks to enter `room`; the answer is the room's address, for its later messages.
 #[derive(Message)]
-#[rtype(result = "Addr<CanvasServer>")]
+#[rtype(result = "Result<Addr<CanvasServer>, TooManyRooms>")]
 pub struct JoinRoom {
     pub room: Arc<str>,
     pub id: Uuid,
     pub session: Addr<WsSession>,
 }
+
+/// The join would open a room beyond `--max-rooms`.
+#[derive(Debug)]
+pub struct TooManyRooms;
 
 /// A room became empty after having seen `joins_seen` joins.
 #[derive(Message)]
@@ -89,8 +93,12 @@ impl Handler<JoinRoom> for RoomRegistry {
     type Result = MessageResult<JoinRoom>;
 
     fn handle(&mut self, join: JoinRoom, ctx: &mut Context<Self>) -> Self::Result {
+        let at_room_limit = self.rooms.len() >= self.settings.max_rooms;
         let entry = match self.rooms.entry(join.room.clone()) {
             Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(_) if at_room_limit => {
+                return MessageResult(Err(TooManyRooms));
+            }
             Entry::Vacant(slot) => {
                 let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
                 self.next_arbiter = self.next_arbiter.wrapping_add(1);
@@ -107,7 +115,7 @@ impl Handler<JoinRoom> for RoomRegistry {
             id: join.id,
             session: join.session,
         });
-        MessageResult(entry.addr.clone())
+        MessageResult(Ok(entry.addr.clone()))
     }
 }
 

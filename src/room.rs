@@ -15,7 +15,8 @@ use uuid::Uuid;
 use crate::config::Settings;
 use crate::protocol::{ErrorCode, Rejection, Segment, ServerMessage};
 use crate::registry::{RoomIdle, RoomRegistry};
-use crate::session::{Deliver, RequestSnapshot, WithdrawSnapshotRequest, WsSession};
+use crate::session::{Deliver, Kick, RequestSnapshot, WithdrawSnapshotRequest, WsSession};
+use actix_web_actors::ws::CloseCode;
 
 /// A session enters the room. Sent by the registry only, so the registry can count joins.
 #[derive(Message)]
@@ -54,6 +55,13 @@ pub struct SnapshotReply {
     pub from: Uuid,
     pub for_client: Uuid,
     pub data: String,
+}
+
+/// A member's mailbox is full: it stopped reading, so it is dropped rather than queued for.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Evict {
+    id: Uuid,
 }
 
 /// The registry confirmed that no join is on its way: the room may stop.
@@ -104,25 +112,60 @@ impl CanvasServer {
         self.members.iter().find(|m| m.id == id)
     }
 
-    fn send_to(&self, id: Uuid, frame: ByteString) {
+    /// Queues a frame for a member without ever waiting; a member whose queue is full is evicted.
+    fn deliver(member: &Member, frame: ByteString, ctx: &mut Context<Self>) {
+        if member.session.try_send(Deliver(frame)).is_err() {
+            ctx.notify(Evict { id: member.id });
+        }
+    }
+
+    fn send_to(&self, id: Uuid, frame: ByteString, ctx: &mut Context<Self>) {
         if let Some(member) = self.member(id) {
-            member.session.do_send(Deliver(frame));
+            Self::deliver(member, frame, ctx);
         }
     }
 
     /// One encoding, shared by every recipient.
-    fn broadcast(&self, message: &ServerMessage<'_>, except: Option<Uuid>) {
+    fn broadcast(
+        &self,
+        message: &ServerMessage<'_>,
+        except: Option<Uuid>,
+        ctx: &mut Context<Self>,
+    ) {
         let frame = message.encode();
         for member in self.members.iter().filter(|m| Some(m.id) != except) {
-            member.session.do_send(Deliver(frame.clone()));
+            Self::deliver(member, frame.clone(), ctx);
         }
     }
 
-    fn broadcast_count(&self) {
+    fn broadcast_count(&self, ctx: &mut Context<Self>) {
         let count = ServerMessage::ClientCount {
             client_count: self.members.len(),
         };
-        self.broadcast(&count, None);
+        self.broadcast(&count, None, ctx);
+    }
+
+    /// Takes a member out of the room: its pending asks move on, the others hear the new count.
+    fn remove_member(&mut self, id: Uuid, ctx: &mut Context<Self>) -> Option<Member> {
+        let index = self.members.iter().position(|m| m.id == id)?;
+        let member = self.members.remove(index);
+        self.pending.retain(|p| p.newcomer != id);
+        // Newcomers who were waiting on the leaver go to the next peer at once.
+        let (orphaned, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|p| p.asked == id);
+        self.pending = kept;
+        for pending in orphaned {
+            self.ask_next_peer(pending.newcomer, pending.tried, ctx);
+        }
+        self.broadcast_count(ctx);
+        if self.members.is_empty() {
+            self.registry.do_send(RoomIdle {
+                room: self.name.clone(),
+                joins_seen: self.joins_seen,
+            });
+        }
+        Some(member)
     }
 
     fn is_waiting(&self, id: Uuid) -> bool {
@@ -138,13 +181,10 @@ impl CanvasServer {
             .map(|m| m.id)
             .find(|&id| id != newcomer && !tried.contains(&id) && !self.is_waiting(id));
         let Some(peer) = candidate else {
-            self.send_to(
-                newcomer,
-                ServerMessage::CanvasEmpty {
-                    client_id: newcomer,
-                }
-                .encode(),
-            );
+            let empty = ServerMessage::CanvasEmpty {
+                client_id: newcomer,
+            };
+            self.send_to(newcomer, empty.encode(), ctx);
             return;
         };
         tried.push(peer);
@@ -185,13 +225,13 @@ impl CanvasServer {
         self.ask_next_peer(newcomer, pending.tried, ctx);
     }
 
-    fn refuse_snapshot(&self, from: Uuid) {
+    fn refuse_snapshot(&self, from: Uuid, ctx: &mut Context<Self>) {
         let rejection = Rejection {
             code: ErrorCode::UnexpectedSnapshot,
             field: None,
             message: "no canvasRequest for that client is waiting on you".into(),
         };
-        self.send_to(from, rejection.to_server_message().encode());
+        self.send_to(from, rejection.to_server_message().encode(), ctx);
     }
 }
 
@@ -212,6 +252,13 @@ impl Handler<Join> for CanvasServer {
 
     fn handle(&mut self, join: Join, ctx: &mut Context<Self>) {
         self.joins_seen += 1;
+        if self.members.len() >= self.settings.max_clients_per_room {
+            join.session.do_send(Kick {
+                code: CloseCode::Again,
+                reason: "the room is full",
+            });
+            return;
+        }
         let awaiting_snapshot = !self.members.is_empty();
         let welcome = ServerMessage::Welcome {
             client_id: join.id,
@@ -225,7 +272,7 @@ impl Handler<Join> for CanvasServer {
             id: join.id,
             session: join.session,
         });
-        self.broadcast_count();
+        self.broadcast_count(ctx);
         if awaiting_snapshot {
             self.ask_next_peer(join.id, Vec::new(), ctx);
         }
@@ -236,28 +283,23 @@ impl Handler<Leave> for CanvasServer {
     type Result = ();
 
     fn handle(&mut self, leave: Leave, ctx: &mut Context<Self>) {
-        let before = self.members.len();
-        self.members.retain(|m| m.id != leave.id);
-        if self.members.len() == before {
-            return;
-        }
-        self.pending.retain(|p| p.newcomer != leave.id);
-        // Newcomers who were waiting on the leaver go to the next peer at once.
-        let orphaned: Vec<PendingSnapshot> = {
-            let (orphaned, kept) = std::mem::take(&mut self.pending)
-                .into_iter()
-                .partition(|p| p.asked == leave.id);
-            self.pending = kept;
-            orphaned
-        };
-        for pending in orphaned {
-            self.ask_next_peer(pending.newcomer, pending.tried, ctx);
-        }
-        self.broadcast_count();
-        if self.members.is_empty() {
-            self.registry.do_send(RoomIdle {
-                room: self.name.clone(),
-                joins_seen: self.joins_seen,
+        self.remove_member(leave.id, ctx);
+    }
+}
+
+impl Handler<Evict> for CanvasServer {
+    type Result = ();
+
+    fn handle(&mut self, evict: Evict, ctx: &mut Context<Self>) {
+        if let Some(member) = self.remove_member(evict.id, ctx) {
+            log::warn!(
+                "room={} client={} evicted: it stopped reading",
+                self.name,
+                evict.id
+            );
+            member.session.do_send(Kick {
+                code: CloseCode::Policy,
+                reason: "too slow: stopped reading",
             });
         }
     }
@@ -266,29 +308,29 @@ impl Handler<Leave> for CanvasServer {
 impl Handler<Draw> for CanvasServer {
     type Result = ();
 
-    fn handle(&mut self, draw: Draw, _ctx: &mut Context<Self>) {
-        self.broadcast(&ServerMessage::Draw(&draw.segment), Some(draw.from));
+    fn handle(&mut self, draw: Draw, ctx: &mut Context<Self>) {
+        self.broadcast(&ServerMessage::Draw(&draw.segment), Some(draw.from), ctx);
     }
 }
 
 impl Handler<Clear> for CanvasServer {
     type Result = ();
 
-    fn handle(&mut self, clear: Clear, _ctx: &mut Context<Self>) {
-        self.broadcast(&ServerMessage::Clear, Some(clear.from));
+    fn handle(&mut self, clear: Clear, ctx: &mut Context<Self>) {
+        self.broadcast(&ServerMessage::Clear, Some(clear.from), ctx);
     }
 }
 
 impl Handler<SnapshotReply> for CanvasServer {
     type Result = ();
 
-    fn handle(&mut self, reply: SnapshotReply, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, reply: SnapshotReply, ctx: &mut Context<Self>) {
         let Some(index) = self
             .pending
             .iter()
             .position(|p| p.newcomer == reply.for_client && p.asked == reply.from)
         else {
-            self.refuse_snapshot(reply.from);
+            self.refuse_snapshot(reply.from, ctx);
             return;
         };
         self.pending.swap_remove(index);
@@ -296,7 +338,7 @@ impl Handler<SnapshotReply> for CanvasServer {
             client_id: reply.for_client,
             data: &reply.data,
         };
-        self.send_to(reply.for_client, state.encode());
+        self.send_to(reply.for_client, state.encode(), ctx);
     }
 }
 

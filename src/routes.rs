@@ -8,11 +8,13 @@ use std::sync::Arc;
 
 use actix::Addr;
 use actix_files::{Files, NamedFile};
+use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
 use serde_json::json;
 
 use crate::config::Settings;
+use crate::limits::{Admission, Refusal};
 use crate::protocol::is_valid_room_name;
 use crate::registry::RoomRegistry;
 use crate::session::WsSession;
@@ -26,6 +28,7 @@ const SNAPSHOT_ENVELOPE_BYTES: usize = 4 * 1024;
 /// What every handler may use.
 #[derive(Clone)]
 pub struct AppState {
+    pub admission: Arc<Admission>,
     pub settings: Arc<Settings>,
     pub stats: Arc<Stats>,
     pub registry: Addr<RoomRegistry>,
@@ -97,12 +100,17 @@ fn upgrade(
     stream: web::Payload,
     state: &AppState,
 ) -> actix_web::Result<HttpResponse> {
+    let permit = match state.admission.admit(&req) {
+        Ok(permit) => permit,
+        Err(refusal) => return Ok(refused(&refusal)),
+    };
     let peer = req
         .peer_addr()
         .map_or_else(|| "unknown".to_owned(), |addr| addr.to_string());
     let session = WsSession::new(
         room.into(),
         peer,
+        permit,
         state.settings.clone(),
         state.stats.clone(),
         state.registry.clone(),
@@ -112,6 +120,15 @@ fn upgrade(
     ws::WsResponseBuilder::new(session, &req, stream)
         .frame_size(state.settings.max_snapshot_bytes + SNAPSHOT_ENVELOPE_BYTES)
         .start()
+}
+
+fn refused(refusal: &Refusal) -> HttpResponse {
+    let status = StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::FORBIDDEN);
+    let mut response = HttpResponse::build(status);
+    if status != StatusCode::FORBIDDEN {
+        response.insert_header((header::RETRY_AFTER, "1"));
+    }
+    response.json(json!({"error": refusal.code(), "message": refusal.message()}))
 }
 
 async fn healthz(state: web::Data<AppState>) -> HttpResponse {

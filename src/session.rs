@@ -16,8 +16,11 @@ use bytestring::ByteString;
 use uuid::Uuid;
 
 use crate::config::Settings;
-use crate::protocol::{decode_client_message, ClientMessage, ServerMessage};
-use crate::registry::{JoinRoom, RoomRegistry};
+use crate::limits::{ConnectionPermit, DrawLimiter, Throttle};
+use crate::protocol::{
+    check_png_snapshot, decode_client_message, ClientMessage, Rejection, ServerMessage,
+};
+use crate::registry::{JoinRoom, RoomRegistry, TooManyRooms};
 use crate::room::{CanvasServer, Clear, Draw, Leave, SnapshotReply};
 use crate::stats::Stats;
 
@@ -38,8 +41,19 @@ pub struct RequestSnapshot {
 #[rtype(result = "()")]
 pub struct WithdrawSnapshotRequest;
 
+/// The room closes this connection (it fell too far behind, or the room is full).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Kick {
+    pub code: CloseCode,
+    pub reason: &'static str,
+}
+
 pub struct WsSession {
     id: Uuid,
+    /// This connection's place in the server's connection counts, released when the actor drops.
+    _permit: ConnectionPermit,
+    draws: DrawLimiter,
     room_name: Arc<str>,
     peer: String,
     settings: Arc<Settings>,
@@ -60,12 +74,15 @@ impl WsSession {
     pub fn new(
         room_name: Arc<str>,
         peer: String,
+        permit: ConnectionPermit,
         settings: Arc<Settings>,
         stats: Arc<Stats>,
         registry: Addr<RoomRegistry>,
     ) -> Self {
         WsSession {
             id: Uuid::new_v4(),
+            _permit: permit,
+            draws: DrawLimiter::new(&settings),
             room_name,
             peer,
             settings,
@@ -164,27 +181,32 @@ impl WsSession {
         match decode_client_message(text, self.settings.canvas) {
             Ok(message) => {
                 self.invalid_in_a_row = 0;
-                self.forward(message);
+                self.forward(message, ctx);
             }
-            Err(rejection) => {
-                self.invalid_in_a_row += 1;
-                if self.invalid_in_a_row >= self.settings.max_invalid_messages {
-                    return self.close(ctx, CloseCode::Policy, "too many invalid messages");
-                }
-                ctx.text(rejection.to_server_message().encode());
-            }
+            Err(rejection) => self.reject(rejection, ctx),
         }
     }
 
-    fn forward(&mut self, message: ClientMessage) {
-        let Some(room) = &self.room else {
+    fn forward(&mut self, message: ClientMessage, ctx: &mut ws::WebsocketContext<Self>) {
+        let Some(room) = self.room.clone() else {
             return;
         };
         let from = self.id;
         match message {
-            ClientMessage::Draw(segment) => room.do_send(Draw { from, segment }),
-            ClientMessage::Clear => room.do_send(Clear { from }),
+            ClientMessage::Draw(segment) => {
+                if self.throttle(ctx) {
+                    room.do_send(Draw { from, segment });
+                }
+            }
+            ClientMessage::Clear => {
+                if self.throttle(ctx) {
+                    room.do_send(Clear { from });
+                }
+            }
             ClientMessage::CanvasState { client_id, data } => {
+                if let Err(rejection) = check_png_snapshot(&data, self.settings.canvas) {
+                    return self.reject(rejection, ctx);
+                }
                 self.snapshot_requests_open = self.snapshot_requests_open.saturating_sub(1);
                 room.do_send(SnapshotReply {
                     from,
@@ -193,6 +215,39 @@ impl WsSession {
                 });
             }
         }
+    }
+
+    /// Whether a draw or clear may go to the room now; tells a flooder once, then closes it.
+    fn throttle(&mut self, ctx: &mut ws::WebsocketContext<Self>) -> bool {
+        match self.draws.check() {
+            Throttle::Allow => true,
+            Throttle::Drop { first } => {
+                if first {
+                    let message = format!(
+                        "too many drawing messages (limit {} per second); some were dropped",
+                        self.settings.draws_per_second
+                    );
+                    ctx.text(
+                        Rejection::rate_limited(message)
+                            .to_server_message()
+                            .encode(),
+                    );
+                }
+                false
+            }
+            Throttle::Close => {
+                self.close(ctx, CloseCode::Policy, "rate limit exceeded");
+                false
+            }
+        }
+    }
+
+    fn reject(&mut self, rejection: Rejection, ctx: &mut ws::WebsocketContext<Self>) {
+        self.invalid_in_a_row += 1;
+        if self.invalid_in_a_row >= self.settings.max_invalid_messages {
+            return self.close(ctx, CloseCode::Policy, "too many invalid messages");
+        }
+        ctx.text(rejection.to_server_message().encode());
     }
 }
 
@@ -207,6 +262,9 @@ impl Actor for WsSession {
             self.id,
             self.peer
         );
+        // A client that stops reading stops this actor being polled, so its mailbox fills: the room
+        // sees that (its sends fail) and drops it instead of queueing without bound.
+        ctx.set_mailbox_capacity(self.settings.max_queued_messages);
         self.start_heartbeat(ctx);
         let join = JoinRoom {
             room: self.room_name.clone(),
@@ -219,7 +277,10 @@ impl Actor for WsSession {
             .into_actor(self)
             .then(|joined, session, ctx| {
                 match joined {
-                    Ok(room) => session.room = Some(room),
+                    Ok(Ok(room)) => session.room = Some(room),
+                    Ok(Err(TooManyRooms)) => {
+                        session.close(ctx, CloseCode::Again, "the server has too many rooms")
+                    }
                     Err(_) => session.close(ctx, CloseCode::Error, "room unavailable"),
                 }
                 fut::ready(())
@@ -290,5 +351,15 @@ impl Handler<WithdrawSnapshotRequest> for WsSession {
 
     fn handle(&mut self, _: WithdrawSnapshotRequest, _ctx: &mut Self::Context) {
         self.snapshot_requests_open = self.snapshot_requests_open.saturating_sub(1);
+    }
+}
+
+impl Handler<Kick> for WsSession {
+    type Result = ();
+
+    fn handle(&mut self, kick: Kick, ctx: &mut Self::Context) {
+        // The room has already let this session go; do not tell it again.
+        self.room = None;
+        self.close(ctx, kick.code, kick.reason);
     }
 }

@@ -20,7 +20,10 @@ fn the_root_serves_the_canvas_page_with_a_strict_content_security_policy() {
     let response = get(&server.http_url("/"));
     assert_eq!(response.status(), 200);
     assert!(response.content_type().starts_with("text/html"));
-    let csp = response.header("content-security-policy").unwrap_or_default().to_owned();
+    let csp = response
+        .header("content-security-policy")
+        .unwrap_or_default()
+        .to_owned();
     assert!(csp.contains("default-src 'self'"), "{csp}");
     assert!(!csp.contains("unsafe-inline"), "{csp}");
     assert_eq!(response.header("x-content-type-options"), Some("nosniff"));
@@ -40,7 +43,11 @@ fn a_room_url_serves_the_same_page() {
 #[test]
 fn a_room_url_with_a_bad_name_is_refused_with_400() {
     let server = Server::start();
-    for path in ["/r/a%20b", "/r/caf%C3%A9", &format!("/r/{}", "x".repeat(65))] {
+    for path in [
+        "/r/a%20b",
+        "/r/caf%C3%A9",
+        &format!("/r/{}", "x".repeat(65)),
+    ] {
         assert_eq!(get(&server.http_url(path)).status(), 400, "{path}");
     }
 }
@@ -50,7 +57,11 @@ fn frontend_assets_are_served_from_disk_with_their_types() {
     let server = Server::start();
     let script = get(&server.http_url("/main.js"));
     assert_eq!(script.status(), 200);
-    assert!(script.content_type().contains("javascript"), "{}", script.content_type());
+    assert!(
+        script.content_type().contains("javascript"),
+        "{}",
+        script.content_type()
+    );
     let style = get(&server.http_url("/style.css"));
     assert_eq!(style.content_type(), "text/css");
 }
@@ -84,7 +95,10 @@ async fn healthz_counts_connections_and_rooms() {
         .await
         .expect("join")
         .expect("JSON");
-    assert_eq!((body["connections"].as_u64(), body["rooms"].as_u64()), (Some(2), Some(2)));
+    assert_eq!(
+        (body["connections"].as_u64(), body["rooms"].as_u64()),
+        (Some(2), Some(2))
+    );
 }
 
 fn run_with(args: &[&str]) -> (Option<i32>, String) {
@@ -92,7 +106,10 @@ fn run_with(args: &[&str]) -> (Option<i32>, String) {
         .args(args)
         .output()
         .expect("the binary runs");
-    (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 #[test]

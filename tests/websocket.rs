@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{draw_at, Client, Server, TINY_PNG_DATA_URL};
+use common::{draw_at, png_data_url, snapshot, Client, Server};
 use futures_util::SinkExt;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
@@ -185,12 +185,12 @@ async fn a_newcomer_gets_the_picture_from_a_peer() {
     let request = alice.next_of_type("canvasRequest").await;
     assert_eq!(request, json!({"type":"canvasRequest","clientId": bob.id}));
     alice
-        .send_json(json!({"type":"canvasState","clientId": bob.id,"data": TINY_PNG_DATA_URL}))
+        .send_json(json!({"type":"canvasState","clientId": bob.id,"data": snapshot(1)}))
         .await;
     let state = bob.next_of_type("canvasState").await;
     assert_eq!(
         state,
-        json!({"type":"canvasState","clientId": bob.id,"data": TINY_PNG_DATA_URL})
+        json!({"type":"canvasState","clientId": bob.id,"data": snapshot(1)})
     );
 }
 
@@ -210,7 +210,8 @@ async fn a_snapshot_of_a_megabyte_is_accepted_when_it_was_asked_for() {
     let mut alice = server.join("main").await;
     let mut bob = server.join("main").await;
     alice.next_of_type("canvasRequest").await;
-    let data = format!("data:image/png;base64,{}", "A".repeat(1024 * 1024));
+    let data = png_data_url(4, 160);
+    assert!(data.len() > 1024 * 1024, "{}", data.len());
     alice
         .send_json(json!({"type":"canvasState","clientId": bob.id,"data": data}))
         .await;
@@ -229,7 +230,7 @@ async fn the_next_peer_is_asked_when_the_first_does_not_answer_in_time() {
     let mut bob = server.join("main").await;
     alice.next_of_type("canvasRequest").await;
     alice
-        .send_json(json!({"type":"canvasState","clientId": bob.id,"data": TINY_PNG_DATA_URL}))
+        .send_json(json!({"type":"canvasState","clientId": bob.id,"data": snapshot(1)}))
         .await;
     bob.next_of_type("canvasState").await;
 
@@ -243,13 +244,13 @@ async fn the_next_peer_is_asked_when_the_first_does_not_answer_in_time() {
         bob.next_of_type("canvasRequest").await["clientId"],
         carol.id.as_str()
     );
-    let bobs = "data:image/png;base64,Qk9C";
+    let bobs = snapshot(2);
     bob.send_json(json!({"type":"canvasState","clientId": carol.id,"data": bobs}))
         .await;
     assert_eq!(carol.next_of_type("canvasState").await["data"], bobs);
     // Alice's late answer is refused.
     alice
-        .send_json(json!({"type":"canvasState","clientId": carol.id,"data": TINY_PNG_DATA_URL}))
+        .send_json(json!({"type":"canvasState","clientId": carol.id,"data": snapshot(1)}))
         .await;
     assert_eq!(
         alice.next_of_type("error").await["code"],
@@ -264,7 +265,7 @@ async fn the_next_peer_is_asked_at_once_when_the_asked_one_leaves() {
     let mut bob = server.join("main").await;
     alice.next_of_type("canvasRequest").await;
     alice
-        .send_json(json!({"type":"canvasState","clientId": bob.id,"data": TINY_PNG_DATA_URL}))
+        .send_json(json!({"type":"canvasState","clientId": bob.id,"data": snapshot(1)}))
         .await;
     bob.next_of_type("canvasState").await;
     let mut carol = server.join("main").await;
@@ -274,12 +275,9 @@ async fn the_next_peer_is_asked_at_once_when_the_asked_one_leaves() {
         bob.next_of_type("canvasRequest").await["clientId"],
         carol.id.as_str()
     );
-    bob.send_json(json!({"type":"canvasState","clientId": carol.id,"data": TINY_PNG_DATA_URL}))
+    bob.send_json(json!({"type":"canvasState","clientId": carol.id,"data": snapshot(1)}))
         .await;
-    assert_eq!(
-        carol.next_of_type("canvasState").await["data"],
-        TINY_PNG_DATA_URL
-    );
+    assert_eq!(carol.next_of_type("canvasState").await["data"], snapshot(1));
 }
 
 #[tokio::test]
@@ -314,13 +312,13 @@ async fn a_spoofed_canvas_state_from_a_peer_that_was_not_asked_is_refused() {
     let mut bob = server.join("main").await;
     alice.next_of_type("canvasRequest").await;
     alice
-        .send_json(json!({"type":"canvasState","clientId": bob.id,"data": TINY_PNG_DATA_URL}))
+        .send_json(json!({"type":"canvasState","clientId": bob.id,"data": snapshot(1)}))
         .await;
     bob.next_of_type("canvasState").await;
     let mut carol = server.join("main").await;
     alice.next_of_type("canvasRequest").await;
     // Bob was not asked: he tries to plant his picture on Carol.
-    let forged = "data:image/png;base64,Rk9SR0VE";
+    let forged = snapshot(3);
     bob.send_json(json!({"type":"canvasState","clientId": carol.id,"data": forged}))
         .await;
     assert_eq!(
@@ -328,12 +326,9 @@ async fn a_spoofed_canvas_state_from_a_peer_that_was_not_asked_is_refused() {
         "unexpected_snapshot"
     );
     alice
-        .send_json(json!({"type":"canvasState","clientId": carol.id,"data": TINY_PNG_DATA_URL}))
+        .send_json(json!({"type":"canvasState","clientId": carol.id,"data": snapshot(1)}))
         .await;
-    assert_eq!(
-        carol.next_of_type("canvasState").await["data"],
-        TINY_PNG_DATA_URL
-    );
+    assert_eq!(carol.next_of_type("canvasState").await["data"], snapshot(1));
 }
 
 #[tokio::test]
@@ -342,7 +337,7 @@ async fn the_asked_peer_may_answer_only_once() {
     let mut alice = server.join("main").await;
     let mut bob = server.join("main").await;
     alice.next_of_type("canvasRequest").await;
-    let answer = json!({"type":"canvasState","clientId": bob.id,"data": TINY_PNG_DATA_URL});
+    let answer = json!({"type":"canvasState","clientId": bob.id,"data": snapshot(1)});
     alice.send_json(answer.clone()).await;
     alice.send_json(answer).await;
     assert_eq!(

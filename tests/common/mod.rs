@@ -227,5 +227,50 @@ pub fn draw_at(x: f64, y: f64) -> Value {
     serde_json::json!({"type":"draw","color":"#112233","startX":x,"startY":y,"endX":x + 10.0,"endY":y,"size":4,"tool":"pen"})
 }
 
-/// A tiny valid PNG as a data URL (1x1, transparent).
-pub const TINY_PNG_DATA_URL: &str = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==";
+/// The default logical canvas size.
+pub const CANVAS_WIDTH: u32 = 1600;
+pub const CANVAS_HEIGHT: u32 = 900;
+
+/// A PNG data URL of the whole default canvas, transparent except for its first `noisy_rows` rows
+/// of pseudo-random pixels seeded by `tag` (so pictures are told apart, and can be made large).
+pub fn png_data_url(tag: u8, noisy_rows: u32) -> String {
+    use base64::Engine as _;
+    let row_bytes = CANVAS_WIDTH as usize * 4;
+    let mut pixels = vec![0u8; row_bytes * CANVAS_HEIGHT as usize];
+    let mut state = u32::from(tag).wrapping_mul(2_654_435_761).max(1);
+    for byte in pixels.iter_mut().take(row_bytes * noisy_rows as usize) {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        *byte = state as u8;
+    }
+    pixels[0] = tag;
+    pixels[3] = 255;
+    let mut encoded = Vec::new();
+    {
+        let mut encoder = png::Encoder::new(&mut encoded, CANVAS_WIDTH, CANVAS_HEIGHT);
+        encoder.set_color(png::ColorType::Rgba);
+        encoder.set_depth(png::BitDepth::Eight);
+        encoder.set_compression(png::Compression::Fast);
+        let mut writer = encoder.write_header().expect("PNG header");
+        writer.write_image_data(&pixels).expect("PNG data");
+    }
+    format!(
+        "data:image/png;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(encoded)
+    )
+}
+
+/// A small valid snapshot of the default canvas, told apart by `tag` (made once per tag).
+pub fn snapshot(tag: u8) -> String {
+    static MADE: std::sync::Mutex<Vec<(u8, String)>> = std::sync::Mutex::new(Vec::new());
+    let mut made = MADE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((_, url)) = made.iter().find(|(t, _)| *t == tag) {
+        return url.clone();
+    }
+    let url = png_data_url(tag, 0);
+    made.push((tag, url.clone()));
+    url
+}

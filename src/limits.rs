@@ -1,0 +1,240 @@
+//! Admission and throttling: who may open a connection, and how fast a connection may draw.
+//!
+//! This module owns the server-wide connection counts (total and per IP address), the per-IP rate of
+//! connection attempts, the Origin check, and the per-connection draw rate. Counts are released by
+//! dropping a [`ConnectionPermit`], so no path can forget to. It must never block on I/O and never
+//! keep state for an address that has no connection and no recent attempt.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use actix_web::http::header;
+use actix_web::HttpRequest;
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use crate::config::Settings;
+
+/// Above this many tracked addresses, forget those whose attempt rate has fully recovered.
+const ATTEMPT_TABLE_SWEEP_AT: usize = 10_000;
+
+/// Why an upgrade was refused, with the HTTP status that says so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// 403: a browser page from a site that is not allowed.
+    ForbiddenOrigin(String),
+    /// 503: the server is at `--max-connections`.
+    ServerFull,
+    /// 429: this address has `--max-connections-per-ip` open.
+    TooManyFromAddress,
+    /// 429: this address opens connections faster than `--connection-rate-per-ip`.
+    TooFast,
+}
+
+impl Refusal {
+    pub fn status(&self) -> u16 {
+        match self {
+            Refusal::ForbiddenOrigin(_) => 403,
+            Refusal::ServerFull => 503,
+            Refusal::TooManyFromAddress | Refusal::TooFast => 429,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::ForbiddenOrigin(_) => "forbidden_origin",
+            Refusal::ServerFull => "server_full",
+            Refusal::TooManyFromAddress => "too_many_connections",
+            Refusal::TooFast => "too_many_attempts",
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            Refusal::ForbiddenOrigin(origin) => {
+                format!("connections from pages on {origin} are not allowed")
+            }
+            Refusal::ServerFull => "the server is at its connection limit; try again later".into(),
+            Refusal::TooManyFromAddress => "too many open connections from your address".into(),
+            Refusal::TooFast => "too many connection attempts from your address; slow down".into(),
+        }
+    }
+}
+
+struct Counts {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+/// Server-wide admission control, shared by every HTTP worker.
+pub struct Admission {
+    settings: Arc<Settings>,
+    counts: Mutex<Counts>,
+    attempts: DefaultKeyedRateLimiter<IpAddr>,
+}
+
+impl Admission {
+    pub fn new(settings: Arc<Settings>) -> Arc<Self> {
+        let attempts = RateLimiter::keyed(quota(
+            settings.connection_rate_per_ip,
+            settings.connection_burst_per_ip,
+        ));
+        Arc::new(Admission {
+            settings,
+            counts: Mutex::new(Counts {
+                total: 0,
+                per_ip: HashMap::new(),
+            }),
+            attempts,
+        })
+    }
+
+    /// Checks an upgrade request; on success the permit holds its place until dropped.
+    pub fn admit(self: &Arc<Self>, req: &HttpRequest) -> Result<ConnectionPermit, Refusal> {
+        self.check_origin(req)?;
+        let ip = req
+            .peer_addr()
+            .map_or(IpAddr::from([0, 0, 0, 0]), |addr| addr.ip());
+        if self.attempts.check_key(&ip).is_err() {
+            return Err(Refusal::TooFast);
+        }
+        if self.attempts.len() > ATTEMPT_TABLE_SWEEP_AT {
+            self.attempts.retain_recent();
+        }
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        if counts.total >= self.settings.max_connections {
+            return Err(Refusal::ServerFull);
+        }
+        let open = counts.per_ip.entry(ip).or_insert(0);
+        if *open >= self.settings.max_connections_per_ip {
+            return Err(Refusal::TooManyFromAddress);
+        }
+        *open += 1;
+        counts.total += 1;
+        Ok(ConnectionPermit {
+            admission: self.clone(),
+            ip,
+        })
+    }
+
+    /// Browsers always send `Origin` on a WebSocket upgrade; other clients usually do not, and are
+    /// not what this check protects against. Allowed: the page's own host, or the allow-list.
+    fn check_origin(&self, req: &HttpRequest) -> Result<(), Refusal> {
+        let Some(origin) = req.headers().get(header::ORIGIN) else {
+            return Ok(());
+        };
+        let origin = origin.to_str().unwrap_or("(not text)");
+        let allowed = self
+            .settings
+            .allowed_origins
+            .iter()
+            .any(|allowed| allowed.eq_ignore_ascii_case(origin))
+            || same_host(origin, req.connection_info().host());
+        if allowed {
+            Ok(())
+        } else {
+            Err(Refusal::ForbiddenOrigin(origin.chars().take(100).collect()))
+        }
+    }
+
+    fn release(&self, ip: IpAddr) {
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        counts.total = counts.total.saturating_sub(1);
+        if let Some(open) = counts.per_ip.get_mut(&ip) {
+            *open -= 1;
+            if *open == 0 {
+                counts.per_ip.remove(&ip);
+            }
+        }
+    }
+}
+
+/// `http://host:port` or `https://host` matches a `Host` header of `host:port` / `host`.
+fn same_host(origin: &str, host: &str) -> bool {
+    let origin_host = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"));
+    origin_host.is_some_and(|origin_host| origin_host.eq_ignore_ascii_case(host))
+}
+
+/// One admitted connection's place in the counts; released on drop.
+pub struct ConnectionPermit {
+    admission: Arc<Admission>,
+    ip: IpAddr,
+}
+
+impl Drop for ConnectionPermit {
+    fn drop(&mut self) {
+        self.admission.release(self.ip);
+    }
+}
+
+/// Both parts of a quota must be at least 1; the configuration checks that before we get here.
+fn quota(per_second: u32, burst: u32) -> Quota {
+    let per_second = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(burst).unwrap_or(per_second);
+    Quota::per_second(per_second).allow_burst(burst)
+}
+
+/// What the draw limiter says about one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Throttle {
+    Allow,
+    /// Dropped; the first drop of a burst should be reported to the client.
+    Drop {
+        first: bool,
+    },
+    /// Dropped, and the client has kept flooding: close the connection.
+    Close,
+}
+
+/// A connection's draw rate: a token bucket, and how many messages it dropped in the current flood.
+pub struct DrawLimiter {
+    bucket: DefaultDirectRateLimiter,
+    dropped_in_a_row: u32,
+    close_after: u32,
+}
+
+impl DrawLimiter {
+    pub fn new(settings: &Settings) -> Self {
+        DrawLimiter {
+            bucket: RateLimiter::direct(quota(settings.draws_per_second, settings.draw_burst)),
+            dropped_in_a_row: 0,
+            close_after: settings.flood_close_after,
+        }
+    }
+
+    pub fn check(&mut self) -> Throttle {
+        if self.bucket.check().is_ok() {
+            self.dropped_in_a_row = 0;
+            return Throttle::Allow;
+        }
+        self.dropped_in_a_row += 1;
+        if self.dropped_in_a_row > self.close_after {
+            Throttle::Close
+        } else {
+            Throttle::Drop {
+                first: self.dropped_in_a_row == 1,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_origin_on_the_same_host_and_port_is_the_same_host() {
+        assert!(same_host("http://127.0.0.1:8080", "127.0.0.1:8080"));
+        assert!(same_host("https://Canvas.example", "canvas.example"));
+        assert!(!same_host("http://evil.example", "canvas.example"));
+        assert!(!same_host(
+            "http://canvas.example:9999",
+            "canvas.example:8080"
+        ));
+        assert!(!same_host("null", "canvas.example"));
+        assert!(!same_host("canvas.example", "canvas.example"));
+    }
+}
