@@ -63,6 +63,30 @@ impl Server {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The server's resident memory, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("the server's /proc status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("a VmRSS line")
+    }
+
+    /// `/healthz` as JSON (blocking; call it from `spawn_blocking` inside async tests).
+    pub fn health(&self) -> serde_json::Value {
+        ureq::get(&self.http_url("/healthz"))
+            .call()
+            .expect("healthz answers")
+            .into_json()
+            .expect("healthz is JSON")
+    }
+
     pub fn http_url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
