@@ -7,6 +7,7 @@ use livecanvas::config::Config;
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    log_panics();
     let settings = match Config::parse().resolve() {
         Ok(settings) => settings,
         Err(message) => {
@@ -22,4 +23,14 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A panic in an actor ends only that actor's thread; make sure it reaches the log, where an
+/// operator looks, and not only stderr.
+fn log_panics() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        log::error!("panic: {info}");
+        default_hook(info);
+    }));
 }

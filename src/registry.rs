@@ -5,7 +5,6 @@
 //! stops a room once it is empty and no join is on its way. It must never hold per-message state: after
 //! a join it is out of the path, and draws go straight from sessions to their room.
 
-use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -67,14 +66,22 @@ impl RoomRegistry {
     }
 }
 
-/// Starts a room on the next arbiter, round-robin.
-fn spawn_room(
-    arbiter: &Arbiter,
+/// Starts a room on the next arbiter, round-robin. An arbiter whose thread has died (a room panicked
+/// on it) is replaced first, so one failure does not take later rooms with it.
+fn start_room(
+    arbiters: &mut [Arbiter],
+    next_arbiter: &mut usize,
     name: Arc<str>,
     settings: Arc<Settings>,
     registry: Addr<RoomRegistry>,
 ) -> Addr<CanvasServer> {
-    CanvasServer::start_in_arbiter(&arbiter.handle(), move |_| {
+    let index = *next_arbiter % arbiters.len();
+    *next_arbiter = next_arbiter.wrapping_add(1);
+    if !arbiters[index].spawn(async {}) {
+        log::error!("room thread {index} had stopped; starting a new one");
+        arbiters[index] = Arbiter::new();
+    }
+    CanvasServer::start_in_arbiter(&arbiters[index].handle(), move |_| {
         CanvasServer::new(name, settings, registry)
     })
 }
@@ -93,23 +100,42 @@ impl Handler<JoinRoom> for RoomRegistry {
     type Result = MessageResult<JoinRoom>;
 
     fn handle(&mut self, join: JoinRoom, ctx: &mut Context<Self>) -> Self::Result {
-        let at_room_limit = self.rooms.len() >= self.settings.max_rooms;
-        let entry = match self.rooms.entry(join.room.clone()) {
-            Entry::Occupied(entry) => entry.into_mut(),
-            Entry::Vacant(_) if at_room_limit => {
-                return MessageResult(Err(TooManyRooms));
+        if self
+            .rooms
+            .get(&join.room)
+            .is_some_and(|entry| !entry.addr.connected())
+        {
+            log::error!(
+                "room={} had stopped unexpectedly; starting it afresh",
+                join.room
+            );
+            self.rooms.remove(&join.room);
+            self.stats.rooms.fetch_sub(1, Ordering::Relaxed);
+        }
+        if !self.rooms.contains_key(&join.room) && self.rooms.len() >= self.settings.max_rooms {
+            return MessageResult(Err(TooManyRooms));
+        }
+        let RoomRegistry {
+            settings,
+            stats,
+            rooms,
+            arbiters,
+            next_arbiter,
+        } = self;
+        let entry = rooms.entry(join.room.clone()).or_insert_with(|| {
+            stats.rooms.fetch_add(1, Ordering::Relaxed);
+            let addr = start_room(
+                arbiters,
+                next_arbiter,
+                join.room,
+                settings.clone(),
+                ctx.address(),
+            );
+            RoomEntry {
+                addr,
+                joins_sent: 0,
             }
-            Entry::Vacant(slot) => {
-                let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
-                self.next_arbiter = self.next_arbiter.wrapping_add(1);
-                self.stats.rooms.fetch_add(1, Ordering::Relaxed);
-                let addr = spawn_room(arbiter, join.room, self.settings.clone(), ctx.address());
-                slot.insert(RoomEntry {
-                    addr,
-                    joins_sent: 0,
-                })
-            }
-        };
+        });
         entry.joins_sent += 1;
         entry.addr.do_send(Join {
             id: join.id,
