@@ -8,13 +8,42 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::protocol::CanvasSize;
 
 /// A real-time shared drawing canvas.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "livecanvas", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub config: Config,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Asks a running server's /healthz (on --metrics-bind if set, else --bind) and exits 0 if it
+    /// is healthy, 1 if not: a container HEALTHCHECK that needs no other tool in the image.
+    Healthcheck {
+        /// Give up after this long.
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (env_logger's format).
+    Human,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Every option of the server.
+#[derive(Debug, Clone, clap::Args)]
 pub struct Config {
     /// Address to listen on (use 0.0.0.0:8080 in a container; port 0 picks a free port).
     #[arg(long, env = "LIVECANVAS_BIND", default_value = "127.0.0.1:8080")]
@@ -102,6 +131,27 @@ pub struct Config {
     #[arg(long, env = "LIVECANVAS_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
 
+    /// On SIGTERM/SIGINT, how long to wait for connections to finish after telling clients (1001).
+    #[arg(long, env = "LIVECANVAS_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// Log line format.
+    #[arg(long, env = "LIVECANVAS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+
+    /// PEM certificate chain: serve HTTPS and wss:// directly (with --tls-key).
+    #[arg(long, env = "LIVECANVAS_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "LIVECANVAS_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Serve /metrics, /healthz and /readyz on this separate plain-HTTP address as well
+    /// (e.g. 127.0.0.1:9090); /metrics is then only there.
+    #[arg(long, env = "LIVECANVAS_METRICS_BIND")]
+    pub metrics_bind: Option<SocketAddr>,
+
     /// Threads that run room actors [default: one per core].
     #[arg(long, env = "LIVECANVAS_ROOM_THREADS")]
     pub room_threads: Option<usize>,
@@ -109,6 +159,12 @@ pub struct Config {
     /// HTTP/WebSocket worker threads [default: one per core].
     #[arg(long, env = "LIVECANVAS_WORKERS")]
     pub workers: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// The resolved, checked configuration shared (read-only) by every actor.
@@ -134,6 +190,10 @@ pub struct Settings {
     pub flood_close_after: u32,
     pub max_queued_messages: usize,
     pub allowed_origins: Vec<String>,
+    pub shutdown_grace: Duration,
+    pub log_format: LogFormat,
+    pub tls: Option<TlsFiles>,
+    pub metrics_bind: Option<SocketAddr>,
     pub room_threads: usize,
     pub workers: usize,
 }
@@ -141,6 +201,26 @@ pub struct Settings {
 const MAX_CANVAS_SIDE_PX: u32 = 8192;
 
 impl Config {
+    /// Where `livecanvas healthcheck` finds this configuration's server: the metrics listener if
+    /// there is one, else the main one, on loopback when bound to every address.
+    pub fn health_url(&self) -> Result<String, String> {
+        let (mut addr, tls) = match self.metrics_bind {
+            Some(addr) => (addr, false),
+            None => (self.bind, self.tls_cert.is_some()),
+        };
+        if tls {
+            return Err("with --tls-cert, set --metrics-bind for the health check".into());
+        }
+        if addr.ip().is_unspecified() {
+            addr.set_ip(if addr.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            });
+        }
+        Ok(format!("http://{addr}/healthz"))
+    }
+
     /// Checks the options against each other and resolves defaults that depend on the machine.
     /// The error is one line naming the option.
     pub fn resolve(self) -> Result<Settings, String> {
@@ -232,6 +312,13 @@ impl Config {
             flood_close_after: self.flood_close_after,
             max_queued_messages: self.max_queued_messages,
             allowed_origins: self.allowed_origins,
+            shutdown_grace: self.shutdown_grace,
+            log_format: self.log_format,
+            tls: match (self.tls_cert, self.tls_key) {
+                (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+                _ => None,
+            },
+            metrics_bind: self.metrics_bind,
             room_threads: self.room_threads.unwrap_or(cores),
             workers: self.workers.unwrap_or(cores),
         })
@@ -279,7 +366,7 @@ mod tests {
         let mut argv = vec!["livecanvas", "--frontend-dir", env!("CARGO_MANIFEST_DIR")];
         argv.extend_from_slice(args);
         // The crate root has no index.html; point at the real frontend.
-        let mut config = Config::try_parse_from(argv).map_err(|e| e.to_string())?;
+        let mut config = Cli::try_parse_from(argv).map_err(|e| e.to_string())?.config;
         config.frontend_dir = Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("frontend"));
         config.resolve()
     }

@@ -2,24 +2,29 @@
 //!
 //! Each WebSocket connection is a [`session::WsSession`] actor; each room is a
 //! [`room::CanvasServer`] actor, spawned on demand by the [`registry::RoomRegistry`]. The HTTP
-//! side ([`routes`]) serves the frontend from disk and upgrades `/ws/{room}`.
+//! side ([`routes`]) serves the frontend from disk and upgrades `/ws/{room}`. This file wires them
+//! together and owns the server's lifecycle: bind, serve, and the graceful stop on a signal.
 
 pub mod config;
 pub mod limits;
+pub mod logging;
 pub mod protocol;
 pub mod registry;
 pub mod room;
 pub mod routes;
 pub mod session;
 pub mod stats;
+mod tls;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use actix::Actor;
+use actix::{Actor, Addr};
+use actix_web::dev::ServerHandle;
 use actix_web::{middleware, web, App, HttpServer};
 
 use crate::config::Settings;
-use crate::registry::RoomRegistry;
+use crate::registry::{CloseAllRooms, RoomRegistry};
 use crate::routes::AppState;
 use crate::stats::Stats;
 
@@ -29,21 +34,50 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; connect-src 'self'; i
      style-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; \
      form-action 'self'";
 
-/// How long a graceful stop waits for workers to finish before closing connections.
-const SHUTDOWN_TIMEOUT_SECS: u64 = 5;
-
-/// Binds, prints the address it listens on, and serves until SIGINT/SIGTERM.
+/// Binds, prints the addresses it listens on, and serves until SIGINT/SIGTERM, then stops
+/// gracefully: not ready, no new connections, every client told 1001, connections drained within
+/// `--shutdown-grace`.
 pub async fn run(settings: Settings) -> std::io::Result<()> {
     let settings = Arc::new(settings);
-    let stats = Arc::new(Stats::default());
+    let stats = Arc::new(Stats::new());
     let registry = RoomRegistry::new(settings.clone(), stats.clone()).start();
     let state = AppState {
         admission: limits::Admission::new(settings.clone()),
         settings: settings.clone(),
         stats,
-        registry,
+        registry: registry.clone(),
+        ready: Arc::new(AtomicBool::new(true)),
     };
+    let main = main_server(&settings, state.clone())?;
+    let metrics = match settings.metrics_bind {
+        Some(addr) => Some(metrics_server(addr, state.clone())?),
+        None => None,
+    };
+    log::info!(
+        "serving {} with {} workers and {} room threads",
+        settings.frontend_dir.display(),
+        settings.workers,
+        settings.room_threads
+    );
+    let handles: Vec<ServerHandle> = std::iter::once(main.handle())
+        .chain(metrics.as_ref().map(|m| m.handle()))
+        .collect();
+    actix_web::rt::spawn(stop_on_signal(handles, state.ready.clone(), registry));
+    match metrics {
+        Some(metrics) => {
+            let (main, metrics) = tokio::join!(main, metrics);
+            main.and(metrics)
+        }
+        None => main.await,
+    }
+}
+
+fn main_server(
+    settings: &Arc<Settings>,
+    state: AppState,
+) -> std::io::Result<actix_web::dev::Server> {
     let frontend_dir = settings.frontend_dir.clone();
+    let with_metrics = settings.metrics_bind.is_none();
     let server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(state.clone()))
@@ -53,20 +87,77 @@ pub async fn run(settings: Settings) -> std::io::Result<()> {
                     .add(("X-Content-Type-Options", "nosniff"))
                     .add(("Referrer-Policy", "same-origin")),
             )
-            .configure(|cfg| routes::configure(cfg, &frontend_dir))
+            .configure(|cfg| routes::configure(cfg, &frontend_dir, with_metrics))
     })
     .workers(settings.workers)
-    .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
-    .bind(settings.bind)?;
+    .disable_signals()
+    .shutdown_timeout(settings.shutdown_grace.as_secs().max(1));
+    let (server, scheme) = match &settings.tls {
+        Some(files) => (
+            server.bind_rustls_0_23(settings.bind, tls::server_config(files)?)?,
+            "https",
+        ),
+        None => (server.bind(settings.bind)?, "http"),
+    };
     for addr in server.addrs() {
         // Tests and scripts read this line to find an ephemeral port.
-        println!("livecanvas listening on http://{addr}");
+        println!("livecanvas listening on {scheme}://{addr}");
     }
-    log::info!(
-        "serving {} with {} workers and {} room threads",
-        settings.frontend_dir.display(),
-        settings.workers,
-        settings.room_threads
-    );
-    server.run().await
+    Ok(server.run())
+}
+
+fn metrics_server(
+    addr: std::net::SocketAddr,
+    state: AppState,
+) -> std::io::Result<actix_web::dev::Server> {
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(state.clone()))
+            .configure(routes::configure_operations)
+    })
+    .workers(1)
+    .disable_signals()
+    .bind(addr)?;
+    for addr in server.addrs() {
+        println!("livecanvas metrics on http://{addr}");
+    }
+    Ok(server.run())
+}
+
+/// On the first SIGINT or SIGTERM: report not ready, stop accepting, tell every client 1001, then
+/// let the servers drain within their shutdown timeout.
+async fn stop_on_signal(
+    servers: Vec<ServerHandle>,
+    ready: Arc<AtomicBool>,
+    registry: Addr<RoomRegistry>,
+) {
+    wait_for_signal().await;
+    log::info!("stopping: closing every connection with 1001");
+    ready.store(false, Ordering::SeqCst);
+    for server in &servers {
+        server.pause().await;
+    }
+    if registry.send(CloseAllRooms).await.is_err() {
+        log::warn!("the room registry had already stopped");
+    }
+    for server in &servers {
+        server.stop(true).await;
+    }
+    log::info!("stopped");
+}
+
+async fn wait_for_signal() {
+    use actix_web::rt::signal::unix::{signal, SignalKind};
+    let mut terminate = match signal(SignalKind::terminate()) {
+        Ok(stream) => stream,
+        Err(err) => {
+            log::error!("cannot listen for SIGTERM ({err}); stopping on SIGINT only");
+            let _ = actix_web::rt::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = actix_web::rt::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
 }

@@ -1,14 +1,18 @@
-//! The `livecanvas` binary: parse the configuration, set up logging, serve.
+//! The `livecanvas` binary: parse the configuration, set up logging, serve (or run a subcommand).
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use livecanvas::config::Config;
+use livecanvas::config::{Cli, Command, Config};
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    if let Some(Command::Healthcheck { timeout }) = cli.command {
+        return healthcheck(&cli.config, timeout);
+    }
+    livecanvas::logging::init(cli.config.log_format);
     log_panics();
-    let settings = match Config::parse().resolve() {
+    let settings = match cli.config.resolve() {
         Ok(settings) => settings,
         Err(message) => {
             eprintln!("livecanvas: error: {message}");
@@ -20,6 +24,31 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("livecanvas: error: cannot serve on {bind}: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Exit 0 when the configured server's /healthz answers 200 within `timeout`.
+fn healthcheck(config: &Config, timeout: std::time::Duration) -> ExitCode {
+    let url = match config.health_url() {
+        Ok(url) => url,
+        Err(message) => {
+            eprintln!("livecanvas healthcheck: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    match ureq::get(&url).timeout(timeout).call() {
+        Ok(response) if response.status() == 200 => ExitCode::SUCCESS,
+        Ok(response) => {
+            eprintln!(
+                "livecanvas healthcheck: {url} answered {}",
+                response.status()
+            );
+            ExitCode::FAILURE
+        }
+        Err(err) => {
+            eprintln!("livecanvas healthcheck: {url}: {err}");
             ExitCode::FAILURE
         }
     }

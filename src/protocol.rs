@@ -70,6 +70,18 @@ pub enum ErrorCode {
     RateLimited,
 }
 
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidJson => "invalid_json",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::InvalidField => "invalid_field",
+            ErrorCode::UnexpectedSnapshot => "unexpected_snapshot",
+            ErrorCode::RateLimited => "rate_limited",
+        }
+    }
+}
+
 /// Why a client frame was refused; sent back to that client as an `error` message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
@@ -147,6 +159,20 @@ pub enum ServerMessage<'a> {
 }
 
 impl ServerMessage<'_> {
+    /// The `type` field, for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ServerMessage::Welcome { .. } => "welcome",
+            ServerMessage::ClientCount { .. } => "clientCount",
+            ServerMessage::Draw(_) => "draw",
+            ServerMessage::Clear => "clear",
+            ServerMessage::CanvasRequest { .. } => "canvasRequest",
+            ServerMessage::CanvasState { .. } => "canvasState",
+            ServerMessage::CanvasEmpty { .. } => "canvasEmpty",
+            ServerMessage::Error { .. } => "error",
+        }
+    }
+
     /// The JSON text frame for this message.
     pub fn encode(&self) -> ByteString {
         match serde_json::to_string(self) {

@@ -13,7 +13,7 @@ use actix::prelude::*;
 use uuid::Uuid;
 
 use crate::config::Settings;
-use crate::room::{CanvasServer, Join, Shutdown};
+use crate::room::{CanvasServer, CloseAll, Join, Shutdown};
 use crate::session::WsSession;
 use crate::stats::Stats;
 
@@ -25,6 +25,11 @@ pub struct JoinRoom {
     pub id: Uuid,
     pub session: Addr<WsSession>,
 }
+
+/// The server is stopping: every room closes its members with 1001. Answers once all rooms have.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CloseAllRooms;
 
 /// The join would open a room beyond `--max-rooms`.
 #[derive(Debug)]
@@ -73,6 +78,7 @@ fn start_room(
     next_arbiter: &mut usize,
     name: Arc<str>,
     settings: Arc<Settings>,
+    stats: Arc<Stats>,
     registry: Addr<RoomRegistry>,
 ) -> Addr<CanvasServer> {
     let index = *next_arbiter % arbiters.len();
@@ -82,7 +88,7 @@ fn start_room(
         arbiters[index] = Arbiter::new();
     }
     CanvasServer::start_in_arbiter(&arbiters[index].handle(), move |_| {
-        CanvasServer::new(name, settings, registry)
+        CanvasServer::new(name, settings, stats, registry)
     })
 }
 
@@ -129,6 +135,7 @@ impl Handler<JoinRoom> for RoomRegistry {
                 next_arbiter,
                 join.room,
                 settings.clone(),
+                stats.clone(),
                 ctx.address(),
             );
             RoomEntry {
@@ -159,5 +166,23 @@ impl Handler<RoomIdle> for RoomRegistry {
             entry.addr.do_send(Shutdown);
             self.stats.rooms.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+}
+
+impl Handler<CloseAllRooms> for RoomRegistry {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: CloseAllRooms, _ctx: &mut Context<Self>) -> Self::Result {
+        let closing: Vec<_> = self
+            .rooms
+            .values()
+            .map(|room| room.addr.send(CloseAll))
+            .collect();
+        Box::pin(async move {
+            for room in closing {
+                // A room that already stopped has nobody to close.
+                let _ = room.await;
+            }
+        })
     }
 }

@@ -7,6 +7,7 @@
 //! for a snapshot: only the peer it asked may answer, once.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use actix::prelude::*;
 use bytestring::ByteString;
@@ -16,6 +17,7 @@ use crate::config::Settings;
 use crate::protocol::{ErrorCode, Rejection, Segment, ServerMessage};
 use crate::registry::{RoomIdle, RoomRegistry};
 use crate::session::{Deliver, Kick, RequestSnapshot, WithdrawSnapshotRequest, WsSession};
+use crate::stats::Stats;
 use actix_web_actors::ws::CloseCode;
 
 /// A session enters the room. Sent by the registry only, so the registry can count joins.
@@ -33,13 +35,19 @@ pub struct Leave {
     pub id: Uuid,
 }
 
-/// A validated segment from member `from`.
+/// A validated segment from member `from`, which arrived at `received`.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Draw {
     pub from: Uuid,
     pub segment: Segment,
+    pub received: Instant,
 }
+
+/// The server is stopping: close every member with 1001.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CloseAll;
 
 /// Member `from` cleared the canvas.
 #[derive(Message)]
@@ -87,6 +95,7 @@ struct PendingSnapshot {
 pub struct CanvasServer {
     name: Arc<str>,
     settings: Arc<Settings>,
+    stats: Arc<Stats>,
     registry: Addr<RoomRegistry>,
     /// In join order: the longest-present member is asked for snapshots first.
     members: Vec<Member>,
@@ -96,10 +105,16 @@ pub struct CanvasServer {
 }
 
 impl CanvasServer {
-    pub fn new(name: Arc<str>, settings: Arc<Settings>, registry: Addr<RoomRegistry>) -> Self {
+    pub fn new(
+        name: Arc<str>,
+        settings: Arc<Settings>,
+        stats: Arc<Stats>,
+        registry: Addr<RoomRegistry>,
+    ) -> Self {
         CanvasServer {
             name,
             settings,
+            stats,
             registry,
             members: Vec::new(),
             pending: Vec::new(),
@@ -119,8 +134,10 @@ impl CanvasServer {
         }
     }
 
-    fn send_to(&self, id: Uuid, frame: ByteString, ctx: &mut Context<Self>) {
+    fn send_to(&self, id: Uuid, message: &ServerMessage<'_>, ctx: &mut Context<Self>) {
         if let Some(member) = self.member(id) {
+            let frame = message.encode();
+            self.count_out(message, &frame, 1);
             Self::deliver(member, frame, ctx);
         }
     }
@@ -133,9 +150,20 @@ impl CanvasServer {
         ctx: &mut Context<Self>,
     ) {
         let frame = message.encode();
+        let mut recipients = 0;
         for member in self.members.iter().filter(|m| Some(m.id) != except) {
             Self::deliver(member, frame.clone(), ctx);
+            recipients += 1;
         }
+        self.count_out(message, &frame, recipients);
+    }
+
+    fn count_out(&self, message: &ServerMessage<'_>, frame: &ByteString, recipients: u64) {
+        self.stats
+            .messages_out
+            .with_label_values(&[message.kind()])
+            .inc_by(recipients);
+        self.stats.bytes_out.inc_by(frame.len() as u64 * recipients);
     }
 
     fn broadcast_count(&self, ctx: &mut Context<Self>) {
@@ -184,7 +212,7 @@ impl CanvasServer {
             let empty = ServerMessage::CanvasEmpty {
                 client_id: newcomer,
             };
-            self.send_to(newcomer, empty.encode(), ctx);
+            self.send_to(newcomer, &empty, ctx);
             return;
         };
         tried.push(peer);
@@ -231,7 +259,11 @@ impl CanvasServer {
             field: None,
             message: "no canvasRequest for that client is waiting on you".into(),
         };
-        self.send_to(from, rejection.to_server_message().encode(), ctx);
+        self.stats
+            .errors
+            .with_label_values(&[rejection.code.as_str()])
+            .inc();
+        self.send_to(from, &rejection.to_server_message(), ctx);
     }
 }
 
@@ -310,6 +342,9 @@ impl Handler<Draw> for CanvasServer {
 
     fn handle(&mut self, draw: Draw, ctx: &mut Context<Self>) {
         self.broadcast(&ServerMessage::Draw(&draw.segment), Some(draw.from), ctx);
+        self.stats
+            .broadcast_seconds
+            .observe(draw.received.elapsed().as_secs_f64());
     }
 }
 
@@ -338,7 +373,7 @@ impl Handler<SnapshotReply> for CanvasServer {
             client_id: reply.for_client,
             data: &reply.data,
         };
-        self.send_to(reply.for_client, state.encode(), ctx);
+        self.send_to(reply.for_client, &state, ctx);
     }
 }
 
@@ -348,6 +383,20 @@ impl Handler<Shutdown> for CanvasServer {
     fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
         if self.members.is_empty() {
             ctx.stop();
+        }
+    }
+}
+
+impl Handler<CloseAll> for CanvasServer {
+    type Result = ();
+
+    fn handle(&mut self, _: CloseAll, _ctx: &mut Context<Self>) {
+        self.pending.clear();
+        for member in self.members.drain(..) {
+            member.session.do_send(Kick {
+                code: CloseCode::Away,
+                reason: "server restarting",
+            });
         }
     }
 }

@@ -3,7 +3,7 @@
 //! This module owns URL shapes and what is refused before an upgrade (bad room names get 400). It
 //! must never hold connection state: each upgrade hands its connection to a new `WsSession` actor.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use actix::Addr;
@@ -28,19 +28,33 @@ const SNAPSHOT_ENVELOPE_BYTES: usize = 4 * 1024;
 /// What every handler may use.
 #[derive(Clone)]
 pub struct AppState {
+    /// False once a graceful stop has begun.
+    pub ready: Arc<AtomicBool>,
     pub admission: Arc<Admission>,
     pub settings: Arc<Settings>,
     pub stats: Arc<Stats>,
     pub registry: Addr<RoomRegistry>,
 }
 
-pub fn configure(cfg: &mut web::ServiceConfig, frontend_dir: &std::path::Path) {
+/// The canvas: pages, upgrades, health, and (unless it has its own listener) metrics.
+pub fn configure(cfg: &mut web::ServiceConfig, frontend_dir: &std::path::Path, with_metrics: bool) {
     cfg.route("/", web::get().to(index))
         .route("/r/{room}", web::get().to(room_page))
         .route("/ws", web::get().to(ws_default_room))
         .route("/ws/{room}", web::get().to(ws_room))
         .route("/healthz", web::get().to(healthz))
-        .service(Files::new("/", frontend_dir));
+        .route("/readyz", web::get().to(readyz));
+    if with_metrics {
+        cfg.route("/metrics", web::get().to(metrics));
+    }
+    cfg.service(Files::new("/", frontend_dir));
+}
+
+/// The operations listener (`--metrics-bind`): health, readiness, metrics.
+pub fn configure_operations(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics));
 }
 
 fn bad_room(room: &str) -> HttpResponse {
@@ -102,7 +116,14 @@ fn upgrade(
 ) -> actix_web::Result<HttpResponse> {
     let permit = match state.admission.admit(&req) {
         Ok(permit) => permit,
-        Err(refusal) => return Ok(refused(&refusal)),
+        Err(refusal) => {
+            state
+                .stats
+                .refusals
+                .with_label_values(&[refusal.code()])
+                .inc();
+            return Ok(refused(&refusal));
+        }
     };
     let peer = req
         .peer_addr()
@@ -138,4 +159,19 @@ async fn healthz(state: web::Data<AppState>) -> HttpResponse {
         "connections": state.stats.connections.load(Ordering::Relaxed),
         "rooms": state.stats.rooms.load(Ordering::Relaxed),
     }))
+}
+
+/// 200 while accepting connections; 503 once a graceful stop has begun.
+async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    if state.ready.load(Ordering::SeqCst) {
+        HttpResponse::Ok().json(json!({"status": "ready"}))
+    } else {
+        HttpResponse::ServiceUnavailable().json(json!({"status": "stopping"}))
+    }
+}
+
+async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.stats.render())
 }

@@ -111,6 +111,10 @@ impl WsSession {
             self.id,
             u16::from(code)
         );
+        self.stats
+            .closes
+            .with_label_values(&[&u16::from(code).to_string()])
+            .inc();
         ctx.close(Some(CloseReason {
             code,
             description: Some(reason.to_owned()),
@@ -175,6 +179,7 @@ impl WsSession {
     }
 
     fn on_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
+        self.stats.bytes_in.inc_by(text.len() as u64);
         if text.len() > self.message_limit() {
             return self.close(ctx, CloseCode::Size, "message too big");
         }
@@ -195,11 +200,17 @@ impl WsSession {
         match message {
             ClientMessage::Draw(segment) => {
                 if self.throttle(ctx) {
-                    room.do_send(Draw { from, segment });
+                    self.stats.messages_in.with_label_values(&["draw"]).inc();
+                    room.do_send(Draw {
+                        from,
+                        segment,
+                        received: Instant::now(),
+                    });
                 }
             }
             ClientMessage::Clear => {
                 if self.throttle(ctx) {
+                    self.stats.messages_in.with_label_values(&["clear"]).inc();
                     room.do_send(Clear { from });
                 }
             }
@@ -208,6 +219,10 @@ impl WsSession {
                     return self.reject(rejection, ctx);
                 }
                 self.snapshot_requests_open = self.snapshot_requests_open.saturating_sub(1);
+                self.stats
+                    .messages_in
+                    .with_label_values(&["canvasState"])
+                    .inc();
                 room.do_send(SnapshotReply {
                     from,
                     for_client: client_id,
@@ -247,6 +262,14 @@ impl WsSession {
         if self.invalid_in_a_row >= self.settings.max_invalid_messages {
             return self.close(ctx, CloseCode::Policy, "too many invalid messages");
         }
+        self.send_error(&rejection, ctx);
+    }
+
+    fn send_error(&self, rejection: &Rejection, ctx: &mut ws::WebsocketContext<Self>) {
+        self.stats
+            .errors
+            .with_label_values(&[rejection.code.as_str()])
+            .inc();
         ctx.text(rejection.to_server_message().encode());
     }
 }

@@ -1,14 +1,168 @@
-//! Live counters shared by the actors and the HTTP routes (for `/healthz`).
+//! Live figures: the counts `/healthz` reports and the Prometheus metrics `/metrics` exposes.
 //!
-//! Plain relaxed atomics: they are read for reporting only and must never be used to make a decision
-//! that needs to be exact under concurrency.
+//! This module owns the metric definitions and their names. Everything here is a relaxed atomic or
+//! a Prometheus counter, safe to bump from any thread; it must never be used to make a decision that
+//! needs to be exact under concurrency, and never take a lock on the hot path.
 
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-#[derive(Debug, Default)]
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
 pub struct Stats {
     /// Open WebSocket sessions.
     pub connections: AtomicUsize,
     /// Live `CanvasServer` actors.
     pub rooms: AtomicUsize,
+    registry: Registry,
+    connections_gauge: IntGauge,
+    rooms_gauge: IntGauge,
+    /// Client messages accepted, by type.
+    pub messages_in: IntCounterVec,
+    /// Frames queued to clients, by message type (a broadcast counts once per recipient).
+    pub messages_out: IntCounterVec,
+    /// `error` messages sent, by code.
+    pub errors: IntCounterVec,
+    /// Connections closed by the server, by close code.
+    pub closes: IntCounterVec,
+    /// Upgrades refused before the WebSocket started, by reason.
+    pub refusals: IntCounterVec,
+    pub bytes_in: IntCounter,
+    pub bytes_out: IntCounter,
+    /// From a draw's arrival in its session to its frames being queued for the whole room.
+    pub broadcast_seconds: Histogram,
+}
+
+/// Broadcast latency buckets, in seconds: from 50 µs to 1 s.
+const BROADCAST_BUCKETS_SECONDS: [f64; 12] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.1, 0.25, 1.0,
+];
+
+impl Stats {
+    pub fn new() -> Self {
+        let registry = Registry::new_custom(Some("livecanvas".into()), None)
+            .unwrap_or_else(|_| Registry::new());
+        let stats = Stats {
+            connections: AtomicUsize::new(0),
+            rooms: AtomicUsize::new(0),
+            connections_gauge: gauge("connections", "Open WebSocket connections."),
+            rooms_gauge: gauge("rooms", "Rooms alive (a room actor each)."),
+            messages_in: counter_vec("messages_in_total", "Client messages accepted.", "type"),
+            messages_out: counter_vec(
+                "messages_out_total",
+                "Messages queued to clients (once per recipient).",
+                "type",
+            ),
+            errors: counter_vec("errors_total", "Error messages sent to clients.", "code"),
+            closes: counter_vec("closes_total", "Connections closed by the server.", "code"),
+            refusals: counter_vec(
+                "refusals_total",
+                "Upgrades refused before the WebSocket started.",
+                "reason",
+            ),
+            bytes_in: counter("bytes_in_total", "Bytes of client messages received."),
+            bytes_out: counter("bytes_out_total", "Bytes of messages queued to clients."),
+            broadcast_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "broadcast_seconds",
+                    "Time from a draw's arrival to its frames being queued for the whole room.",
+                )
+                .buckets(BROADCAST_BUCKETS_SECONDS.to_vec()),
+            )
+            .unwrap_or_else(|_| unreachable_metric()),
+            registry,
+        };
+        stats.register_all();
+        stats
+    }
+
+    fn register_all(&self) {
+        let collectors: [Box<dyn prometheus::core::Collector>; 11] = [
+            Box::new(self.connections_gauge.clone()),
+            Box::new(self.rooms_gauge.clone()),
+            Box::new(self.messages_in.clone()),
+            Box::new(self.messages_out.clone()),
+            Box::new(self.errors.clone()),
+            Box::new(self.closes.clone()),
+            Box::new(self.refusals.clone()),
+            Box::new(self.bytes_in.clone()),
+            Box::new(self.bytes_out.clone()),
+            Box::new(self.broadcast_seconds.clone()),
+            Box::new(
+                prometheus::IntGauge::new("up", "1 while the server runs.").map_or_else(
+                    |_| unreachable_metric(),
+                    |up| {
+                        up.set(1);
+                        up
+                    },
+                ),
+            ),
+        ];
+        for collector in collectors {
+            if let Err(err) = self.registry.register(collector) {
+                log::error!("metric registration failed: {err}");
+            }
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        self.connections_gauge
+            .set(self.connections.load(Ordering::Relaxed) as i64);
+        self.rooms_gauge
+            .set(self.rooms.load(Ordering::Relaxed) as i64);
+        let mut buffer = Vec::new();
+        if let Err(err) = TextEncoder::new().encode(&self.registry.gather(), &mut buffer) {
+            log::error!("metrics encoding failed: {err}");
+        }
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats::new()
+    }
+}
+
+// The metric names and help texts below are constants of this file; Prometheus refuses only
+// malformed names, so these constructors cannot fail in practice.
+fn unreachable_metric() -> ! {
+    panic!("a metric defined in stats.rs has an invalid name")
+}
+
+fn gauge(name: &str, help: &str) -> IntGauge {
+    IntGauge::new(name, help).unwrap_or_else(|_| unreachable_metric())
+}
+
+fn counter(name: &str, help: &str) -> IntCounter {
+    IntCounter::new(name, help).unwrap_or_else(|_| unreachable_metric())
+}
+
+fn counter_vec(name: &str, help: &str, label: &str) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), &[label]).unwrap_or_else(|_| unreachable_metric())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_is_exposed_with_the_livecanvas_prefix() {
+        let stats = Stats::new();
+        stats.messages_in.with_label_values(&["draw"]).inc();
+        let text = stats.render();
+        for name in [
+            "livecanvas_connections",
+            "livecanvas_rooms",
+            "livecanvas_messages_in_total{type=\"draw\"} 1",
+            "livecanvas_bytes_out_total",
+            "livecanvas_broadcast_seconds_bucket",
+            "livecanvas_up 1",
+        ] {
+            assert!(text.contains(name), "{name} missing from:\n{text}");
+        }
+    }
 }
