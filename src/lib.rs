@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use actix::{Actor, Addr};
 use actix_web::dev::ServerHandle;
+use actix_web::rt::signal::unix::{signal, Signal, SignalKind};
 use actix_web::{middleware, web, App, HttpServer};
 
 use crate::config::Settings;
@@ -39,6 +40,9 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; connect-src 'self'; i
 /// `--shutdown-grace`.
 pub async fn run(settings: Settings) -> std::io::Result<()> {
     let settings = Arc::new(settings);
+    // Listen for signals before announcing the address: a stop requested right after start-up
+    // must still be graceful.
+    let signals = Signals::listen()?;
     let stats = Arc::new(Stats::new());
     let registry = RoomRegistry::new(settings.clone(), stats.clone()).start();
     let state = AppState {
@@ -62,7 +66,12 @@ pub async fn run(settings: Settings) -> std::io::Result<()> {
     let handles: Vec<ServerHandle> = std::iter::once(main.handle())
         .chain(metrics.as_ref().map(|m| m.handle()))
         .collect();
-    actix_web::rt::spawn(stop_on_signal(handles, state.ready.clone(), registry));
+    actix_web::rt::spawn(stop_on_signal(
+        signals,
+        handles,
+        state.ready.clone(),
+        registry,
+    ));
     match metrics {
         Some(metrics) => {
             let (main, metrics) = tokio::join!(main, metrics);
@@ -124,18 +133,42 @@ fn metrics_server(
     Ok(server.run())
 }
 
+/// SIGINT and SIGTERM, registered with the runtime.
+struct Signals {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl Signals {
+    fn listen() -> std::io::Result<Signals> {
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    async fn recv(mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
+}
+
 /// On the first SIGINT or SIGTERM: report not ready, stop accepting, tell every client 1001, then
 /// let the servers drain within their shutdown timeout.
 async fn stop_on_signal(
+    signals: Signals,
     servers: Vec<ServerHandle>,
     ready: Arc<AtomicBool>,
     registry: Addr<RoomRegistry>,
 ) {
-    wait_for_signal().await;
+    signals.recv().await;
     log::info!("stopping: closing every connection with 1001");
     ready.store(false, Ordering::SeqCst);
-    for server in &servers {
-        server.pause().await;
+    // Only the canvas stops accepting; the operations listener keeps answering /readyz (503).
+    if let Some(main) = servers.first() {
+        main.pause().await;
     }
     if registry.send(CloseAllRooms).await.is_err() {
         log::warn!("the room registry had already stopped");
@@ -144,20 +177,4 @@ async fn stop_on_signal(
         server.stop(true).await;
     }
     log::info!("stopped");
-}
-
-async fn wait_for_signal() {
-    use actix_web::rt::signal::unix::{signal, SignalKind};
-    let mut terminate = match signal(SignalKind::terminate()) {
-        Ok(stream) => stream,
-        Err(err) => {
-            log::error!("cannot listen for SIGTERM ({err}); stopping on SIGINT only");
-            let _ = actix_web::rt::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = actix_web::rt::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
-    }
 }

@@ -28,7 +28,11 @@ pub fn server_config(files: &TlsFiles) -> io::Result<rustls::ServerConfig> {
     }
     let key = PrivateKeyDer::from_pem_file(&files.key)
         .map_err(|err| invalid("--tls-key", &files.key, &err))?;
-    rustls::ServerConfig::builder()
+    // Name the provider: with more than one compiled in, rustls will not pick one by itself.
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|err| invalid("--tls-cert", &files.cert, &err))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|err| invalid("--tls-key", &files.key, &err))

@@ -28,6 +28,8 @@ pub fn frontend_dir() -> String {
 pub struct Server {
     child: Child,
     pub addr: SocketAddr,
+    /// The `--metrics-bind` listener, when started with one.
+    pub metrics_addr: Option<SocketAddr>,
     _stdout: BufReader<ChildStdout>,
 }
 
@@ -49,10 +51,17 @@ impl Server {
             .spawn()
             .expect("the livecanvas binary starts");
         let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
-        match read_listen_addr(&mut stdout) {
+        let addr = read_announced_addr(&mut stdout, "listening on ");
+        let metrics_addr = if args.contains(&"--metrics-bind") {
+            read_announced_addr(&mut stdout, "metrics on ")
+        } else {
+            None
+        };
+        match addr {
             Some(addr) => Server {
                 child,
                 addr,
+                metrics_addr,
                 _stdout: stdout,
             },
             None => {
@@ -61,6 +70,27 @@ impl Server {
                 panic!("the server exited before listening: {status:?}");
             }
         }
+    }
+
+    /// Sends SIGTERM, as an orchestrator stopping the container would.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Waits (polling the process table) until the server exits, at most `deadline`.
+    pub fn wait_for_exit(&mut self, deadline: Duration) -> Option<std::process::ExitStatus> {
+        let start = std::time::Instant::now();
+        while start.elapsed() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     pub fn pid(&self) -> u32 {
@@ -100,16 +130,20 @@ impl Server {
     }
 }
 
-/// Reads the server's stdout up to the line announcing its address.
-fn read_listen_addr(stdout: &mut BufReader<ChildStdout>) -> Option<SocketAddr> {
+/// Reads the server's stdout up to the line `livecanvas {what}http(s)://ADDR`.
+fn read_announced_addr(stdout: &mut BufReader<ChildStdout>, what: &str) -> Option<SocketAddr> {
+    let prefix = format!("livecanvas {what}");
     let mut line = String::new();
     loop {
         line.clear();
         if stdout.read_line(&mut line).ok()? == 0 {
             return None;
         }
-        if let Some(url) = line.trim().strip_prefix("livecanvas listening on http://") {
-            return url.parse().ok();
+        if let Some(url) = line.trim().strip_prefix(prefix.as_str()) {
+            let addr = url
+                .strip_prefix("http://")
+                .or_else(|| url.strip_prefix("https://"))?;
+            return addr.parse().ok();
         }
     }
 }
