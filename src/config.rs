@@ -14,7 +14,7 @@ use crate::protocol::CanvasSize;
 
 /// A real-time shared drawing canvas.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "livecanvas", version, about)]
+#[command(name = "livecanvas", version, about, args_override_self = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
