@@ -6,7 +6,10 @@
 
 use bytestring::ByteString;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use std::collections::HashMap;
+
+use serde_json::error::Category;
+use serde_json::value::RawValue;
 use uuid::Uuid;
 
 /// How far outside the canvas a segment may reach, in logical pixels: a stroke that leaves the
@@ -209,7 +212,7 @@ struct Incoming {
 pub fn decode_client_message(text: &str, canvas: CanvasSize) -> Result<ClientMessage, Rejection> {
     let incoming: Incoming = match serde_json::from_str(text) {
         Ok(incoming) => incoming,
-        Err(_) => return Err(explain_decode_failure(text)),
+        Err(err) => return Err(explain_decode_failure(text, &err)),
     };
     match incoming.kind.as_deref() {
         // The original demo's clients send draws without a type.
@@ -223,30 +226,36 @@ pub fn decode_client_message(text: &str, canvas: CanvasSize) -> Result<ClientMes
     }
 }
 
-/// The slow path, taken only for bad frames: find which field made the typed decode fail.
-fn explain_decode_failure(text: &str) -> Rejection {
-    let value: Value = match serde_json::from_str(text) {
-        Ok(value) => value,
+/// The slow path, taken only for bad frames: find which field made the typed decode fail. Fields
+/// are first split as raw JSON, so that even a number no double can hold is blamed on its field.
+fn explain_decode_failure(text: &str, typed_error: &serde_json::Error) -> Rejection {
+    let fields: HashMap<String, Box<RawValue>> = match serde_json::from_str(text) {
+        Ok(fields) => fields,
+        Err(err) if err.classify() == Category::Data => {
+            return Rejection::new(ErrorCode::InvalidJson, "expected a JSON object");
+        }
         Err(err) => {
             return Rejection::new(ErrorCode::InvalidJson, format!("not valid JSON: {err}"));
         }
     };
-    let Some(object) = value.as_object() else {
-        return Rejection::new(ErrorCode::InvalidJson, "expected a JSON object");
-    };
     const STRING_FIELDS: [&str; 5] = ["type", "color", "tool", "clientId", "data"];
     const NUMBER_FIELDS: [&str; 5] = ["startX", "startY", "endX", "endY", "size"];
+    let raw = |field: &str| fields.get(field).map(|value| value.get());
     for field in STRING_FIELDS {
-        if object.get(field).is_some_and(|v| !v.is_string()) {
+        if raw(field).is_some_and(|v| serde_json::from_str::<Option<String>>(v).is_err()) {
             return Rejection::field(field, format!("{field} must be a string"));
         }
     }
     for field in NUMBER_FIELDS {
-        if object.get(field).is_some_and(|v| !v.is_number()) {
-            return Rejection::field(field, format!("{field} must be a number"));
+        if raw(field).is_some_and(|v| serde_json::from_str::<Option<f64>>(v).is_err()) {
+            return Rejection::field(field, format!("{field} must be a finite number"));
         }
     }
-    Rejection::new(ErrorCode::InvalidJson, "could not decode the message")
+    // Every field is fine alone: the object itself is at fault (a duplicated field, say).
+    Rejection::new(
+        ErrorCode::InvalidJson,
+        format!("could not decode the message: {typed_error}"),
+    )
 }
 
 fn validate_draw(incoming: &Incoming, canvas: CanvasSize) -> Result<Segment, Rejection> {
@@ -437,7 +446,8 @@ mod tests {
             size: 8.0,
             tool: Tool::Eraser,
         };
-        let json: Value = serde_json::from_str(&ServerMessage::Draw(&segment).encode()).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(&ServerMessage::Draw(&segment).encode()).unwrap();
         assert_eq!(
             json,
             serde_json::json!({"type":"draw","color":"#abc","startX":1.5,"startY":2.0,
