@@ -65,6 +65,17 @@ connection.addEventListener('state', (e) => status.setConnection(e.detail));
 connection.addEventListener('close', () => sync.disconnected());
 connection.addEventListener('message', (e) => {
   const msg = e.detail;
+  // A batch frame carries ordinary messages, in order.
+  if (msg.type === 'batch' && Array.isArray(msg.messages)) {
+    for (const inner of msg.messages) {
+      if (inner && typeof inner === 'object') handleMessage(inner);
+    }
+  } else {
+    handleMessage(msg);
+  }
+});
+
+function handleMessage(msg) {
   switch (msg.type) {
     case 'welcome':
       sync.welcome(msg);
@@ -91,7 +102,7 @@ connection.addEventListener('message', (e) => {
     default:
       break; // unknown messages are ignored, for forward compatibility
   }
-});
+}
 // Leaving the page (or entering the back/forward cache) closes the socket; coming back reconnects.
 window.addEventListener('pagehide', () => connection.suspend());
 window.addEventListener('pageshow', (e) => {

@@ -26,5 +26,6 @@ export function roomPath(name) {
 
 export function wsUrl(room, loc = location) {
   const scheme = loc.protocol === 'https:' ? 'wss' : 'ws';
-  return `${scheme}://${loc.host}/ws/${encodeURIComponent(room)}`;
+  // batch=1: the server gathers what it sends us within a short tick into one frame.
+  return `${scheme}://${loc.host}/ws/${encodeURIComponent(room)}?batch=1`;
 }

@@ -131,6 +131,11 @@ pub struct Config {
     #[arg(long, env = "LIVECANVAS_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
 
+    /// How long a batched client's messages are gathered into one frame (clients opt in with
+    /// `?batch=1` on the WebSocket URL).
+    #[arg(long, env = "LIVECANVAS_BATCH_TICK", default_value = "10ms", value_parser = humantime::parse_duration)]
+    pub batch_tick: Duration,
+
     /// On SIGTERM/SIGINT, how long to wait for connections to finish after telling clients (1001).
     #[arg(long, env = "LIVECANVAS_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
@@ -190,6 +195,7 @@ pub struct Settings {
     pub flood_close_after: u32,
     pub max_queued_messages: usize,
     pub allowed_origins: Vec<String>,
+    pub batch_tick: Duration,
     pub shutdown_grace: Duration,
     pub log_format: LogFormat,
     pub tls: Option<TlsFiles>,
@@ -234,6 +240,9 @@ impl Config {
                 humantime::format_duration(self.client_timeout),
                 humantime::format_duration(self.heartbeat_interval)
             ));
+        }
+        if self.batch_tick.is_zero() || self.batch_tick > Duration::from_secs(1) {
+            return Err("--batch-tick must be between 1ms and 1s".into());
         }
         if self.snapshot_timeout.is_zero() {
             return Err("--snapshot-timeout must be greater than zero".into());
@@ -312,6 +321,7 @@ impl Config {
             flood_close_after: self.flood_close_after,
             max_queued_messages: self.max_queued_messages,
             allowed_origins: self.allowed_origins,
+            batch_tick: self.batch_tick,
             shutdown_grace: self.shutdown_grace,
             log_format: self.log_format,
             tls: match (self.tls_cert, self.tls_key) {

@@ -7,7 +7,7 @@
 //! for a snapshot: only the peer it asked may answer, once.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use bytestring::ByteString;
@@ -92,6 +92,10 @@ struct PendingSnapshot {
     ask_id: u64,
 }
 
+/// Count updates go out at most this often: the first change at once, later ones gathered, so
+/// that a crowd joining at once costs a few frames per member, not one per join.
+const CLIENT_COUNT_INTERVAL: Duration = Duration::from_millis(100);
+
 pub struct CanvasServer {
     name: Arc<str>,
     settings: Arc<Settings>,
@@ -102,6 +106,10 @@ pub struct CanvasServer {
     pending: Vec<PendingSnapshot>,
     joins_seen: u64,
     next_ask_id: u64,
+    /// A count update went out less than `CLIENT_COUNT_INTERVAL` ago.
+    count_throttled: bool,
+    /// The count changed while throttled: send it when the interval ends.
+    count_stale: bool,
 }
 
 impl CanvasServer {
@@ -120,6 +128,8 @@ impl CanvasServer {
             pending: Vec::new(),
             joins_seen: 0,
             next_ask_id: 0,
+            count_throttled: false,
+            count_stale: false,
         }
     }
 
@@ -166,11 +176,22 @@ impl CanvasServer {
         self.stats.bytes_out.inc_by(frame.len() as u64 * recipients);
     }
 
-    fn broadcast_count(&self, ctx: &mut Context<Self>) {
+    fn count_changed(&mut self, ctx: &mut Context<Self>) {
+        if self.count_throttled {
+            self.count_stale = true;
+            return;
+        }
         let count = ServerMessage::ClientCount {
             client_count: self.members.len(),
         };
         self.broadcast(&count, None, ctx);
+        self.count_throttled = true;
+        ctx.run_later(CLIENT_COUNT_INTERVAL, |room, ctx| {
+            room.count_throttled = false;
+            if std::mem::take(&mut room.count_stale) {
+                room.count_changed(ctx);
+            }
+        });
     }
 
     /// Takes a member out of the room: its pending asks move on, the others hear the new count.
@@ -186,7 +207,7 @@ impl CanvasServer {
         for pending in orphaned {
             self.ask_next_peer(pending.newcomer, pending.tried, ctx);
         }
-        self.broadcast_count(ctx);
+        self.count_changed(ctx);
         if self.members.is_empty() {
             self.registry.do_send(RoomIdle {
                 room: self.name.clone(),
@@ -304,7 +325,7 @@ impl Handler<Join> for CanvasServer {
             id: join.id,
             session: join.session,
         });
-        self.broadcast_count(ctx);
+        self.count_changed(ctx);
         if awaiting_snapshot {
             self.ask_next_peer(join.id, Vec::new(), ctx);
         }

@@ -108,6 +108,12 @@ async fn ws_room(
     upgrade(&room, req, stream, &state)
 }
 
+/// `?batch=1` on the WebSocket URL asks for batched delivery.
+#[derive(serde::Deserialize)]
+struct UpgradeQuery {
+    batch: Option<String>,
+}
+
 fn upgrade(
     room: &str,
     req: HttpRequest,
@@ -128,10 +134,13 @@ fn upgrade(
     let peer = req
         .peer_addr()
         .map_or_else(|| "unknown".to_owned(), |addr| addr.to_string());
+    let batched = web::Query::<UpgradeQuery>::from_query(req.query_string())
+        .is_ok_and(|query| matches!(query.batch.as_deref(), Some("1" | "true")));
     let session = WsSession::new(
         room.into(),
         peer,
         permit,
+        batched,
         state.settings.clone(),
         state.stats.clone(),
         state.registry.clone(),

@@ -65,6 +65,8 @@ pub struct WsSession {
     /// A fragmented text message being joined.
     fragments: Option<Vec<u8>>,
     invalid_in_a_row: u32,
+    /// For a client that asked for batched delivery: the frames gathered for the next tick.
+    batch: Option<Vec<ByteString>>,
     /// `canvasRequest`s sent to this client and not yet answered: while there is one, the client may
     /// send one message up to the snapshot size limit.
     snapshot_requests_open: usize,
@@ -75,6 +77,7 @@ impl WsSession {
         room_name: Arc<str>,
         peer: String,
         permit: ConnectionPermit,
+        batched: bool,
         settings: Arc<Settings>,
         stats: Arc<Stats>,
         registry: Addr<RoomRegistry>,
@@ -92,6 +95,7 @@ impl WsSession {
             last_seen: Instant::now(),
             fragments: None,
             invalid_in_a_row: 0,
+            batch: batched.then(Vec::new),
             snapshot_requests_open: 0,
         }
     }
@@ -104,7 +108,35 @@ impl WsSession {
         }
     }
 
-    fn close(&self, ctx: &mut ws::WebsocketContext<Self>, code: CloseCode, reason: &str) {
+    /// Sends what a batched client has gathered: one frame, `{"type":"batch","messages":[...]}`,
+    /// made by joining the already-encoded messages (no JSON is encoded per recipient).
+    fn flush_batch(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        let Some(pending) = self.batch.as_mut() else {
+            return;
+        };
+        match pending.len() {
+            0 => {}
+            1 => ctx.text(pending.swap_remove(0)),
+            _ => {
+                const HEAD: &str = r#"{"type":"batch","messages":["#;
+                const TAIL: &str = "]}";
+                let body: usize = pending.iter().map(|frame| frame.len() + 1).sum();
+                let mut joined = String::with_capacity(HEAD.len() + body + TAIL.len());
+                joined.push_str(HEAD);
+                for (i, frame) in pending.drain(..).enumerate() {
+                    if i > 0 {
+                        joined.push(',');
+                    }
+                    joined.push_str(&frame);
+                }
+                joined.push_str(TAIL);
+                ctx.text(joined);
+            }
+        }
+    }
+
+    fn close(&mut self, ctx: &mut ws::WebsocketContext<Self>, code: CloseCode, reason: &str) {
+        self.flush_batch(ctx);
         log::info!(
             "closing room={} client={} code={} reason={reason}",
             self.room_name,
@@ -122,7 +154,7 @@ impl WsSession {
         ctx.stop();
     }
 
-    fn start_heartbeat(&self, ctx: &mut ws::WebsocketContext<Self>) {
+    fn start_heartbeat(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
         ctx.run_interval(self.settings.heartbeat_interval, |session, ctx| {
             if session.last_seen.elapsed() > session.settings.client_timeout {
                 session.close(ctx, CloseCode::Normal, "heartbeat timeout");
@@ -132,7 +164,7 @@ impl WsSession {
         });
     }
 
-    fn on_protocol_error(&self, error: ProtocolError, ctx: &mut ws::WebsocketContext<Self>) {
+    fn on_protocol_error(&mut self, error: ProtocolError, ctx: &mut ws::WebsocketContext<Self>) {
         match error {
             ProtocolError::Overflow => self.close(ctx, CloseCode::Size, "message too big"),
             // actix-web-actors reports a text frame that is not UTF-8 as an I/O error; any other
@@ -353,7 +385,15 @@ impl Handler<Deliver> for WsSession {
     type Result = ();
 
     fn handle(&mut self, Deliver(frame): Deliver, ctx: &mut Self::Context) {
-        ctx.text(frame);
+        let Some(pending) = self.batch.as_mut() else {
+            return ctx.text(frame);
+        };
+        if pending.is_empty() {
+            ctx.run_later(self.settings.batch_tick, |session, ctx| {
+                session.flush_batch(ctx)
+            });
+        }
+        pending.push(frame);
     }
 }
 

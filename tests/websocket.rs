@@ -169,6 +169,20 @@ async fn an_emptied_room_starts_afresh_for_the_next_visitor() {
     let server = Server::start();
     let mut alice = server.join("again").await;
     alice.ws.close(None).await.expect("close");
+    // The room is stopped once empty; wait for the server to say so.
+    let deadline = std::time::Instant::now() + common::EVENT_DEADLINE;
+    loop {
+        // A blocking GET is fine here: the server is another process.
+        let health = server.health();
+        if health["rooms"] == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the room never stopped"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     let mut bob = server.join("again").await;
     assert_eq!(bob.welcome["awaitingSnapshot"], false);
     bob.wait_for_count(1).await;
@@ -518,4 +532,96 @@ async fn a_bad_room_name_is_refused_with_400_before_the_upgrade() {
             other => panic!("{room}: expected HTTP 400, got {:?}", other.map(|_| ())),
         }
     }
+}
+
+// ---- batched delivery and coalesced counts ----
+
+/// Reads frames of a batched connection, returning every message in order and how many frames
+/// carried them.
+async fn read_batched_until(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    mut done: impl FnMut(&serde_json::Value) -> bool,
+) -> (Vec<serde_json::Value>, usize) {
+    use futures_util::StreamExt;
+    let mut messages = Vec::new();
+    let mut frames = 0;
+    loop {
+        let message = tokio::time::timeout(common::EVENT_DEADLINE, ws.next())
+            .await
+            .expect("a frame before the deadline")
+            .expect("the connection is open")
+            .expect("a well-formed frame");
+        let Message::Text(text) = message else {
+            continue;
+        };
+        frames += 1;
+        let value: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+        let batch = if value["type"] == "batch" {
+            value["messages"]
+                .as_array()
+                .cloned()
+                .expect("a batch has messages")
+        } else {
+            vec![value]
+        };
+        for message in batch {
+            let finished = done(&message);
+            messages.push(message);
+            if finished {
+                return (messages, frames);
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_asks_for_batches_gets_bursts_in_few_frames_in_order() {
+    let server = Server::start_with(&["--batch-tick", "200ms"]);
+    let mut alice = server.join("main").await;
+    let (mut bob, _) =
+        tokio_tungstenite::connect_async(format!("{}?batch=1", server.ws_url("main")))
+            .await
+            .expect("upgrade");
+    let (greeting, _) = read_batched_until(&mut bob, |m| m["type"] == "clientCount").await;
+    assert_eq!(greeting[0]["type"], "welcome");
+    alice.next_of_type("canvasRequest").await;
+    for i in 0..100 {
+        alice.send_json(draw_at(f64::from(i), 3.0)).await;
+    }
+    let (messages, frames) = read_batched_until(&mut bob, |m| m["startX"] == 99.0).await;
+    let draws: Vec<f64> = messages
+        .iter()
+        .filter(|m| m["type"] == "draw")
+        .filter_map(|m| m["startX"].as_f64())
+        .collect();
+    assert_eq!(draws, (0..100).map(f64::from).collect::<Vec<_>>());
+    assert!(frames < 100, "{frames} frames for 100 draws");
+}
+
+#[tokio::test]
+async fn a_crowd_joining_at_once_costs_few_count_frames() {
+    let server = Server::start_with(&[
+        "--connection-burst-per-ip",
+        "100",
+        "--max-connections-per-ip",
+        "100",
+    ]);
+    let mut observer = server.join("main").await;
+    observer.wait_for_count(1).await;
+    let crowd = futures_util::future::join_all((0..40).map(|_| server.join("main"))).await;
+    let mut count_frames = 0;
+    loop {
+        let count = observer.next_of_type("clientCount").await;
+        count_frames += 1;
+        if count["clientCount"] == 41 {
+            break;
+        }
+    }
+    assert!(
+        count_frames < 40,
+        "{count_frames} count frames for 40 joins"
+    );
+    drop(crowd);
 }
