@@ -117,7 +117,8 @@ pub struct Config {
     #[arg(long, env = "LIVECANVAS_DRAW_BURST", default_value_t = 400)]
     pub draw_burst: u32,
 
-    /// Messages dropped in a row by the draw rate limit before the connection is closed (1008).
+    /// Messages per second the draw rate limit may drop (with an equal burst) before the
+    /// connection is closed (1008): a client sending well over the rate is closed, even if paced.
     #[arg(long, env = "LIVECANVAS_FLOOD_CLOSE_AFTER", default_value_t = 400)]
     pub flood_close_after: u32,
 

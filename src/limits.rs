@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use actix_web::http::header;
 use actix_web::HttpRequest;
@@ -181,43 +182,54 @@ fn quota(per_second: u32, burst: u32) -> Quota {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Throttle {
     Allow,
-    /// Dropped; the first drop of a burst should be reported to the client.
+    /// Dropped; `warn` is true at most once per `FLOOD_WARNING_INTERVAL`, so the client is told
+    /// without being flooded back.
     Drop {
-        first: bool,
+        warn: bool,
     },
-    /// Dropped, and the client has kept flooding: close the connection.
+    /// Dropped, and the client keeps flooding: close the connection.
     Close,
 }
 
-/// A connection's draw rate: a token bucket, and how many messages it dropped in the current flood.
+/// How often a throttled client is reminded that messages are being dropped.
+const FLOOD_WARNING_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A connection's draw rate: one token bucket for what it may send, and a second one for how many
+/// of its messages may be dropped. A client that overshoots briefly only loses the excess; one
+/// that keeps sending well over the rate (even paced, so that some messages still get through)
+/// empties the second bucket and is closed.
 pub struct DrawLimiter {
-    bucket: DefaultDirectRateLimiter,
-    dropped_in_a_row: u32,
-    close_after: u32,
+    sends: DefaultDirectRateLimiter,
+    drops: DefaultDirectRateLimiter,
+    last_warning: Option<Instant>,
 }
 
 impl DrawLimiter {
     pub fn new(settings: &Settings) -> Self {
         DrawLimiter {
-            bucket: RateLimiter::direct(quota(settings.draws_per_second, settings.draw_burst)),
-            dropped_in_a_row: 0,
-            close_after: settings.flood_close_after,
+            sends: RateLimiter::direct(quota(settings.draws_per_second, settings.draw_burst)),
+            drops: RateLimiter::direct(quota(
+                settings.flood_close_after,
+                settings.flood_close_after,
+            )),
+            last_warning: None,
         }
     }
 
     pub fn check(&mut self) -> Throttle {
-        if self.bucket.check().is_ok() {
-            self.dropped_in_a_row = 0;
+        if self.sends.check().is_ok() {
             return Throttle::Allow;
         }
-        self.dropped_in_a_row += 1;
-        if self.dropped_in_a_row > self.close_after {
-            Throttle::Close
-        } else {
-            Throttle::Drop {
-                first: self.dropped_in_a_row == 1,
-            }
+        if self.drops.check().is_err() {
+            return Throttle::Close;
         }
+        let warn = self
+            .last_warning
+            .is_none_or(|at| at.elapsed() >= FLOOD_WARNING_INTERVAL);
+        if warn {
+            self.last_warning = Some(Instant::now());
+        }
+        Throttle::Drop { warn }
     }
 }
 

@@ -264,12 +264,13 @@ impl WsSession {
         }
     }
 
-    /// Whether a draw or clear may go to the room now; tells a flooder once, then closes it.
+    /// Whether a draw or clear may go to the room now; reminds a flooder now and then, and closes
+    /// one that keeps on.
     fn throttle(&mut self, ctx: &mut ws::WebsocketContext<Self>) -> bool {
         match self.draws.check() {
             Throttle::Allow => true,
-            Throttle::Drop { first } => {
-                if first {
+            Throttle::Drop { warn } => {
+                if warn {
                     let message = format!(
                         "too many drawing messages (limit {} per second); some were dropped",
                         self.settings.draws_per_second

@@ -318,6 +318,34 @@ async fn a_flooder_is_throttled_then_closed_with_1008() {
 }
 
 #[tokio::test]
+async fn a_paced_flooder_well_over_the_rate_is_closed_too() {
+    let server = Server::start_with(&[
+        "--draws-per-second",
+        "50",
+        "--draw-burst",
+        "50",
+        "--flood-close-after",
+        "100",
+    ]);
+    let mut room = Witnesses::join(&server, "main").await;
+    let mut flooder = server.join("main").await;
+    // Ten times the rate, evenly paced, so some strokes always get through.
+    let mut pace = tokio::time::interval(std::time::Duration::from_millis(2));
+    let mut closed = false;
+    for _ in 0..5_000 {
+        pace.tick().await;
+        let stroke = Message::text(draw_at(600.0, 600.0).to_string());
+        if flooder.ws.send(stroke).await.is_err() {
+            closed = true;
+            break;
+        }
+    }
+    let close = flooder.expect_close().await;
+    assert_eq!(close.code, CloseCode::Policy, "closed while sending: {closed}");
+    room.still_unharmed().await;
+}
+
+#[tokio::test]
 async fn connection_attempts_beyond_the_per_address_rate_get_429() {
     let server = Server::start_with(&[
         "--connection-rate-per-ip",
@@ -435,11 +463,19 @@ async fn a_client_that_stops_reading_is_dropped_without_slowing_the_room() {
         "1000000",
     ]);
     let mut room = Witnesses::join(&server, "main").await;
-    let mut sleeper = server.join("main").await;
+    // The sleeper's socket takes almost nothing (a 4 KiB receive buffer, which also stops the
+    // kernel growing it), and it never reads.
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    let stream = socket.connect(server.addr).await.expect("connect");
+    let (mut sleeper, _) = tokio_tungstenite::client_async(server.ws_url("main"), stream)
+        .await
+        .expect("upgrade");
     room.watcher.wait_for_count(3).await;
     let rss_before = server.rss_kib();
-    // The sleeper never reads again; once the kernel's buffers are full its queue fills and it is
-    // dropped, while the drawer keeps drawing.
+    // Once the kernel's buffers are full the sleeper's queue fills and it is dropped, while the
+    // drawer keeps drawing and the watcher keeps receiving.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let mut strokes = 0;
     let dropped = loop {
         room.draw(200).await;
@@ -453,7 +489,7 @@ async fn a_client_that_stops_reading_is_dropped_without_slowing_the_room() {
         if evicted {
             break true;
         }
-        if strokes >= 400_000 {
+        if std::time::Instant::now() > deadline {
             break false;
         }
     };
@@ -467,7 +503,14 @@ async fn a_client_that_stops_reading_is_dropped_without_slowing_the_room() {
         rss_growth_kib < 64 * 1024,
         "the server grew by {rss_growth_kib} KiB"
     );
-    assert_eq!(sleeper.expect_close().await.code, CloseCode::Policy);
+    let close = loop {
+        match sleeper.next_message_raw().await {
+            Message::Close(Some(frame)) => break frame,
+            Message::Close(None) => panic!("close without a code"),
+            _ => continue,
+        }
+    };
+    assert_eq!(close.code, CloseCode::Policy);
     room.still_unharmed().await;
 }
 

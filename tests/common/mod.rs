@@ -40,16 +40,17 @@ impl Server {
 
     /// Starts the binary with extra flags, and waits for the line announcing its address.
     pub fn start_with(args: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_livecanvas"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_livecanvas"));
+        command
             .args(["--bind", "127.0.0.1:0", "--frontend-dir", &frontend_dir()])
             .args(args)
             .env(
                 "RUST_LOG",
                 std::env::var("TEST_SERVER_LOG").unwrap_or_else(|_| "warn".into()),
             )
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("the livecanvas binary starts");
+            .stdout(Stdio::piped());
+        die_with_parent(&mut command);
+        let mut child = command.spawn().expect("the livecanvas binary starts");
         let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
         let addr = read_announced_addr(&mut stdout, "listening on ");
         let metrics_addr = if args.contains(&"--metrics-bind") {
@@ -130,6 +131,20 @@ impl Server {
     }
 }
 
+/// A test binary that is killed (a timeout, ^C) cannot run `Drop`; make its servers die with it.
+pub fn die_with_parent(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Reads the server's stdout up to the line `livecanvas {what}http(s)://ADDR`.
 fn read_announced_addr(stdout: &mut BufReader<ChildStdout>, what: &str) -> Option<SocketAddr> {
     let prefix = format!("livecanvas {what}");
@@ -186,9 +201,9 @@ impl Client {
     }
 
     pub async fn send_text(&mut self, text: &str) {
-        self.ws
-            .send(Message::text(text.to_owned()))
+        tokio::time::timeout(EVENT_DEADLINE, self.ws.send(Message::text(text.to_owned())))
             .await
+            .expect("the server takes the message before the deadline")
             .expect("send");
     }
 

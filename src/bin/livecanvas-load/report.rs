@@ -1,0 +1,317 @@
+//! The final report (text or one JSON object) and the load generator's own CPU time.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde_json::json;
+
+/// This process's user + system CPU time so far, from `/proc/self/stat` (Linux, where the kernel
+/// reports it in USER_HZ = 100 ticks per second).
+pub fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * 10))
+}
+
+/// The whole machine's busy and total CPU time so far (all processes, all cores), in ticks, from the
+/// first line of `/proc/stat`.
+pub fn machine_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .map(|field| field.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    let total: u64 = ticks.iter().take(8).sum();
+    let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
+    Some((total - idle, total))
+}
+
+/// How busy the machine was between two `machine_ticks` readings, in % of all its cores.
+pub fn machine_busy_percent(before: Option<(u64, u64)>, after: Option<(u64, u64)>) -> Option<f64> {
+    let ((busy0, total0), (busy1, total1)) = (before?, after?);
+    let total = total1.checked_sub(total0).filter(|&t| t > 0)?;
+    Some(busy1.saturating_sub(busy0) as f64 / total as f64 * 100.0)
+}
+
+/// Latency percentiles in milliseconds; `None` without samples.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Latency {
+    pub p50: Option<f64>,
+    pub p90: Option<f64>,
+    pub p99: Option<f64>,
+    pub max: Option<f64>,
+}
+
+impl Latency {
+    pub fn of(histogram: &Histogram<u64>) -> Latency {
+        if histogram.is_empty() {
+            return Latency::default();
+        }
+        let ms = |micros: u64| micros as f64 / 1000.0;
+        Latency {
+            p50: Some(ms(histogram.value_at_quantile(0.50))),
+            p90: Some(ms(histogram.value_at_quantile(0.90))),
+            p99: Some(ms(histogram.value_at_quantile(0.99))),
+            max: Some(ms(histogram.max())),
+        }
+    }
+}
+
+pub fn fmt_ms(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".into(), |ms| format!("{ms:.2} ms"))
+}
+
+/// 1234567 -> "1.23M".
+pub fn si(value: f64) -> String {
+    match value.abs() {
+        v if v >= 1e9 => format!("{:.2}G", value / 1e9),
+        v if v >= 1e6 => format!("{:.2}M", value / 1e6),
+        v if v >= 1e4 => format!("{:.1}k", value / 1e3),
+        _ => format!("{value:.0}"),
+    }
+}
+
+#[derive(Debug)]
+pub struct Report {
+    pub preset: Option<&'static str>,
+    pub url: String,
+    pub batch: bool,
+    pub clients: usize,
+    pub rooms: usize,
+    pub senders_per_room: usize,
+    /// Clients that drew (joined senders).
+    pub senders: usize,
+    pub rate: f64,
+    pub duration_s: f64,
+    pub connected: usize,
+    pub connect_errors: usize,
+    pub connect_failures: BTreeMap<String, usize>,
+    pub connect_s: f64,
+    pub join: Latency,
+    pub sent: u64,
+    pub expected: u64,
+    pub received: u64,
+    pub duplicated: u64,
+    pub latency: Latency,
+    pub first_second: Latency,
+    pub show_first_second: bool,
+    pub stayed_up: usize,
+    pub pings: u64,
+    pub disconnects: usize,
+    pub drop_reasons: BTreeMap<String, usize>,
+    pub drained_s: f64,
+    pub cpu_percent: Option<f64>,
+    /// The whole machine over the same time, server and everything else included.
+    pub machine_busy_percent: Option<f64>,
+    pub cores: usize,
+}
+
+impl Report {
+    pub fn lost(&self) -> u64 {
+        self.expected
+            .saturating_sub(self.received)
+            .saturating_sub(self.duplicated)
+    }
+
+    pub fn offered_per_s(&self) -> f64 {
+        self.sent as f64 / self.duration_s
+    }
+
+    pub fn delivered_per_s(&self) -> f64 {
+        self.received as f64 / self.duration_s
+    }
+
+    /// True when this process used more than 80% of the machine: its numbers may show its own
+    /// limit rather than the server's.
+    pub fn cpu_bound(&self) -> bool {
+        self.cpu_percent
+            .is_some_and(|cpu| cpu > 80.0 * self.cores as f64)
+    }
+
+    /// Segments per second the senders were asked for.
+    pub fn target_per_s(&self) -> f64 {
+        self.senders as f64 * self.rate
+    }
+
+    /// Reasons to doubt the figures.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.cpu_bound() {
+            warnings.push(format!(
+                "warning: the load generator used {:.0}% of one core, more than 80% of this machine's \
+                 {} cores: it, not the server, may have been the bottleneck",
+                self.cpu_percent.unwrap_or(0.0),
+                self.cores
+            ));
+        }
+        if self.machine_busy_percent.is_some_and(|busy| busy > 90.0) {
+            warnings.push(format!(
+                "warning: the machine was {:.0}% busy (server, load generator and anything else \
+                 running): the figures show what this machine could do, not the server alone",
+                self.machine_busy_percent.unwrap_or(0.0)
+            ));
+        }
+        if self.offered_per_s() < 0.95 * self.target_per_s() {
+            warnings.push(format!(
+                "warning: the senders offered {:.0} segments/s of the {:.0}/s asked for: they fell \
+                 behind (late ticks are skipped, not made up)",
+                self.offered_per_s(),
+                self.target_per_s()
+            ));
+        }
+        warnings
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        json!({
+            "preset": self.preset,
+            "url": self.url,
+            "batch": self.batch,
+            "clients": self.clients,
+            "rooms": self.rooms,
+            "senders_per_room": self.senders_per_room,
+            "senders": self.senders,
+            "rate": self.rate,
+            "duration_s": self.duration_s,
+            "offered_per_s": self.offered_per_s(),
+            "delivered_per_s": self.delivered_per_s(),
+            "sent": self.sent,
+            "expected": self.expected,
+            "received": self.received,
+            "lost": self.lost(),
+            "duplicated": self.duplicated,
+            "connected": self.connected,
+            "connect_errors": self.connect_errors,
+            "connect_error_reasons": self.connect_failures,
+            "connect_s": self.connect_s,
+            "join_p50_ms": self.join.p50,
+            "join_p99_ms": self.join.p99,
+            "join_max_ms": self.join.max,
+            "stayed_up": self.stayed_up,
+            "pings_answered": self.pings,
+            "disconnects": self.disconnects,
+            "disconnect_reasons": self.drop_reasons,
+            "p50_ms": self.latency.p50,
+            "p90_ms": self.latency.p90,
+            "p99_ms": self.latency.p99,
+            "max_ms": self.latency.max,
+            "first_second_p99_ms": self.first_second.p99,
+            "drained_s": self.drained_s,
+            "loadgen_cpu_percent": self.cpu_percent,
+            "machine_busy_percent": self.machine_busy_percent,
+            "cores": self.cores,
+            "loadgen_cpu_bound": self.cpu_bound(),
+        })
+    }
+
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "livecanvas-load report ({}{}) against {}",
+            self.preset.unwrap_or("custom"),
+            if self.batch { ", batched" } else { "" },
+            self.url
+        );
+        let _ = writeln!(
+            out,
+            "  setup       {} clients in {} rooms; {} senders ({} per room) at {}/s for {:.1} s",
+            self.clients,
+            self.rooms,
+            self.senders,
+            self.senders_per_room,
+            self.rate,
+            self.duration_s
+        );
+        let _ = writeln!(
+            out,
+            "  connect     {} joined in {:.2} s, {} errors; join time p50 {} p99 {} max {}",
+            self.connected,
+            self.connect_s,
+            self.connect_errors,
+            fmt_ms(self.join.p50),
+            fmt_ms(self.join.p99),
+            fmt_ms(self.join.max)
+        );
+        for (reason, count) in &self.connect_failures {
+            let _ = writeln!(out, "              {count} x {reason}");
+        }
+        if self
+            .connect_failures
+            .keys()
+            .any(|reason| reason.starts_with("HTTP 429") || reason.starts_with("HTTP 503"))
+        {
+            let _ = writeln!(
+                out,
+                "              (the server's per-address limits refused them: see \"THE SERVER'S LIMITS\" in --help)"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "  offered     {:.1} segments/s ({} sent), {} deliveries/s expected",
+            self.offered_per_s(),
+            self.sent,
+            si(self.expected as f64 / self.duration_s)
+        );
+        let _ = writeln!(
+            out,
+            "  delivered   {} deliveries/s ({} received of {} expected)",
+            si(self.delivered_per_s()),
+            self.received,
+            self.expected
+        );
+        let _ = writeln!(
+            out,
+            "  lost        {}   duplicated/reordered {}   (drained {:.2} s after the end)",
+            self.lost(),
+            self.duplicated,
+            self.drained_s
+        );
+        let _ = writeln!(
+            out,
+            "  latency     p50 {}  p90 {}  p99 {}  max {}",
+            fmt_ms(self.latency.p50),
+            fmt_ms(self.latency.p90),
+            fmt_ms(self.latency.p99),
+            fmt_ms(self.latency.max)
+        );
+        if self.show_first_second {
+            let _ = writeln!(
+                out,
+                "  first second of drawing: p50 {}  p99 {}  max {}",
+                fmt_ms(self.first_second.p50),
+                fmt_ms(self.first_second.p99),
+                fmt_ms(self.first_second.max)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "  stayed up   {} of {} joined ({} disconnected during the run); {} server pings answered",
+            self.stayed_up, self.connected, self.disconnects, self.pings
+        );
+        for (reason, count) in &self.drop_reasons {
+            let _ = writeln!(out, "              {count} x {reason}");
+        }
+        let _ = writeln!(
+            out,
+            "  loadgen CPU {} of one core over the run; the whole machine ({} cores) was {} busy",
+            self.cpu_percent
+                .map_or_else(|| "unknown".into(), |cpu| format!("{cpu:.0}%")),
+            self.cores,
+            self.machine_busy_percent
+                .map_or_else(|| "?".into(), |busy| format!("{busy:.0}%")),
+        );
+        for warning in self.warnings() {
+            let _ = writeln!(out, "{warning}");
+        }
+        out
+    }
+}

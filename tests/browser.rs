@@ -1,0 +1,717 @@
+//! The page in a real browser: headless Chromium driven over WebDriver (Debian's `chromedriver`),
+//! one browser session per simulated person, against the real server on an ephemeral port.
+//! Strokes are drawn with real pointer input (WebDriver actions) and checked by reading the pixels
+//! of each page's visible `#board` canvas.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::Server;
+use fantoccini::actions::{InputSource, MouseActions, PointerAction, MOUSE_BUTTON_LEFT};
+use fantoccini::error::NewSessionError;
+use fantoccini::wd::Capabilities;
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{json, Value};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const INSTALL_HINT: &str = "run `apt-get install -y chromium chromium-driver`";
+
+/// How long to wait for something the page should do; only turns a hang into a failure.
+const DEADLINE: Duration = Duration::from_secs(15);
+/// Starting a browser is slower, all the more when several tests start theirs at once.
+const SESSION_DEADLINE: Duration = Duration::from_secs(60);
+const POLL: Duration = Duration::from_millis(50);
+
+/// The room's logical canvas (the server's default, sent in `welcome`).
+const LOGICAL_WIDTH: f64 = 1600.0;
+const LOGICAL_HEIGHT: f64 = 900.0;
+
+/// A palette swatch, so its colour is known exactly: `#e53935`.
+const RED: &str = "#e53935";
+const RED_RGB: [u8; 3] = [0xe5, 0x39, 0x35];
+
+// ---- a chromedriver process per test, a browser session per person ----
+
+/// `chromedriver` on a free loopback port; killed when dropped (after every session was closed).
+struct Driver {
+    child: Child,
+    port: u16,
+}
+
+impl Driver {
+    fn start() -> Arc<Driver> {
+        for path in [CHROMIUM, CHROMEDRIVER] {
+            assert!(
+                Path::new(path).exists(),
+                "{path} is missing, so the browser tests cannot run: {INSTALL_HINT}"
+            );
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free loopback port")
+            .port();
+        let child = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{CHROMEDRIVER} does not start ({e}): {INSTALL_HINT}"));
+        Arc::new(Driver { child, port })
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One person: a fresh headless Chromium (own profile) showing a page of the app.
+struct Browser {
+    client: Client,
+    session: String,
+    driver: Arc<Driver>,
+    /// Dropped after the session was deleted (fields drop after `Browser::drop`).
+    _profile: Profile,
+}
+
+/// A temporary Chromium profile directory, removed when dropped.
+struct Profile(PathBuf);
+
+impl Profile {
+    fn create() -> Profile {
+        static COUNT: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "livecanvas-browser-test-{}-{}",
+            std::process::id(),
+            COUNT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&path).expect("a temporary Chromium profile directory");
+        Profile(path)
+    }
+}
+
+impl Drop for Profile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// What a pixel of the board should look like.
+#[derive(Clone, Copy, Debug)]
+enum Px {
+    /// Fully transparent (nothing drawn, or erased, or cleared).
+    Blank,
+    /// Opaque, of this colour (give or take a little rounding).
+    Paint([u8; 3]),
+}
+
+impl Px {
+    fn matches(self, rgba: [u8; 4]) -> bool {
+        match self {
+            Px::Blank => rgba[3] == 0,
+            Px::Paint(rgb) => rgba[3] >= 250 && (0..3).all(|i| rgba[i].abs_diff(rgb[i]) <= 8),
+        }
+    }
+}
+
+impl Browser {
+    /// Opens `url` in a new browser and waits until the page is connected and has its picture.
+    async fn open(driver: &Arc<Driver>, url: &str) -> Browser {
+        let profile = Profile::create();
+        let client = new_session(driver, &profile.0).await;
+        let session = client
+            .session_id()
+            .await
+            .expect("the session id")
+            .expect("a session was created");
+        let browser = Browser {
+            client,
+            session,
+            driver: Arc::clone(driver),
+            _profile: profile,
+        };
+        browser
+            .client
+            .goto(url)
+            .await
+            .unwrap_or_else(|e| panic!("the browser opens {url}: {e}"));
+        browser
+            .wait_until(
+                "document.getElementById('status').dataset.state === 'connected'",
+                "the page's WebSocket is connected (if it never is, is it blocked, e.g. by the \
+                 Content-Security-Policy's connect-src?)",
+            )
+            .await;
+        browser
+            .wait_until(
+                "document.body.dataset.synced === 'true'",
+                "the page has its picture",
+            )
+            .await;
+        browser
+    }
+
+    /// Runs `script` (a function body; `arguments` holds `args`) in the page.
+    async fn js(&self, script: &str, args: Vec<Value>) -> Value {
+        self.client
+            .execute(script, args)
+            .await
+            .unwrap_or_else(|e| panic!("the script fails: {e}\n{script}"))
+    }
+
+    /// Polls the JS expression `condition` until it is true; fails after the deadline.
+    async fn wait_until(&self, condition: &str, what: &str) {
+        let script = format!("return Boolean({condition});");
+        let deadline = Instant::now() + DEADLINE;
+        while self.js(&script, vec![]).await != Value::Bool(true) {
+            if Instant::now() >= deadline {
+                panic!(
+                    "waited {DEADLINE:?} in vain until {what} (`{condition}`); the page: {}",
+                    self.describe().await
+                );
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// The page's state as the user sees it, for failure messages.
+    async fn describe(&self) -> Value {
+        self.js(
+            "const people = document.getElementById('people');
+             return { status: document.getElementById('status').dataset.state,
+                      people: people.dataset.count, synced: document.body.dataset.synced,
+                      tool: document.body.dataset.tool, url: location.href };",
+            vec![],
+        )
+        .await
+    }
+
+    async fn click(&self, selector: &str) {
+        self.client
+            .find(Locator::Css(selector))
+            .await
+            .unwrap_or_else(|e| panic!("no {selector} on the page: {e}"))
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("{selector} cannot be clicked: {e}"));
+    }
+
+    /// Picks a palette colour (a click on its swatch).
+    async fn pick_color(&self, color: &str) {
+        self.click(&format!("#palette .swatch[data-color='{color}']"))
+            .await;
+        self.wait_until(
+            &format!("document.getElementById('color').value === '{color}'"),
+            &format!("the colour input shows {color}"),
+        )
+        .await;
+    }
+
+    /// Sets the brush size slider, as dragging it would (an `input` event).
+    async fn set_size(&self, size: u32) {
+        self.js(
+            "const el = document.getElementById('size');
+             el.value = String(arguments[0]);
+             el.dispatchEvent(new Event('input', { bubbles: true }));",
+            vec![json!(size)],
+        )
+        .await;
+        self.wait_until(
+            &format!("document.getElementById('size-value').textContent === '{size}'"),
+            &format!("the brush size is {size}"),
+        )
+        .await;
+    }
+
+    /// Draws through `points` (logical canvas coordinates) with the mouse: real pointer events
+    /// dispatched by the browser, from a button press at the first point to its release at the last.
+    async fn draw(&self, points: &[(f64, f64)]) {
+        let rect = self
+            .js(
+                "const r = document.getElementById('board').getBoundingClientRect();
+                 return [r.left, r.top, r.width, r.height];",
+                vec![],
+            )
+            .await;
+        let rect: Vec<f64> = serde_json::from_value(rect).expect("the board's rectangle");
+        let [left, top, width, height] = rect[..] else {
+            panic!("the board's rectangle: {rect:?}")
+        };
+        // MoveTo is relative to the viewport's top-left corner (MoveToElement would be relative
+        // to the element's centre); pointer positions are whole CSS pixels.
+        let to_viewport = |&(x, y): &(f64, f64)| PointerAction::MoveTo {
+            duration: Some(Duration::from_millis(20)),
+            x: (left + x / LOGICAL_WIDTH * width).round(),
+            y: (top + y / LOGICAL_HEIGHT * height).round(),
+        };
+        let (first, rest) = points.split_first().expect("at least one point");
+        let mut mouse = MouseActions::new("mouse".to_owned())
+            .then(to_viewport(first))
+            .then(PointerAction::Down {
+                button: MOUSE_BUTTON_LEFT,
+            });
+        for point in rest {
+            mouse = mouse.then(to_viewport(point));
+        }
+        mouse = mouse.then(PointerAction::Up {
+            button: MOUSE_BUTTON_LEFT,
+        });
+        self.client
+            .perform_actions(mouse)
+            .await
+            .expect("the browser performs the pointer actions");
+    }
+
+    /// The RGBA of the visible board's backing store at each logical point.
+    async fn pixels(&self, points: &[(f64, f64)]) -> Vec<[u8; 4]> {
+        let pixels = self
+            .js(
+                "const [points, w, h] = arguments;
+                 const board = document.getElementById('board');
+                 const ctx = board.getContext('2d');
+                 return points.map(([x, y]) => Array.from(ctx.getImageData(
+                   Math.floor(x * board.width / w), Math.floor(y * board.height / h), 1, 1).data));",
+                vec![json!(points), json!(LOGICAL_WIDTH), json!(LOGICAL_HEIGHT)],
+            )
+            .await;
+        serde_json::from_value(pixels).expect("RGBA pixels")
+    }
+
+    /// Asserts, now, that every point looks like `want`.
+    async fn assert_pixels(&self, points: &[(f64, f64)], want: Px, what: &str) {
+        let got = self.pixels(points).await;
+        assert!(
+            got.iter().all(|&rgba| want.matches(rgba)),
+            "{what}: expected {want:?} at {points:?}, got RGBA {got:?}"
+        );
+    }
+
+    /// Polls until every point looks like `want`; fails after the deadline.
+    async fn wait_for_pixels(&self, points: &[(f64, f64)], want: Px, what: &str) {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let got = self.pixels(points).await;
+            if got.iter().all(|&rgba| want.matches(rgba)) {
+                return;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "waited {DEADLINE:?} in vain until {what}: expected {want:?} at {points:?}, \
+                     got RGBA {got:?}; the page: {}",
+                    self.describe().await
+                );
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+impl Drop for Browser {
+    /// Ends the session synchronously (even while a failed test unwinds, when no async code runs
+    /// any more), so that chromedriver quits this Chromium before it is itself killed.
+    fn drop(&mut self) {
+        delete_session(self.driver.port, &self.session);
+    }
+}
+
+/// A new WebDriver session with a fresh Chromium, retried while chromedriver is not listening yet.
+async fn new_session(driver: &Driver, profile: &Path) -> Client {
+    let mut capabilities = Capabilities::new();
+    capabilities.insert(
+        "goog:chromeOptions".to_owned(),
+        json!({
+            "binary": CHROMIUM,
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-quic", "--no-first-run", "--window-size=1280,800",
+                format!("--user-data-dir={}", profile.display()),
+            ],
+        }),
+    );
+    let deadline = Instant::now() + SESSION_DEADLINE;
+    loop {
+        let result = ClientBuilder::rustls()
+            .expect("a TLS configuration for the WebDriver client")
+            .capabilities(capabilities.clone())
+            .connect(&driver.url())
+            .await;
+        match result {
+            Ok(client) => return client,
+            // Not listening yet: retry until the deadline.
+            Err(
+                e @ (NewSessionError::Failed(_)
+                | NewSessionError::FailedC(_)
+                | NewSessionError::Lost(_)),
+            ) => {
+                if Instant::now() >= deadline {
+                    panic!("{CHROMEDRIVER} did not answer within {SESSION_DEADLINE:?}: {e}");
+                }
+                tokio::time::sleep(POLL).await;
+            }
+            Err(e) => panic!("{CHROMEDRIVER} cannot start {CHROMIUM}: {e:?} ({INSTALL_HINT})"),
+        }
+    }
+}
+
+/// `DELETE /session/{id}`, answered once chromedriver has closed that browser.
+fn delete_session(port: u16, session: &str) {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(20)));
+    let request = format!(
+        "DELETE /session/{session} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
+         Content-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    if stream.write_all(request.as_bytes()).is_ok() {
+        let _ = stream.read(&mut [0; 1024]);
+    }
+}
+
+// ---- strokes ----
+
+/// `n + 1` points evenly spaced from `from` to `to`.
+fn line(from: (f64, f64), to: (f64, f64), n: usize) -> Vec<(f64, f64)> {
+    (0..=n)
+        .map(|i| {
+            let t = i as f64 / n as f64;
+            (from.0 + (to.0 - from.0) * t, from.1 + (to.1 - from.1) * t)
+        })
+        .collect()
+}
+
+/// The stroke most tests draw: left to right across the middle of the board.
+fn middle_stroke() -> Vec<(f64, f64)> {
+    line((400.0, 450.0), (1200.0, 450.0), 8)
+}
+
+/// Points on the middle stroke's centre line.
+const ON_STROKE: [(f64, f64); 5] = [
+    (450.0, 450.0),
+    (600.0, 450.0),
+    (800.0, 450.0),
+    (1000.0, 450.0),
+    (1150.0, 450.0),
+];
+
+/// Points far from the middle stroke (corners, above and below it, past its ends).
+const FAR_FROM_STROKE: [(f64, f64); 6] = [
+    (100.0, 100.0),
+    (1500.0, 800.0),
+    (800.0, 250.0),
+    (800.0, 650.0),
+    (200.0, 450.0),
+    (1400.0, 450.0),
+];
+
+/// Draws the middle stroke in red, 12 logical pixels wide.
+async fn draw_red_middle_stroke(page: &Browser) {
+    page.pick_color(RED).await;
+    page.set_size(12).await;
+    page.draw(&middle_stroke()).await;
+}
+
+fn room_url(server: &Server, name: &str) -> String {
+    server.http_url(&format!("/r/{name}-{}", std::process::id()))
+}
+
+// ---- the tests ----
+
+#[tokio::test]
+async fn two_pages_in_a_room_both_show_two_people() {
+    let server = Server::start();
+    let driver = Driver::start();
+    let url = room_url(&server, "people");
+    let alice = Browser::open(&driver, &url).await;
+    let bob = Browser::open(&driver, &url).await;
+    for page in [&alice, &bob] {
+        page.wait_until(
+            "document.getElementById('people').dataset.count === '2'",
+            "#people shows 2",
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn a_stroke_drawn_with_the_pointer_on_one_page_appears_in_the_other_pages_pixels() {
+    let server = Server::start();
+    let driver = Driver::start();
+    let url = room_url(&server, "stroke");
+    let alice = Browser::open(&driver, &url).await;
+    let bob = Browser::open(&driver, &url).await;
+    bob.assert_pixels(&ON_STROKE, Px::Blank, "Bob's board before the stroke")
+        .await;
+
+    draw_red_middle_stroke(&alice).await;
+
+    bob.wait_for_pixels(
+        &ON_STROKE,
+        Px::Paint(RED_RGB),
+        "Bob's board shows the red stroke",
+    )
+    .await;
+    bob.assert_pixels(
+        &FAR_FROM_STROKE,
+        Px::Blank,
+        "Bob's board away from the stroke",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_page_that_joins_later_gets_the_picture() {
+    let server = Server::start();
+    let driver = Driver::start();
+    let url = room_url(&server, "late");
+    let alice = Browser::open(&driver, &url).await;
+    draw_red_middle_stroke(&alice).await;
+    alice
+        .wait_for_pixels(
+            &ON_STROKE,
+            Px::Paint(RED_RGB),
+            "Alice's board shows her stroke",
+        )
+        .await;
+
+    // `open` waits for body[data-synced="true"]: by then the picture must be there.
+    let carol = Browser::open(&driver, &url).await;
+    carol
+        .assert_pixels(&ON_STROKE, Px::Paint(RED_RGB), "Carol's board once synced")
+        .await;
+    carol
+        .assert_pixels(
+            &FAR_FROM_STROKE,
+            Px::Blank,
+            "Carol's board away from the stroke",
+        )
+        .await;
+}
+
+#[tokio::test]
+async fn clearing_on_one_page_clears_the_others() {
+    let server = Server::start();
+    let driver = Driver::start();
+    let url = room_url(&server, "clear");
+    let alice = Browser::open(&driver, &url).await;
+    let bob = Browser::open(&driver, &url).await;
+    draw_red_middle_stroke(&alice).await;
+    bob.wait_for_pixels(
+        &ON_STROKE,
+        Px::Paint(RED_RGB),
+        "Bob's board shows the stroke",
+    )
+    .await;
+
+    alice.click("#clear").await;
+    alice
+        .wait_until(
+            "document.getElementById('clear-dialog').open",
+            "the clear dialog is open",
+        )
+        .await;
+    alice.click("#clear-confirm").await;
+
+    bob.wait_for_pixels(&ON_STROKE, Px::Blank, "Bob's board is cleared")
+        .await;
+    alice
+        .assert_pixels(&ON_STROKE, Px::Blank, "Alice's board is cleared")
+        .await;
+}
+
+#[tokio::test]
+async fn the_eraser_removes_paint_on_every_page() {
+    let server = Server::start();
+    let driver = Driver::start();
+    let url = room_url(&server, "eraser");
+    let alice = Browser::open(&driver, &url).await;
+    let bob = Browser::open(&driver, &url).await;
+
+    // A thick red stroke…
+    alice.pick_color(RED).await;
+    alice.set_size(40).await;
+    alice.draw(&line((300.0, 450.0), (1300.0, 450.0), 10)).await;
+    let kept = [
+        (400.0, 450.0),
+        (600.0, 440.0),
+        (1000.0, 460.0),
+        (1200.0, 450.0),
+    ];
+    let erased = [
+        (800.0, 435.0),
+        (800.0, 450.0),
+        (790.0, 465.0),
+        (810.0, 450.0),
+    ];
+    bob.wait_for_pixels(
+        &kept,
+        Px::Paint(RED_RGB),
+        "Bob's board shows the thick stroke",
+    )
+    .await;
+    bob.wait_for_pixels(
+        &erased,
+        Px::Paint(RED_RGB),
+        "Bob's board shows the thick stroke",
+    )
+    .await;
+
+    // …crossed out in its middle with a 64-pixel eraser.
+    alice.set_size(64).await;
+    alice.click("#tool-eraser").await;
+    alice
+        .wait_until(
+            "document.body.dataset.tool === 'eraser'",
+            "the eraser is selected",
+        )
+        .await;
+    alice.draw(&line((800.0, 300.0), (800.0, 600.0), 6)).await;
+
+    for (page, who) in [(&bob, "Bob"), (&alice, "Alice")] {
+        page.wait_for_pixels(
+            &erased,
+            Px::Blank,
+            &format!("{who}'s board is erased across the stroke"),
+        )
+        .await;
+        page.assert_pixels(
+            &kept,
+            Px::Paint(RED_RGB),
+            &format!("{who}'s board keeps the rest of the stroke"),
+        )
+        .await;
+    }
+}
+
+/// Starts a server on `addr`, where a server that has just exited listened; retried until the
+/// deadline while the port is not free yet (or was taken for a moment by someone else).
+fn start_server_on(addr: SocketAddr) -> Server {
+    let bind = addr.to_string();
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        // A quick look first (std's listener sets SO_REUSEADDR, as the server's does), so that a
+        // busy port is waited for without the noise of a failed start.
+        if TcpListener::bind(addr).is_ok() {
+            match std::panic::catch_unwind(|| Server::start_with(&["--bind", &bind])) {
+                Ok(server) => return server,
+                Err(panic) if Instant::now() >= deadline => std::panic::resume_unwind(panic),
+                Err(_) => {}
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{addr} was not free again within {DEADLINE:?} of the old server's exit"
+        );
+        std::thread::sleep(POLL);
+    }
+}
+
+#[tokio::test]
+async fn the_page_reconnects_by_itself_after_a_server_restart_and_shows_the_picture_again() {
+    let mut server = Server::start();
+    let driver = Driver::start();
+    let url = room_url(&server, "restart");
+    let alice = Browser::open(&driver, &url).await;
+    draw_red_middle_stroke(&alice).await;
+    alice
+        .wait_for_pixels(
+            &ON_STROKE,
+            Px::Paint(RED_RGB),
+            "Alice's board shows her stroke",
+        )
+        .await;
+
+    // Record every connection state and synced flag the page shows from now on, so that a state
+    // held only briefly is not missed between two polls.
+    alice
+        .js(
+            "window.__states = [];
+             window.__synced = [];
+             const status = document.getElementById('status');
+             new MutationObserver(() => window.__states.push(status.dataset.state))
+               .observe(status, { attributes: true, attributeFilter: ['data-state'] });
+             new MutationObserver(() => window.__synced.push(document.body.dataset.synced))
+               .observe(document.body, { attributes: true, attributeFilter: ['data-synced'] });",
+            vec![],
+        )
+        .await;
+
+    // Restart on the same port: the page's WebSocket URL stays valid.
+    let addr = server.addr;
+    server.terminate();
+    let status = server.wait_for_exit(DEADLINE);
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the old server exits 0 after SIGTERM: {status:?}"
+    );
+    drop(server);
+    let server = start_server_on(addr);
+    assert_eq!(
+        server.addr, addr,
+        "the new server listens where the old one did"
+    );
+
+    alice
+        .wait_until(
+            "(() => {
+               const states = window.__states;
+               const lost = states.indexOf('reconnecting');
+               return lost >= 0 && states.lastIndexOf('connected') > lost
+                 && window.__synced.includes('false')
+                 && document.getElementById('status').dataset.state === 'connected'
+                 && document.body.dataset.synced === 'true';
+             })()",
+            "Alice's page went through 'reconnecting' and is connected and synced again",
+        )
+        .await;
+    let history = alice
+        .js("return [window.__states, window.__synced];", vec![])
+        .await;
+    alice
+        .assert_pixels(
+            &ON_STROKE,
+            Px::Paint(RED_RGB),
+            &format!(
+                "Alice's board keeps her stroke across the restart (states, synced: {history})"
+            ),
+        )
+        .await;
+    alice
+        .assert_pixels(
+            &FAR_FROM_STROKE,
+            Px::Blank,
+            "Alice's board away from the stroke after the restart",
+        )
+        .await;
+
+    // The new server's room is empty: a newcomer gets the picture from Alice's page.
+    let bob = Browser::open(&driver, &url).await;
+    bob.assert_pixels(
+        &ON_STROKE,
+        Px::Paint(RED_RGB),
+        "Bob's board once synced on the new server",
+    )
+    .await;
+    bob.assert_pixels(
+        &FAR_FROM_STROKE,
+        Px::Blank,
+        "Bob's board away from the stroke",
+    )
+    .await;
+}
