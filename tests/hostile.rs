@@ -11,6 +11,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 /// The well-behaved drawer's colour, so the watcher can tell its strokes from the offender's.
@@ -341,7 +342,11 @@ async fn a_paced_flooder_well_over_the_rate_is_closed_too() {
         }
     }
     let close = flooder.expect_close().await;
-    assert_eq!(close.code, CloseCode::Policy, "closed while sending: {closed}");
+    assert_eq!(
+        close.code,
+        CloseCode::Policy,
+        "closed while sending: {closed}"
+    );
     room.still_unharmed().await;
 }
 
@@ -387,13 +392,7 @@ async fn a_join_into_a_full_room_is_closed_with_1013() {
     let (mut late, _) = tokio_tungstenite::connect_async(server.ws_url("main"))
         .await
         .expect("the upgrade itself succeeds");
-    let close = loop {
-        match late.next_message_raw().await {
-            Message::Close(Some(frame)) => break frame,
-            Message::Close(None) => panic!("close without a code"),
-            _ => continue,
-        }
-    };
+    let close = late.close_frame().await;
     assert_eq!(close.code, CloseCode::Again);
     assert!(close.reason.contains("full"), "{}", close.reason);
     room.still_unharmed().await;
@@ -406,13 +405,7 @@ async fn a_join_that_would_open_a_room_beyond_the_limit_is_closed_with_1013() {
     let (mut stranger, _) = tokio_tungstenite::connect_async(server.ws_url("another"))
         .await
         .expect("the upgrade itself succeeds");
-    let close = loop {
-        match stranger.next_message_raw().await {
-            Message::Close(Some(frame)) => break frame,
-            Message::Close(None) => panic!("close without a code"),
-            _ => continue,
-        }
-    };
+    let close = stranger.close_frame().await;
     assert_eq!(close.code, CloseCode::Again);
     room.still_unharmed().await;
 }
@@ -503,13 +496,7 @@ async fn a_client_that_stops_reading_is_dropped_without_slowing_the_room() {
         rss_growth_kib < 64 * 1024,
         "the server grew by {rss_growth_kib} KiB"
     );
-    let close = loop {
-        match sleeper.next_message_raw().await {
-            Message::Close(Some(frame)) => break frame,
-            Message::Close(None) => panic!("close without a code"),
-            _ => continue,
-        }
-    };
+    let close = sleeper.close_frame().await;
     assert_eq!(close.code, CloseCode::Policy);
     room.still_unharmed().await;
 }
@@ -564,9 +551,20 @@ async fn a_snapshot_that_is_not_a_png_of_the_room_size_is_refused() {
     room.still_unharmed().await;
 }
 
-/// Reads the next message of a raw stream, with the common deadline.
+/// Reads a raw stream (one that never went through `Client::join`), with the common deadline.
 trait NextRaw {
     async fn next_message_raw(&mut self) -> Message;
+
+    /// Skips messages until the server's close frame.
+    async fn close_frame(&mut self) -> CloseFrame {
+        loop {
+            match self.next_message_raw().await {
+                Message::Close(Some(frame)) => return frame,
+                Message::Close(None) => panic!("close without a code"),
+                _ => continue,
+            }
+        }
+    }
 }
 
 impl<S> NextRaw for tokio_tungstenite::WebSocketStream<S>

@@ -2,9 +2,7 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::Server;
+use common::{run_binary, Server};
 
 fn get(url: &str) -> ureq::Response {
     match ureq::get(url).call() {
@@ -101,20 +99,9 @@ async fn healthz_counts_connections_and_rooms() {
     );
 }
 
-fn run_with(args: &[&str]) -> (Option<i32>, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_livecanvas"))
-        .args(args)
-        .output()
-        .expect("the binary runs");
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn a_bad_option_stops_start_up_with_one_line_naming_it() {
-    let (code, stderr) = run_with(&["--heartbeat-interval", "10s", "--client-timeout", "2s"]);
+    let (code, stderr) = run_binary(&["--heartbeat-interval", "10s", "--client-timeout", "2s"]);
     assert_eq!(code, Some(2));
     assert!(stderr.contains("--client-timeout"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
@@ -122,14 +109,14 @@ fn a_bad_option_stops_start_up_with_one_line_naming_it() {
 
 #[test]
 fn an_unparsable_value_names_the_option() {
-    let (code, stderr) = run_with(&["--bind", "not-an-address"]);
+    let (code, stderr) = run_binary(&["--bind", "not-an-address"]);
     assert_eq!(code, Some(2));
     assert!(stderr.contains("--bind"), "{stderr}");
 }
 
 #[test]
 fn a_missing_frontend_directory_is_named_at_start_up() {
-    let (code, stderr) = run_with(&["--frontend-dir", "/nonexistent/livecanvas-ui"]);
+    let (code, stderr) = run_binary(&["--frontend-dir", "/nonexistent/livecanvas-ui"]);
     assert_eq!(code, Some(2));
     assert!(stderr.contains("/nonexistent/livecanvas-ui"), "{stderr}");
 }
@@ -139,7 +126,7 @@ fn a_port_in_use_is_a_clear_error_not_a_panic() {
     let server = Server::start();
     let bind = server.addr.to_string();
     let frontend = common::frontend_dir();
-    let (code, stderr) = run_with(&["--bind", &bind, "--frontend-dir", &frontend]);
+    let (code, stderr) = run_binary(&["--bind", &bind, "--frontend-dir", &frontend]);
     assert_eq!(code, Some(1));
     assert!(stderr.contains(&bind), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");

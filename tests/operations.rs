@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{draw_at, Client, Server};
+use common::{draw_at, run_binary, Client, Server};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 fn get(url: &str) -> ureq::Response {
@@ -208,20 +208,9 @@ async fn a_wss_client_connects_with_tls() {
     assert_eq!(welcome["room"], "secure");
 }
 
-fn run(args: &[&str]) -> (Option<i32>, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_livecanvas"))
-        .args(args)
-        .output()
-        .expect("the binary runs");
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn a_tls_certificate_without_a_key_is_refused_by_name() {
-    let (code, stderr) = run(&["--tls-cert", "/tmp/cert.pem"]);
+    let (code, stderr) = run_binary(&["--tls-cert", "/tmp/cert.pem"]);
     assert_eq!(code, Some(2));
     assert!(stderr.contains("--tls-key"), "{stderr}");
 }
@@ -229,7 +218,7 @@ fn a_tls_certificate_without_a_key_is_refused_by_name() {
 #[test]
 fn an_unreadable_certificate_is_named_at_start_up() {
     let frontend = common::frontend_dir();
-    let (code, stderr) = run(&[
+    let (code, stderr) = run_binary(&[
         "--bind",
         "127.0.0.1:0",
         "--frontend-dir",
@@ -279,7 +268,7 @@ fn json_logs_are_one_object_per_line() {
 fn the_healthcheck_subcommand_passes_against_a_running_server() {
     let server = Server::start();
     let bind = server.addr.to_string();
-    let (code, stderr) = run(&["--bind", &bind, "healthcheck"]);
+    let (code, stderr) = run_binary(&["--bind", &bind, "healthcheck"]);
     assert_eq!(code, Some(0), "{stderr}");
 }
 
@@ -290,7 +279,7 @@ fn the_healthcheck_subcommand_fails_when_nothing_answers() {
         .expect("a free port")
         .port();
     let bind = format!("127.0.0.1:{port}");
-    let (code, stderr) = run(&["--bind", &bind, "healthcheck", "--timeout", "1s"]);
+    let (code, stderr) = run_binary(&["--bind", &bind, "healthcheck", "--timeout", "1s"]);
     assert_eq!(code, Some(1));
     assert!(stderr.contains(&bind), "{stderr}");
 }

@@ -131,6 +131,16 @@ impl Server {
     }
 }
 
+/// Runs the binary to completion (for start-up errors and subcommands): exit code and stderr.
+pub fn run_binary(args: &[&str]) -> (Option<i32>, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_livecanvas"))
+        .args(args)
+        .output()
+        .expect("the binary runs");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output.status.code(), stderr)
+}
+
 /// A test binary that is killed (a timeout, ^C) cannot run `Drop`; make its servers die with it.
 pub fn die_with_parent(command: &mut Command) {
     use std::os::unix::process::CommandExt;
