@@ -343,6 +343,9 @@ pub async fn run(shared: Arc<Shared>, index: usize, mut phase: watch::Receiver<P
 
     let ended: Option<String> = loop {
         tokio::select! {
+            // In this order: once the deadline has passed no tick may send another segment, or
+            // it would raise `expected` after the coordinator stopped counting.
+            biased;
             _ = &mut stop => break None,
             () = &mut deadline, if !draining => {
                 // From now on every delivery is flushed at once, so the coordinator sees the

@@ -1,0 +1,434 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: livecanvas (batched and unbatched) against the minimal Node `ws` relay in
+# bench/node-relay, under the same load from target/release/livecanvas-load, on 127.0.0.1 only.
+# Each server x workload run starts a fresh server, waits for its port, runs the load generator,
+# samples the server's CPU time and peak RSS from /proc, and stops the server.
+#
+# Usage: bench/compare.sh [options]
+#   --workloads LIST   comma-separated presets: busy-room,many-rooms,join-storm,idle-crowd,smoke
+#                      (default: many-rooms,busy-room)
+#   --duration D       drawing time of each run, e.g. 10s (default 10s; idle-crowd keeps its
+#                      preset's 20 s unless --duration is given)
+#   --rate R           segments per second per sender, overriding the presets' rates
+#   --step W:R1,R2,..  rate-step mode: run workload W at each rate on every server, then print
+#                      per server the highest rate with p99 < 50 ms and lost == 0
+#   --servers LIST     which of ours-batch,ours,node to run (default: all three)
+#   --quick            smoke check of the script: preset smoke, 2 s per run (well under a minute)
+#   --ours-port P      livecanvas's port (default 18080)
+#   --node-port P      the Node relay's port (default 18081)
+#   --no-build         do not run cargo build / npm ci first (the binaries must exist)
+#   -h, --help         this text
+#
+# The Markdown table goes to stdout, progress to stderr; every run's JSON (the load generator's
+# report plus server, workload, server_cpu_percent, server_peak_rss_mib, ...) is appended to
+# bench/results/compare-<date>.jsonl, and the servers' and load generator's logs are kept beside it.
+set -euo pipefail
+export LC_ALL=C # a dot in $EPOCHREALTIME and in awk's numbers
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(dirname "$BENCH_DIR")
+LOADGEN=${BENCH_LOADGEN:-"$ROOT/target/release/livecanvas-load"} # overridable for testing
+SERVER=${BENCH_SERVER:-"$ROOT/target/release/livecanvas"}
+RELAY_DIR="$BENCH_DIR/node-relay"
+OURS_PORT=18080
+NODE_PORT=18081
+ALL_WORKLOADS="busy-room many-rooms join-storm idle-crowd smoke"
+ALL_SERVERS="ours-batch ours node"
+P99_LIMIT_MS=50
+READY_DEADLINE_S=30    # how long a server may take to accept connections
+STOP_DEADLINE_S=15     # how long a server may take to exit after SIGTERM
+RUN_MARGIN_S=180       # load generator's bound beyond the drawing time (connect phase, drain)
+
+workloads="many-rooms,busy-room"
+duration="10s"
+duration_given=0
+rate=""
+step=""
+servers="ours-batch,ours,node"
+quick=0
+build=1
+
+usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
+die() { echo "compare.sh: $*" >&2; exit 2; }
+log() { echo "[compare] $*" >&2; }
+
+while (($#)); do
+  opt=$1
+  case $opt in
+    --*=*) set -- "${opt%%=*}" "${opt#*=}" "${@:2}"; continue ;;
+    -h | --help) usage; exit 0 ;;
+    --quick) quick=1; shift; continue ;;
+    --no-build) build=0; shift; continue ;;
+    --workloads | --duration | --rate | --step | --servers | --ours-port | --node-port)
+      (($# >= 2)) || die "$opt needs a value"
+      case $opt in
+        --workloads) workloads=$2 ;;
+        --duration) duration=$2; duration_given=1 ;;
+        --rate) rate=$2 ;;
+        --step) step=$2 ;;
+        --servers) servers=$2 ;;
+        --ours-port) OURS_PORT=$2 ;;
+        --node-port) NODE_PORT=$2 ;;
+      esac
+      shift 2 ;;
+    *) die "unknown option $opt (see --help)" ;;
+  esac
+done
+
+in_list() { [[ " $2 " == *" $1 "* ]]; }
+
+step_workload="" step_rates=()
+if [[ -n $step ]]; then
+  [[ $step == *:* ]] || die "--step wants WORKLOAD:R1,R2,... (e.g. many-rooms:5,10,20,30)"
+  step_workload=${step%%:*}
+  IFS=, read -r -a step_rates <<< "${step#*:}"
+  ((${#step_rates[@]})) || die "--step: no rates given"
+  workloads=$step_workload
+fi
+if ((quick)); then
+  workloads="smoke"
+  ((duration_given)) || duration="2s"
+  duration_given=1
+fi
+IFS=, read -r -a workload_list <<< "$workloads"
+IFS=, read -r -a server_list <<< "$servers"
+((${#workload_list[@]})) || die "--workloads is empty"
+((${#server_list[@]})) || die "--servers is empty"
+for w in "${workload_list[@]}"; do in_list "$w" "$ALL_WORKLOADS" || die "unknown workload '$w' (one of: $ALL_WORKLOADS)"; done
+for s in "${server_list[@]}"; do in_list "$s" "$ALL_SERVERS" || die "unknown server '$s' (one of: $ALL_SERVERS)"; done
+number_re='^[0-9]+([.][0-9]+)?$'
+for p in "$OURS_PORT" "$NODE_PORT"; do
+  if ! [[ $p =~ ^[0-9]+$ ]] || ((p == 0 || p > 65535)); then die "bad port '$p'"; fi
+done
+[[ $OURS_PORT != "$NODE_PORT" ]] || die "--ours-port and --node-port must differ"
+[[ -z $rate || $rate =~ $number_re ]] || die "--rate must be a number, got '$rate'"
+for r in "${step_rates[@]}"; do [[ $r =~ $number_re ]] || die "--step: '$r' is not a rate"; done
+[[ $duration =~ ^([0-9]+)(ms|s|m)$ ]] || die "--duration must look like 500ms, 10s or 2m, got '$duration'"
+case ${BASH_REMATCH[2]} in
+  ms) duration_s=$(((BASH_REMATCH[1] + 999) / 1000)) ;;
+  s) duration_s=${BASH_REMATCH[1]} ;;
+  m) duration_s=$((BASH_REMATCH[1] * 60)) ;;
+esac
+
+# --- JSON helpers: jq when installed, python3 otherwise -------------------------------------------
+if command -v jq > /dev/null && [[ -z ${BENCH_NO_JQ:-} ]]; then have_jq=1; else have_jq=0; fi
+
+# annotate SERVER WORKLOAD BATCH RATE CPU_PERCENT RSS_MIB WALL_S EXIT ERROR: reads the load
+# generator's JSON object on stdin, prints it on one line with the benchmark's fields added.
+annotate() {
+  if ((have_jq)); then
+    jq -c --arg server "$1" --arg workload "$2" --argjson batch "$3" --arg rate "$4" \
+      --argjson cpu "$5" --argjson rss "$6" --argjson wall "$7" --argjson code "$8" \
+      --arg error "$9" --argjson cores "$(nproc)" --arg at "$(date -u +%FT%TZ)" \
+      '. + {server: $server, workload: $workload, batch: $batch, requested_rate: $rate,
+            server_cpu_percent: $cpu, server_peak_rss_mib: $rss, wall_s: $wall,
+            loadgen_exit: $code, host_cores: $cores, started_at: $at}
+         + (if $error == "" then {} else {error: $error} end)'
+  else
+    python3 -c '
+import json, sys
+a = sys.argv[1:]
+o = json.loads(sys.stdin.read())
+o.update(server=a[0], workload=a[1], batch=json.loads(a[2]), requested_rate=a[3],
+         server_cpu_percent=json.loads(a[4]), server_peak_rss_mib=json.loads(a[5]),
+         wall_s=json.loads(a[6]), loadgen_exit=json.loads(a[7]), host_cores=int(a[9]),
+         started_at=a[10])
+if a[8]:
+    o["error"] = a[8]
+print(json.dumps(o, separators=(",", ":")))
+' "$@" "$(nproc)" "$(date -u +%FT%TZ)"
+  fi
+}
+
+# last_object FILE: the last JSON object in the load generator's stdout, on one line (or nothing).
+last_object() {
+  if ((have_jq)); then
+    jq -c -s 'map(objects) | last // empty' "$1" 2> /dev/null && return 0
+  else
+    python3 -c '
+import json, sys
+text, dec, pos, last = open(sys.argv[1]).read(), json.JSONDecoder(), 0, None
+while True:
+    start = text.find("{", pos)
+    if start < 0:
+        break
+    try:
+        obj, pos = dec.raw_decode(text, start)
+        last = obj
+    except ValueError:
+        pos = start + 1
+if last is not None:
+    print(json.dumps(last, separators=(",", ":")))
+' "$1" && return 0
+  fi
+  grep '^{' "$1" | tail -n1 || true
+}
+
+# to_tsv: JSON lines on stdin -> one tab-separated row per run (missing values empty).
+TSV_FIELDS=(server workload rate offered_per_s delivered_per_s p50_ms p99_ms lost connect_errors
+  server_cpu_percent server_peak_rss_mib loadgen_cpu_percent error clients stayed_up join_p99_ms)
+to_tsv() {
+  if ((have_jq)); then
+    local filter
+    filter="[$(printf '.%s,' "${TSV_FIELDS[@]}")] | map(. // \"\" | tostring | gsub(\"[\\t\\n]\"; \" \")) | @tsv"
+    filter=${filter/,]/]}
+    filter=${filter/.rate,/(.rate \/\/ .requested_rate),}
+    jq -r "$filter"
+  else
+    python3 -c '
+import json, sys
+fields = sys.argv[1:]
+for line in sys.stdin:
+    if line.strip():
+        o = json.loads(line)
+        cell = lambda v: "" if v is None else (json.dumps(v) if isinstance(v, bool) else str(v))
+        o["rate"] = o.get("rate", o.get("requested_rate"))
+        print("\t".join(cell(o.get(f)).replace("\t", " ").replace("\n", " ") for f in fields))
+' "${TSV_FIELDS[@]}"
+  fi
+}
+
+# --- processes ----------------------------------------------------------------------------------
+server_tpid="" server_pid="" loadgen_pid=""
+
+stop_pid() { # stop_pid TIMEOUT_PID CHILD_PID: SIGTERM, then SIGKILL after the deadline
+  local tpid=$1 pid=$2 deadline=$((SECONDS + STOP_DEADLINE_S))
+  [[ -n $tpid ]] || return 0
+  kill -TERM "$tpid" 2> /dev/null || true
+  while kill -0 "$tpid" 2> /dev/null && ((SECONDS < deadline)); do sleep 0.1; done
+  if kill -0 "$tpid" 2> /dev/null; then
+    log "pid $tpid did not stop within ${STOP_DEADLINE_S}s; killing it"
+    [[ -z $pid ]] || kill -KILL "$pid" 2> /dev/null || true
+    kill -KILL "$tpid" 2> /dev/null || true
+  fi
+  wait "$tpid" 2> /dev/null || true
+}
+
+cleanup() {
+  stop_pid "$loadgen_pid" ""
+  stop_pid "$server_tpid" "$server_pid"
+  loadgen_pid="" server_tpid="" server_pid=""
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+port_open() { timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2> /dev/null; }
+
+# start_server KIND LOGFILE: starts it under `timeout` (so it cannot outlive a killed script by
+# long), sets server_tpid/server_pid and waits until its port accepts connections.
+start_server() {
+  local kind=$1 logfile=$2 port cmd bound deadline
+  server_pid=""
+  case $kind in
+    ours | ours-batch)
+      port=$OURS_PORT
+      cmd=(env RUST_LOG=warn "$SERVER" --bind "127.0.0.1:$port"
+        --max-connections-per-ip 1000000 --connection-rate-per-ip 1000000
+        --connection-burst-per-ip 1000000 --max-clients-per-room 1000000
+        --max-connections 1000000 --draws-per-second 1000000 --draw-burst 1000000
+        --shutdown-grace 2s) ;;
+    node) port=$NODE_PORT; cmd=(node "$RELAY_DIR/relay.js" --port "$port") ;;
+  esac
+  if port_open "$port"; then
+    die "something already listens on 127.0.0.1:$port; stop it first"
+  fi
+  bound=$((duration_s + RUN_MARGIN_S + READY_DEADLINE_S + 60))
+  (cd "$ROOT" && exec timeout --kill-after=5 "$bound" "${cmd[@]}") > "$logfile" 2>&1 &
+  server_tpid=$!
+  deadline=$((SECONDS + READY_DEADLINE_S))
+  while :; do
+    if [[ -z $server_pid ]]; then
+      # timeout's child; with `env` in front it execs the server, keeping the pid.
+      server_pid=$(pgrep -P "$server_tpid" | head -n1 || true)
+    fi
+    if [[ -n $server_pid ]] && port_open "$port"; then break; fi
+    if ! kill -0 "$server_tpid" 2> /dev/null; then
+      log "$kind exited before accepting connections; its log ($logfile):"
+      tail -n 20 "$logfile" >&2
+      server_tpid="" server_pid=""
+      return 1
+    fi
+    if ((SECONDS >= deadline)); then
+      log "$kind did not accept connections on 127.0.0.1:$port within ${READY_DEADLINE_S}s"
+      return 1
+    fi
+    sleep 0.1
+  done
+}
+
+cpu_ticks() { # user+system clock ticks of a process
+  local stat fields
+  stat=$(< "/proc/$1/stat")
+  read -r -a fields <<< "${stat##*) }" # fields from the 3rd (state) on: utime is 14th, stime 15th
+  echo $((fields[11] + fields[12]))
+}
+peak_rss_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
+
+CLK_TCK=$(getconf CLK_TCK)
+stamp=$(date +%Y%m%d-%H%M%S)
+RESULTS_DIR="$BENCH_DIR/results"
+JSONL="$RESULTS_DIR/compare-$stamp.jsonl"
+LOG_DIR="$RESULTS_DIR/compare-$stamp.logs"
+
+# run_one KIND WORKLOAD RATE: one fresh server, one load run, one JSON line appended to $JSONL.
+run_one() {
+  local kind=$1 workload=$2 run_rate=$3 port batch=false tag args json="" error="" code=0
+  local t0 t1 c0 c1 cpu rss wall extra=()
+  tag="$kind-$workload${run_rate:+-r$run_rate}"
+  case $kind in ours-batch) batch=true ;; esac
+  if [[ $kind == node ]]; then port=$NODE_PORT; else port=$OURS_PORT; fi
+  args=(--url "ws://127.0.0.1:$port/ws" --preset "$workload" --json)
+  [[ -n $run_rate ]] && args+=(--rate "$run_rate")
+  if ((duration_given)) || [[ $workload != idle-crowd ]]; then args+=(--duration "$duration"); fi
+  [[ $batch == true ]] && args+=(--batch)
+  if [[ $workload == idle-crowd ]] && ((idle_clients)); then extra=(--clients "$idle_clients"); fi
+  log "$tag: livecanvas-load ${args[*]} ${extra[*]}"
+
+  if ! start_server "$kind" "$LOG_DIR/$tag.server.log"; then
+    stop_pid "$server_tpid" "$server_pid"
+    server_tpid="" server_pid=""
+    echo '{}' | annotate "$kind" "$workload" "$batch" "$run_rate" null null null null \
+      "server did not start" >> "$JSONL"
+    return 0
+  fi
+  c0=$(cpu_ticks "$server_pid")
+  t0=$EPOCHREALTIME
+  timeout --kill-after=5 $((duration_s + RUN_MARGIN_S)) "$LOADGEN" "${args[@]}" "${extra[@]}" \
+    > "$LOG_DIR/$tag.loadgen.out" 2> "$LOG_DIR/$tag.loadgen.err" &
+  loadgen_pid=$!
+  wait "$loadgen_pid" || code=$?
+  loadgen_pid=""
+  t1=$EPOCHREALTIME
+  if kill -0 "$server_pid" 2> /dev/null; then
+    c1=$(cpu_ticks "$server_pid")
+    rss=$(awk -v k="$(peak_rss_kib "$server_pid")" 'BEGIN { printf "%.1f", k / 1024 }')
+    wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
+    cpu=$(awk -v d=$((c1 - c0)) -v hz="$CLK_TCK" -v w="$wall" 'BEGIN { printf "%.1f", 100 * d / hz / w }')
+  else
+    cpu=null rss=null wall=null error="server died during the run"
+  fi
+  stop_pid "$server_tpid" "$server_pid"
+  server_tpid="" server_pid=""
+
+  json=$(last_object "$LOG_DIR/$tag.loadgen.out")
+  if [[ -z $json ]]; then
+    if ((code == 124)); then
+      error="${error:+$error; }load generator timed out"
+    else
+      error="${error:+$error; }load generator exited $code without a report"
+    fi
+    tail -n 5 "$LOG_DIR/$tag.loadgen.err" >&2 || true
+    json='{}'
+  fi
+  if ! echo "$json" | annotate "$kind" "$workload" "$batch" "$run_rate" "$cpu" "$rss" "$wall" \
+    "$code" "$error" >> "$JSONL"; then
+    echo '{}' | annotate "$kind" "$workload" "$batch" "$run_rate" "$cpu" "$rss" "$wall" "$code" \
+      "unparsable load generator output" >> "$JSONL"
+  fi
+}
+
+# --- the table ----------------------------------------------------------------------------------
+AWK_COMMON='
+function name(k) { return k == "ours-batch" ? "livecanvas (batch=1)" : k == "ours" ? "livecanvas" : k == "node" ? "node ws relay" : k }
+function num(x, fmt) { return x == "" ? "-" : sprintf(fmt, x) }
+'
+print_table() {
+  echo "| server | workload | rate/sender | offered seg/s | delivered seg/s | p50 ms | p99 ms | lost | conn err | clients up | join p99 ms | server CPU % | peak RSS MiB | loadgen CPU % |"
+  echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  to_tsv < "$JSONL" | awk -F'\t' "$AWK_COMMON"'{
+    if ($13 != "") { printf "| %s | %s | %s | failed: %s |||||||||||\n", name($1), $2, num($3, "%s"), $13; next }
+    up = $15 == "" ? "-" : $14 == "" ? $15 : $15 "/" $14
+    printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", name($1), $2,
+      num($3, "%g"), num($4, "%.0f"), num($5, "%.0f"), num($6, "%.2f"), num($7, "%.2f"),
+      num($8, "%d"), num($9, "%d"), up, num($16, "%.1f"), num($10, "%.0f"), num($11, "%.1f"),
+      num($12, "%.0f") }'
+}
+
+print_ratios() { # ours / node for delivered/s and p99, per workload (and rate)
+  to_tsv < "$JSONL" | awk -F'\t' "$AWK_COMMON"'
+    $13 == "" { key = $2 SUBSEP $3; d[$1, key] = $5; p[$1, key] = $7; if (!(key in seen)) { seen[key] = 1; keys[++n] = key } }
+    END {
+      for (i = 1; i <= n; i++) {
+        split(keys[i], kw, SUBSEP)
+        if (!(("node", keys[i]) in d)) continue
+        for (j = 1; j <= 2; j++) {
+          k = j == 1 ? "ours-batch" : "ours"
+          if (!((k, keys[i]) in d)) continue
+          dr = d["node", keys[i]] > 0 ? sprintf("%.3g", d[k, keys[i]] / d["node", keys[i]]) : "-"
+          pr = p["node", keys[i]] > 0 ? sprintf("%.3g", p[k, keys[i]] / p["node", keys[i]]) : "-"
+          if (dr == "-" && pr == "-") continue
+          if (!header++) {
+            print ""
+            print "| workload | rate/sender | ours | delivered/s ours / node | p99 ours / node |"
+            print "|---|---:|---|---:|---:|"
+          }
+          printf "| %s | %s | %s | %s | %s |\n", kw[1], num(kw[2], "%g"), name(k), dr, pr
+        }
+      }
+    }'
+}
+
+print_step_summary() {
+  echo "| server | highest rate/sender with p99 < $P99_LIMIT_MS ms and lost == 0 |"
+  echo "|---|---:|"
+  to_tsv < "$JSONL" | awk -F'\t' -v limit="$P99_LIMIT_MS" "$AWK_COMMON"'
+    { if (!($1 in seen)) { seen[$1] = 1; order[++n] = $1; best[$1] = "" } }
+    $13 == "" && $7 != "" && $7 + 0 < limit && $8 != "" && $8 + 0 == 0 {
+      if (best[$1] == "" || $3 + 0 > best[$1] + 0) best[$1] = $3 }
+    END { for (i = 1; i <= n; i++) printf "| %s | %s |\n", name(order[i]), best[order[i]] == "" ? "none" : num(best[order[i]], "%g") }'
+}
+
+# --- main ---------------------------------------------------------------------------------------
+cd "$ROOT"
+if ((build)); then
+  log "building: cargo build --release --bin livecanvas-load --bin livecanvas"
+  timeout 1800 cargo build --release --bin livecanvas-load --bin livecanvas >&2 ||
+    die "cargo build failed (use --no-build to run with existing binaries)"
+  if [[ ! -d $RELAY_DIR/node_modules/ws ]]; then
+    log "installing the relay's dependencies: npm ci"
+    (cd "$RELAY_DIR" && timeout 300 npm ci --no-audit --no-fund >&2) || die "npm ci failed in $RELAY_DIR"
+  fi
+fi
+[[ -x $LOADGEN ]] || die "$LOADGEN not found (cargo build --release --bin livecanvas-load)"
+for s in "${server_list[@]}"; do
+  case $s in
+    ours | ours-batch) [[ -x $SERVER ]] || die "$SERVER not found (cargo build --release --bin livecanvas)" ;;
+    node) [[ -d $RELAY_DIR/node_modules/ws ]] || die "run npm ci in $RELAY_DIR first" ;;
+  esac
+done
+
+# Thousands of sockets per process: raise the open-file limit as far as allowed.
+ulimit -n "$(ulimit -Hn)" 2> /dev/null || true
+nofile=$(ulimit -n)
+idle_clients=0
+if in_list idle-crowd "${workload_list[*]}" && [[ $nofile != unlimited ]] && ((nofile < 20000 + 1000)); then
+  idle_clients=$((nofile - 1000))
+  log "open-file limit is $nofile: idle-crowd runs with --clients $idle_clients instead of 20000"
+fi
+
+mkdir -p "$LOG_DIR"
+log "machine: $(nproc) cores, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), open files $nofile"
+log "results: $JSONL (logs in $LOG_DIR)"
+
+if [[ -n $step ]]; then
+  for s in "${server_list[@]}"; do
+    for r in "${step_rates[@]}"; do run_one "$s" "$step_workload" "$r"; done
+  done
+else
+  for w in "${workload_list[@]}"; do
+    for s in "${server_list[@]}"; do run_one "$s" "$w" "$rate"; done
+  done
+fi
+
+echo
+echo "livecanvas vs a Node ws relay, $(date +%F), $(nproc) cores, load generator on the same machine"
+echo
+print_table
+print_ratios
+if [[ -n $step ]]; then
+  echo
+  print_step_summary
+fi
+echo
+echo "Raw results: ${JSONL#"$ROOT"/}"
