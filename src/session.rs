@@ -41,7 +41,8 @@ pub struct RequestSnapshot {
 #[rtype(result = "()")]
 pub struct WithdrawSnapshotRequest;
 
-/// The room closes this connection (it fell too far behind, or the room is full).
+/// The room closes this connection: it fell too far behind, the room is full, or the server is
+/// stopping.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Kick {
