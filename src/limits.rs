@@ -139,6 +139,14 @@ impl Admission {
         }
     }
 
+    /// Connections admitted and not yet closed.
+    pub fn open_connections(&self) -> usize {
+        self.counts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .total
+    }
+
     fn release(&self, ip: IpAddr) {
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
         counts.total = counts.total.saturating_sub(1);

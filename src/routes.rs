@@ -165,7 +165,7 @@ async fn healthz(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(json!({
         "status": "ok",
         "version": env!("CARGO_PKG_VERSION"),
-        "connections": state.stats.connections.load(Ordering::Relaxed),
+        "connections": state.admission.open_connections(),
         "rooms": state.stats.rooms.load(Ordering::Relaxed),
     }))
 }
@@ -182,5 +182,5 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(state.stats.render())
+        .body(state.stats.render(state.admission.open_connections()))
 }

@@ -5,7 +5,6 @@
 //! receives typed, valid messages. It must never forward a message it has not validated, never
 //! panic on what a client sends, and always leave its room when it stops, whatever the reason.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -312,7 +311,6 @@ impl Actor for WsSession {
     type Context = ws::WebsocketContext<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        self.stats.connections.fetch_add(1, Ordering::Relaxed);
         log::info!(
             "connect room={} client={} peer={}",
             self.room_name,
@@ -349,7 +347,6 @@ impl Actor for WsSession {
         if let Some(room) = &self.room {
             room.do_send(Leave { id: self.id });
         }
-        self.stats.connections.fetch_sub(1, Ordering::Relaxed);
         log::info!("disconnect room={} client={}", self.room_name, self.id);
     }
 }

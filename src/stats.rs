@@ -12,8 +12,6 @@ use prometheus::{
 };
 
 pub struct Stats {
-    /// Open WebSocket sessions.
-    pub connections: AtomicUsize,
     /// Live `CanvasServer` actors.
     pub rooms: AtomicUsize,
     registry: Registry,
@@ -45,7 +43,6 @@ impl Stats {
         let registry = Registry::new_custom(Some("livecanvas".into()), None)
             .unwrap_or_else(|_| Registry::new());
         let stats = Stats {
-            connections: AtomicUsize::new(0),
             rooms: AtomicUsize::new(0),
             connections_gauge: gauge("connections", "Open WebSocket connections."),
             rooms_gauge: gauge("rooms", "Rooms alive (a room actor each)."),
@@ -107,10 +104,10 @@ impl Stats {
         }
     }
 
-    /// The Prometheus text exposition of every metric.
-    pub fn render(&self) -> String {
-        self.connections_gauge
-            .set(self.connections.load(Ordering::Relaxed) as i64);
+    /// The Prometheus text exposition of every metric; `connections` comes from the admission
+    /// counts, which are the one record of open connections.
+    pub fn render(&self, connections: usize) -> String {
+        self.connections_gauge.set(connections as i64);
         self.rooms_gauge
             .set(self.rooms.load(Ordering::Relaxed) as i64);
         let mut buffer = Vec::new();
@@ -153,7 +150,7 @@ mod tests {
     fn every_metric_is_exposed_with_the_livecanvas_prefix() {
         let stats = Stats::new();
         stats.messages_in.with_label_values(&["draw"]).inc();
-        let text = stats.render();
+        let text = stats.render(0);
         for name in [
             "livecanvas_connections",
             "livecanvas_rooms",
