@@ -508,12 +508,9 @@ fn valid_draw() -> impl Strategy<Value = ValidDraw> {
     })
 }
 
-/// Values of the wrong JSON type for a field that wants a number.
-fn not_a_number() -> impl Strategy<Value = Value> {
+/// Any JSON value inside an array or an object: never a number or a string itself.
+fn wrapped_value() -> impl Strategy<Value = Value> {
     prop_oneof![
-        protocolish_string().prop_map(Value::String),
-        (-1000i64..1000).prop_map(|n| Value::String(n.to_string())),
-        any::<bool>().prop_map(Value::Bool),
         json_value().prop_map(|v| Value::Array(vec![v])),
         json_value().prop_map(|v| {
             let mut object = Map::new();
@@ -523,17 +520,22 @@ fn not_a_number() -> impl Strategy<Value = Value> {
     ]
 }
 
+/// Values of the wrong JSON type for a field that wants a number.
+fn not_a_number() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        protocolish_string().prop_map(Value::String),
+        (-1000i64..1000).prop_map(|n| Value::String(n.to_string())),
+        any::<bool>().prop_map(Value::Bool),
+        wrapped_value(),
+    ]
+}
+
 /// Values of the wrong JSON type for a field that wants a string.
 fn not_a_string() -> impl Strategy<Value = Value> {
     prop_oneof![
         any_number(),
         any::<bool>().prop_map(Value::Bool),
-        json_value().prop_map(|v| Value::Array(vec![v])),
-        json_value().prop_map(|v| {
-            let mut object = Map::new();
-            object.insert("value".to_owned(), v);
-            Value::Object(object)
-        }),
+        wrapped_value(),
     ]
 }
 

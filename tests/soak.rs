@@ -505,6 +505,18 @@ impl Peer {
     }
 
     /// A well-behaved client must never be closed by the server or lose its connection.
+    /// Handles one read (answering pings) for a client that means to stay; false, with the reason
+    /// recorded, if the connection ended or was closed.
+    async fn keep_going(&mut self, item: Option<Result<Message, WsError>>) -> bool {
+        match self.on_item(item, true).await {
+            Flow::Going => true,
+            other => {
+                self.unexpected(other);
+                false
+            }
+        }
+    }
+
     fn unexpected(&self, flow: Flow) {
         let what = match flow {
             Flow::Going => return,
@@ -531,12 +543,8 @@ impl Peer {
                 () = &mut deadline => return true,
                 item = self.ws.next() => {
                     self.report.lived = started.elapsed();
-                    match self.on_item(item, true).await {
-                        Flow::Going => {}
-                        other => {
-                            self.unexpected(other);
-                            return false;
-                        }
+                    if !self.keep_going(item).await {
+                        return false;
                     }
                 }
             }
@@ -570,12 +578,8 @@ impl Peer {
                 }
                 item = self.ws.next() => {
                     self.report.lived = started.elapsed();
-                    match self.on_item(item, true).await {
-                        Flow::Going => {}
-                        other => {
-                            self.unexpected(other);
-                            return false;
-                        }
+                    if !self.keep_going(item).await {
+                        return false;
                     }
                 }
             }
@@ -600,12 +604,8 @@ impl Peer {
                     return true;
                 }
                 item = self.ws.next() => {
-                    match self.on_item(item, true).await {
-                        Flow::Going => {}
-                        other => {
-                            self.unexpected(other);
-                            return false;
-                        }
+                    if !self.keep_going(item).await {
+                        return false;
                     }
                 }
             }
