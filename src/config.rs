@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::protocol::CanvasSize;
+use crate::protocol::{CanvasSize, MAX_CANVAS_SIDE_PX};
 
 /// A real-time shared drawing canvas.
 #[derive(Debug, Clone, Parser)]
@@ -165,6 +165,70 @@ pub struct Config {
     /// HTTP/WebSocket worker threads [default: one per core].
     #[arg(long, env = "LIVECANVAS_WORKERS")]
     pub workers: Option<usize>,
+
+    /// Where every room's canvas is kept (an SQLite database, livecanvas.db, is created in it).
+    #[arg(long, env = "LIVECANVAS_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+
+    /// Keep canvases on disk (sqlite) or only while their room is open (memory).
+    #[arg(long, env = "LIVECANVAS_STORAGE", value_enum, default_value_t = StorageKind::Sqlite)]
+    pub storage: StorageKind,
+
+    /// Accepted strokes are committed to disk at least this often; after a crash (kill -9) at most
+    /// this much drawing is lost.
+    #[arg(long, env = "LIVECANVAS_FLUSH_INTERVAL", default_value = "250ms", value_parser = humantime::parse_duration)]
+    pub flush_interval: Duration,
+
+    /// Operations a room records before its picture is re-rendered into a checkpoint and the
+    /// operations it covers are pruned; bounds what a join and a restart replay.
+    #[arg(long, env = "LIVECANVAS_CHECKPOINT_OPS", default_value_t = 500)]
+    pub checkpoint_ops: usize,
+
+    /// A room whose drawing paused for this long is checkpointed, so that newcomers get one picture.
+    #[arg(long, env = "LIVECANVAS_CHECKPOINT_IDLE", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub checkpoint_idle: Duration,
+
+    /// Most rooms kept on disk; a new room beyond it is refused (close 1013). Blank rooms are not kept.
+    #[arg(long, env = "LIVECANVAS_MAX_STORED_ROOMS", default_value_t = 100_000)]
+    pub max_stored_rooms: usize,
+
+    /// Most bytes one room may take on disk (its checkpoint picture plus the operations since);
+    /// beyond it draws are refused with a room_full error until someone clears the canvas.
+    #[arg(long, env = "LIVECANVAS_MAX_ROOM_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_room_bytes: u64,
+
+    /// Where a newcomer's picture comes from: the server's copy, or (the original demo's way) a
+    /// peer asked with canvasRequest.
+    #[arg(long, env = "LIVECANVAS_NEWCOMER_PICTURE", value_enum, default_value_t = PictureSource::Server)]
+    pub newcomer_picture: PictureSource,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StorageKind {
+    /// One SQLite database in --data-dir (WAL): canvases survive restarts and crashes.
+    Sqlite,
+    /// Nothing on disk: a room's canvas lives while anyone is in the room.
+    Memory,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PictureSource {
+    /// The room's own copy, sent by the server at once.
+    Server,
+    /// Asked of the longest-present peer (canvasRequest), the next on timeout.
+    Peer,
+}
+
+/// What the store needs to know, resolved.
+#[derive(Debug, Clone)]
+pub struct StorageSettings {
+    /// `None`: persistence off.
+    pub data_dir: Option<PathBuf>,
+    pub flush_interval: Duration,
+    pub checkpoint_ops: usize,
+    pub checkpoint_idle: Duration,
+    pub max_stored_rooms: usize,
+    pub max_room_bytes: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -203,9 +267,9 @@ pub struct Settings {
     pub metrics_bind: Option<SocketAddr>,
     pub room_threads: usize,
     pub workers: usize,
+    pub storage: StorageSettings,
+    pub newcomer_picture: PictureSource,
 }
-
-const MAX_CANVAS_SIDE_PX: u32 = 8192;
 
 impl Config {
     /// Where `livecanvas healthcheck` finds this configuration's server: the metrics listener if
@@ -295,6 +359,26 @@ impl Config {
                 "--allowed-origins: {bad:?} is not an origin like https://canvas.example"
             ));
         }
+        if self.flush_interval.is_zero() || self.flush_interval > Duration::from_secs(60) {
+            return Err("--flush-interval must be between 1ms and 60s".into());
+        }
+        if self.checkpoint_idle.is_zero() {
+            return Err("--checkpoint-idle must be greater than zero".into());
+        }
+        for (name, value) in [
+            ("--checkpoint-ops", self.checkpoint_ops),
+            ("--max-stored-rooms", self.max_stored_rooms),
+            ("--max-room-bytes", self.max_room_bytes as usize),
+        ] {
+            if value == 0 {
+                return Err(format!("{name} must be at least 1"));
+            }
+        }
+        if self.storage == StorageKind::Sqlite && self.data_dir.as_os_str().is_empty() {
+            return Err(
+                "--data-dir must not be empty (use --storage memory to keep nothing)".into(),
+            );
+        }
         if self.room_threads == Some(0) || self.workers == Some(0) {
             return Err("--room-threads and --workers must be at least 1".into());
         }
@@ -332,6 +416,15 @@ impl Config {
             metrics_bind: self.metrics_bind,
             room_threads: self.room_threads.unwrap_or(cores),
             workers: self.workers.unwrap_or(cores),
+            storage: StorageSettings {
+                data_dir: (self.storage == StorageKind::Sqlite).then_some(self.data_dir),
+                flush_interval: self.flush_interval,
+                checkpoint_ops: self.checkpoint_ops,
+                checkpoint_idle: self.checkpoint_idle,
+                max_stored_rooms: self.max_stored_rooms,
+                max_room_bytes: self.max_room_bytes,
+            },
+            newcomer_picture: self.newcomer_picture,
         })
     }
 }

@@ -5,15 +5,18 @@
 //! side ([`routes`]) serves the frontend from disk and upgrades `/ws/{room}`. This file wires them
 //! together and owns the server's lifecycle: bind, serve, and the graceful stop on a signal.
 
+pub mod canvas;
 pub mod config;
 pub mod limits;
 pub mod logging;
+pub mod picture;
 pub mod protocol;
 pub mod registry;
 pub mod room;
 pub mod routes;
 pub mod session;
 pub mod stats;
+pub mod storage;
 mod tls;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,6 +31,7 @@ use crate::config::Settings;
 use crate::registry::{CloseAllRooms, RoomRegistry};
 use crate::routes::AppState;
 use crate::stats::Stats;
+use crate::storage::{Store, StoreError, StoreOptions};
 
 /// The frontend needs nothing but its own origin (and data:/blob: images for snapshots and
 /// downloads); no inline script or style is allowed, and no other site may frame the page.
@@ -38,18 +42,19 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; connect-src 'self'; i
 /// Binds, prints the addresses it listens on, and serves until SIGINT/SIGTERM, then stops
 /// gracefully: not ready, no new connections, every client told 1001, connections drained within
 /// `--shutdown-grace`.
-pub async fn run(settings: Settings) -> std::io::Result<()> {
+pub async fn run(settings: Settings, store: Store) -> std::io::Result<()> {
     let settings = Arc::new(settings);
     // Listen for signals before announcing the address: a stop requested right after start-up
     // must still be graceful.
     let signals = Signals::listen()?;
     let stats = Arc::new(Stats::new());
-    let registry = RoomRegistry::new(settings.clone(), stats.clone()).start();
+    let registry = RoomRegistry::new(settings.clone(), stats.clone(), store.clone()).start();
     let state = AppState {
         admission: limits::Admission::new(settings.clone()),
         settings: settings.clone(),
         stats,
         registry: registry.clone(),
+        store: store.clone(),
         ready: Arc::new(AtomicBool::new(true)),
     };
     let main = main_server(&settings, state.clone())?;
@@ -72,13 +77,33 @@ pub async fn run(settings: Settings) -> std::io::Result<()> {
         state.ready.clone(),
         registry,
     ));
-    match metrics {
+    let served = match metrics {
         Some(metrics) => {
             let (main, metrics) = tokio::join!(main, metrics);
             main.and(metrics)
         }
         None => main.await,
-    }
+    };
+    // Every connection is gone: whatever the rooms accepted is in the store's queue. Commit it.
+    store.close().await;
+    log::info!("stopped");
+    served
+}
+
+/// The store named by the configuration. An unusable data directory stops start-up with a message
+/// naming the file: starting blank over a picture that could not be read would lose it.
+pub fn open_store(settings: &Settings) -> Result<Store, StoreError> {
+    let Some(dir) = &settings.storage.data_dir else {
+        log::warn!("--storage memory: canvases are kept only while their room is open");
+        return Ok(Store::memory());
+    };
+    let options = StoreOptions {
+        flush_interval: settings.storage.flush_interval,
+        max_rooms: settings.storage.max_stored_rooms,
+    };
+    let store = Store::open(dir, options)?;
+    log::info!("canvases are kept in {}", dir.display());
+    Ok(store)
 }
 
 fn main_server(
@@ -176,5 +201,4 @@ async fn stop_on_signal(
     for server in &servers {
         server.stop(true).await;
     }
-    log::info!("stopped");
 }

@@ -19,8 +19,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let store = match livecanvas::open_store(&settings) {
+        Ok(store) => store,
+        Err(err) => {
+            eprintln!("livecanvas: error: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
     let bind = settings.bind;
-    match actix_web::rt::System::new().block_on(livecanvas::run(settings)) {
+    match actix_web::rt::System::new().block_on(livecanvas::run(settings, store)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("livecanvas: error: cannot serve on {bind}: {err}");

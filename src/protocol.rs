@@ -20,6 +20,8 @@ pub const MIN_SIZE_PX: f64 = 1.0;
 pub const MAX_SIZE_PX: f64 = 64.0;
 pub const DEFAULT_SIZE_PX: f64 = 2.0;
 pub const MAX_ROOM_NAME_CHARS: usize = 64;
+/// The largest canvas side the server accepts, in logical pixels.
+pub const MAX_CANVAS_SIDE_PX: u32 = 8192;
 /// The only accepted form of a picture in `canvasState`.
 pub const PNG_DATA_URL_PREFIX: &str = "data:image/png;base64,";
 
@@ -71,6 +73,8 @@ pub enum ErrorCode {
     InvalidField,
     UnexpectedSnapshot,
     RateLimited,
+    /// The room's stored canvas reached `--max-room-bytes`: only a clear is accepted.
+    RoomFull,
 }
 
 impl ErrorCode {
@@ -81,6 +85,7 @@ impl ErrorCode {
             ErrorCode::InvalidField => "invalid_field",
             ErrorCode::UnexpectedSnapshot => "unexpected_snapshot",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::RoomFull => "room_full",
         }
     }
 }
@@ -112,6 +117,10 @@ impl Rejection {
 
     pub fn rate_limited(message: String) -> Self {
         Rejection::new(ErrorCode::RateLimited, message)
+    }
+
+    pub fn room_full(message: String) -> Self {
+        Rejection::new(ErrorCode::RoomFull, message)
     }
 
     pub fn to_server_message(&self) -> ServerMessage<'_> {

@@ -16,6 +16,7 @@ use crate::config::Settings;
 use crate::room::{CanvasServer, CloseAll, Join, Shutdown};
 use crate::session::WsSession;
 use crate::stats::Stats;
+use crate::storage::Store;
 
 /// A session asks to enter `room`; the answer is the room's address, for its later messages.
 #[derive(Message)]
@@ -30,6 +31,13 @@ pub struct JoinRoom {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct CloseAllRooms;
+
+/// The address of `room` if it is open (for reading its canvas); rooms are not opened for this.
+#[derive(Message)]
+#[rtype(result = "Option<Addr<CanvasServer>>")]
+pub struct FindRoom {
+    pub room: Arc<str>,
+}
 
 /// The join would open a room beyond `--max-rooms`.
 #[derive(Debug)]
@@ -53,17 +61,19 @@ struct RoomEntry {
 pub struct RoomRegistry {
     settings: Arc<Settings>,
     stats: Arc<Stats>,
+    store: Store,
     rooms: HashMap<Arc<str>, RoomEntry>,
     arbiters: Vec<Arbiter>,
     next_arbiter: usize,
 }
 
 impl RoomRegistry {
-    pub fn new(settings: Arc<Settings>, stats: Arc<Stats>) -> Self {
+    pub fn new(settings: Arc<Settings>, stats: Arc<Stats>, store: Store) -> Self {
         let arbiters = (0..settings.room_threads).map(|_| Arbiter::new()).collect();
         RoomRegistry {
             settings,
             stats,
+            store,
             rooms: HashMap::new(),
             arbiters,
             next_arbiter: 0,
@@ -79,6 +89,7 @@ fn start_room(
     name: Arc<str>,
     settings: Arc<Settings>,
     stats: Arc<Stats>,
+    store: Store,
     registry: Addr<RoomRegistry>,
 ) -> Addr<CanvasServer> {
     let index = *next_arbiter % arbiters.len();
@@ -88,7 +99,7 @@ fn start_room(
         arbiters[index] = Arbiter::new();
     }
     CanvasServer::start_in_arbiter(&arbiters[index].handle(), move |_| {
-        CanvasServer::new(name, settings, stats, registry)
+        CanvasServer::new(name, settings, stats, registry, store)
     })
 }
 
@@ -124,6 +135,7 @@ impl Handler<JoinRoom> for RoomRegistry {
         let RoomRegistry {
             settings,
             stats,
+            store,
             rooms,
             arbiters,
             next_arbiter,
@@ -136,6 +148,7 @@ impl Handler<JoinRoom> for RoomRegistry {
                 join.room,
                 settings.clone(),
                 stats.clone(),
+                store.clone(),
                 ctx.address(),
             );
             RoomEntry {
@@ -149,6 +162,14 @@ impl Handler<JoinRoom> for RoomRegistry {
             session: join.session,
         });
         MessageResult(Ok(entry.addr.clone()))
+    }
+}
+
+impl Handler<FindRoom> for RoomRegistry {
+    type Result = Option<Addr<CanvasServer>>;
+
+    fn handle(&mut self, find: FindRoom, _ctx: &mut Context<Self>) -> Self::Result {
+        self.rooms.get(&find.room).map(|entry| entry.addr.clone())
     }
 }
 

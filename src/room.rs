@@ -1,10 +1,15 @@
 //! `CanvasServer`: the actor that owns one room.
 //!
-//! It owns the room's member list, routes draws and clears to every member but the sender, keeps the
-//! count up to date, and brokers a newcomer's picture from a peer (ask one, time out, ask the next,
-//! give up with `canvasEmpty`). Every broadcast is encoded once and the same bytes go to each member.
-//! It must never block, never wait on a member, and never trust a member's claim about who asked it
-//! for a snapshot: only the peer it asked may answer, once.
+//! It owns the room's member list and its canvas. It routes draws and clears to every member but the
+//! sender, keeps the count up to date, records every accepted operation (in memory and, through the
+//! [`Store`], on disk), and hands newcomers the picture: the last checkpoint, then the operations
+//! after it. Every broadcast is encoded once and the same bytes go to each member and to the store.
+//! Checkpoints are rendered off the room's thread (`spawn_blocking`); the store writes on its own.
+//!
+//! It must never block (no disk, no rendering on its thread), never wait on a member, never start
+//! blank over a stored picture it could not read, and never trust a member's claim about who asked
+//! it for a snapshot (the original demo's peer flow, `--newcomer-picture peer`): only the peer it
+//! asked may answer, once.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,11 +18,14 @@ use actix::prelude::*;
 use bytestring::ByteString;
 use uuid::Uuid;
 
-use crate::config::Settings;
+use crate::canvas::Op;
+use crate::config::{PictureSource, Settings};
+use crate::picture::{self, Picture, Restored};
 use crate::protocol::{ErrorCode, Rejection, Segment, ServerMessage};
 use crate::registry::{RoomIdle, RoomRegistry};
 use crate::session::{Deliver, Kick, RequestSnapshot, WithdrawSnapshotRequest, WsSession};
 use crate::stats::Stats;
+use crate::storage::{Store, StoreError};
 use actix_web_actors::ws::CloseCode;
 
 /// A session enters the room. Sent by the registry only, so the registry can count joins.
@@ -77,6 +85,33 @@ struct Evict {
 #[rtype(result = "()")]
 pub struct Shutdown;
 
+/// What the room's canvas looks like now: a picture and the operations drawn after it (for
+/// `GET /api/rooms/{room}/canvas.png`; the caller renders them off the room's thread).
+#[derive(Message)]
+#[rtype(result = "Option<(Picture, Vec<Op>)>")]
+pub struct CurrentCanvas;
+
+/// An operation the room accepted and has not yet folded into a checkpoint.
+struct Recorded {
+    seq: u64,
+    op: Op,
+    /// The bytes broadcast for it: sent again to newcomers, and stored as they are.
+    frame: ByteString,
+}
+
+/// Whether the room's stored canvas could be read.
+enum Availability {
+    /// Reading it from the store; the mailbox waits meanwhile.
+    Loading,
+    Ready,
+    /// Joins are refused with this close; the room stops when it is empty, so the next join tries
+    /// again.
+    Refused {
+        code: CloseCode,
+        reason: &'static str,
+    },
+}
+
 struct Member {
     id: Uuid,
     session: Addr<WsSession>,
@@ -101,6 +136,20 @@ pub struct CanvasServer {
     settings: Arc<Settings>,
     stats: Arc<Stats>,
     registry: Addr<RoomRegistry>,
+    store: Store,
+    availability: Availability,
+    /// The last checkpoint.
+    picture: Picture,
+    /// Operations after `picture`, oldest first.
+    recorded: Vec<Recorded>,
+    /// The sequence number of the last accepted operation.
+    last_seq: u64,
+    /// When the last operation was accepted: a room quiet for `--checkpoint-idle` is checkpointed.
+    last_op_at: Instant,
+    /// A checkpoint is being rendered.
+    composing: bool,
+    /// Bytes the room takes on disk: its checkpoint plus the operations since.
+    stored_bytes: u64,
     /// In join order: the longest-present member is asked for snapshots first.
     members: Vec<Member>,
     pending: Vec<PendingSnapshot>,
@@ -118,12 +167,21 @@ impl CanvasServer {
         settings: Arc<Settings>,
         stats: Arc<Stats>,
         registry: Addr<RoomRegistry>,
+        store: Store,
     ) -> Self {
         CanvasServer {
             name,
             settings,
             stats,
             registry,
+            store,
+            availability: Availability::Loading,
+            picture: Picture::blank(0),
+            recorded: Vec::new(),
+            last_seq: 0,
+            last_op_at: Instant::now(),
+            composing: false,
+            stored_bytes: 0,
             members: Vec::new(),
             pending: Vec::new(),
             joins_seen: 0,
@@ -152,13 +210,13 @@ impl CanvasServer {
         }
     }
 
-    /// One encoding, shared by every recipient.
+    /// One encoding, shared by every recipient; returned for the record.
     fn broadcast(
         &self,
         message: &ServerMessage<'_>,
         except: Option<Uuid>,
         ctx: &mut Context<Self>,
-    ) {
+    ) -> ByteString {
         let frame = message.encode();
         let mut recipients = 0;
         for member in self.members.iter().filter(|m| Some(m.id) != except) {
@@ -166,6 +224,7 @@ impl CanvasServer {
             recipients += 1;
         }
         self.count_out(message, &frame, recipients);
+        frame
     }
 
     fn count_out(&self, message: &ServerMessage<'_>, frame: &ByteString, recipients: u64) {
@@ -286,13 +345,218 @@ impl CanvasServer {
             .inc();
         self.send_to(from, &rejection.to_server_message(), ctx);
     }
+
+    fn loaded(&mut self, result: Result<Restored, LoadError>, _ctx: &mut Context<Self>) {
+        match result {
+            Ok(restored) => {
+                self.last_seq = restored.picture.seq;
+                self.stored_bytes = restored.picture.stored_len();
+                if restored.replayed > 0 && !restored.picture.blank {
+                    // Fold what a crash or stop left after the checkpoint into a new one.
+                    self.store_checkpoint(&restored.picture);
+                }
+                self.picture = restored.picture;
+                self.availability = Availability::Ready;
+            }
+            Err(LoadError::Store(StoreError::TooManyRooms { limit })) => {
+                log::warn!(
+                    "room={} refused: {limit} rooms are stored (--max-stored-rooms)",
+                    self.name
+                );
+                self.availability = Availability::Refused {
+                    code: CloseCode::Again,
+                    reason: "the server keeps as many rooms as it may; join an existing room",
+                };
+            }
+            Err(err) => {
+                log::error!(
+                    "room={} cannot be opened: {err}; its stored data is left as it is",
+                    self.name
+                );
+                self.availability = Availability::Refused {
+                    code: CloseCode::Error,
+                    reason: "this room's saved canvas could not be read",
+                };
+            }
+        }
+    }
+
+    /// Accepts an operation: stored, and kept until the next checkpoint covers it.
+    fn record(&mut self, op: Op, frame: ByteString, ctx: &mut Context<Self>) {
+        self.last_seq += 1;
+        self.store.append(&self.name, self.last_seq, frame.clone());
+        self.stored_bytes += frame.len() as u64;
+        let is_clear = matches!(op, Op::Clear);
+        self.recorded.push(Recorded {
+            seq: self.last_seq,
+            op,
+            frame,
+        });
+        self.last_op_at = Instant::now();
+        if is_clear || self.recorded.len() >= self.settings.storage.checkpoint_ops {
+            self.start_checkpoint(ctx);
+        }
+    }
+
+    /// Renders a new checkpoint from the last one and the operations since, on a blocking thread.
+    fn start_checkpoint(&mut self, ctx: &mut Context<Self>) {
+        if self.composing || self.recorded.is_empty() {
+            return;
+        }
+        self.composing = true;
+        log::debug!(
+            "room={} checkpointing {} operations",
+            self.name,
+            self.recorded.len()
+        );
+        let base = self.picture.clone();
+        let ops: Vec<Op> = self.recorded.iter().map(|r| r.op.clone()).collect();
+        let seq = self.last_seq;
+        let size = self.settings.canvas;
+        let render = tokio::task::spawn_blocking(move || picture::compose(&base, &ops, seq, size));
+        ctx.spawn(render.into_actor(self).map(|result, room, ctx| {
+            room.composing = false;
+            match result {
+                Ok(Ok(picture)) => room.checkpointed(picture, ctx),
+                Ok(Err(err)) => log::error!("room={} checkpoint failed: {err}", room.name),
+                Err(err) => log::error!("room={} checkpoint failed: {err}", room.name),
+            }
+        }));
+    }
+
+    fn checkpointed(&mut self, picture: Picture, ctx: &mut Context<Self>) {
+        self.recorded.retain(|r| r.seq > picture.seq);
+        self.store_checkpoint(&picture);
+        self.picture = picture;
+        self.stored_bytes = self.picture.stored_len()
+            + self
+                .recorded
+                .iter()
+                .map(|r| r.frame.len() as u64)
+                .sum::<u64>();
+        if self.recorded.len() >= self.settings.storage.checkpoint_ops {
+            self.start_checkpoint(ctx);
+        }
+    }
+
+    fn store_checkpoint(&self, picture: &Picture) {
+        let size = self.settings.canvas;
+        self.store.checkpoint(
+            &self.name,
+            picture.seq,
+            size.width,
+            size.height,
+            picture.png.to_vec(),
+        );
+    }
+
+    /// Nothing visible: no picture and nothing drawn since, or a clear with nothing after it.
+    fn is_blank(&self) -> bool {
+        match self
+            .recorded
+            .iter()
+            .rposition(|r| matches!(r.op, Op::Clear))
+        {
+            Some(index) => index + 1 == self.recorded.len(),
+            None => self.picture.blank && self.recorded.is_empty(),
+        }
+    }
+
+    /// Sends a newcomer the room as it stands: the checkpoint (or `canvasEmpty`), then every
+    /// operation after it, in order, before anything live.
+    fn send_picture(&self, id: Uuid, ctx: &mut Context<Self>) {
+        let Some(member) = self.member(id) else {
+            return;
+        };
+        let last_clear = self
+            .recorded
+            .iter()
+            .rposition(|r| matches!(r.op, Op::Clear));
+        let (from_blank, since) = match last_clear {
+            Some(index) => (true, &self.recorded[index + 1..]),
+            None => (self.picture.blank, &self.recorded[..]),
+        };
+        let first = if from_blank {
+            ServerMessage::CanvasEmpty { client_id: id }
+        } else {
+            ServerMessage::CanvasState {
+                client_id: id,
+                data: &self.picture.data_url,
+            }
+        };
+        let frame = first.encode();
+        self.count_out(&first, &frame, 1);
+        Self::deliver(member, frame, ctx);
+        for recorded in since {
+            Self::deliver(member, recorded.frame.clone(), ctx);
+        }
+    }
+
+    /// A join the room cannot take: the newcomer is closed, and an empty room lets the registry
+    /// stop it so that the next join starts afresh.
+    fn refuse_join(&self, join: Join, code: CloseCode, reason: &'static str) {
+        join.session.do_send(Kick { code, reason });
+        if self.members.is_empty() {
+            self.registry.do_send(RoomIdle {
+                room: self.name.clone(),
+                joins_seen: self.joins_seen,
+            });
+        }
+    }
+
+    fn refuse_draw(&self, from: Uuid, ctx: &mut Context<Self>) {
+        let rejection = Rejection::room_full(format!(
+            "this room's canvas is at its size limit ({} bytes); clear it to draw again",
+            self.settings.storage.max_room_bytes
+        ));
+        self.stats
+            .errors
+            .with_label_values(&[rejection.code.as_str()])
+            .inc();
+        self.send_to(from, &rejection.to_server_message(), ctx);
+    }
+}
+
+/// Why a room's stored canvas could not be opened.
+enum LoadError {
+    Store(StoreError),
+    Damaged(String),
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoadError::Store(err) => write!(f, "{err}"),
+            LoadError::Damaged(why) => write!(f, "its stored canvas is damaged: {why}"),
+        }
+    }
 }
 
 impl Actor for CanvasServer {
     type Context = Context<Self>;
 
-    fn started(&mut self, _ctx: &mut Self::Context) {
+    /// Reads the room's canvas before anything else: the mailbox (joins first) waits until then.
+    fn started(&mut self, ctx: &mut Self::Context) {
         log::debug!("room={} started", self.name);
+        let store = self.store.clone();
+        let name = self.name.clone();
+        let size = self.settings.canvas;
+        let load = async move {
+            let stored = store.load(name).await.map_err(LoadError::Store)?;
+            tokio::task::spawn_blocking(move || picture::restore(&stored, size))
+                .await
+                .map_err(|err| LoadError::Damaged(format!("restoring it failed: {err}")))?
+                .map_err(LoadError::Damaged)
+        };
+        ctx.wait(load.into_actor(self).map(|result, room, ctx| {
+            room.loaded(result, ctx);
+        }));
+        let every = self.settings.storage.checkpoint_idle;
+        ctx.run_interval(every, move |room, ctx| {
+            if room.last_op_at.elapsed() >= every {
+                room.start_checkpoint(ctx);
+            }
+        });
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
@@ -305,14 +569,14 @@ impl Handler<Join> for CanvasServer {
 
     fn handle(&mut self, join: Join, ctx: &mut Context<Self>) {
         self.joins_seen += 1;
-        if self.members.len() >= self.settings.max_clients_per_room {
-            join.session.do_send(Kick {
-                code: CloseCode::Again,
-                reason: "the room is full",
-            });
-            return;
+        if let Availability::Refused { code, reason } = self.availability {
+            return self.refuse_join(join, code, reason);
         }
-        let awaiting_snapshot = !self.members.is_empty();
+        if self.members.len() >= self.settings.max_clients_per_room {
+            return self.refuse_join(join, CloseCode::Again, "the room is full");
+        }
+        let from_server = self.settings.newcomer_picture == PictureSource::Server;
+        let awaiting_snapshot = from_server || !self.members.is_empty();
         let welcome = ServerMessage::Welcome {
             client_id: join.id,
             room: &self.name,
@@ -326,7 +590,9 @@ impl Handler<Join> for CanvasServer {
             session: join.session,
         });
         self.count_changed(ctx);
-        if awaiting_snapshot {
+        if from_server {
+            self.send_picture(join.id, ctx);
+        } else if awaiting_snapshot {
             self.ask_next_peer(join.id, Vec::new(), ctx);
         }
     }
@@ -362,10 +628,14 @@ impl Handler<Draw> for CanvasServer {
     type Result = ();
 
     fn handle(&mut self, draw: Draw, ctx: &mut Context<Self>) {
-        self.broadcast(&ServerMessage::Draw(&draw.segment), Some(draw.from), ctx);
+        if self.stored_bytes >= self.settings.storage.max_room_bytes {
+            return self.refuse_draw(draw.from, ctx);
+        }
+        let frame = self.broadcast(&ServerMessage::Draw(&draw.segment), Some(draw.from), ctx);
         self.stats
             .broadcast_seconds
             .observe(draw.received.elapsed().as_secs_f64());
+        self.record(Op::Draw(draw.segment), frame, ctx);
     }
 }
 
@@ -373,7 +643,8 @@ impl Handler<Clear> for CanvasServer {
     type Result = ();
 
     fn handle(&mut self, clear: Clear, ctx: &mut Context<Self>) {
-        self.broadcast(&ServerMessage::Clear, Some(clear.from), ctx);
+        let frame = self.broadcast(&ServerMessage::Clear, Some(clear.from), ctx);
+        self.record(Op::Clear, frame, ctx);
     }
 }
 
@@ -402,9 +673,44 @@ impl Handler<Shutdown> for CanvasServer {
     type Result = ();
 
     fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
-        if self.members.is_empty() {
-            ctx.stop();
+        if !self.members.is_empty() {
+            return;
         }
+        log::debug!(
+            "room={} unloading: {} operations since the checkpoint, blank: {}",
+            self.name,
+            self.recorded.len(),
+            self.is_blank()
+        );
+        if !matches!(self.availability, Availability::Ready) {
+            return ctx.stop();
+        }
+        // A blank room frees its place on disk.
+        if self.is_blank() {
+            self.store.forget(&self.name, self.last_seq);
+            return ctx.stop();
+        }
+        if self.recorded.is_empty() {
+            return ctx.stop();
+        }
+        // Every operation is already stored; folding them into a last checkpoint keeps what the
+        // next load replays short. Nothing else is waiting on this room: the registry forgot it.
+        let base = self.picture.clone();
+        let ops: Vec<Op> = self.recorded.iter().map(|r| r.op.clone()).collect();
+        let (seq, size) = (self.last_seq, self.settings.canvas);
+        let render = tokio::task::spawn_blocking(move || picture::compose(&base, &ops, seq, size));
+        // Nobody holds this room's address any more, and actix stops an actor whose mailbox has
+        // no sender: keep one until the checkpoint is stored.
+        let keep_alive = ctx.address();
+        ctx.wait(render.into_actor(self).map(move |result, room, ctx| {
+            drop(keep_alive);
+            match result {
+                Ok(Ok(picture)) => room.store_checkpoint(&picture),
+                Ok(Err(err)) => log::error!("room={} last checkpoint failed: {err}", room.name),
+                Err(err) => log::error!("room={} last checkpoint failed: {err}", room.name),
+            }
+            ctx.stop();
+        }));
     }
 }
 
@@ -419,5 +725,17 @@ impl Handler<CloseAll> for CanvasServer {
                 reason: "server restarting",
             });
         }
+    }
+}
+
+impl Handler<CurrentCanvas> for CanvasServer {
+    type Result = MessageResult<CurrentCanvas>;
+
+    fn handle(&mut self, _: CurrentCanvas, _ctx: &mut Context<Self>) -> Self::Result {
+        if !matches!(self.availability, Availability::Ready) {
+            return MessageResult(None);
+        }
+        let ops = self.recorded.iter().map(|r| r.op.clone()).collect();
+        MessageResult(Some((self.picture.clone(), ops)))
     }
 }

@@ -1,7 +1,8 @@
-//! HTTP routes: the page, its assets, the WebSocket upgrade and the health check.
+//! HTTP routes: the page, its assets, the WebSocket upgrade, a room's picture, and the health check.
 //!
 //! This module owns URL shapes and what is refused before an upgrade (bad room names get 400). It
 //! must never hold connection state: each upgrade hands its connection to a new `WsSession` actor.
+//! It must never render on an HTTP worker's thread: pictures are drawn in `web::block`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -13,12 +14,16 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
 use serde_json::json;
 
+use crate::canvas::Op;
 use crate::config::Settings;
 use crate::limits::{Admission, Refusal};
+use crate::picture::{self, Picture};
 use crate::protocol::is_valid_room_name;
-use crate::registry::RoomRegistry;
+use crate::registry::{FindRoom, RoomRegistry};
+use crate::room::CurrentCanvas;
 use crate::session::WsSession;
 use crate::stats::Stats;
+use crate::storage::Store;
 
 /// The room of `/` and `/ws`.
 pub const DEFAULT_ROOM: &str = "main";
@@ -34,6 +39,7 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub stats: Arc<Stats>,
     pub registry: Addr<RoomRegistry>,
+    pub store: Store,
 }
 
 /// The canvas: pages, upgrades, health, and (unless it has its own listener) metrics.
@@ -42,6 +48,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, frontend_dir: &std::path::Path, w
         .route("/r/{room}", web::get().to(room_page))
         .route("/ws", web::get().to(ws_default_room))
         .route("/ws/{room}", web::get().to(ws_room))
+        .route("/api/rooms/{room}/canvas.png", web::get().to(canvas_png))
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz));
     if with_metrics {
@@ -150,6 +157,130 @@ fn upgrade(
     ws::WsResponseBuilder::new(session, &req, stream)
         .frame_size(state.settings.max_snapshot_bytes + SNAPSHOT_ENVELOPE_BYTES)
         .start()
+}
+
+/// `?background=transparent` keeps erased and untouched areas transparent (as `canvasState` does);
+/// the default is the picture on white, as the page's download gives it.
+#[derive(serde::Deserialize)]
+struct PictureQuery {
+    background: Option<String>,
+}
+
+fn picture_error(status: StatusCode, error: &str, message: String) -> HttpResponse {
+    HttpResponse::build(status).json(json!({"error": error, "message": message}))
+}
+
+/// The room's current picture as a PNG: from the open room if anyone is in it, else from disk.
+async fn canvas_png(
+    room: web::Path<String>,
+    query: web::Query<PictureQuery>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    if !is_valid_room_name(&room) {
+        return bad_room(&room);
+    }
+    let transparent = match query.background.as_deref() {
+        None | Some("white") => false,
+        Some("transparent") => true,
+        Some(_) => {
+            return picture_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_background",
+                "background is white or transparent".into(),
+            )
+        }
+    };
+    let name: Arc<str> = Arc::from(room.as_str());
+    let (base, ops) = match current_canvas(&name, &state).await {
+        Ok(Some(current)) => current,
+        Ok(None) => {
+            return picture_error(
+                StatusCode::NOT_FOUND,
+                "no_such_room",
+                format!("nothing has been drawn in room {name:?}"),
+            )
+        }
+        Err(response) => return response,
+    };
+    let size = state.settings.canvas;
+    let rendered = web::block(move || {
+        picture::render(&base, &ops, size).map(|canvas| {
+            if transparent {
+                canvas.encode_png()
+            } else {
+                canvas.encode_png_on_white()
+            }
+        })
+    })
+    .await;
+    match rendered {
+        Ok(Ok(png)) => HttpResponse::Ok()
+            .content_type("image/png")
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .insert_header((
+                header::CONTENT_DISPOSITION,
+                format!("inline; filename=\"livecanvas-{name}.png\""),
+            ))
+            .body(png),
+        Ok(Err(err)) => picture_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "unreadable_canvas",
+            format!("the room's picture could not be drawn: {err}"),
+        ),
+        Err(err) => picture_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            err.to_string(),
+        ),
+    }
+}
+
+/// The open room's picture and operations since, or what the store keeps for a closed room.
+async fn current_canvas(
+    name: &Arc<str>,
+    state: &AppState,
+) -> Result<Option<(Picture, Vec<Op>)>, HttpResponse> {
+    let open = state
+        .registry
+        .send(FindRoom { room: name.clone() })
+        .await
+        .ok()
+        .flatten();
+    if let Some(room) = open {
+        // A room that stopped meanwhile has put everything on disk: read it from there.
+        if let Ok(Some(current)) = room.send(CurrentCanvas).await {
+            return Ok(Some(current));
+        }
+    }
+    let stored = match state.store.read(name.clone()).await {
+        Ok(Some(stored)) => stored,
+        Ok(None) => return Ok(None),
+        Err(err) => {
+            log::error!("room={name} cannot be read: {err}");
+            return Err(picture_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_unavailable",
+                "the room's canvas could not be read from disk".into(),
+            ));
+        }
+    };
+    let size = state.settings.canvas;
+    match web::block(move || picture::restore(&stored, size)).await {
+        Ok(Ok(restored)) => Ok(Some((restored.picture, Vec::new()))),
+        Ok(Err(why)) => {
+            log::error!("room={name} has a damaged stored canvas: {why}");
+            Err(picture_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "unreadable_canvas",
+                "the room's saved canvas could not be read".into(),
+            ))
+        }
+        Err(err) => Err(picture_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            err.to_string(),
+        )),
+    }
 }
 
 fn refused(refusal: &Refusal) -> HttpResponse {

@@ -601,14 +601,17 @@ async fn the_eraser_removes_paint_on_every_page() {
 
 /// Starts a server on `addr`, where a server that has just exited listened; retried until the
 /// deadline while the port is not free yet (or was taken for a moment by someone else).
-fn start_server_on(addr: SocketAddr) -> Server {
+fn start_server_on(addr: SocketAddr, data_dir: &Path) -> Server {
     let bind = addr.to_string();
+    let data_dir = data_dir.to_str().expect("a UTF-8 data directory");
     let deadline = Instant::now() + DEADLINE;
     loop {
         // A quick look first (std's listener sets SO_REUSEADDR, as the server's does), so that a
         // busy port is waited for without the noise of a failed start.
         if TcpListener::bind(addr).is_ok() {
-            match std::panic::catch_unwind(|| Server::start_with(&["--bind", &bind])) {
+            match std::panic::catch_unwind(|| {
+                Server::start_with(&["--bind", &bind, "--data-dir", data_dir])
+            }) {
                 Ok(server) => return server,
                 Err(panic) if Instant::now() >= deadline => std::panic::resume_unwind(panic),
                 Err(_) => {}
@@ -624,7 +627,9 @@ fn start_server_on(addr: SocketAddr) -> Server {
 
 #[tokio::test]
 async fn the_page_reconnects_by_itself_after_a_server_restart_and_shows_the_picture_again() {
-    let mut server = Server::start();
+    let data = common::data_dir();
+    let data_path = data.path().to_str().expect("a UTF-8 data directory");
+    let mut server = Server::start_with(&["--data-dir", data_path]);
     let driver = Driver::start();
     let url = room_url(&server, "restart");
     let alice = Browser::open(&driver, &url).await;
@@ -661,7 +666,7 @@ async fn the_page_reconnects_by_itself_after_a_server_restart_and_shows_the_pict
         "the old server exits 0 after SIGTERM: {status:?}"
     );
     drop(server);
-    let server = start_server_on(addr);
+    let server = start_server_on(addr, data.path());
     assert_eq!(
         server.addr, addr,
         "the new server listens where the old one did"
@@ -700,7 +705,7 @@ async fn the_page_reconnects_by_itself_after_a_server_restart_and_shows_the_pict
         )
         .await;
 
-    // The new server's room is empty: a newcomer gets the picture from Alice's page.
+    // The new server read the room from disk: a newcomer gets the picture from it.
     let bob = Browser::open(&driver, &url).await;
     bob.assert_pixels(
         &ON_STROKE,

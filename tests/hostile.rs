@@ -26,16 +26,24 @@ struct Witnesses {
 }
 
 impl Witnesses {
+    /// Both are in the room and have their (blank) picture before anyone draws. With
+    /// `--newcomer-picture peer`, the drawer hands the watcher its picture.
     async fn join(server: &Server, room: &str) -> Witnesses {
         let mut drawer = server.join(room).await;
         let mut watcher = server.join(room).await;
-        let request = drawer.next_of_type("canvasRequest").await;
-        drawer
-            .send_json(
-                json!({"type":"canvasState","clientId": request["clientId"],"data": snapshot(1)}),
-            )
-            .await;
-        watcher.next_of_type("canvasState").await;
+        if watcher.welcome["awaitingSnapshot"] == true
+            && drawer.welcome["awaitingSnapshot"] == false
+        {
+            let request = drawer.next_of_type("canvasRequest").await;
+            drawer
+                .send_json(
+                    json!({"type":"canvasState","clientId": request["clientId"],"data": snapshot(1)}),
+                )
+                .await;
+            watcher.next_of_type("canvasState").await;
+        } else {
+            watcher.next_of_type("canvasEmpty").await;
+        }
         Witnesses {
             drawer,
             watcher,
@@ -505,7 +513,7 @@ async fn a_client_that_stops_reading_is_dropped_without_slowing_the_room() {
 
 #[tokio::test]
 async fn a_snapshot_that_is_not_a_png_of_the_room_size_is_refused() {
-    let server = Server::start_with(&["--snapshot-timeout", "60s"]);
+    let server = Server::start_with(&["--newcomer-picture", "peer", "--snapshot-timeout", "60s"]);
     let mut room = Witnesses::join(&server, "main").await;
     let mut newcomer = server.join("main").await;
     let request = room.drawer.next_of_type("canvasRequest").await;

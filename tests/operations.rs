@@ -236,7 +236,9 @@ fn an_unreadable_certificate_is_named_at_start_up() {
 #[test]
 fn json_logs_are_one_object_per_line() {
     let frontend = common::frontend_dir();
+    let data = common::data_dir();
     let mut child = Command::new(env!("CARGO_BIN_EXE_livecanvas"))
+        .env("LIVECANVAS_DATA_DIR", data.path())
         .args([
             "--bind",
             "127.0.0.1:0",

@@ -65,7 +65,7 @@ const SAMPLE_EVERY: Duration = Duration::from_millis(250);
 const PICTURE_WITHIN: Duration = Duration::from_secs(8);
 
 /// One IP may open hundreds of connections; vanished clients are evicted within the run.
-const SERVER_FLAGS: [&str; 12] = [
+const SERVER_FLAGS: [&str; 14] = [
     "--max-connections-per-ip",
     "2000",
     "--connection-rate-per-ip",
@@ -78,6 +78,9 @@ const SERVER_FLAGS: [&str; 12] = [
     "1s",
     "--snapshot-timeout",
     "500ms",
+    // The soak exercises the original demo's peer flow: newcomers get pictures from peers.
+    "--newcomer-picture",
+    "peer",
     // Otherwise the defaults: 200 strokes/s, a burst of 400, closed after 400 dropped in a row.
 ];
 

@@ -18,10 +18,14 @@ async fn the_first_client_is_welcomed_with_the_canvas_size_and_counted() {
     assert_eq!(alice.welcome["room"], "main");
     assert_eq!(alice.welcome["width"], 1600);
     assert_eq!(alice.welcome["height"], 900);
-    assert_eq!(alice.welcome["awaitingSnapshot"], false);
+    assert_eq!(alice.welcome["awaitingSnapshot"], true);
     assert_eq!(
         alice.next_json().await,
         json!({"type":"clientCount","clientCount":1})
+    );
+    assert_eq!(
+        alice.next_json().await,
+        json!({"type":"canvasEmpty","clientId": alice.id})
     );
 }
 
@@ -161,11 +165,11 @@ async fn clear_reaches_every_other_client() {
     let mut alice = server.join("main").await;
     let mut bob = server.join("main").await;
     alice.send_json(json!({"type":"clear"})).await;
-    assert_eq!(bob.next_event().await, json!({"type":"clear"}));
+    assert_eq!(bob.next_of_type("clear").await, json!({"type":"clear"}));
 }
 
 #[tokio::test]
-async fn an_emptied_room_starts_afresh_for_the_next_visitor() {
+async fn an_emptied_room_never_drawn_in_is_blank_for_the_next_visitor() {
     let server = Server::start();
     let mut alice = server.join("again").await;
     alice.ws.close(None).await.expect("close");
@@ -184,15 +188,18 @@ async fn an_emptied_room_starts_afresh_for_the_next_visitor() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     let mut bob = server.join("again").await;
-    assert_eq!(bob.welcome["awaitingSnapshot"], false);
     bob.wait_for_count(1).await;
+    assert_eq!(
+        bob.next_of_type("canvasEmpty").await,
+        json!({"type":"canvasEmpty","clientId": bob.id})
+    );
 }
 
-// ---- the newcomer's picture ----
+// ---- the newcomer's picture from a peer (the original demo's flow, --newcomer-picture peer) ----
 
 #[tokio::test]
 async fn a_newcomer_gets_the_picture_from_a_peer() {
-    let server = Server::start();
+    let server = Server::start_with(&["--newcomer-picture", "peer"]);
     let mut alice = server.join("main").await;
     let mut bob = server.join("main").await;
     assert_eq!(bob.welcome["awaitingSnapshot"], true);
@@ -210,7 +217,7 @@ async fn a_newcomer_gets_the_picture_from_a_peer() {
 
 #[tokio::test]
 async fn draws_made_while_the_newcomer_waits_still_reach_it() {
-    let server = Server::start();
+    let server = Server::start_with(&["--newcomer-picture", "peer"]);
     let mut alice = server.join("main").await;
     let mut bob = server.join("main").await;
     alice.next_of_type("canvasRequest").await;
@@ -220,7 +227,7 @@ async fn draws_made_while_the_newcomer_waits_still_reach_it() {
 
 #[tokio::test]
 async fn a_snapshot_of_a_megabyte_is_accepted_when_it_was_asked_for() {
-    let server = Server::start();
+    let server = Server::start_with(&["--newcomer-picture", "peer"]);
     let mut alice = server.join("main").await;
     let mut bob = server.join("main").await;
     alice.next_of_type("canvasRequest").await;
@@ -239,7 +246,7 @@ async fn a_snapshot_of_a_megabyte_is_accepted_when_it_was_asked_for() {
 
 #[tokio::test]
 async fn the_next_peer_is_asked_when_the_first_does_not_answer_in_time() {
-    let server = Server::start_with(&["--snapshot-timeout", "300ms"]);
+    let server = Server::start_with(&["--newcomer-picture", "peer", "--snapshot-timeout", "300ms"]);
     let mut alice = server.join("main").await;
     let mut bob = server.join("main").await;
     alice.next_of_type("canvasRequest").await;
@@ -274,7 +281,7 @@ async fn the_next_peer_is_asked_when_the_first_does_not_answer_in_time() {
 
 #[tokio::test]
 async fn the_next_peer_is_asked_at_once_when_the_asked_one_leaves() {
-    let server = Server::start_with(&["--snapshot-timeout", "60s"]);
+    let server = Server::start_with(&["--newcomer-picture", "peer", "--snapshot-timeout", "60s"]);
     let mut alice = server.join("main").await;
     let mut bob = server.join("main").await;
     alice.next_of_type("canvasRequest").await;
@@ -296,7 +303,7 @@ async fn the_next_peer_is_asked_at_once_when_the_asked_one_leaves() {
 
 #[tokio::test]
 async fn the_newcomer_is_told_the_canvas_is_empty_when_nobody_is_left_to_ask() {
-    let server = Server::start_with(&["--snapshot-timeout", "60s"]);
+    let server = Server::start_with(&["--newcomer-picture", "peer", "--snapshot-timeout", "60s"]);
     let mut alice = server.join("main").await;
     let mut bob = server.join("main").await;
     alice.next_of_type("canvasRequest").await;
@@ -309,7 +316,7 @@ async fn the_newcomer_is_told_the_canvas_is_empty_when_nobody_is_left_to_ask() {
 
 #[tokio::test]
 async fn the_newcomer_is_told_the_canvas_is_empty_when_no_peer_answers() {
-    let server = Server::start_with(&["--snapshot-timeout", "200ms"]);
+    let server = Server::start_with(&["--newcomer-picture", "peer", "--snapshot-timeout", "200ms"]);
     let mut alice = server.join("main").await;
     let mut bob = server.join("main").await;
     alice.next_of_type("canvasRequest").await;
@@ -321,7 +328,7 @@ async fn the_newcomer_is_told_the_canvas_is_empty_when_no_peer_answers() {
 
 #[tokio::test]
 async fn a_spoofed_canvas_state_from_a_peer_that_was_not_asked_is_refused() {
-    let server = Server::start_with(&["--snapshot-timeout", "60s"]);
+    let server = Server::start_with(&["--newcomer-picture", "peer", "--snapshot-timeout", "60s"]);
     let mut alice = server.join("main").await;
     let mut bob = server.join("main").await;
     alice.next_of_type("canvasRequest").await;
@@ -347,7 +354,7 @@ async fn a_spoofed_canvas_state_from_a_peer_that_was_not_asked_is_refused() {
 
 #[tokio::test]
 async fn the_asked_peer_may_answer_only_once() {
-    let server = Server::start();
+    let server = Server::start_with(&["--newcomer-picture", "peer"]);
     let mut alice = server.join("main").await;
     let mut bob = server.join("main").await;
     alice.next_of_type("canvasRequest").await;
@@ -480,7 +487,7 @@ async fn a_message_over_the_limit_is_closed_with_1009_and_the_room_carries_on() 
 
 #[tokio::test]
 async fn the_snapshot_allowance_ends_when_the_request_times_out() {
-    let server = Server::start_with(&["--snapshot-timeout", "200ms"]);
+    let server = Server::start_with(&["--newcomer-picture", "peer", "--snapshot-timeout", "200ms"]);
     let mut alice = server.join("main").await;
     let mut bob = server.join("main").await;
     alice.next_of_type("canvasRequest").await;
@@ -586,7 +593,6 @@ async fn a_client_that_asks_for_batches_gets_bursts_in_few_frames_in_order() {
             .expect("upgrade");
     let (greeting, _) = read_batched_until(&mut bob, |m| m["type"] == "clientCount").await;
     assert_eq!(greeting[0]["type"], "welcome");
-    alice.next_of_type("canvasRequest").await;
     for i in 0..100 {
         alice.send_json(draw_at(f64::from(i), 3.0)).await;
     }

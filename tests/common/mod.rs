@@ -31,6 +31,16 @@ pub struct Server {
     /// The `--metrics-bind` listener, when started with one.
     pub metrics_addr: Option<SocketAddr>,
     _stdout: BufReader<ChildStdout>,
+    /// The data directory this server got of its own (removed with it), unless the test gave one.
+    _data_dir: Option<tempfile::TempDir>,
+}
+
+/// A fresh, empty data directory, removed when dropped.
+pub fn data_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("livecanvas-test-")
+        .tempdir()
+        .expect("a temporary data directory")
 }
 
 impl Server {
@@ -38,8 +48,10 @@ impl Server {
         Server::start_with(&[])
     }
 
-    /// Starts the binary with extra flags, and waits for the line announcing its address.
+    /// Starts the binary with extra flags, and waits for the line announcing its address. Unless
+    /// the flags name a `--data-dir`, the server gets a fresh one of its own.
     pub fn start_with(args: &[&str]) -> Server {
+        let own_data_dir = (!args.contains(&"--data-dir")).then(data_dir);
         let mut command = Command::new(env!("CARGO_BIN_EXE_livecanvas"));
         command
             .args(["--bind", "127.0.0.1:0", "--frontend-dir", &frontend_dir()])
@@ -49,6 +61,9 @@ impl Server {
                 std::env::var("TEST_SERVER_LOG").unwrap_or_else(|_| "warn".into()),
             )
             .stdout(Stdio::piped());
+        if let Some(dir) = &own_data_dir {
+            command.env("LIVECANVAS_DATA_DIR", dir.path());
+        }
         die_with_parent(&mut command);
         let mut child = command.spawn().expect("the livecanvas binary starts");
         let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
@@ -64,6 +79,7 @@ impl Server {
                 addr,
                 metrics_addr,
                 _stdout: stdout,
+                _data_dir: own_data_dir,
             },
             None => {
                 let _ = child.kill();
@@ -80,6 +96,12 @@ impl Server {
             .status()
             .expect("kill runs");
         assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Kills the server at once (SIGKILL), as a crash or an out-of-memory kill would.
+    pub fn kill_now(&mut self) {
+        self.child.kill().expect("the server can be killed");
+        self.child.wait().expect("the killed server is reaped");
     }
 
     /// Waits (polling the process table) until the server exits, at most `deadline`.
@@ -133,7 +155,9 @@ impl Server {
 
 /// Runs the binary to completion (for start-up errors and subcommands): exit code and stderr.
 pub fn run_binary(args: &[&str]) -> (Option<i32>, String) {
+    let scratch = data_dir();
     let output = Command::new(env!("CARGO_BIN_EXE_livecanvas"))
+        .env("LIVECANVAS_DATA_DIR", scratch.path())
         .args(args)
         .output()
         .expect("the binary runs");
@@ -243,8 +267,10 @@ impl Client {
 
     /// The next message, whatever it is (pings are answered by the library while we read).
     pub async fn next_message(&mut self) -> Message {
+        // One deadline for the whole wait: the server's pings must not keep a hung test alive.
+        let deadline = tokio::time::Instant::now() + EVENT_DEADLINE;
         loop {
-            let message = tokio::time::timeout(EVENT_DEADLINE, self.ws.next())
+            let message = tokio::time::timeout_at(deadline, self.ws.next())
                 .await
                 .expect("a message before the deadline")
                 .expect("the connection is open")
@@ -265,12 +291,17 @@ impl Client {
 
     /// Skips messages until one of type `kind` arrives.
     pub async fn next_of_type(&mut self, kind: &str) -> Value {
-        loop {
-            let message = self.next_json().await;
-            if message["type"] == kind {
-                return message;
+        let wait = async {
+            loop {
+                let message = self.next_json().await;
+                if message["type"] == kind {
+                    return message;
+                }
             }
-        }
+        };
+        tokio::time::timeout(EVENT_DEADLINE, wait)
+            .await
+            .unwrap_or_else(|_| panic!("no {kind} message before the deadline"))
     }
 
     /// The next message that is not a `clientCount`.

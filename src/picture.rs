@@ -1,0 +1,261 @@
+//! Pictures: a room's canvas in the form the server hands out and stores.
+//!
+//! This module owns turning a checkpoint (a PNG) plus the operations recorded after it into a new
+//! checkpoint, and reading back what the store kept. Rendering is CPU work of some milliseconds, so
+//! everything here is plain blocking code meant for `spawn_blocking`: it must never be called on a
+//! room's own thread, and never trust stored bytes (a damaged room is an error, not a panic).
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+
+use crate::canvas::{Canvas, CanvasError, Op};
+use crate::protocol::{
+    decode_client_message, CanvasSize, ClientMessage, MAX_CANVAS_SIDE_PX, PNG_DATA_URL_PREFIX,
+};
+use crate::storage::StoredRoom;
+
+/// The room's picture as of operation `seq`: what a newcomer is sent before the operations after it.
+#[derive(Clone)]
+pub struct Picture {
+    /// The last operation the picture includes.
+    pub seq: u64,
+    /// Nothing visible: newcomers get `canvasEmpty`, and the room need not be kept on disk.
+    pub blank: bool,
+    /// The PNG (transparent where nothing is drawn); empty when `blank`.
+    pub png: Arc<[u8]>,
+    /// The PNG as the `data:` URL a `canvasState` carries, made once per picture.
+    pub data_url: Arc<str>,
+}
+
+impl Picture {
+    pub fn blank(seq: u64) -> Picture {
+        Picture {
+            seq,
+            blank: true,
+            png: Arc::from(Vec::new()),
+            data_url: Arc::from(""),
+        }
+    }
+
+    fn from_canvas(canvas: &Canvas, seq: u64) -> Result<Picture, CanvasError> {
+        if canvas.is_blank() {
+            return Ok(Picture::blank(seq));
+        }
+        let png = canvas.encode_png();
+        if png.is_empty() {
+            return Err(CanvasError::Unsupported(
+                "the picture could not be encoded".into(),
+            ));
+        }
+        let mut data_url = String::with_capacity(PNG_DATA_URL_PREFIX.len() + png.len() * 4 / 3 + 4);
+        data_url.push_str(PNG_DATA_URL_PREFIX);
+        base64::engine::general_purpose::STANDARD.encode_string(&png, &mut data_url);
+        Ok(Picture {
+            seq,
+            blank: false,
+            png: Arc::from(png),
+            data_url: Arc::from(data_url),
+        })
+    }
+
+    /// Stored bytes this picture takes.
+    pub fn stored_len(&self) -> u64 {
+        self.png.len() as u64
+    }
+}
+
+/// The canvas `base` shows with `ops` drawn over it. Only the operations after the last clear
+/// are drawn, over a blank canvas.
+pub fn render(base: &Picture, ops: &[Op], size: CanvasSize) -> Result<Canvas, CanvasError> {
+    let last_clear = ops.iter().rposition(|op| matches!(op, Op::Clear));
+    let (mut canvas, ops) = match last_clear {
+        Some(index) => (Canvas::blank(size), &ops[index + 1..]),
+        None if base.blank => (Canvas::blank(size), ops),
+        None => (Canvas::decode_png(&base.png, size)?, ops),
+    };
+    for op in ops {
+        canvas.apply(op);
+    }
+    Ok(canvas)
+}
+
+/// The next checkpoint: `base` with `ops` drawn over it, as of operation `seq`.
+pub fn compose(
+    base: &Picture,
+    ops: &[Op],
+    seq: u64,
+    size: CanvasSize,
+) -> Result<Picture, CanvasError> {
+    Picture::from_canvas(&render(base, ops, size)?, seq)
+}
+
+/// A room as read back from the store, ready to serve.
+pub struct Restored {
+    pub picture: Picture,
+    /// Operations the stored checkpoint did not cover (now drawn into `picture`).
+    pub replayed: usize,
+}
+
+/// Rebuilds a room's picture from what the store kept: its checkpoint with every later operation
+/// drawn over it. Fails, naming what is damaged, rather than starting blank over a stored picture.
+pub fn restore(stored: &StoredRoom, size: CanvasSize) -> Result<Restored, String> {
+    let base = match &stored.checkpoint {
+        Some(png) => {
+            let unreadable = |err| format!("its checkpoint picture is unreadable: {err}");
+            let canvas = Canvas::decode_png(png, size).map_err(unreadable)?;
+            Picture::from_canvas(&canvas, stored.checkpoint_seq).map_err(unreadable)?
+        }
+        None => Picture::blank(stored.checkpoint_seq),
+    };
+    let ops = stored
+        .ops
+        .iter()
+        .map(|(seq, json)| {
+            parse_stored_op(json)
+                .map_err(|err| format!("its operation #{seq} is unreadable: {err}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let seq = stored
+        .ops
+        .last()
+        .map_or(stored.checkpoint_seq, |(seq, _)| *seq);
+    let picture = if ops.is_empty() {
+        base
+    } else {
+        compose(&base, &ops, seq, size).map_err(|err| format!("it cannot be drawn: {err}"))?
+    };
+    Ok(Restored {
+        picture,
+        replayed: ops.len(),
+    })
+}
+
+/// A stored operation is the message that was broadcast for it, checked again as if a client had
+/// sent it. Coordinates are checked against the largest canvas, so that a room stored before a
+/// change of `--canvas-width`/`--canvas-height` still loads.
+pub fn parse_stored_op(json: &str) -> Result<Op, String> {
+    let any_size = CanvasSize {
+        width: MAX_CANVAS_SIDE_PX,
+        height: MAX_CANVAS_SIDE_PX,
+    };
+    match decode_client_message(json, any_size) {
+        Ok(ClientMessage::Draw(segment)) => Ok(Op::Draw(segment)),
+        Ok(ClientMessage::Clear) => Ok(Op::Clear),
+        Ok(_) => Err("not a draw or clear".into()),
+        Err(rejection) => Err(rejection.message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Segment, ServerMessage, Tool};
+
+    const SIZE: CanvasSize = CanvasSize {
+        width: 64,
+        height: 48,
+    };
+
+    fn line(color: &str, y: f64) -> Op {
+        Op::Draw(Segment {
+            color: color.into(),
+            start_x: 4.0,
+            start_y: y,
+            end_x: 60.0,
+            end_y: y,
+            size: 6.0,
+            tool: Tool::Pen,
+        })
+    }
+
+    fn encoded(op: &Op) -> String {
+        let message = match op {
+            Op::Draw(segment) => ServerMessage::Draw(segment),
+            Op::Clear => ServerMessage::Clear,
+        };
+        message.encode().to_string()
+    }
+
+    #[test]
+    fn composing_in_two_steps_gives_the_same_picture_as_in_one() {
+        let ops = [
+            line("#ff0000", 10.0),
+            line("#00ff00", 20.0),
+            line("#0000ff", 30.0),
+        ];
+        let once = compose(&Picture::blank(0), &ops, 3, SIZE).unwrap();
+        let first = compose(&Picture::blank(0), &ops[..1], 1, SIZE).unwrap();
+        let twice = compose(&first, &ops[1..], 3, SIZE).unwrap();
+        let a = Canvas::decode_png(&once.png, SIZE).unwrap();
+        let b = Canvas::decode_png(&twice.png, SIZE).unwrap();
+        for (x, y) in [(30, 10), (30, 20), (30, 30), (2, 2)] {
+            assert_eq!(a.pixel(x, y), b.pixel(x, y), "({x}, {y})");
+        }
+    }
+
+    #[test]
+    fn a_clear_makes_everything_before_it_irrelevant() {
+        let base = compose(&Picture::blank(0), &[line("#ff0000", 10.0)], 1, SIZE).unwrap();
+        assert!(!base.blank);
+        let cleared = compose(&base, &[line("#00ff00", 20.0), Op::Clear], 3, SIZE).unwrap();
+        assert!(cleared.blank);
+        assert_eq!(cleared.seq, 3);
+    }
+
+    #[test]
+    fn a_data_url_carries_the_png() {
+        let picture = compose(&Picture::blank(0), &[line("#123456", 10.0)], 1, SIZE).unwrap();
+        let encoded = picture.data_url.strip_prefix(PNG_DATA_URL_PREFIX).unwrap();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .unwrap();
+        assert_eq!(bytes, &picture.png[..]);
+    }
+
+    #[test]
+    fn stored_operations_are_the_broadcast_messages_read_back() {
+        for op in [line("#abcdef", 12.5), Op::Clear] {
+            assert_eq!(parse_stored_op(&encoded(&op)).unwrap(), op);
+        }
+    }
+
+    #[test]
+    fn a_damaged_stored_room_is_an_error_naming_the_damage() {
+        let stored = StoredRoom {
+            checkpoint: Some(b"\x89PNG\r\n\x1a\nnot really".to_vec()),
+            checkpoint_seq: 4,
+            ops: vec![],
+            stored_bytes: 0,
+            existed: true,
+        };
+        let err = restore(&stored, SIZE).err().unwrap();
+        assert!(err.contains("checkpoint"), "{err}");
+        let stored = StoredRoom {
+            checkpoint: None,
+            checkpoint_seq: 0,
+            ops: vec![(1, encoded(&line("#000", 5.0))), (2, "{\"type\":".into())],
+            stored_bytes: 0,
+            existed: true,
+        };
+        let err = restore(&stored, SIZE).err().unwrap();
+        assert!(err.contains("#2"), "{err}");
+    }
+
+    #[test]
+    fn a_restored_room_includes_every_stored_operation() {
+        let base = compose(&Picture::blank(0), &[line("#ff0000", 10.0)], 1, SIZE).unwrap();
+        let stored = StoredRoom {
+            checkpoint: Some(base.png.to_vec()),
+            checkpoint_seq: 1,
+            ops: vec![(2, encoded(&line("#0000ff", 30.0)))],
+            stored_bytes: 0,
+            existed: true,
+        };
+        let restored = restore(&stored, SIZE).unwrap();
+        assert_eq!((restored.picture.seq, restored.replayed), (2, 1));
+        let canvas = Canvas::decode_png(&restored.picture.png, SIZE).unwrap();
+        assert_eq!(canvas.pixel(30, 10), [255, 0, 0, 255]);
+        assert_eq!(canvas.pixel(30, 30), [0, 0, 255, 255]);
+    }
+}
