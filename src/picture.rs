@@ -5,15 +5,35 @@
 //! everything here is plain blocking code meant for `spawn_blocking`: it must never be called on a
 //! room's own thread, and never trust stored bytes (a damaged room is an error, not a panic).
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use base64::Engine as _;
+use tokio::sync::Semaphore;
 
 use crate::canvas::{Canvas, CanvasError, Op};
 use crate::protocol::{
     decode_client_message, CanvasSize, ClientMessage, MAX_CANVAS_SIDE_PX, PNG_DATA_URL_PREFIX,
 };
 use crate::storage::StoredRoom;
+
+/// Renders at once, at most one per core: rooms that all checkpoint together queue here rather than
+/// each taking a blocking thread and a picture's worth of memory.
+static RENDER_PERMITS: LazyLock<Semaphore> =
+    LazyLock::new(|| Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())));
+
+/// Runs `render` on a blocking thread once a render permit is free. `None` if it panicked.
+pub async fn render_off_thread<T: Send + 'static>(
+    render: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let _permit = RENDER_PERMITS.acquire().await.ok()?;
+    match tokio::task::spawn_blocking(render).await {
+        Ok(value) => Some(value),
+        Err(err) => {
+            log::error!("a render failed: {err}");
+            None
+        }
+    }
+}
 
 /// The room's picture as of operation `seq`: what a newcomer is sent before the operations after it.
 #[derive(Clone)]

@@ -4,7 +4,8 @@
 //! sender, keeps the count up to date, records every accepted operation (in memory and, through the
 //! [`Store`], on disk), and hands newcomers the picture: the last checkpoint, then the operations
 //! after it. Every broadcast is encoded once and the same bytes go to each member and to the store.
-//! Checkpoints are rendered off the room's thread (`spawn_blocking`); the store writes on its own.
+//! Checkpoints are rendered off the room's thread (`picture::render_off_thread`); the store writes
+//! on its own thread.
 //!
 //! It must never block (no disk, no rendering on its thread), never wait on a member, never start
 //! blank over a stored picture it could not read, and never trust a member's claim about who asked
@@ -18,7 +19,7 @@ use actix::prelude::*;
 use bytestring::ByteString;
 use uuid::Uuid;
 
-use crate::canvas::Op;
+use crate::canvas::{CanvasError, Op};
 use crate::config::{PictureSource, Settings};
 use crate::picture::{self, Picture, Restored};
 use crate::protocol::{ErrorCode, Rejection, Segment, ServerMessage};
@@ -409,19 +410,30 @@ impl CanvasServer {
             self.name,
             self.recorded.len()
         );
+        ctx.spawn(
+            self.render_checkpoint()
+                .into_actor(self)
+                .map(|result, room, ctx| {
+                    room.composing = false;
+                    match result {
+                        Some(Ok(picture)) => room.checkpointed(picture, ctx),
+                        Some(Err(err)) => {
+                            log::error!("room={} checkpoint failed: {err}", room.name)
+                        }
+                        None => {}
+                    }
+                }),
+        );
+    }
+
+    /// The next checkpoint, rendered off this thread: the last one with every operation since.
+    fn render_checkpoint(
+        &self,
+    ) -> impl std::future::Future<Output = Option<Result<Picture, CanvasError>>> + 'static {
         let base = self.picture.clone();
         let ops: Vec<Op> = self.recorded.iter().map(|r| r.op.clone()).collect();
-        let seq = self.last_seq;
-        let size = self.settings.canvas;
-        let render = tokio::task::spawn_blocking(move || picture::compose(&base, &ops, seq, size));
-        ctx.spawn(render.into_actor(self).map(|result, room, ctx| {
-            room.composing = false;
-            match result {
-                Ok(Ok(picture)) => room.checkpointed(picture, ctx),
-                Ok(Err(err)) => log::error!("room={} checkpoint failed: {err}", room.name),
-                Err(err) => log::error!("room={} checkpoint failed: {err}", room.name),
-            }
-        }));
+        let (seq, size) = (self.last_seq, self.settings.canvas);
+        picture::render_off_thread(move || picture::compose(&base, &ops, seq, size))
     }
 
     fn checkpointed(&mut self, picture: Picture, ctx: &mut Context<Self>) {
@@ -543,9 +555,9 @@ impl Actor for CanvasServer {
         let size = self.settings.canvas;
         let load = async move {
             let stored = store.load(name).await.map_err(LoadError::Store)?;
-            tokio::task::spawn_blocking(move || picture::restore(&stored, size))
+            picture::render_off_thread(move || picture::restore(&stored, size))
                 .await
-                .map_err(|err| LoadError::Damaged(format!("restoring it failed: {err}")))?
+                .ok_or_else(|| LoadError::Damaged("restoring it failed".into()))?
                 .map_err(LoadError::Damaged)
         };
         ctx.wait(load.into_actor(self).map(|result, room, ctx| {
@@ -695,19 +707,16 @@ impl Handler<Shutdown> for CanvasServer {
         }
         // Every operation is already stored; folding them into a last checkpoint keeps what the
         // next load replays short. Nothing else is waiting on this room: the registry forgot it.
-        let base = self.picture.clone();
-        let ops: Vec<Op> = self.recorded.iter().map(|r| r.op.clone()).collect();
-        let (seq, size) = (self.last_seq, self.settings.canvas);
-        let render = tokio::task::spawn_blocking(move || picture::compose(&base, &ops, seq, size));
+        let render = self.render_checkpoint();
         // Nobody holds this room's address any more, and actix stops an actor whose mailbox has
         // no sender: keep one until the checkpoint is stored.
         let keep_alive = ctx.address();
         ctx.wait(render.into_actor(self).map(move |result, room, ctx| {
             drop(keep_alive);
             match result {
-                Ok(Ok(picture)) => room.store_checkpoint(&picture),
-                Ok(Err(err)) => log::error!("room={} last checkpoint failed: {err}", room.name),
-                Err(err) => log::error!("room={} last checkpoint failed: {err}", room.name),
+                Some(Ok(picture)) => room.store_checkpoint(&picture),
+                Some(Err(err)) => log::error!("room={} last checkpoint failed: {err}", room.name),
+                None => {}
             }
             ctx.stop();
         }));

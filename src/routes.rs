@@ -2,7 +2,7 @@
 //!
 //! This module owns URL shapes and what is refused before an upgrade (bad room names get 400). It
 //! must never hold connection state: each upgrade hands its connection to a new `WsSession` actor.
-//! It must never render on an HTTP worker's thread: pictures are drawn in `web::block`.
+//! It must never render on an HTTP worker's thread: pictures are drawn by `picture::render_off_thread`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -203,7 +203,7 @@ async fn canvas_png(
         Err(response) => return response,
     };
     let size = state.settings.canvas;
-    let rendered = web::block(move || {
+    let rendered = picture::render_off_thread(move || {
         picture::render(&base, &ops, size).map(|canvas| {
             if transparent {
                 canvas.encode_png()
@@ -214,7 +214,7 @@ async fn canvas_png(
     })
     .await;
     match rendered {
-        Ok(Ok(png)) => HttpResponse::Ok()
+        Some(Ok(png)) => HttpResponse::Ok()
             .content_type("image/png")
             .insert_header((header::CACHE_CONTROL, "no-store"))
             .insert_header((
@@ -222,15 +222,15 @@ async fn canvas_png(
                 format!("inline; filename=\"livecanvas-{name}.png\""),
             ))
             .body(png),
-        Ok(Err(err)) => picture_error(
+        Some(Err(err)) => picture_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "unreadable_canvas",
             format!("the room's picture could not be drawn: {err}"),
         ),
-        Err(err) => picture_error(
+        None => picture_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
-            err.to_string(),
+            "the picture could not be drawn".into(),
         ),
     }
 }
@@ -265,9 +265,9 @@ async fn current_canvas(
         }
     };
     let size = state.settings.canvas;
-    match web::block(move || picture::restore(&stored, size)).await {
-        Ok(Ok(restored)) => Ok(Some((restored.picture, Vec::new()))),
-        Ok(Err(why)) => {
+    match picture::render_off_thread(move || picture::restore(&stored, size)).await {
+        Some(Ok(restored)) => Ok(Some((restored.picture, Vec::new()))),
+        Some(Err(why)) => {
             log::error!("room={name} has a damaged stored canvas: {why}");
             Err(picture_error(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -275,10 +275,10 @@ async fn current_canvas(
                 "the room's saved canvas could not be read".into(),
             ))
         }
-        Err(err) => Err(picture_error(
+        None => Err(picture_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
-            err.to_string(),
+            "the picture could not be read".into(),
         )),
     }
 }
