@@ -1,6 +1,9 @@
 // sync.js — owns the snapshot flow of the protocol: after `welcome` with awaitingSnapshot, queue
 // draw/clear until our `canvasState`/`canvasEmpty` arrives, load the picture, replay the queue.
-// Also answers `canvasRequest` with the master canvas.
+// The server keeps every room's canvas and sends it itself (its picture, then the operations after
+// it), so by default every welcome has awaitingSnapshot. Only under `--newcomer-picture peer` does
+// it ask a member instead, with `canvasRequest`, which this module answers with the master canvas
+// (and a page alone in the room gets awaitingSnapshot false and no picture).
 
 import { toSegment, decodeImage, DEFAULT_WIDTH, DEFAULT_HEIGHT } from './board.js';
 
@@ -27,8 +30,10 @@ export class Sync {
     this.#loading = false;
     const width = Number.isInteger(msg.width) ? msg.width : DEFAULT_WIDTH;
     const height = Number.isInteger(msg.height) ? msg.height : DEFAULT_HEIGHT;
-    // Resizing clears; otherwise keep what is on screen: after a reconnect into an empty room it is
-    // the only copy of the picture, and while a snapshot loads it beats a blank board.
+    // Resizing clears; otherwise keep what is on screen until the picture arrives: it beats a blank
+    // board meanwhile, and the picture replaces it (strokes drawn while disconnected never reached
+    // the server, so they go). Under `--newcomer-picture peer` a page alone in the room gets no
+    // picture, and keeps what it shows.
     if (width !== this.#board.width || height !== this.#board.height) this.#board.setSize(width, height);
     this.#awaiting = msg.awaitingSnapshot === true;
     this.#onSynced(!this.#awaiting);

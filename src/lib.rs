@@ -28,7 +28,7 @@ use actix_web::rt::signal::unix::{signal, Signal, SignalKind};
 use actix_web::{middleware, web, App, HttpServer};
 
 use crate::config::Settings;
-use crate::registry::{CloseAllRooms, RoomRegistry};
+use crate::registry::{CloseAllRooms, DrainRooms, RoomRegistry};
 use crate::routes::AppState;
 use crate::stats::Stats;
 use crate::storage::{Store, StoreError, StoreOptions};
@@ -75,7 +75,7 @@ pub async fn run(settings: Settings, store: Store) -> std::io::Result<()> {
         signals,
         handles,
         state.ready.clone(),
-        registry,
+        registry.clone(),
     ));
     let served = match metrics {
         Some(metrics) => {
@@ -84,7 +84,11 @@ pub async fn run(settings: Settings, store: Store) -> std::io::Result<()> {
         }
         None => main.await,
     };
-    // Every connection is gone: whatever the rooms accepted is in the store's queue. Commit it.
+    // Every connection is gone. Once the rooms have handled what the sessions sent them, every
+    // accepted operation is in the store's queue: commit it.
+    if registry.send(DrainRooms).await.is_err() {
+        log::warn!("the room registry had already stopped");
+    }
     store.close().await;
     log::info!("stopped");
     served

@@ -13,7 +13,7 @@ use actix::prelude::*;
 use uuid::Uuid;
 
 use crate::config::Settings;
-use crate::room::{CanvasServer, CloseAll, Join, Shutdown};
+use crate::room::{CanvasServer, CloseAll, Drain, Join, Shutdown};
 use crate::session::WsSession;
 use crate::stats::Stats;
 use crate::storage::Store;
@@ -31,6 +31,12 @@ pub struct JoinRoom {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct CloseAllRooms;
+
+/// Answers once every open room has handled everything sent to it before: after the connections
+/// are gone, every accepted operation has then reached the store's queue.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DrainRooms;
 
 /// The address of `room` if it is open (for reading its canvas); rooms are not opened for this.
 #[derive(Message)]
@@ -202,6 +208,24 @@ impl Handler<CloseAllRooms> for RoomRegistry {
         Box::pin(async move {
             for room in closing {
                 // A room that already stopped has nobody to close.
+                let _ = room.await;
+            }
+        })
+    }
+}
+
+impl Handler<DrainRooms> for RoomRegistry {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: DrainRooms, _ctx: &mut Context<Self>) -> Self::Result {
+        let draining: Vec<_> = self
+            .rooms
+            .values()
+            .map(|room| room.addr.send(Drain))
+            .collect();
+        Box::pin(async move {
+            for room in draining {
+                // A room that already stopped has stored what it accepted.
                 let _ = room.await;
             }
         })

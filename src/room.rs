@@ -86,6 +86,11 @@ struct Evict {
 #[rtype(result = "()")]
 pub struct Shutdown;
 
+/// Answered once everything sent to the room before it has been handled (mailboxes are in order).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Drain;
+
 /// What the room's canvas looks like now: a picture and the operations drawn after it (for
 /// `GET /api/rooms/{room}/canvas.png`; the caller renders them off the room's thread).
 #[derive(Message)]
@@ -747,4 +752,10 @@ impl Handler<CurrentCanvas> for CanvasServer {
         let ops = self.recorded.iter().map(|r| r.op.clone()).collect();
         MessageResult(Some((self.picture.clone(), ops)))
     }
+}
+
+impl Handler<Drain> for CanvasServer {
+    type Result = ();
+
+    fn handle(&mut self, _: Drain, _ctx: &mut Context<Self>) {}
 }

@@ -1,7 +1,8 @@
 //! The page in a real browser: headless Chromium driven over WebDriver (Debian's `chromedriver`),
 //! one browser session per simulated person, against the real server on an ephemeral port.
 //! Strokes are drawn with real pointer input (WebDriver actions) and checked by reading the pixels
-//! of each page's visible `#board` canvas.
+//! of each page's visible `#board` canvas, and against the server's own rendering of the room
+//! (`GET /api/rooms/{room}/canvas.png`).
 
 mod common;
 
@@ -427,8 +428,160 @@ async fn draw_red_middle_stroke(page: &Browser) {
     page.draw(&middle_stroke()).await;
 }
 
+/// The room a test uses: its name, made unique to this test run.
+fn room_name(name: &str) -> String {
+    format!("{name}-{}", std::process::id())
+}
+
 fn room_url(server: &Server, name: &str) -> String {
-    server.http_url(&format!("/r/{name}-{}", std::process::id()))
+    server.http_url(&format!("/r/{}", room_name(name)))
+}
+
+// ---- the server's picture ----
+
+/// A decoded picture: straight-alpha RGBA, row by row.
+struct Image {
+    width: u32,
+    height: u32,
+    rgba: Vec<u8>,
+}
+
+impl Image {
+    /// Decodes a PNG of any colour type and depth into 8-bit RGBA.
+    fn decode(png_bytes: &[u8]) -> Image {
+        let mut decoder = png::Decoder::new(std::io::Cursor::new(png_bytes));
+        decoder.set_transformations(png::Transformations::normalize_to_color8());
+        let mut reader = decoder.read_info().expect("a readable PNG");
+        let mut buffer = vec![0; reader.output_buffer_size().expect("a PNG of a sane size")];
+        let info = reader.next_frame(&mut buffer).expect("a PNG that decodes");
+        let rgba = buffer[..info.buffer_size()]
+            .chunks_exact(info.color_type.samples())
+            .flat_map(|px| match *px {
+                [r, g, b, a] => [r, g, b, a],
+                [r, g, b] => [r, g, b, 255],
+                [l, a] => [l, l, l, a],
+                [l] => [l, l, l, 255],
+                _ => unreachable!("1 to 4 samples"),
+            })
+            .collect();
+        Image {
+            width: info.width,
+            height: info.height,
+            rgba,
+        }
+    }
+
+    /// The picture a `data:image/png;base64,` URL carries.
+    fn from_data_url(data_url: &str) -> Image {
+        use base64::Engine as _;
+        let encoded = data_url
+            .strip_prefix("data:image/png;base64,")
+            .unwrap_or_else(|| panic!("a PNG data URL: {:.60}", data_url));
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .expect("valid base64");
+        Image::decode(&bytes)
+    }
+
+    /// The RGBA at a logical point (the picture is the room's logical size).
+    fn at(&self, (x, y): (f64, f64)) -> [u8; 4] {
+        let (x, y) = (x.floor() as usize, y.floor() as usize);
+        assert!(
+            x < self.width as usize && y < self.height as usize,
+            "({x}, {y}) is outside the {}x{} picture",
+            self.width,
+            self.height
+        );
+        let i = (y * self.width as usize + x) * 4;
+        self.rgba[i..i + 4].try_into().expect("four samples")
+    }
+
+    fn all(&self, points: &[(f64, f64)], want: Px) -> bool {
+        points.iter().all(|&p| want.matches(self.at(p)))
+    }
+}
+
+/// `GET url` (on a blocking thread): the status and the body.
+async fn http_get(url: String) -> (u16, Vec<u8>) {
+    tokio::task::spawn_blocking(move || {
+        let response = match ureq::get(&url).call() {
+            Ok(response) => response,
+            Err(ureq::Error::Status(_, response)) => response,
+            Err(err) => panic!("GET {url}: {err}"),
+        };
+        let status = response.status();
+        let mut body = Vec::new();
+        response
+            .into_reader()
+            .read_to_end(&mut body)
+            .unwrap_or_else(|e| panic!("the body of GET {url}: {e}"));
+        (status, body)
+    })
+    .await
+    .expect("the GET ran")
+}
+
+/// The room's picture as the server renders it, transparent where nothing is (as the page's master
+/// canvas is); `None` while nothing has been drawn in the room (404).
+async fn server_picture(server: &Server, room: &str) -> Option<Image> {
+    let url = server.http_url(&format!(
+        "/api/rooms/{room}/canvas.png?background=transparent"
+    ));
+    let (status, body) = http_get(url.clone()).await;
+    match status {
+        200 => Some(Image::decode(&body)),
+        404 => None,
+        _ => panic!("GET {url}: {status} {}", String::from_utf8_lossy(&body)),
+    }
+}
+
+/// Polls the server's picture of `room` until every group of points looks as wanted (so the server
+/// has accepted the operations that made them so); fails after the deadline.
+async fn wait_for_server_picture(
+    server: &Server,
+    room: &str,
+    want: &[(&[(f64, f64)], Px)],
+    what: &str,
+) -> Image {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let picture = server_picture(server, room).await;
+        if let Some(picture) = picture {
+            if want.iter().all(|&(points, px)| picture.all(points, px)) {
+                return picture;
+            }
+            if Instant::now() >= deadline {
+                let got: Vec<Vec<[u8; 4]>> = want
+                    .iter()
+                    .map(|(points, _)| points.iter().map(|&p| picture.at(p)).collect())
+                    .collect();
+                panic!(
+                    "waited {DEADLINE:?} in vain until {what}: wanted {want:?}, got RGBA {got:?}"
+                );
+            }
+        } else if Instant::now() >= deadline {
+            panic!("waited {DEADLINE:?} in vain until {what}: the room has no picture (404)");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Waits until the server counts no open connection (every page's WebSocket is closed).
+async fn wait_until_no_connection_is_open(server: &Server) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let (status, body) = http_get(server.http_url("/healthz")).await;
+        assert_eq!(status, 200, "healthz: {}", String::from_utf8_lossy(&body));
+        let health: Value = serde_json::from_slice(&body).expect("healthz is JSON");
+        if health["connections"] == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "waited {DEADLINE:?} in vain until the server counts no connection: {health}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
 }
 
 // ---- the tests ----
@@ -719,4 +872,269 @@ async fn the_page_reconnects_by_itself_after_a_server_restart_and_shows_the_pict
         "Bob's board away from the stroke",
     )
     .await;
+}
+
+#[tokio::test]
+async fn a_drawing_survives_closing_every_page_and_restarting_the_server() {
+    let data = common::data_dir();
+    let data_path = data.path().to_str().expect("a UTF-8 data directory");
+    let mut server = Server::start_with(&["--data-dir", data_path]);
+    let driver = Driver::start();
+    let room = room_name("survives");
+    let url = room_url(&server, "survives");
+
+    let alice = Browser::open(&driver, &url).await;
+    draw_red_middle_stroke(&alice).await;
+    // The stroke's last segment ends past the last ON_STROKE point: once the server's picture shows
+    // it there, the server has accepted the whole stroke (a page's operations arrive in order).
+    wait_for_server_picture(
+        &server,
+        &room,
+        &[
+            (&ON_STROKE, Px::Paint(RED_RGB)),
+            (&FAR_FROM_STROKE, Px::Blank),
+        ],
+        "the server's picture shows Alice's stroke",
+    )
+    .await;
+
+    // Alice closes her page: her browser session ends, and nobody is left in the room.
+    drop(alice);
+    wait_until_no_connection_is_open(&server).await;
+
+    server.terminate();
+    let status = server.wait_for_exit(DEADLINE);
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the server exits 0 after SIGTERM: {status:?}"
+    );
+    drop(server);
+
+    // A new server (on another port) over the same data directory.
+    let server = Server::start_with(&["--data-dir", data_path]);
+    let bob = Browser::open(&driver, &room_url(&server, "survives")).await;
+    bob.assert_pixels(
+        &ON_STROKE,
+        Px::Paint(RED_RGB),
+        "Bob's board, on the new server, once synced",
+    )
+    .await;
+    bob.assert_pixels(
+        &FAR_FROM_STROKE,
+        Px::Blank,
+        "Bob's board away from the stroke",
+    )
+    .await;
+}
+
+/// Named points that should all look like the `Px`.
+type Probe<'a> = (&'a str, &'a [(f64, f64)], Px);
+
+/// How two pictures of the same size differ.
+#[derive(Debug)]
+struct Difference {
+    pixels: usize,
+    /// Pixels whose alpha differs at all.
+    alpha_differs_at_all: usize,
+    /// Pixels whose alpha differs by more than 64 (a quarter of the range).
+    alpha_differs: usize,
+    /// The largest alpha difference of any pixel.
+    max_alpha_difference: u8,
+    /// Painted pixels (alpha above 128) in each picture.
+    painted: [usize; 2],
+    /// Pixels opaque in both pictures whose colour differs by more than 16 in a channel.
+    colour_differs: usize,
+}
+
+impl Difference {
+    fn between(a: &Image, b: &Image) -> Difference {
+        assert_eq!(
+            (a.width, a.height),
+            (b.width, b.height),
+            "the pictures are of one size"
+        );
+        let mut difference = Difference {
+            pixels: (a.width * a.height) as usize,
+            alpha_differs_at_all: 0,
+            alpha_differs: 0,
+            max_alpha_difference: 0,
+            painted: [0, 0],
+            colour_differs: 0,
+        };
+        for (p, q) in a.rgba.chunks_exact(4).zip(b.rgba.chunks_exact(4)) {
+            let alpha = p[3].abs_diff(q[3]);
+            difference.max_alpha_difference = difference.max_alpha_difference.max(alpha);
+            difference.alpha_differs_at_all += usize::from(alpha > 0);
+            difference.alpha_differs += usize::from(alpha > 64);
+            difference.painted[0] += usize::from(p[3] > 128);
+            difference.painted[1] += usize::from(q[3] > 128);
+            let opaque = p[3] == 255 && q[3] == 255;
+            difference.colour_differs +=
+                usize::from(opaque && (0..3).any(|i| p[i].abs_diff(q[i]) > 16));
+        }
+        difference
+    }
+}
+
+#[tokio::test]
+async fn the_server_renders_the_picture_as_the_browser_draws_it() {
+    // The peer flow lets the test read the page's master canvas as the page exports it: a newcomer
+    // that joins gets the `canvasState` the page answers the server's `canvasRequest` with
+    // (`board.toDataURL()`). The server records and renders the room the same way in either flow.
+    let server = Server::start_with(&["--newcomer-picture", "peer"]);
+    let driver = Driver::start();
+    let room = room_name("rendering");
+    let alice = Browser::open(&driver, &room_url(&server, "rendering")).await;
+
+    // A thick red stroke across the top…
+    alice.pick_color(RED).await;
+    alice.set_size(40).await;
+    alice.draw(&line((200.0, 250.0), (1400.0, 250.0), 12)).await;
+    // …a thin blue zigzag (every turn is where two segments' round caps meet)…
+    alice.pick_color("#1e88e5").await;
+    alice.set_size(4).await;
+    let zigzag: Vec<(f64, f64)> = (0..=12)
+        .map(|i| {
+            (
+                200.0 + 100.0 * f64::from(i),
+                if i % 2 == 0 { 420.0 } else { 520.0 },
+            )
+        })
+        .collect();
+    alice.draw(&zigzag).await;
+    // …short thick green dashes, mostly caps (square caps would add a sixth to each)…
+    alice.pick_color("#43a047").await;
+    alice.set_size(64).await;
+    for i in 0..12 {
+        let x = 160.0 + 110.0 * f64::from(i);
+        alice.draw(&[(x, 720.0), (x + 30.0, 720.0)]).await;
+    }
+    // …dots (clicks without moving), big and small…
+    alice.pick_color("#000000").await;
+    alice.set_size(40).await;
+    alice.draw(&[(800.0, 620.0)]).await;
+    alice.set_size(4).await;
+    alice.draw(&[(900.0, 620.0)]).await;
+    // …a wide eraser up across the zigzag and then along the red stroke…
+    alice.set_size(64).await;
+    alice.click("#tool-eraser").await;
+    alice
+        .wait_until(
+            "document.body.dataset.tool === 'eraser'",
+            "the eraser is selected",
+        )
+        .await;
+    let mut eraser = line((1000.0, 600.0), (1000.0, 250.0), 7);
+    eraser.extend(
+        line((1000.0, 250.0), (500.0, 250.0), 10)
+            .into_iter()
+            .skip(1),
+    );
+    alice.draw(&eraser).await;
+    // …and last, a purple dot in an empty corner, only to tell when the server has everything.
+    const PURPLE_RGB: [u8; 3] = [0x8e, 0x24, 0xaa];
+    alice.pick_color("#8e24aa").await;
+    alice.set_size(20).await;
+    let last = [(1500.0, 100.0)];
+    alice.draw(&last).await;
+
+    // A page's operations reach the room in order: once the server's picture has the last one, it
+    // has them all.
+    let rendered = wait_for_server_picture(
+        &server,
+        &room,
+        &[(&last, Px::Paint(PURPLE_RGB))],
+        "the server's picture has the last dot",
+    )
+    .await;
+
+    // The page's master canvas, as the page itself exports it for a newcomer.
+    let mut newcomer = server.join(&room).await;
+    let state = newcomer.next_of_type("canvasState").await;
+    let drawn = Image::from_data_url(state["data"].as_str().expect("canvasState carries data"));
+    assert_eq!(
+        (drawn.width, drawn.height),
+        (LOGICAL_WIDTH as u32, LOGICAL_HEIGHT as u32),
+        "the master canvas is the room's logical size"
+    );
+
+    let difference = Difference::between(&drawn, &rendered);
+    eprintln!("the page's master canvas against the server's rendering: {difference:?}");
+
+    // Both show the strokes where they were drawn: a few points of each, checked on both.
+    let red_kept = [
+        (250.0, 250.0),
+        (400.0, 240.0),
+        (1200.0, 260.0),
+        (1390.0, 250.0),
+    ];
+    let erased = [
+        (510.0, 250.0),
+        (700.0, 235.0),
+        (990.0, 265.0),
+        (1000.0, 250.0),
+        (1000.0, 420.0),
+    ];
+    let blue = [
+        (200.0, 420.0),
+        (300.0, 520.0),
+        (400.0, 420.0),
+        (1400.0, 420.0),
+    ];
+    let green = [(175.0, 720.0), (1395.0, 720.0), (700.0, 700.0)];
+    let black = [(800.0, 620.0), (785.0, 610.0)];
+    let blank = [
+        (100.0, 100.0),
+        (1500.0, 850.0),
+        (800.0, 350.0),
+        (250.0, 600.0),
+    ];
+    let probes: [Probe; 6] = [
+        ("the red stroke", &red_kept, Px::Paint(RED_RGB)),
+        ("the erased path", &erased, Px::Blank),
+        (
+            "the blue zigzag's corners",
+            &blue,
+            Px::Paint([0x1e, 0x88, 0xe5]),
+        ),
+        ("the green dashes", &green, Px::Paint([0x43, 0xa0, 0x47])),
+        ("the big black dot", &black, Px::Paint([0, 0, 0])),
+        ("nothing", &blank, Px::Blank),
+    ];
+    for (picture, whose) in [
+        (&drawn, "the page's master canvas"),
+        (&rendered, "the server's rendering"),
+    ] {
+        for (what, points, want) in probes {
+            let got: Vec<[u8; 4]> = points.iter().map(|&p| picture.at(p)).collect();
+            assert!(
+                picture.all(points, want),
+                "{whose} at {what}: expected {want:?} at {points:?}, got RGBA {got:?}"
+            );
+        }
+    }
+
+    let Difference {
+        pixels,
+        alpha_differs,
+        painted: [painted_drawn, painted_rendered],
+        colour_differs,
+        ..
+    } = difference;
+    assert!(
+        painted_drawn > 50_000,
+        "the picture is substantial enough to compare: {difference:?}"
+    );
+    assert!(
+        alpha_differs * 200 < pixels,
+        "fewer than 0.5% of the pixels differ in alpha by more than 64: {difference:?}"
+    );
+    assert!(
+        painted_drawn.abs_diff(painted_rendered) * 50 <= painted_drawn.max(painted_rendered),
+        "the painted areas are within 2% of each other: {difference:?}"
+    );
+    assert!(
+        colour_differs * 200 < painted_drawn,
+        "fewer than 0.5% of the painted pixels differ in colour: {difference:?}"
+    );
 }
