@@ -1,18 +1,25 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark: livecanvas (batched and unbatched) against the minimal Node `ws` relay in
-# bench/node-relay, under the same load from target/release/livecanvas-load, on 127.0.0.1 only.
-# Each server x workload run starts a fresh server, waits for its port, runs the load generator,
-# samples the server's CPU time and peak RSS from /proc, and stops the server.
+# Side-by-side benchmark: livecanvas (batched and unbatched, storing in SQLite or in memory only)
+# against the minimal Node `ws` relay in bench/node-relay, under the same load from
+# target/release/livecanvas-load, on 127.0.0.1 only. Each server x workload run starts a fresh
+# server (livecanvas: in a fresh temporary --data-dir, removed afterwards), waits for its port, runs
+# the load generator, samples the server's CPU time (per thread too), peak RSS and bytes on disk,
+# and stops the server.
 #
 # Usage: bench/compare.sh [options]
 #   --workloads LIST   comma-separated presets: busy-room,many-rooms,join-storm,idle-crowd,smoke
-#                      (default: many-rooms,busy-room)
+#                      (default: many-rooms,busy-room); W:R runs preset W at R segments/s per
+#                      sender (e.g. busy-room:20,many-rooms:10)
 #   --duration D       drawing time of each run, e.g. 10s (default 10s; idle-crowd keeps its
 #                      preset's 20 s unless --duration is given)
 #   --rate R           segments per second per sender, overriding the presets' rates
 #   --step W:R1,R2,..  rate-step mode: run workload W at each rate on every server, then print
 #                      per server the highest rate with p99 < 50 ms and lost == 0
-#   --servers LIST     which of ours-batch,ours,node to run (default: all three)
+#   --servers LIST     which of ours-batch,ours,ours-batch-mem,ours-mem,node to run (default:
+#                      ours-batch,ours,node). ours-batch and ours store every room in SQLite (the
+#                      server's default); the -mem kinds run the same with --storage memory
+#   --repeat N         run every workload x server N times, the servers taking turns (default 1)
+#   --ours-args "A B"  extra flags for every livecanvas server (e.g. "--flush-interval 1s")
 #   --quick            smoke check of the script: preset smoke, 2 s per run (well under a minute)
 #   --ours-port P      livecanvas's port (default 18080)
 #   --node-port P      the Node relay's port (default 18081)
@@ -20,8 +27,10 @@
 #   -h, --help         this text
 #
 # The Markdown table goes to stdout, progress to stderr; every run's JSON (the load generator's
-# report plus server, workload, server_cpu_percent, server_peak_rss_mib, ...) is appended to
-# bench/results/compare-<date>.jsonl, and the servers' and load generator's logs are kept beside it.
+# report plus server, workload, server_cpu_percent, server_peak_rss_mib, storage, disk_bytes, ...)
+# is appended to bench/results/compare-<date>.jsonl, and the servers' and load generator's logs are
+# kept beside it. When a run has a livecanvas kind with SQLite and the same with memory storage, a
+# persistence table compares them (see also bench/persistence.sh).
 set -euo pipefail
 export LC_ALL=C # a dot in $EPOCHREALTIME and in awk's numbers
 
@@ -33,7 +42,7 @@ RELAY_DIR="$BENCH_DIR/node-relay"
 OURS_PORT=18080
 NODE_PORT=18081
 ALL_WORKLOADS="busy-room many-rooms join-storm idle-crowd smoke"
-ALL_SERVERS="ours-batch ours node"
+ALL_SERVERS="ours-batch ours ours-batch-mem ours-mem node"
 P99_LIMIT_MS=50
 READY_DEADLINE_S=30    # how long a server may take to accept connections
 STOP_DEADLINE_S=15     # how long a server may take to exit after SIGTERM
@@ -47,6 +56,8 @@ step=""
 servers="ours-batch,ours,node"
 quick=0
 build=1
+repeat=1
+ours_args=""
 
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
 die() { echo "compare.sh: $*" >&2; exit 2; }
@@ -59,7 +70,7 @@ while (($#)); do
     -h | --help) usage; exit 0 ;;
     --quick) quick=1; shift; continue ;;
     --no-build) build=0; shift; continue ;;
-    --workloads | --duration | --rate | --step | --servers | --ours-port | --node-port)
+    --workloads | --duration | --rate | --step | --servers | --ours-port | --node-port | --repeat | --ours-args)
       (($# >= 2)) || die "$opt needs a value"
       case $opt in
         --workloads) workloads=$2 ;;
@@ -69,6 +80,8 @@ while (($#)); do
         --servers) servers=$2 ;;
         --ours-port) OURS_PORT=$2 ;;
         --node-port) NODE_PORT=$2 ;;
+        --repeat) repeat=$2 ;;
+        --ours-args) ours_args=$2 ;;
       esac
       shift 2 ;;
     *) die "unknown option $opt (see --help)" ;;
@@ -90,13 +103,25 @@ if ((quick)); then
   ((duration_given)) || duration="2s"
   duration_given=1
 fi
-IFS=, read -r -a workload_list <<< "$workloads"
+IFS=, read -r -a workload_entries <<< "$workloads"
 IFS=, read -r -a server_list <<< "$servers"
-((${#workload_list[@]})) || die "--workloads is empty"
+read -r -a ours_extra <<< "$ours_args"
+((${#workload_entries[@]})) || die "--workloads is empty"
 ((${#server_list[@]})) || die "--servers is empty"
-for w in "${workload_list[@]}"; do in_list "$w" "$ALL_WORKLOADS" || die "unknown workload '$w' (one of: $ALL_WORKLOADS)"; done
-for s in "${server_list[@]}"; do in_list "$s" "$ALL_SERVERS" || die "unknown server '$s' (one of: $ALL_SERVERS)"; done
 number_re='^[0-9]+([.][0-9]+)?$'
+# workload_list: the presets; workload_rates: each one's rate (empty: --rate, else the preset's).
+workload_list=() workload_rates=()
+for w in "${workload_entries[@]}"; do
+  w_rate=$rate
+  if [[ $w == *:* ]]; then
+    w_rate=${w#*:} w=${w%%:*}
+    [[ $w_rate =~ $number_re ]] || die "--workloads: '$w_rate' is not a rate (W:R)"
+  fi
+  in_list "$w" "$ALL_WORKLOADS" || die "unknown workload '$w' (one of: $ALL_WORKLOADS)"
+  workload_list+=("$w") workload_rates+=("$w_rate")
+done
+for s in "${server_list[@]}"; do in_list "$s" "$ALL_SERVERS" || die "unknown server '$s' (one of: $ALL_SERVERS)"; done
+[[ $repeat =~ ^[1-9][0-9]*$ ]] || die "--repeat must be a positive whole number, got '$repeat'"
 for p in "$OURS_PORT" "$NODE_PORT"; do
   if ! [[ $p =~ ^[0-9]+$ ]] || ((p == 0 || p > 65535)); then die "bad port '$p'"; fi
 done
@@ -113,17 +138,20 @@ esac
 # --- JSON helpers: jq when installed, python3 otherwise -------------------------------------------
 if command -v jq > /dev/null && [[ -z ${BENCH_NO_JQ:-} ]]; then have_jq=1; else have_jq=0; fi
 
-# annotate SERVER WORKLOAD BATCH RATE CPU_PERCENT RSS_MIB WALL_S EXIT ERROR: reads the load
-# generator's JSON object on stdin, prints it on one line with the benchmark's fields added.
+# annotate SERVER WORKLOAD BATCH RATE CPU_PERCENT RSS_MIB WALL_S EXIT ERROR [EXTRA]: reads the
+# load generator's JSON object on stdin, prints it on one line with the benchmark's fields added
+# (and EXTRA, a JSON object of more fields).
 annotate() {
+  local extra=${10:-"{}"}
   if ((have_jq)); then
     jq -c --arg server "$1" --arg workload "$2" --argjson batch "$3" --arg rate "$4" \
       --argjson cpu "$5" --argjson rss "$6" --argjson wall "$7" --argjson code "$8" \
       --arg error "$9" --argjson cores "$(nproc)" --arg at "$(date -u +%FT%TZ)" \
+      --argjson extra "$extra" \
       '. + {server: $server, workload: $workload, batch: $batch, requested_rate: $rate,
             server_cpu_percent: $cpu, server_peak_rss_mib: $rss, wall_s: $wall,
             loadgen_exit: $code, host_cores: $cores, started_at: $at}
-         + (if $error == "" then {} else {error: $error} end)'
+         + $extra + (if $error == "" then {} else {error: $error} end)'
   else
     python3 -c '
 import json, sys
@@ -131,12 +159,13 @@ a = sys.argv[1:]
 o = json.loads(sys.stdin.read())
 o.update(server=a[0], workload=a[1], batch=json.loads(a[2]), requested_rate=a[3],
          server_cpu_percent=json.loads(a[4]), server_peak_rss_mib=json.loads(a[5]),
-         wall_s=json.loads(a[6]), loadgen_exit=json.loads(a[7]), host_cores=int(a[9]),
-         started_at=a[10])
+         wall_s=json.loads(a[6]), loadgen_exit=json.loads(a[7]), host_cores=int(a[10]),
+         started_at=a[11])
+o.update(json.loads(a[9]))
 if a[8]:
     o["error"] = a[8]
 print(json.dumps(o, separators=(",", ":")))
-' "$@" "$(nproc)" "$(date -u +%FT%TZ)"
+' "${@:1:9}" "$extra" "$(nproc)" "$(date -u +%FT%TZ)"
   fi
 }
 
@@ -166,7 +195,8 @@ if last is not None:
 
 # to_tsv: JSON lines on stdin -> one tab-separated row per run (missing values empty).
 TSV_FIELDS=(server workload rate offered_per_s delivered_per_s p50_ms p99_ms lost connect_errors
-  server_cpu_percent server_peak_rss_mib loadgen_cpu_percent error clients stayed_up join_p99_ms)
+  server_cpu_percent server_peak_rss_mib loadgen_cpu_percent error clients stayed_up join_p99_ms
+  storage disk_bytes_live disk_bytes store_cpu_percent disk_written_bytes)
 to_tsv() {
   if ((have_jq)); then
     local filter
@@ -189,7 +219,7 @@ for line in sys.stdin:
 }
 
 # --- processes ----------------------------------------------------------------------------------
-server_tpid="" server_pid="" loadgen_pid=""
+server_tpid="" server_pid="" loadgen_pid="" data_dir=""
 
 stop_pid() { # stop_pid TIMEOUT_PID CHILD_PID: SIGTERM, then SIGKILL after the deadline
   local tpid=$1 pid=$2 deadline=$((SECONDS + STOP_DEADLINE_S))
@@ -208,6 +238,12 @@ cleanup() {
   stop_pid "$loadgen_pid" ""
   stop_pid "$server_tpid" "$server_pid"
   loadgen_pid="" server_tpid="" server_pid=""
+  remove_data_dir
+}
+# The temporary data directory of the current livecanvas run (never ./data).
+remove_data_dir() {
+  [[ -n $data_dir && $data_dir == "${TMPDIR:-/tmp}"/livecanvas-bench.* ]] && rm -rf -- "$data_dir"
+  data_dir=""
 }
 trap cleanup EXIT
 trap 'exit 130' INT
@@ -216,18 +252,22 @@ trap 'exit 143' TERM
 port_open() { timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2> /dev/null; }
 
 # start_server KIND LOGFILE: starts it under `timeout` (so it cannot outlive a killed script by
-# long), sets server_tpid/server_pid and waits until its port accepts connections.
+# long), sets server_tpid/server_pid and waits until its port accepts connections. livecanvas gets
+# a fresh temporary data directory ($data_dir).
 start_server() {
-  local kind=$1 logfile=$2 port cmd bound deadline
+  local kind=$1 logfile=$2 port cmd bound deadline storage=sqlite
   server_pid=""
   case $kind in
-    ours | ours-batch)
+    ours | ours-batch | ours-mem | ours-batch-mem)
       port=$OURS_PORT
+      [[ $kind == *-mem ]] && storage=memory
+      data_dir=$(mktemp -d "${TMPDIR:-/tmp}/livecanvas-bench.XXXXXX")
       cmd=(env RUST_LOG=warn "$SERVER" --bind "127.0.0.1:$port"
+        --storage "$storage" --data-dir "$data_dir"
         --max-connections-per-ip 1000000 --connection-rate-per-ip 1000000
         --connection-burst-per-ip 1000000 --max-clients-per-room 1000000
         --max-connections 1000000 --draws-per-second 1000000 --draw-burst 1000000
-        --shutdown-grace 2s) ;;
+        --shutdown-grace 2s "${ours_extra[@]}") ;;
     node) port=$NODE_PORT; cmd=(node "$RELAY_DIR/relay.js" --port "$port") ;;
   esac
   if port_open "$port"; then
@@ -264,6 +304,33 @@ cpu_ticks() { # user+system clock ticks of a process
   echo $((fields[11] + fields[12]))
 }
 peak_rss_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
+# Bytes the process caused to be written to storage (page cache included), from /proc/PID/io.
+written_bytes() { awk '/^write_bytes:/ { print $2 }' "/proc/$1/io" 2> /dev/null || echo 0; }
+
+# thread_ticks PID: one line per thread, "TID TICKS COMM" (user+system; COMM may hold spaces).
+thread_ticks() {
+  local t stat comm fields
+  for t in /proc/"$1"/task/*; do
+    stat=$(< "$t/stat") 2> /dev/null || continue
+    comm=${stat#*\(} comm=${comm%\)*}
+    read -r -a fields <<< "${stat##*) }"
+    echo "${t##*/} $((fields[11] + fields[12])) $comm"
+  done
+}
+
+# thread_cpu_json BEFORE AFTER WALL_S: {"thread name": % of one core, ...} over the run, threads of
+# one name added up (threads that ended during the run are missing: the process total has them).
+thread_cpu_json() {
+  awk -v hz="$CLK_TCK" -v w="$3" '
+    NR == FNR { before[$1] = $2; next }
+    { comm = $0; sub(/^[0-9]+ [0-9]+ /, "", comm); gsub(/["\\]/, "", comm)
+      sum[comm] += $2 - (($1 in before) ? before[$1] : 0) }
+    END { printf "{"; sep = ""
+          for (c in sum) { printf "%s\"%s\":%.1f", sep, c, 100 * sum[c] / hz / w; sep = "," }
+          printf "}" }' "$1" "$2"
+}
+
+dir_bytes() { find "$1" -type f -printf '%s\n' 2> /dev/null | awk '{ s += $1 } END { print s + 0 }'; }
 
 CLK_TCK=$(getconf CLK_TCK)
 stamp=$(date +%Y%m%d-%H%M%S)
@@ -271,12 +338,16 @@ RESULTS_DIR="$BENCH_DIR/results"
 JSONL="$RESULTS_DIR/compare-$stamp.jsonl"
 LOG_DIR="$RESULTS_DIR/compare-$stamp.logs"
 
-# run_one KIND WORKLOAD RATE: one fresh server, one load run, one JSON line appended to $JSONL.
+# run_one KIND WORKLOAD RATE [REP]: one fresh server, one load run, one JSON line appended to
+# $JSONL.
 run_one() {
-  local kind=$1 workload=$2 run_rate=$3 port batch=false tag args json="" error="" code=0
-  local t0 t1 c0 c1 cpu rss wall extra=()
+  local kind=$1 workload=$2 run_rate=$3 rep=${4:-1} port batch=false tag args json="" error="" code=0
+  local t0 t1 c0 c1 cpu rss wall extra=() storage=null threads="{}" disk_live=null disk_after=null
+  local store_cpu=null more w0 written=null
   tag="$kind-$workload${run_rate:+-r$run_rate}"
-  case $kind in ours-batch) batch=true ;; esac
+  ((repeat > 1)) && tag+="-$rep"
+  case $kind in ours-batch | ours-batch-mem) batch=true ;; esac
+  case $kind in ours | ours-batch) storage='"sqlite"' ;; ours-mem | ours-batch-mem) storage='"memory"' ;; esac
   if [[ $kind == node ]]; then port=$NODE_PORT; else port=$OURS_PORT; fi
   args=(--url "ws://127.0.0.1:$port/ws" --preset "$workload" --json)
   [[ -n $run_rate ]] && args+=(--rate "$run_rate")
@@ -288,10 +359,13 @@ run_one() {
   if ! start_server "$kind" "$LOG_DIR/$tag.server.log"; then
     stop_pid "$server_tpid" "$server_pid"
     server_tpid="" server_pid=""
+    remove_data_dir
     echo '{}' | annotate "$kind" "$workload" "$batch" "$run_rate" null null null null \
       "server did not start" >> "$JSONL"
     return 0
   fi
+  thread_ticks "$server_pid" > "$LOG_DIR/$tag.threads.before"
+  w0=$(written_bytes "$server_pid")
   c0=$(cpu_ticks "$server_pid")
   t0=$EPOCHREALTIME
   timeout --kill-after=5 $((duration_s + RUN_MARGIN_S)) "$LOADGEN" "${args[@]}" "${extra[@]}" \
@@ -305,11 +379,25 @@ run_one() {
     rss=$(awk -v k="$(peak_rss_kib "$server_pid")" 'BEGIN { printf "%.1f", k / 1024 }')
     wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
     cpu=$(awk -v d=$((c1 - c0)) -v hz="$CLK_TCK" -v w="$wall" 'BEGIN { printf "%.1f", 100 * d / hz / w }')
+    written=$(($(written_bytes "$server_pid") - w0))
+    thread_ticks "$server_pid" > "$LOG_DIR/$tag.threads.after"
+    threads=$(thread_cpu_json "$LOG_DIR/$tag.threads.before" "$LOG_DIR/$tag.threads.after" "$wall")
+    [[ $kind == *-mem ]] || store_cpu=$(echo "$threads" | sed -n 's/.*"livecanvas-stor":\([0-9.]*\).*/\1/p')
+    [[ -n $store_cpu ]] || store_cpu=null
   else
     cpu=null rss=null wall=null error="server died during the run"
   fi
+  [[ -n $data_dir ]] && disk_live=$(dir_bytes "$data_dir")
   stop_pid "$server_tpid" "$server_pid"
   server_tpid="" server_pid=""
+  if [[ -n $data_dir ]]; then
+    disk_after=$(dir_bytes "$data_dir")
+    ls -l "$data_dir" > "$LOG_DIR/$tag.data-dir.txt" 2>&1 || true
+    remove_data_dir
+  fi
+  more="{\"storage\":$storage,\"repeat\":$rep,\"server_threads_cpu_percent\":$threads,"
+  more+="\"store_cpu_percent\":$store_cpu,\"disk_bytes_live\":$disk_live,\"disk_bytes\":$disk_after,"
+  more+="\"disk_written_bytes\":$written}"
 
   json=$(last_object "$LOG_DIR/$tag.loadgen.out")
   if [[ -z $json ]]; then
@@ -322,15 +410,15 @@ run_one() {
     json='{}'
   fi
   if ! echo "$json" | annotate "$kind" "$workload" "$batch" "$run_rate" "$cpu" "$rss" "$wall" \
-    "$code" "$error" >> "$JSONL"; then
+    "$code" "$error" "$more" >> "$JSONL"; then
     echo '{}' | annotate "$kind" "$workload" "$batch" "$run_rate" "$cpu" "$rss" "$wall" "$code" \
-      "unparsable load generator output" >> "$JSONL"
+      "unparsable load generator output" "$more" >> "$JSONL"
   fi
 }
 
 # --- the table ----------------------------------------------------------------------------------
 AWK_COMMON='
-function name(k) { return k == "ours-batch" ? "livecanvas (batch=1)" : k == "ours" ? "livecanvas" : k == "node" ? "node ws relay" : k }
+function name(k) { return k == "ours-batch" ? "livecanvas (batch=1)" : k == "ours" ? "livecanvas" : k == "ours-batch-mem" ? "livecanvas (batch=1, memory)" : k == "ours-mem" ? "livecanvas (memory)" : k == "node" ? "node ws relay" : k }
 function num(x, fmt) { return x == "" ? "-" : sprintf(fmt, x) }
 '
 print_table() {
@@ -369,6 +457,52 @@ print_ratios() { # ours / node for delivered/s and p99, per workload (and rate)
     }'
 }
 
+# print_persistence: each livecanvas kind with SQLite against the same kind with --storage memory,
+# per workload and rate (repeats averaged).
+print_persistence() {
+  to_tsv < "$JSONL" | awk -F'\t' "$AWK_COMMON"'
+    function mib(x) { return x == "" ? "-" : sprintf("%.1f", x / 1048576) }
+    $13 == "" && $1 ~ /^ours/ {
+      base = $1; sub(/-mem$/, "", base)
+      key = $2 SUBSEP $3 SUBSEP base
+      if (!(key in seen)) { seen[key] = 1; keys[++n] = key }
+      k = key SUBSEP $1
+      runs[k]++; off[k] += $4; del[k] += $5; p50[k] += $6; p99[k] += $7; lost[k] += $8
+      cpu[k] += $10; rss[k] += $11; live[k] += $18; after[k] += $19; store[k] += $20; wr[k] += $21
+      if ($20 != "") hasstore[k] = 1
+    }
+    END {
+      for (i = 1; i <= n; i++) {
+        split(keys[i], kw, SUBSEP)
+        s = keys[i] SUBSEP kw[3]; m = keys[i] SUBSEP kw[3] "-mem"
+        if (!((s in runs) && (m in runs))) continue
+        if (!header++) {
+          print ""
+          print "| workload | rate/sender | server | storage | runs | offered seg/s | delivered seg/s | p50 ms | p99 ms | lost | server CPU % | store thread CPU % | peak RSS MiB | MiB written | disk MiB at the end / after stop |"
+          print "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        }
+        for (j = 1; j <= 2; j++) {
+          k = j == 1 ? s : m; c = runs[k]
+          printf "| %s | %s | %s | %s | %d | %.0f | %.0f | %.2f | %.2f | %d | %.0f | %s | %.1f | %s | %s |\n",
+            kw[1], num(kw[2], "%g"), name(kw[3]), j == 1 ? "sqlite" : "memory", c, off[k] / c,
+            del[k] / c, p50[k] / c, p99[k] / c, lost[k] / c, cpu[k] / c,
+            (k in hasstore) ? sprintf("%.1f", store[k] / c) : "-", rss[k] / c, mib(wr[k] / c),
+            j == 1 ? mib(live[k] / c) " / " mib(after[k] / c) : "-"
+        }
+        ratio[i] = sprintf("| %s | %s | %s | %s | %s | %s | %s |", kw[1], num(kw[2], "%g"), name(kw[3]),
+          del[m] > 0 ? sprintf("%.3f", (del[s] / runs[s]) / (del[m] / runs[m])) : "-",
+          p50[m] > 0 ? sprintf("%.2f", (p50[s] / runs[s]) / (p50[m] / runs[m])) : "-",
+          p99[m] > 0 ? sprintf("%.2f", (p99[s] / runs[s]) / (p99[m] / runs[m])) : "-",
+          cpu[m] > 0 ? sprintf("%.3f", (cpu[s] / runs[s]) / (cpu[m] / runs[m])) : "-")
+      }
+      if (!header) exit
+      print ""
+      print "| workload | rate/sender | server | delivered/s sqlite / memory | p50 sqlite / memory | p99 sqlite / memory | server CPU sqlite / memory |"
+      print "|---|---:|---|---:|---:|---:|---:|"
+      for (i = 1; i <= n; i++) if (i in ratio) print ratio[i]
+    }'
+}
+
 print_step_summary() {
   echo "| server | highest rate/sender with p99 < $P99_LIMIT_MS ms and lost == 0 |"
   echo "|---|---:|"
@@ -393,7 +527,7 @@ fi
 [[ -x $LOADGEN ]] || die "$LOADGEN not found (cargo build --release --bin livecanvas-load)"
 for s in "${server_list[@]}"; do
   case $s in
-    ours | ours-batch) [[ -x $SERVER ]] || die "$SERVER not found (cargo build --release --bin livecanvas)" ;;
+    ours*) [[ -x $SERVER ]] || die "$SERVER not found (cargo build --release --bin livecanvas)" ;;
     node) [[ -d $RELAY_DIR/node_modules/ws ]] || die "run npm ci in $RELAY_DIR first" ;;
   esac
 done
@@ -416,16 +550,23 @@ if [[ -n $step ]]; then
     for r in "${step_rates[@]}"; do run_one "$s" "$step_workload" "$r"; done
   done
 else
-  for w in "${workload_list[@]}"; do
-    for s in "${server_list[@]}"; do run_one "$s" "$w" "$rate"; done
+  for i in "${!workload_list[@]}"; do
+    for ((r = 1; r <= repeat; r++)); do
+      for s in "${server_list[@]}"; do run_one "$s" "${workload_list[$i]}" "${workload_rates[$i]}" "$r"; done
+    done
   done
 fi
 
 echo
-echo "livecanvas vs a Node ws relay, $(date +%F), $(nproc) cores, load generator on the same machine"
+if in_list node "${server_list[*]}"; then
+  echo "livecanvas vs a Node ws relay, $(date +%F), $(nproc) cores, load generator on the same machine"
+else
+  echo "livecanvas (${server_list[*]}), $(date +%F), $(nproc) cores, load generator on the same machine"
+fi
 echo
 print_table
 print_ratios
+print_persistence
 if [[ -n $step ]]; then
   echo
   print_step_summary

@@ -1,5 +1,6 @@
 //! The load generator (`livecanvas-load`) against the real server, with tiny numbers, so that it
-//! keeps working: a few seconds of the `smoke` preset must deliver every segment exactly once.
+//! keeps working: a few seconds of the `smoke` preset must deliver every segment exactly once, and
+//! the `join-latency` mode must time every newcomer, warm and cold, with the whole picture.
 
 mod common;
 
@@ -112,4 +113,88 @@ fn a_target_off_loopback_is_refused_with_exit_code_2() {
     assert_eq!(output.status.code(), Some(2), "{output:?}");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("loopback"), "{stderr}");
+}
+
+#[test]
+fn join_latency_times_every_newcomer_with_the_whole_picture_warm_and_cold() {
+    // Checkpoints every 10 operations and never for quietness, so that the rooms hold a tail of
+    // operations after their checkpoint that newcomers must get after the picture.
+    let mut flags = PERMISSIVE.to_vec();
+    flags.extend([
+        "--draws-per-second",
+        "100000",
+        "--draw-burst",
+        "100000",
+        "--checkpoint-ops",
+        "10",
+        "--checkpoint-idle",
+        "1h",
+    ]);
+    let server = Server::start_with(&flags);
+    let url = format!("ws://{}/ws", server.addr);
+    let output = run_load(&[
+        "join-latency",
+        "--url",
+        url.as_str(),
+        "--history",
+        "0,25",
+        "--newcomers",
+        "3",
+        "--cold",
+        "2",
+        "--seeders",
+        "2",
+        "--seed-rate",
+        "1000",
+        "--settle",
+        "300ms",
+        "--tail",
+        "5",
+        "--batch",
+        "--json",
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = String::from_utf8(output.stdout).expect("UTF-8 report");
+    assert!(
+        output.status.success(),
+        "livecanvas-load join-latency failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    let report: Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|err| panic!("the report is one JSON object ({err}):\n{stdout}\n{stderr}"));
+    assert_eq!(report["mode"], "join-latency", "{report}");
+    assert_eq!(report["batch"], Value::Bool(true), "{report}");
+    let runs = report["runs"].as_array().expect("runs");
+    assert_eq!(runs.len(), 2, "{report}");
+    for (run, history, picture) in [
+        (&runs[0], 0.0, "canvasEmpty"),
+        (&runs[1], 25.0, "canvasState"),
+    ] {
+        assert!(run["error"].is_null(), "{run}");
+        assert_eq!(number(run, "history"), history, "{run}");
+        assert_eq!(run["picture"], picture, "{run}");
+        // --tail 5 tops the room up to 5 operations after its checkpoint; it may hold up to 9.
+        let tail = number(run, "tail_ops");
+        assert!((5.0..10.0).contains(&tail), "{run}");
+        let warm = &run["warm"];
+        assert_eq!(number(warm, "complete"), 3.0, "{run}");
+        assert_eq!(warm["failures"], serde_json::json!({}), "{run}");
+        assert_eq!(number(&warm["pictures"], picture), 3.0, "{run}");
+        for key in [
+            "welcome_p50_ms",
+            "picture_p50_ms",
+            "p50_ms",
+            "p99_ms",
+            "max_ms",
+        ] {
+            assert!(number(warm, key) > 0.0, "{key} in {run}");
+        }
+        // Everybody left: the room unloaded and was read back, its tail drawn into the picture.
+        let cold = &run["cold"];
+        assert_eq!(number(cold, "complete"), 2.0, "{run}");
+        assert_eq!(cold["failures"], serde_json::json!({}), "{run}");
+        assert_eq!(number(&cold["pictures"], "canvasState"), 2.0, "{run}");
+        assert!(number(cold, "p50_ms") > 0.0, "{run}");
+    }
+    assert!(number(&runs[1], "canvas_state_bytes") > 0.0, "{report}");
 }

@@ -3,7 +3,7 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use tokio_tungstenite::tungstenite::http::Uri;
 
 use crate::wire::{MAX_SENDERS_PER_ROOM, SEQ_LIMIT};
@@ -23,6 +23,11 @@ PRESETS (--preset sets the defaults; any flag given still overrides it)
               server's pings for the duration (default 20 s, longer than the server's default
               --client-timeout); reports connect errors and how many stayed up
   (none)      60 clients in 3 rooms, 2 senders per room at 10/s, 10 s
+
+SUBCOMMAND
+  join-latency  seeds rooms with 0, 1000, ... segments, then times newcomers from connecting to
+                holding the whole picture (canvasState/canvasEmpty plus the draws after it); see
+                `livecanvas-load join-latency --help`
 
 THE SERVER'S LIMITS
   livecanvas's defaults are meant for people, not for one address opening thousands of sockets:
@@ -58,8 +63,18 @@ WHAT IS MEASURED
   Loopback only: the URL's host must be 127.0.0.1, localhost or [::1] (exit code 2 otherwise).";
 
 #[derive(Parser, Debug)]
-#[command(name = "livecanvas-load", version, about = ABOUT, after_help = AFTER_HELP)]
+#[command(
+    name = "livecanvas-load",
+    version,
+    about = ABOUT,
+    after_help = AFTER_HELP,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Args {
+    /// Another measurement than the broadcast run the flags below describe.
+    #[command(subcommand)]
+    pub mode: Option<Mode>,
+
     /// WebSocket endpoint; each client appends `/{room}` (loopback only).
     #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
     pub url: String,
@@ -115,6 +130,13 @@ pub struct Args {
     /// Runtime worker threads (default: one per core).
     #[arg(long)]
     pub threads: Option<usize>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Mode {
+    /// How long a newcomer takes to get a room's whole picture, for rooms with more and more
+    /// history (livecanvas only: it needs `canvasState`/`canvasEmpty` from the server).
+    JoinLatency(crate::join::JoinArgs),
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -181,8 +203,19 @@ pub struct Target {
 
 impl Target {
     pub fn room_url(&self, room: usize) -> String {
-        let query = if self.batch { "?batch=1" } else { "" };
-        format!("{}/load-{room}{query}", self.base)
+        self.named_room_url(&format!("load-{room}"), self.batch)
+    }
+
+    /// The URL of room `name`, batched or not whatever `self.batch` says.
+    pub fn named_room_url(&self, name: &str, batch: bool) -> String {
+        let query = if batch { "?batch=1" } else { "" };
+        format!("{}/{name}{query}", self.base)
+    }
+
+    /// `host:port` as the URL gave it (for the Host header of a plain HTTP request).
+    pub fn authority(&self) -> &str {
+        let rest = self.base.strip_prefix("ws://").unwrap_or(&self.base);
+        rest.split('/').next().unwrap_or(rest)
     }
 }
 

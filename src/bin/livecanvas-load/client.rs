@@ -144,7 +144,7 @@ impl Shared {
     }
 }
 
-fn describe(error: &WsError) -> String {
+pub(crate) fn describe(error: &WsError) -> String {
     match error {
         WsError::Http(response) => {
             let body = response
@@ -159,7 +159,7 @@ fn describe(error: &WsError) -> String {
     }
 }
 
-fn describe_close(message: &Message) -> String {
+pub(crate) fn describe_close(message: &Message) -> String {
     match message {
         Message::Close(Some(frame)) => {
             format!(

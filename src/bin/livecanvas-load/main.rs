@@ -6,9 +6,13 @@
 //! The run has three phases, driven by a `watch` channel every client follows:
 //! connect (bounded concurrency; each client counts as joined at the server's first message),
 //! run (senders draw until the deadline; everybody reads, then drains), stop (close and report).
+//!
+//! `livecanvas-load join-latency` (module `join`) measures something else: how long a newcomer
+//! takes to hold a room's whole picture, for rooms with more and more history.
 
 mod cli;
 mod client;
+mod join;
 mod report;
 mod wire;
 
@@ -31,7 +35,11 @@ use crate::report::{cpu_time, fmt_ms, machine_busy_percent, machine_ticks, si, L
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
-    let settings = match cli::resolve(cli::Args::parse()) {
+    let args = cli::Args::parse();
+    if let Some(cli::Mode::JoinLatency(join_args)) = args.mode {
+        return join::main(join_args);
+    }
+    let settings = match cli::resolve(args) {
         Ok(settings) => settings,
         Err(message) => {
             eprintln!("livecanvas-load: error: {message}");

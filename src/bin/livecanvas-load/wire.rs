@@ -94,6 +94,195 @@ pub fn for_each_draw(text: &str, mut on_draw: impl FnMut(usize, u64)) -> bool {
     }
 }
 
+/// The sender index of the join-latency mode's marker draws: `encode_draw(MARKER_SENDER, round)`
+/// marks the end of what was drawn into a room (the scribbles use half-pixel coordinates, which
+/// never decode).
+pub const MARKER_SENDER: usize = MAX_SENDERS_PER_ROOM;
+
+/// One server message, as the join-latency mode sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event<'a> {
+    Welcome {
+        width: u32,
+        height: u32,
+    },
+    /// `canvasState`: `data_len` is the length of its `data` (the PNG data URL).
+    CanvasState {
+        data_len: usize,
+    },
+    CanvasEmpty,
+    /// A draw; `coded` is `(sender, seq)` when its coordinates carry them.
+    Draw {
+        coded: Option<(usize, u64)>,
+    },
+    /// An `error` message and its code.
+    Error {
+        code: &'a str,
+    },
+    Other,
+}
+
+/// Everything the join-latency mode reads; `data` (megabytes of base64) is borrowed, not copied.
+#[derive(Deserialize)]
+struct Message<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    data: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    code: Option<Cow<'a, str>>,
+    width: Option<u32>,
+    height: Option<u32>,
+    #[serde(rename = "startX")]
+    start_x: Option<f64>,
+    #[serde(rename = "startY")]
+    start_y: Option<f64>,
+    #[serde(rename = "endX")]
+    end_x: Option<f64>,
+    #[serde(rename = "endY")]
+    end_y: Option<f64>,
+    #[serde(borrow)]
+    messages: Option<Vec<Message<'a>>>,
+}
+
+impl Message<'_> {
+    fn visit(&self, on_event: &mut impl FnMut(Event<'_>)) {
+        let event = match self.kind.as_deref() {
+            Some("batch") => {
+                for message in self.messages.iter().flatten() {
+                    message.visit(on_event);
+                }
+                return;
+            }
+            None | Some("draw") => {
+                let coded = match (self.start_x, self.start_y, self.end_x, self.end_y) {
+                    (Some(sx), Some(sy), Some(ex), Some(ey)) => decode_coords(sx, sy, ex, ey),
+                    _ => None,
+                };
+                Event::Draw { coded }
+            }
+            Some("welcome") => Event::Welcome {
+                width: self.width.unwrap_or(1600),
+                height: self.height.unwrap_or(900),
+            },
+            Some("canvasState") => Event::CanvasState {
+                data_len: self.data.as_deref().map_or(0, str::len),
+            },
+            Some("canvasEmpty") => Event::CanvasEmpty,
+            Some("error") => Event::Error {
+                code: self.code.as_deref().unwrap_or("?"),
+            },
+            Some(_) => Event::Other,
+        };
+        on_event(event);
+    }
+}
+
+/// Calls `on_event` for every message of a text frame (a plain message or a batch), in order.
+/// Returns false for a frame that is not a JSON object (it is ignored).
+pub fn for_each_event(text: &str, mut on_event: impl FnMut(Event<'_>)) -> bool {
+    match serde_json::from_str::<Message<'_>>(text) {
+        Ok(message) => {
+            message.visit(&mut on_event);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// Draws that look like people's: strokes of short segments wandering over the canvas, in a
+/// palette of colours and sizes, some with the eraser. Deterministic for a seed. Every coordinate
+/// is on a half pixel, so no scribble decodes as one of the load generator's coded draws.
+pub struct Scribbler {
+    state: u64,
+    width: f64,
+    height: f64,
+    x: f64,
+    y: f64,
+    heading: f64,
+    left: u32,
+    color: &'static str,
+    size: u32,
+    eraser: bool,
+}
+
+const PALETTE: [&str; 12] = [
+    "#000000", "#e53935", "#1e88e5", "#43a047", "#fdd835", "#8e24aa", "#fb8c00", "#00acc1",
+    "#6d4c41", "#546e7a", "#d81b60", "#ffffff",
+];
+const SIZES: [u32; 8] = [2, 2, 3, 4, 6, 8, 12, 20];
+
+impl Scribbler {
+    pub fn new(seed: u64, width: u32, height: u32) -> Scribbler {
+        Scribbler {
+            state: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03,
+            width: f64::from(width.max(2)),
+            height: f64::from(height.max(2)),
+            x: 0.5,
+            y: 0.5,
+            heading: 0.0,
+            left: 0,
+            color: PALETTE[0],
+            size: 2,
+            eraser: false,
+        }
+    }
+
+    /// splitmix64
+    fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[(self.next_u64() % items.len() as u64) as usize]
+    }
+
+    /// Onto the half-pixel grid, inside the canvas (reflected at its edges).
+    fn place(value: f64, limit: f64) -> f64 {
+        let mut v = value;
+        if v < 0.0 {
+            v = -v;
+        }
+        if v > limit {
+            v = (2.0 * limit - v).max(0.0);
+        }
+        (v.floor() + 0.5).min(limit - 0.5)
+    }
+
+    /// The next segment, as the JSON a client sends.
+    pub fn next_draw(&mut self) -> String {
+        if self.left == 0 {
+            self.left = 20 + (self.next_u64() % 60) as u32;
+            self.x = Self::place(self.unit() * self.width, self.width);
+            self.y = Self::place(self.unit() * self.height, self.height);
+            self.heading = self.unit() * std::f64::consts::TAU;
+            self.eraser = self.next_u64().is_multiple_of(20);
+            self.color = self.pick(&PALETTE);
+            self.size = self.pick(&SIZES) * if self.eraser { 2 } else { 1 };
+        }
+        self.left -= 1;
+        self.heading += (self.unit() - 0.5) * 0.9;
+        let step = 3.0 + self.unit() * 9.0;
+        let (x0, y0) = (self.x, self.y);
+        self.x = Self::place(x0 + step * self.heading.cos(), self.width);
+        self.y = Self::place(y0 + step * self.heading.sin(), self.height);
+        let tool = if self.eraser { "eraser" } else { "pen" };
+        format!(
+            r#"{{"type":"draw","color":"{}","startX":{x0},"startY":{y0},"endX":{},"endY":{},"size":{},"tool":"{tool}"}}"#,
+            self.color, self.x, self.y, self.size
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,6 +346,59 @@ mod tests {
             r#"{{"type":"batch","messages":[{a},{{"type":"clientCount","clientCount":4}},{b},{{"type":"clear"}}]}}"#
         );
         assert_eq!(draws(&text), [(0, 7), (1, 8)]);
+    }
+
+    fn events(text: &str) -> Vec<String> {
+        let mut seen = Vec::new();
+        for_each_event(text, |event| seen.push(format!("{event:?}")));
+        seen
+    }
+
+    #[test]
+    fn the_join_latency_events_are_read_from_plain_and_batched_frames() {
+        let marker = relayed(&encode_draw(MARKER_SENDER, 2));
+        let text = format!(
+            r#"{{"type":"batch","messages":[{{"type":"welcome","clientId":"x","room":"r","width":800,"height":600,"awaitingSnapshot":true}},{{"type":"clientCount","clientCount":2}},{{"type":"canvasState","clientId":"x","data":"data:image/png;base64,AAAA"}},{marker},{{"type":"error","code":"rate_limited","message":"m"}}]}}"#
+        );
+        assert_eq!(
+            events(&text),
+            [
+                "Welcome { width: 800, height: 600 }",
+                "Other",
+                "CanvasState { data_len: 26 }",
+                "Draw { coded: Some((1600, 2)) }",
+                "Error { code: \"rate_limited\" }",
+            ]
+        );
+        assert_eq!(
+            events(r#"{"type":"canvasEmpty","clientId":"x"}"#),
+            ["CanvasEmpty"]
+        );
+        assert!(!for_each_event("[1]", |_| {}));
+    }
+
+    #[test]
+    fn scribbles_are_valid_draws_inside_the_canvas_that_never_decode() {
+        let mut scribbler = Scribbler::new(7, 1600, 900);
+        for _ in 0..5000 {
+            let text = scribbler.next_draw();
+            let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+            for (field, limit) in [
+                ("startX", 1600.0),
+                ("startY", 900.0),
+                ("endX", 1600.0),
+                ("endY", 900.0),
+            ] {
+                let v = value[field].as_f64().unwrap();
+                assert!((0.0..limit).contains(&v), "{field}={v} in {text}");
+                assert_eq!(v.fract(), 0.5, "{text}");
+            }
+            let size = value["size"].as_f64().unwrap();
+            assert!((1.0..=64.0).contains(&size), "{text}");
+            assert_eq!(events(&text), ["Draw { coded: None }"], "{text}");
+        }
+        let again = Scribbler::new(7, 1600, 900).next_draw();
+        assert_eq!(again, Scribbler::new(7, 1600, 900).next_draw());
     }
 
     #[test]
