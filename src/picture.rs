@@ -68,15 +68,20 @@ impl Picture {
                 "the picture could not be encoded".into(),
             ));
         }
+        Ok(Picture::from_png(png, seq))
+    }
+
+    /// A picture from PNG bytes already known to be good.
+    fn from_png(png: Vec<u8>, seq: u64) -> Picture {
         let mut data_url = String::with_capacity(PNG_DATA_URL_PREFIX.len() + png.len() * 4 / 3 + 4);
         data_url.push_str(PNG_DATA_URL_PREFIX);
         base64::engine::general_purpose::STANDARD.encode_string(&png, &mut data_url);
-        Ok(Picture {
+        Picture {
             seq,
             blank: false,
             png: Arc::from(png),
             data_url: Arc::from(data_url),
-        })
+        }
     }
 
     /// Stored bytes this picture takes.
@@ -122,9 +127,18 @@ pub struct Restored {
 pub fn restore(stored: &StoredRoom, size: CanvasSize) -> Result<Restored, String> {
     let base = match &stored.checkpoint {
         Some(png) => {
-            let unreadable = |err| format!("its checkpoint picture is unreadable: {err}");
-            let canvas = Canvas::decode_png(png, size).map_err(unreadable)?;
-            Picture::from_canvas(&canvas, stored.checkpoint_seq).map_err(unreadable)?
+            // Decoded to prove it readable; kept as stored (encoding it again would cost as much
+            // as the decode, for the same picture).
+            let canvas = Canvas::decode_png(png, size)
+                .map_err(|err| format!("its checkpoint picture is unreadable: {err}"))?;
+            if canvas.is_blank() {
+                Picture::blank(stored.checkpoint_seq)
+            } else if canvas.size() == size {
+                Picture::from_png(png.clone(), stored.checkpoint_seq)
+            } else {
+                Picture::from_canvas(&canvas, stored.checkpoint_seq)
+                    .map_err(|err| format!("its checkpoint picture cannot be resized: {err}"))?
+            }
         }
         None => Picture::blank(stored.checkpoint_seq),
     };

@@ -493,15 +493,18 @@ impl CanvasServer {
             Some(index) => (true, &self.recorded[index + 1..]),
             None => (self.picture.blank, &self.recorded[..]),
         };
-        let first = if from_blank {
-            ServerMessage::CanvasEmpty { client_id: id }
+        let (first, frame) = if from_blank {
+            let empty = ServerMessage::CanvasEmpty { client_id: id };
+            let frame = empty.encode();
+            (empty, frame)
         } else {
-            ServerMessage::CanvasState {
+            let state = ServerMessage::CanvasState {
                 client_id: id,
                 data: &self.picture.data_url,
-            }
+            };
+            let frame = canvas_state_frame(id, &self.picture.data_url);
+            (state, frame)
         };
-        let frame = first.encode();
         self.count_out(&first, &frame, 1);
         Self::deliver(member, frame, ctx);
         for recorded in since {
@@ -532,6 +535,22 @@ impl CanvasServer {
             .inc();
         self.send_to(from, &rejection.to_server_message(), ctx);
     }
+}
+
+/// `{"type":"canvasState","clientId":…,"data":…}` made by joining strings: the data URL is megabytes
+/// of base64, which needs no escaping, so there is no need to run the JSON encoder over it per
+/// newcomer.
+fn canvas_state_frame(client_id: Uuid, data_url: &str) -> ByteString {
+    const HEAD: &str = r#"{"type":"canvasState","clientId":""#;
+    const MIDDLE: &str = r#"","data":""#;
+    const TAIL: &str = r#""}"#;
+    let mut frame = String::with_capacity(HEAD.len() + 36 + MIDDLE.len() + data_url.len() + 2);
+    frame.push_str(HEAD);
+    frame.push_str(&client_id.hyphenated().to_string());
+    frame.push_str(MIDDLE);
+    frame.push_str(data_url);
+    frame.push_str(TAIL);
+    ByteString::from(frame)
 }
 
 /// Why a room's stored canvas could not be opened.
@@ -707,7 +726,8 @@ impl Handler<Shutdown> for CanvasServer {
             self.store.forget(&self.name, self.last_seq);
             return ctx.stop();
         }
-        if self.recorded.is_empty() {
+        // With nothing on disk (--storage memory) the room's picture goes with it.
+        if self.recorded.is_empty() || self.store.path().is_none() {
             return ctx.stop();
         }
         // Every operation is already stored; folding them into a last checkpoint keeps what the
@@ -758,4 +778,21 @@ impl Handler<Drain> for CanvasServer {
     type Result = ();
 
     fn handle(&mut self, _: Drain, _ctx: &mut Context<Self>) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_joined_canvas_state_frame_is_what_the_encoder_makes() {
+        let id = Uuid::new_v4();
+        let data = "data:image/png;base64,iVBORw0KGgo+/=";
+        let encoded = ServerMessage::CanvasState {
+            client_id: id,
+            data,
+        }
+        .encode();
+        assert_eq!(canvas_state_frame(id, data), encoded);
+    }
 }
