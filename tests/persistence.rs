@@ -410,20 +410,25 @@ async fn an_emptied_and_cleared_room_is_not_kept() {
 
 // ---- a damaged data directory ----
 
+/// Runs the server on `dir` until it exits (it is expected to refuse to start): code and stderr.
+fn start_up_on(dir: &Path) -> (Option<i32>, String) {
+    run_binary(&[
+        "--bind",
+        "127.0.0.1:0",
+        "--frontend-dir",
+        &common::frontend_dir(),
+        "--data-dir",
+        dir.to_str().expect("UTF-8"),
+    ])
+}
+
 #[test]
 fn a_corrupt_data_file_stops_start_up_naming_it_and_is_left_untouched() {
     let dir = data_dir();
     let file = dir.path().join("livecanvas.db");
     let garbage = b"this is not a database, but it was someone's canvas".repeat(100);
     std::fs::write(&file, &garbage).expect("write the file");
-    let (code, stderr) = run_binary(&[
-        "--bind",
-        "127.0.0.1:0",
-        "--frontend-dir",
-        &common::frontend_dir(),
-        "--data-dir",
-        dir.path().to_str().expect("UTF-8"),
-    ]);
+    let (code, stderr) = start_up_on(dir.path());
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains(file.to_str().expect("UTF-8")), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
@@ -439,14 +444,7 @@ fn a_data_file_that_cannot_be_read_stops_start_up_naming_it() {
     let file = dir.path().join("livecanvas.db");
     // What the server expects to be a file is a directory.
     std::fs::create_dir(&file).expect("mkdir");
-    let (code, stderr) = run_binary(&[
-        "--bind",
-        "127.0.0.1:0",
-        "--frontend-dir",
-        &common::frontend_dir(),
-        "--data-dir",
-        dir.path().to_str().expect("UTF-8"),
-    ]);
+    let (code, stderr) = start_up_on(dir.path());
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains(file.to_str().expect("UTF-8")), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
@@ -456,14 +454,7 @@ fn a_data_file_that_cannot_be_read_stops_start_up_naming_it() {
 fn a_second_server_on_the_same_data_dir_refuses_to_start() {
     let dir = data_dir();
     let _first = start_on(dir.path(), &[]);
-    let (code, stderr) = run_binary(&[
-        "--bind",
-        "127.0.0.1:0",
-        "--frontend-dir",
-        &common::frontend_dir(),
-        "--data-dir",
-        dir.path().to_str().expect("UTF-8"),
-    ]);
+    let (code, stderr) = start_up_on(dir.path());
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("livecanvas.db"), "{stderr}");
     assert!(stderr.contains("another livecanvas"), "{stderr}");
