@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::Server;
+use common::{Image, Server};
 use fantoccini::actions::{InputSource, MouseActions, PointerAction, MOUSE_BUTTON_LEFT};
 use fantoccini::error::NewSessionError;
 use fantoccini::wd::Capabilities;
@@ -439,61 +439,16 @@ fn room_url(server: &Server, name: &str) -> String {
 
 // ---- the server's picture ----
 
-/// A decoded picture: straight-alpha RGBA, row by row.
-struct Image {
-    width: u32,
-    height: u32,
-    rgba: Vec<u8>,
+/// Reading the server's picture at the logical points the tests use.
+trait AtPoints {
+    fn at(&self, point: (f64, f64)) -> [u8; 4];
+    fn all(&self, points: &[(f64, f64)], want: Px) -> bool;
 }
 
-impl Image {
-    /// Decodes a PNG of any colour type and depth into 8-bit RGBA.
-    fn decode(png_bytes: &[u8]) -> Image {
-        let mut decoder = png::Decoder::new(std::io::Cursor::new(png_bytes));
-        decoder.set_transformations(png::Transformations::normalize_to_color8());
-        let mut reader = decoder.read_info().expect("a readable PNG");
-        let mut buffer = vec![0; reader.output_buffer_size().expect("a PNG of a sane size")];
-        let info = reader.next_frame(&mut buffer).expect("a PNG that decodes");
-        let rgba = buffer[..info.buffer_size()]
-            .chunks_exact(info.color_type.samples())
-            .flat_map(|px| match *px {
-                [r, g, b, a] => [r, g, b, a],
-                [r, g, b] => [r, g, b, 255],
-                [l, a] => [l, l, l, a],
-                [l] => [l, l, l, 255],
-                _ => unreachable!("1 to 4 samples"),
-            })
-            .collect();
-        Image {
-            width: info.width,
-            height: info.height,
-            rgba,
-        }
-    }
-
-    /// The picture a `data:image/png;base64,` URL carries.
-    fn from_data_url(data_url: &str) -> Image {
-        use base64::Engine as _;
-        let encoded = data_url
-            .strip_prefix("data:image/png;base64,")
-            .unwrap_or_else(|| panic!("a PNG data URL: {:.60}", data_url));
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(encoded)
-            .expect("valid base64");
-        Image::decode(&bytes)
-    }
-
+impl AtPoints for Image {
     /// The RGBA at a logical point (the picture is the room's logical size).
     fn at(&self, (x, y): (f64, f64)) -> [u8; 4] {
-        let (x, y) = (x.floor() as usize, y.floor() as usize);
-        assert!(
-            x < self.width as usize && y < self.height as usize,
-            "({x}, {y}) is outside the {}x{} picture",
-            self.width,
-            self.height
-        );
-        let i = (y * self.width as usize + x) * 4;
-        self.rgba[i..i + 4].try_into().expect("four samples")
+        self.pixel(x.floor() as u32, y.floor() as u32)
     }
 
     fn all(&self, points: &[(f64, f64)], want: Px) -> bool {
@@ -504,17 +459,7 @@ impl Image {
 /// `GET url` (on a blocking thread): the status and the body.
 async fn http_get(url: String) -> (u16, Vec<u8>) {
     tokio::task::spawn_blocking(move || {
-        let response = match ureq::get(&url).call() {
-            Ok(response) => response,
-            Err(ureq::Error::Status(_, response)) => response,
-            Err(err) => panic!("GET {url}: {err}"),
-        };
-        let status = response.status();
-        let mut body = Vec::new();
-        response
-            .into_reader()
-            .read_to_end(&mut body)
-            .unwrap_or_else(|e| panic!("the body of GET {url}: {e}"));
+        let (status, _, body) = common::http_get(&url);
         (status, body)
     })
     .await

@@ -7,65 +7,24 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{data_dir, run_binary, Client, Server, EVENT_DEADLINE};
+use common::{data_dir, run_binary, Client, Image, Server, EVENT_DEADLINE};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
-/// A decoded picture: straight-alpha RGBA.
-struct Image {
-    width: u32,
-    height: u32,
-    rgba: Vec<u8>,
+/// The picture a `canvasState` carries.
+fn canvas_state_picture(message: &Value) -> Image {
+    Image::from_data_url(message["data"].as_str().expect("canvasState has data"))
 }
 
-impl Image {
-    fn decode(png_bytes: &[u8]) -> Image {
-        let mut decoder = png::Decoder::new(std::io::Cursor::new(png_bytes.to_vec()));
-        decoder.set_transformations(png::Transformations::EXPAND);
-        let mut reader = decoder.read_info().expect("a PNG");
-        let mut buffer = vec![0; reader.output_buffer_size().expect("a sane size")];
-        let info = reader.next_frame(&mut buffer).expect("a decodable PNG");
-        let channels = info.color_type.samples();
-        let rgba = buffer[..info.buffer_size()]
-            .chunks(channels)
-            .flat_map(|px| match channels {
-                4 => [px[0], px[1], px[2], px[3]],
-                3 => [px[0], px[1], px[2], 255],
-                _ => panic!("unexpected PNG colour type {:?}", info.color_type),
-            })
-            .collect();
-        Image {
-            width: info.width,
-            height: info.height,
-            rgba,
-        }
-    }
+/// Comparing pictures.
+trait Compare {
+    fn pixels_differing_from(&self, other: &Image, tolerance: u8) -> usize;
+    fn painted_pixels(&self) -> usize;
+}
 
-    /// The picture a `canvasState` carries.
-    fn from_canvas_state(message: &Value) -> Image {
-        use base64::Engine as _;
-        let data = message["data"].as_str().expect("canvasState has data");
-        let encoded = data
-            .strip_prefix("data:image/png;base64,")
-            .expect("a PNG data URL");
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(encoded)
-            .expect("base64");
-        Image::decode(&bytes)
-    }
-
-    fn pixel(&self, x: u32, y: u32) -> [u8; 4] {
-        let i = ((y * self.width + x) * 4) as usize;
-        [
-            self.rgba[i],
-            self.rgba[i + 1],
-            self.rgba[i + 2],
-            self.rgba[i + 3],
-        ]
-    }
-
+impl Compare for Image {
     /// How many pixels differ by more than `tolerance` in some channel.
     fn pixels_differing_from(&self, other: &Image, tolerance: u8) -> usize {
         assert_eq!((self.width, self.height), (other.width, other.height));
@@ -173,7 +132,7 @@ async fn newcomer_view(server: &Server, room: &str, expected_strokes: u32) -> Vi
         }
     };
     assert_eq!(first["clientId"], newcomer.id.as_str());
-    let picture = (first["type"] == "canvasState").then(|| Image::from_canvas_state(&first));
+    let picture = (first["type"] == "canvasState").then(|| canvas_state_picture(&first));
     let mut view = View {
         picture,
         strokes_after: Vec::new(),
@@ -200,7 +159,7 @@ async fn newcomer_picture(server: &Server, room: &str) -> Image {
     assert_eq!(newcomer.welcome["awaitingSnapshot"], true);
     let state = newcomer.next_of_type("canvasState").await;
     assert_eq!(state["clientId"], newcomer.id.as_str());
-    Image::from_canvas_state(&state)
+    canvas_state_picture(&state)
 }
 
 /// GET on the server (blocking HTTP, off the test's runtime thread).
@@ -213,16 +172,7 @@ async fn get(server: &Server, path: &str) -> (u16, Vec<u8>, String) {
 }
 
 fn http_get_url(addr: std::net::SocketAddr, path: &str) -> (u16, Vec<u8>, String) {
-    let url = format!("http://{addr}{path}");
-    let response = match ureq::get(&url).call() {
-        Ok(response) => response,
-        Err(ureq::Error::Status(_, response)) => response,
-        Err(err) => panic!("GET {path}: {err}"),
-    };
-    let status = response.status();
-    let content_type = response.content_type().to_owned();
-    let mut body = Vec::new();
-    std::io::Read::read_to_end(&mut response.into_reader(), &mut body).expect("a body");
+    let (status, content_type, body) = common::http_get(&format!("http://{addr}{path}"));
     (status, body, content_type)
 }
 

@@ -388,3 +388,76 @@ pub fn snapshot(tag: u8) -> String {
     made.push((tag, url.clone()));
     url
 }
+
+/// A decoded PNG: 8-bit straight-alpha RGBA, row by row.
+pub struct Image {
+    pub width: u32,
+    pub height: u32,
+    pub rgba: Vec<u8>,
+}
+
+impl Image {
+    /// Decodes a PNG of any colour type and depth into 8-bit RGBA.
+    pub fn decode(png_bytes: &[u8]) -> Image {
+        let mut decoder = png::Decoder::new(std::io::Cursor::new(png_bytes));
+        decoder.set_transformations(png::Transformations::normalize_to_color8());
+        let mut reader = decoder.read_info().expect("a readable PNG");
+        let mut buffer = vec![0; reader.output_buffer_size().expect("a PNG of a sane size")];
+        let info = reader.next_frame(&mut buffer).expect("a PNG that decodes");
+        let rgba = buffer[..info.buffer_size()]
+            .chunks_exact(info.color_type.samples())
+            .flat_map(|px| match *px {
+                [r, g, b, a] => [r, g, b, a],
+                [r, g, b] => [r, g, b, 255],
+                [l, a] => [l, l, l, a],
+                [l] => [l, l, l, 255],
+                _ => unreachable!("1 to 4 samples"),
+            })
+            .collect();
+        Image {
+            width: info.width,
+            height: info.height,
+            rgba,
+        }
+    }
+
+    /// The picture a `data:image/png;base64,` URL carries.
+    pub fn from_data_url(data_url: &str) -> Image {
+        use base64::Engine as _;
+        let encoded = data_url
+            .strip_prefix("data:image/png;base64,")
+            .unwrap_or_else(|| panic!("a PNG data URL: {:.60}", data_url));
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .expect("valid base64");
+        Image::decode(&bytes)
+    }
+
+    /// The RGBA of pixel (x, y).
+    pub fn pixel(&self, x: u32, y: u32) -> [u8; 4] {
+        assert!(
+            x < self.width && y < self.height,
+            "({x}, {y}) is outside the {}x{} picture",
+            self.width,
+            self.height
+        );
+        let i = (y as usize * self.width as usize + x as usize) * 4;
+        self.rgba[i..i + 4].try_into().expect("four samples")
+    }
+}
+
+/// `GET url` (blocking): the status, the content type and the body. An error status is an answer
+/// here, not a failure.
+pub fn http_get(url: &str) -> (u16, String, Vec<u8>) {
+    let response = match ureq::get(url).call() {
+        Ok(response) => response,
+        Err(ureq::Error::Status(_, response)) => response,
+        Err(err) => panic!("GET {url}: {err}"),
+    };
+    let status = response.status();
+    let content_type = response.content_type().to_owned();
+    let mut body = Vec::new();
+    std::io::Read::read_to_end(&mut response.into_reader(), &mut body)
+        .unwrap_or_else(|e| panic!("the body of GET {url}: {e}"));
+    (status, content_type, body)
+}
