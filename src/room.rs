@@ -467,16 +467,23 @@ impl CanvasServer {
         );
     }
 
-    /// Nothing visible: no picture and nothing drawn since, or a clear with nothing after it.
-    fn is_blank(&self) -> bool {
+    /// What the canvas is now: whether it starts blank (no picture, or a clear since), and the
+    /// operations to draw over that start.
+    fn current(&self) -> (bool, &[Recorded]) {
         match self
             .recorded
             .iter()
             .rposition(|r| matches!(r.op, Op::Clear))
         {
-            Some(index) => index + 1 == self.recorded.len(),
-            None => self.picture.blank && self.recorded.is_empty(),
+            Some(index) => (true, &self.recorded[index + 1..]),
+            None => (self.picture.blank, &self.recorded[..]),
         }
+    }
+
+    /// Nothing visible: no picture and nothing drawn since, or a clear with nothing after it.
+    fn is_blank(&self) -> bool {
+        let (from_blank, since) = self.current();
+        from_blank && since.is_empty()
     }
 
     /// Sends a newcomer the room as it stands: the checkpoint (or `canvasEmpty`), then every
@@ -485,14 +492,7 @@ impl CanvasServer {
         let Some(member) = self.member(id) else {
             return;
         };
-        let last_clear = self
-            .recorded
-            .iter()
-            .rposition(|r| matches!(r.op, Op::Clear));
-        let (from_blank, since) = match last_clear {
-            Some(index) => (true, &self.recorded[index + 1..]),
-            None => (self.picture.blank, &self.recorded[..]),
-        };
+        let (from_blank, since) = self.current();
         let (first, frame) = if from_blank {
             let empty = ServerMessage::CanvasEmpty { client_id: id };
             let frame = empty.encode();
