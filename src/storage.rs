@@ -1,8 +1,8 @@
 //! `Store`: the persistence of every room's canvas, in one SQLite database.
 //!
 //! It owns `<data_dir>/livecanvas.db` and the one thread ("livecanvas-store") that holds the
-//! connection to it. Rooms and HTTP handlers never touch the disk: they queue commands on a channel
-//! (`append`, `checkpoint`, `forget` return at once) and await the answers of the few that have
+//! connection to it. Rooms and HTTP handlers never touch the disk: they buffer ops and queue
+//! commands on a channel (`append`, `checkpoint`, `forget` return at once) and await the answers of the few that have
 //! one (`load`, `read`, `flush`, `close`, `room_count`; each is queued when called, and its future
 //! borrows nothing). It must never be called on the hot path synchronously, never block an actor
 //! or an executor thread on the disk, and never overwrite, truncate or "repair" a database it
@@ -284,6 +284,8 @@ pub struct Store {
 struct Inner {
     path: PathBuf,
     commands: mpsc::Sender<Command>,
+    /// Appended ops, handed to the writer without a channel message each (see [`Appends`]).
+    appends: Arc<Mutex<Appends>>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -291,6 +293,29 @@ impl Inner {
     /// Queues a command; false if the writer thread is gone.
     fn send(&self, command: Command) -> bool {
         self.commands.send(command).is_ok()
+    }
+
+    /// Buffers one op; false once the store is closed. Wakes the writer only when the buffer
+    /// stops being empty (it then commits within the flush interval) or reaches
+    /// `MAX_PENDING_OPS`: a message per op made one thread wake-up per op, the store thread's
+    /// largest cost with a thousand busy rooms.
+    fn append(&self, op: PendingOp) -> bool {
+        let wake = {
+            let mut appends = lock(&self.appends);
+            if appends.closed {
+                return false;
+            }
+            appends.ops.push(op);
+            appends.ops.len() == 1 || appends.ops.len() == MAX_PENDING_OPS
+        };
+        if wake && !self.send(Command::Wake) {
+            // The writer is gone: stop buffering what nobody will commit.
+            let mut appends = lock(&self.appends);
+            appends.closed = true;
+            appends.ops.clear();
+            return false;
+        }
+        true
     }
 
     fn stopped(&self) -> StoreError {
@@ -301,11 +326,8 @@ impl Inner {
 }
 
 enum Command {
-    Append {
-        room: Arc<str>,
-        seq: i64,
-        op: ByteString,
-    },
+    /// Ops are waiting in [`Appends`].
+    Wake,
     Checkpoint {
         room: Arc<str>,
         seq: i64,
@@ -382,10 +404,12 @@ impl Store {
         }
         let conn = open_verified(&path)?;
         let (commands, receiver) = mpsc::channel();
+        let appends = Arc::new(Mutex::new(Appends::default()));
         let writer = Writer {
             conn,
             path: path.clone(),
             options,
+            appends: appends.clone(),
             pending: Vec::new(),
             first_pending: None,
             failures: 0,
@@ -403,6 +427,7 @@ impl Store {
             inner: Some(Arc::new(Inner {
                 path,
                 commands,
+                appends,
                 thread: Mutex::new(Some(thread)),
             })),
         })
@@ -426,7 +451,7 @@ impl Store {
         let Some(seq) = sql_seq(seq, room) else {
             return;
         };
-        if !inner.send(Command::Append {
+        if !inner.append(PendingOp {
             room: room.clone(),
             seq,
             op,
@@ -493,8 +518,9 @@ impl Store {
     /// right after it unloaded sees all of them. A room that is not on disk gets its row now
     /// (`existed: false`), or [`StoreError::TooManyRooms`] if `max_rooms` are stored.
     ///
-    /// The request is queued when this is called, not when the future is first polled: its place
-    /// among appends is the call's. The future does not borrow the store.
+    /// The request is queued when this is called, not when the future is first polled: every op
+    /// appended before the call is in the answer (ops appended after it, before the writer gets
+    /// to the request, may be too). The future does not borrow the store.
     pub fn load(
         &self,
         room: Arc<str>,
@@ -802,6 +828,23 @@ fn check(conn: &Connection, path: &Path) -> Result<bool, StoreError> {
     Ok(false)
 }
 
+/// Ops appended since the writer last took them. Appends and commands keep their relative order:
+/// the writer takes every buffered op before it executes any command, and an op is buffered
+/// before its caller can queue a later command.
+#[derive(Default)]
+struct Appends {
+    ops: Vec<PendingOp>,
+    /// Set by `close` (or the writer's end): later appends are dropped.
+    closed: bool,
+}
+
+/// Locks `mutex`, also after a panic elsewhere: the data (a buffer of ops) is valid either way.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// An op waiting for the next commit.
 struct PendingOp {
     room: Arc<str>,
@@ -814,8 +857,10 @@ struct Writer {
     conn: Connection,
     path: PathBuf,
     options: StoreOptions,
+    appends: Arc<Mutex<Appends>>,
+    /// The ops being committed (taken from `appends`; kept to reuse its allocation).
     pending: Vec<PendingOp>,
-    /// When the oldest uncommitted op was queued.
+    /// When the writer learned of the oldest uncommitted op.
     first_pending: Option<Instant>,
     /// Failed writes since the last flush answered, and the last one's message.
     failures: u64,
@@ -834,27 +879,30 @@ impl Writer {
                 None => commands.recv().map_err(|_| RecvTimeoutError::Disconnected),
             };
             match received {
-                Ok(Command::Append { room, seq, op }) => {
-                    self.pending.push(PendingOp { room, seq, op });
-                    self.first_pending.get_or_insert_with(Instant::now);
-                    if self.pending.len() >= MAX_PENDING_OPS {
+                Ok(Command::Wake) => {
+                    let buffered = lock(&self.appends).ops.len();
+                    if buffered >= MAX_PENDING_OPS {
                         self.commit_pending();
+                    } else if buffered > 0 {
+                        self.first_pending.get_or_insert_with(Instant::now);
                     }
                 }
                 Ok(Command::Close { reply }) => {
+                    lock(&self.appends).closed = true;
                     self.commit_pending();
                     self.finish();
                     let _ = reply.send(());
                     return;
                 }
                 Ok(command) => {
-                    // Strict arrival order: every op queued before this command is on disk first.
+                    // Every op appended before this command was queued is on disk first.
                     self.commit_pending();
                     self.execute(command);
                 }
                 Err(RecvTimeoutError::Timeout) => self.commit_pending(),
                 Err(RecvTimeoutError::Disconnected) => {
                     // Every handle was dropped without close: still commit what was queued.
+                    lock(&self.appends).closed = true;
                     self.commit_pending();
                     self.finish();
                     return;
@@ -865,10 +913,8 @@ impl Writer {
 
     fn execute(&mut self, command: Command) {
         match command {
-            Command::Append { room, seq, op } => {
-                // `run` queues appends itself; kept correct should that change.
-                self.pending.push(PendingOp { room, seq, op });
-                self.first_pending.get_or_insert_with(Instant::now);
+            Command::Wake => {
+                // `run` handles wake-ups; the next commit takes the buffered ops either way.
             }
             Command::Checkpoint {
                 room,
@@ -942,9 +988,11 @@ impl Writer {
         self.last_failure = Some(err.to_string());
     }
 
-    /// Commits every pending op in one transaction.
+    /// Commits every buffered op in one transaction.
     fn commit_pending(&mut self) {
         self.first_pending = None;
+        // Swapped, not drained: both vectors keep their capacity.
+        std::mem::swap(&mut lock(&self.appends).ops, &mut self.pending);
         if self.pending.is_empty() {
             return;
         }
@@ -1318,12 +1366,14 @@ mod tests {
         // No flush, and the interval is an hour: the load itself must commit them first.
         let stored = store.load(main.clone()).await.unwrap();
         assert_eq!(seqs(&stored), vec![1, 2, 3, 4, 5]);
-        // The order is the call's, not the first poll's.
-        let load = store.load(main.clone());
+        // The request is queued by the call, not by the first poll: what was appended before it
+        // is there even if the future is polled later.
         append_draws(&store, &main, 6..=6);
-        assert_eq!(seqs(&load.await.unwrap()), vec![1, 2, 3, 4, 5]);
+        let load = store.load(main.clone());
+        append_draws(&store, &main, 7..=7);
+        assert_eq!(seqs(&load.await.unwrap())[..6], [1, 2, 3, 4, 5, 6]);
         let read = store.read(main.clone()).await.unwrap().unwrap();
-        assert_eq!(seqs(&read), vec![1, 2, 3, 4, 5, 6]);
+        assert_eq!(seqs(&read), vec![1, 2, 3, 4, 5, 6, 7]);
         store.close().await;
     }
 
