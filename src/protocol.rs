@@ -200,6 +200,35 @@ impl ServerMessage<'_> {
     }
 }
 
+/// The frame a batched client gets for `frames` (already-encoded messages, in order): the message
+/// itself when there is one, `{"type":"batch","messages":[...]}` when there are more, `None` when
+/// there are none. Made by joining the encoded texts: nothing is encoded again per recipient.
+pub fn batch_frame<'a, I>(frames: I) -> Option<ByteString>
+where
+    I: IntoIterator<Item = &'a ByteString>,
+    I::IntoIter: Clone,
+{
+    const HEAD: &str = r#"{"type":"batch","messages":["#;
+    const TAIL: &str = "]}";
+    let frames = frames.into_iter();
+    let mut counting = frames.clone();
+    let first = counting.next()?;
+    let Some(second) = counting.next() else {
+        return Some(first.clone());
+    };
+    let body = first.len() + second.len() + 2 + counting.map(|f| f.len() + 1).sum::<usize>();
+    let mut joined = String::with_capacity(HEAD.len() + body + TAIL.len());
+    joined.push_str(HEAD);
+    for (i, frame) in frames.enumerate() {
+        if i > 0 {
+            joined.push(',');
+        }
+        joined.push_str(frame);
+    }
+    joined.push_str(TAIL);
+    Some(ByteString::from(joined))
+}
+
 /// The fast path: every field the protocol knows, typed. Unknown fields are ignored.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -424,6 +453,23 @@ mod tests {
 
     fn rejected_field(text: &str) -> Option<&'static str> {
         decode(text).err().and_then(|r| r.field)
+    }
+
+    #[test]
+    fn a_batch_of_one_is_the_message_itself_and_of_many_a_json_array() {
+        let a = ByteString::from_static(r#"{"type":"clear"}"#);
+        let b = ByteString::from_static(r#"{"type":"clientCount","clientCount":2}"#);
+        assert_eq!(batch_frame(std::iter::empty::<&ByteString>()), None);
+        assert_eq!(batch_frame([&a]), Some(a.clone()));
+        let joined = batch_frame([&a, &b, &a]).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&joined).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({"type": "batch", "messages": [
+                {"type": "clear"}, {"type": "clientCount", "clientCount": 2}, {"type": "clear"}
+            ]})
+        );
+        assert_eq!(joined.len(), 28 + a.len() * 2 + b.len() + 2 + 2);
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub struct JoinRoom {
     pub room: Arc<str>,
     pub id: Uuid,
     pub session: Addr<WsSession>,
+    /// The client asked for batched delivery.
+    pub batched: bool,
 }
 
 /// The server is stopping: every room closes its members with 1001. Answers once all rooms have.
@@ -166,6 +168,7 @@ impl Handler<JoinRoom> for RoomRegistry {
         entry.addr.do_send(Join {
             id: join.id,
             session: join.session,
+            batched: join.batched,
         });
         MessageResult(Ok(entry.addr.clone()))
     }

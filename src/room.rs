@@ -22,9 +22,11 @@ use uuid::Uuid;
 use crate::canvas::{CanvasError, Op};
 use crate::config::{PictureSource, Settings};
 use crate::picture::{self, Picture, Restored};
-use crate::protocol::{ErrorCode, Rejection, Segment, ServerMessage};
+use crate::protocol::{batch_frame, ErrorCode, Rejection, Segment, ServerMessage};
 use crate::registry::{RoomIdle, RoomRegistry};
-use crate::session::{Deliver, Kick, RequestSnapshot, WithdrawSnapshotRequest, WsSession};
+use crate::session::{
+    Deliver, DeliverTick, Kick, RequestSnapshot, WithdrawSnapshotRequest, WsSession,
+};
 use crate::stats::Stats;
 use crate::storage::{Store, StoreError};
 use actix_web_actors::ws::CloseCode;
@@ -35,6 +37,8 @@ use actix_web_actors::ws::CloseCode;
 pub struct Join {
     pub id: Uuid,
     pub session: Addr<WsSession>,
+    /// The client asked for batched delivery.
+    pub batched: bool,
 }
 
 /// A session left (closed, timed out, or failed).
@@ -121,6 +125,22 @@ enum Availability {
 struct Member {
     id: Uuid,
     session: Addr<WsSession>,
+    /// Gets the room's broadcasts once per tick, as one frame.
+    batched: bool,
+    /// The first broadcast of the current tick this member gets: one that joined mid-tick was sent
+    /// the earlier ones with its picture.
+    tick_from: usize,
+}
+
+/// Broadcasts gathered for the batched members until the tick ends: with 500 members and 50
+/// drawing, one message per member per tick instead of one per member per segment (the
+/// per-recipient actor messages were most of the server's time).
+#[derive(Default)]
+struct Tick {
+    frames: Vec<ByteString>,
+    /// Who sent each frame, so that nobody gets their own back (`None`: the room itself).
+    senders: Vec<Option<Uuid>>,
+    scheduled: bool,
 }
 
 /// A newcomer waiting for its picture.
@@ -158,6 +178,7 @@ pub struct CanvasServer {
     stored_bytes: u64,
     /// In join order: the longest-present member is asked for snapshots first.
     members: Vec<Member>,
+    tick: Tick,
     pending: Vec<PendingSnapshot>,
     joins_seen: u64,
     next_ask_id: u64,
@@ -189,6 +210,7 @@ impl CanvasServer {
             composing: false,
             stored_bytes: 0,
             members: Vec::new(),
+            tick: Tick::default(),
             pending: Vec::new(),
             joins_seen: 0,
             next_ask_id: 0,
@@ -208,6 +230,13 @@ impl CanvasServer {
         }
     }
 
+    /// Like `deliver`, for a batched member's tick frame.
+    fn deliver_tick(member: &Member, frame: ByteString, ctx: &mut Context<Self>) {
+        if member.session.try_send(DeliverTick(frame)).is_err() {
+            ctx.notify(Evict { id: member.id });
+        }
+    }
+
     fn send_to(&self, id: Uuid, message: &ServerMessage<'_>, ctx: &mut Context<Self>) {
         if let Some(member) = self.member(id) {
             let frame = message.encode();
@@ -216,21 +245,68 @@ impl CanvasServer {
         }
     }
 
-    /// One encoding, shared by every recipient; returned for the record.
+    /// One encoding, shared by every recipient; returned for the record. Unbatched members get it
+    /// now, batched ones at the end of the tick.
     fn broadcast(
-        &self,
+        &mut self,
         message: &ServerMessage<'_>,
         except: Option<Uuid>,
         ctx: &mut Context<Self>,
     ) -> ByteString {
         let frame = message.encode();
         let mut recipients = 0;
+        let mut batched = false;
         for member in self.members.iter().filter(|m| Some(m.id) != except) {
-            Self::deliver(member, frame.clone(), ctx);
+            if member.batched {
+                batched = true;
+            } else {
+                Self::deliver(member, frame.clone(), ctx);
+            }
             recipients += 1;
         }
         self.count_out(message, &frame, recipients);
+        if batched {
+            self.queue_for_tick(frame.clone(), except, ctx);
+        }
         frame
+    }
+
+    fn queue_for_tick(&mut self, frame: ByteString, sender: Option<Uuid>, ctx: &mut Context<Self>) {
+        self.tick.frames.push(frame);
+        self.tick.senders.push(sender);
+        if !self.tick.scheduled {
+            self.tick.scheduled = true;
+            ctx.run_later(self.settings.batch_tick, |room, ctx| room.flush_tick(ctx));
+        }
+    }
+
+    /// Ends the tick: one frame, built once, for every batched member that sent nothing in it and
+    /// was there from its start; a frame of its own for each of the others.
+    fn flush_tick(&mut self, ctx: &mut Context<Self>) {
+        self.tick.scheduled = false;
+        let frames = std::mem::take(&mut self.tick.frames);
+        let senders = std::mem::take(&mut self.tick.senders);
+        let mut sent_something: Vec<Uuid> = senders.iter().flatten().copied().collect();
+        sent_something.sort_unstable();
+        sent_something.dedup();
+        let mut shared: Option<Option<ByteString>> = None;
+        for member in self.members.iter_mut().filter(|m| m.batched) {
+            let from = std::mem::take(&mut member.tick_from);
+            let frame = if from == 0 && sent_something.binary_search(&member.id).is_err() {
+                shared.get_or_insert_with(|| batch_frame(&frames)).clone()
+            } else {
+                let id = Some(member.id);
+                let theirs = frames[from.min(frames.len())..]
+                    .iter()
+                    .zip(&senders[from.min(senders.len())..])
+                    .filter(|&(_, &sender)| sender != id)
+                    .map(|(frame, _)| frame);
+                batch_frame(theirs)
+            };
+            if let Some(frame) = frame {
+                Self::deliver_tick(member, frame, ctx);
+            }
+        }
     }
 
     fn count_out(&self, message: &ServerMessage<'_>, frame: &ByteString, recipients: u64) {
@@ -624,6 +700,9 @@ impl Handler<Join> for CanvasServer {
         self.members.push(Member {
             id: join.id,
             session: join.session,
+            batched: join.batched,
+            // Broadcasts before the join are not for it (in server mode its picture holds them).
+            tick_from: self.tick.frames.len(),
         });
         self.count_changed(ctx);
         if from_server {
@@ -751,7 +830,9 @@ impl Handler<Shutdown> for CanvasServer {
 impl Handler<CloseAll> for CanvasServer {
     type Result = ();
 
-    fn handle(&mut self, _: CloseAll, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, _: CloseAll, ctx: &mut Context<Self>) {
+        // What the members were sent before the close reaches them before it.
+        self.flush_tick(ctx);
         self.pending.clear();
         for member in self.members.drain(..) {
             member.session.do_send(Kick {

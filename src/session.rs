@@ -17,7 +17,7 @@ use uuid::Uuid;
 use crate::config::Settings;
 use crate::limits::{ConnectionPermit, DrawLimiter, Throttle};
 use crate::protocol::{
-    check_png_snapshot, decode_client_message, ClientMessage, Rejection, ServerMessage,
+    batch_frame, check_png_snapshot, decode_client_message, ClientMessage, Rejection, ServerMessage,
 };
 use crate::registry::{JoinRoom, RoomRegistry, TooManyRooms};
 use crate::room::{CanvasServer, Clear, Draw, Leave, SnapshotReply};
@@ -27,6 +27,12 @@ use crate::stats::Stats;
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Deliver(pub ByteString);
+
+/// For a batched client: the room's broadcasts of one tick, already joined into one frame. Sent as
+/// it is, after whatever the session gathered before it (so the order is the room's).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DeliverTick(pub ByteString);
 
 /// The room asks this client for its picture, for `newcomer`.
 #[derive(Message)]
@@ -108,31 +114,15 @@ impl WsSession {
         }
     }
 
-    /// Sends what a batched client has gathered: one frame, `{"type":"batch","messages":[...]}`,
-    /// made by joining the already-encoded messages (no JSON is encoded per recipient).
+    /// Sends what a batched client has gathered as one frame (see [`batch_frame`]).
     fn flush_batch(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
         let Some(pending) = self.batch.as_mut() else {
             return;
         };
-        match pending.len() {
-            0 => {}
-            1 => ctx.text(pending.swap_remove(0)),
-            _ => {
-                const HEAD: &str = r#"{"type":"batch","messages":["#;
-                const TAIL: &str = "]}";
-                let body: usize = pending.iter().map(|frame| frame.len() + 1).sum();
-                let mut joined = String::with_capacity(HEAD.len() + body + TAIL.len());
-                joined.push_str(HEAD);
-                for (i, frame) in pending.drain(..).enumerate() {
-                    if i > 0 {
-                        joined.push(',');
-                    }
-                    joined.push_str(&frame);
-                }
-                joined.push_str(TAIL);
-                ctx.text(joined);
-            }
+        if let Some(frame) = batch_frame(pending.iter()) {
+            ctx.text(frame);
         }
+        pending.clear();
     }
 
     fn close(&mut self, ctx: &mut ws::WebsocketContext<Self>, code: CloseCode, reason: &str) {
@@ -325,6 +315,7 @@ impl Actor for WsSession {
             room: self.room_name.clone(),
             id: self.id,
             session: ctx.address(),
+            batched: self.batch.is_some(),
         };
         // Nothing the client sends is handled before the session is in its room.
         self.registry
@@ -393,6 +384,15 @@ impl Handler<Deliver> for WsSession {
             });
         }
         pending.push(frame);
+    }
+}
+
+impl Handler<DeliverTick> for WsSession {
+    type Result = ();
+
+    fn handle(&mut self, DeliverTick(frame): DeliverTick, ctx: &mut Self::Context) {
+        self.flush_batch(ctx);
+        ctx.text(frame);
     }
 }
 

@@ -606,6 +606,76 @@ async fn a_client_that_asks_for_batches_gets_bursts_in_few_frames_in_order() {
     assert!(frames < 100, "{frames} frames for 100 draws");
 }
 
+type RawWs =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Joins with `?batch=1` and reads until the count says `count` people are in the room.
+async fn join_batched(server: &Server, room: &str, count: u64) -> RawWs {
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("{}?batch=1", server.ws_url(room)))
+        .await
+        .expect("upgrade");
+    read_batched_until(&mut ws, |m| {
+        m["type"] == "clientCount" && m["clientCount"] == count
+    })
+    .await;
+    ws
+}
+
+fn draws_in(messages: &[serde_json::Value]) -> Vec<(f64, f64)> {
+    messages
+        .iter()
+        .filter(|m| m["type"] == "draw")
+        .map(|m| (m["startX"].as_f64().unwrap(), m["startY"].as_f64().unwrap()))
+        .collect()
+}
+
+#[tokio::test]
+async fn batched_senders_in_one_tick_get_each_others_draws_but_never_their_own() {
+    let server = Server::start_with(&["--batch-tick", "200ms"]);
+    let mut alice = join_batched(&server, "main", 1).await;
+    let mut bob = join_batched(&server, "main", 2).await;
+    read_batched_until(&mut alice, |m| m["clientCount"] == 2).await;
+    for i in 0..20 {
+        let x = f64::from(i);
+        alice
+            .send(Message::text(draw_at(x, 1.0).to_string()))
+            .await
+            .unwrap();
+        bob.send(Message::text(draw_at(x, 2.0).to_string()))
+            .await
+            .unwrap();
+    }
+    let (to_alice, _) = read_batched_until(&mut alice, |m| m["startX"] == 19.0).await;
+    let (to_bob, _) = read_batched_until(&mut bob, |m| m["startX"] == 19.0).await;
+    let expected = |y: f64| (0..20).map(|i| (f64::from(i), y)).collect::<Vec<_>>();
+    assert_eq!(draws_in(&to_alice), expected(2.0));
+    assert_eq!(draws_in(&to_bob), expected(1.0));
+}
+
+#[tokio::test]
+async fn a_batched_newcomer_joining_mid_tick_gets_every_operation_once_in_order() {
+    let server = Server::start_with(&["--batch-tick", "400ms"]);
+    // A batched member keeps the room's ticks going; an unbatched one shows when a draw went out.
+    let _carol = join_batched(&server, "main", 1).await;
+    let mut alice = server.join("main").await;
+    let mut dave = server.join("main").await;
+    for i in 0..5 {
+        alice.send_json(draw_at(f64::from(i), 3.0)).await;
+    }
+    while dave.next_of_type("draw").await["startX"] != 4.0 {}
+    // Draws 0-4 now wait in the room's tick, and are part of the picture the newcomer gets.
+    let (mut bob, _) =
+        tokio_tungstenite::connect_async(format!("{}?batch=1", server.ws_url("main")))
+            .await
+            .expect("upgrade");
+    for i in 5..10 {
+        alice.send_json(draw_at(f64::from(i), 3.0)).await;
+    }
+    let (to_bob, _) = read_batched_until(&mut bob, |m| m["startX"] == 9.0).await;
+    let expected: Vec<_> = (0..10).map(|i| (f64::from(i), 3.0)).collect();
+    assert_eq!(draws_in(&to_bob), expected);
+}
+
 #[tokio::test]
 async fn a_crowd_joining_at_once_costs_few_count_frames() {
     let server = Server::start_with(&[
