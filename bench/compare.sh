@@ -20,6 +20,7 @@
 #                      server's default); the -mem kinds run the same with --storage memory
 #   --repeat N         run every workload x server N times, the servers taking turns (default 1)
 #   --ours-args "A B"  extra flags for every livecanvas server (e.g. "--flush-interval 1s")
+#   --load-args "A B"  extra flags for the load generator, after the preset's (e.g. "--clients 100")
 #   --quick            smoke check of the script: preset smoke, 2 s per run (well under a minute)
 #   --ours-port P      livecanvas's port (default 18080)
 #   --node-port P      the Node relay's port (default 18081)
@@ -58,6 +59,7 @@ quick=0
 build=1
 repeat=1
 ours_args=""
+load_args=""
 
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
 die() { echo "compare.sh: $*" >&2; exit 2; }
@@ -70,7 +72,7 @@ while (($#)); do
     -h | --help) usage; exit 0 ;;
     --quick) quick=1; shift; continue ;;
     --no-build) build=0; shift; continue ;;
-    --workloads | --duration | --rate | --step | --servers | --ours-port | --node-port | --repeat | --ours-args)
+    --workloads | --duration | --rate | --step | --servers | --ours-port | --node-port | --repeat | --ours-args | --load-args)
       (($# >= 2)) || die "$opt needs a value"
       case $opt in
         --workloads) workloads=$2 ;;
@@ -82,6 +84,7 @@ while (($#)); do
         --node-port) NODE_PORT=$2 ;;
         --repeat) repeat=$2 ;;
         --ours-args) ours_args=$2 ;;
+        --load-args) load_args=$2 ;;
       esac
       shift 2 ;;
     *) die "unknown option $opt (see --help)" ;;
@@ -106,6 +109,7 @@ fi
 IFS=, read -r -a workload_entries <<< "$workloads"
 IFS=, read -r -a server_list <<< "$servers"
 read -r -a ours_extra <<< "$ours_args"
+read -r -a load_extra <<< "$load_args"
 ((${#workload_entries[@]})) || die "--workloads is empty"
 ((${#server_list[@]})) || die "--servers is empty"
 number_re='^[0-9]+([.][0-9]+)?$'
@@ -353,6 +357,7 @@ run_one() {
   [[ -n $run_rate ]] && args+=(--rate "$run_rate")
   if ((duration_given)) || [[ $workload != idle-crowd ]]; then args+=(--duration "$duration"); fi
   [[ $batch == true ]] && args+=(--batch)
+  args+=("${load_extra[@]}")
   if [[ $workload == idle-crowd ]] && ((idle_clients)); then extra=(--clients "$idle_clients"); fi
   log "$tag: livecanvas-load ${args[*]} ${extra[*]}"
 
@@ -397,7 +402,8 @@ run_one() {
   fi
   more="{\"storage\":$storage,\"repeat\":$rep,\"server_threads_cpu_percent\":$threads,"
   more+="\"store_cpu_percent\":$store_cpu,\"disk_bytes_live\":$disk_live,\"disk_bytes\":$disk_after,"
-  more+="\"disk_written_bytes\":$written}"
+  more+="\"disk_written_bytes\":$written,\"ours_args\":\"${ours_args//\"/}\","
+  more+="\"load_args\":\"${load_args//\"/}\"}"
 
   json=$(last_object "$LOG_DIR/$tag.loadgen.out")
   if [[ -z $json ]]; then
