@@ -11,7 +11,7 @@
 #                      (default: many-rooms,busy-room); W:R runs preset W at R segments/s per
 #                      sender (e.g. busy-room:20,many-rooms:10)
 #   --duration D       drawing time of each run, e.g. 10s (default 10s; idle-crowd keeps its
-#                      preset's 20 s unless --duration is given)
+#                      preset's 35 s unless --duration is given)
 #   --rate R           segments per second per sender, overriding the presets' rates
 #   --step W:R1,R2,..  rate-step mode: run workload W at each rate on every server, then print
 #                      per server the highest rate with p99 < 50 ms and lost == 0

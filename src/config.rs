@@ -54,11 +54,11 @@ pub struct Config {
     pub frontend_dir: Option<PathBuf>,
 
     /// How often the server pings each client (e.g. 5s, 500ms).
-    #[arg(long, env = "LIVECANVAS_HEARTBEAT_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "LIVECANVAS_HEARTBEAT_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub heartbeat_interval: Duration,
 
     /// A client silent (no pong, no message) for this long is disconnected.
-    #[arg(long, env = "LIVECANVAS_CLIENT_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "LIVECANVAS_CLIENT_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub client_timeout: Duration,
 
     /// How long a peer asked for the canvas may take to answer before the next one is asked.
@@ -479,8 +479,8 @@ mod tests {
     fn defaults_serve_on_loopback_8080() {
         let settings = parse(&[]).unwrap();
         assert_eq!(settings.bind, "127.0.0.1:8080".parse().unwrap());
-        assert_eq!(settings.heartbeat_interval, Duration::from_secs(5));
-        assert_eq!(settings.client_timeout, Duration::from_secs(15));
+        assert_eq!(settings.heartbeat_interval, Duration::from_secs(10));
+        assert_eq!(settings.client_timeout, Duration::from_secs(30));
         assert_eq!(
             settings.canvas,
             CanvasSize {

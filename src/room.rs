@@ -174,6 +174,8 @@ pub struct CanvasServer {
     last_op_at: Instant,
     /// A checkpoint is being rendered.
     composing: bool,
+    /// The idle-checkpoint timer is running.
+    idle_check_armed: bool,
     /// Bytes the room takes on disk: its checkpoint plus the operations since.
     stored_bytes: u64,
     /// In join order: the longest-present member is asked for snapshots first.
@@ -208,6 +210,7 @@ impl CanvasServer {
             last_seq: 0,
             last_op_at: Instant::now(),
             composing: false,
+            idle_check_armed: false,
             stored_bytes: 0,
             members: Vec::new(),
             tick: Tick::default(),
@@ -478,6 +481,31 @@ impl CanvasServer {
         if is_clear || self.recorded.len() >= self.settings.storage.checkpoint_ops {
             self.start_checkpoint(ctx);
         }
+        self.arm_idle_checkpoint(ctx);
+    }
+
+    /// Checkpoints once drawing has paused for `--checkpoint-idle`. Armed by drawing, not
+    /// periodic: a thousand quiet rooms waking every two seconds to find nothing to do were a
+    /// tenth of an idle server's CPU.
+    fn arm_idle_checkpoint(&mut self, ctx: &mut Context<Self>) {
+        if self.idle_check_armed {
+            return;
+        }
+        self.idle_check_armed = true;
+        let every = self.settings.storage.checkpoint_idle;
+        let quiet = self.last_op_at.elapsed();
+        let wait = if quiet < every { every - quiet } else { every };
+        ctx.run_later(wait, move |room, ctx| {
+            room.idle_check_armed = false;
+            if room.recorded.is_empty() {
+                return;
+            }
+            if room.last_op_at.elapsed() >= every {
+                room.start_checkpoint(ctx);
+            }
+            // Until a checkpoint covers everything (one may be rendering, or have failed).
+            room.arm_idle_checkpoint(ctx);
+        });
     }
 
     /// Renders a new checkpoint from the last one and the operations since, on a blocking thread.
@@ -663,12 +691,6 @@ impl Actor for CanvasServer {
         ctx.wait(load.into_actor(self).map(|result, room, ctx| {
             room.loaded(result, ctx);
         }));
-        let every = self.settings.storage.checkpoint_idle;
-        ctx.run_interval(every, move |room, ctx| {
-            if room.last_op_at.elapsed() >= every {
-                room.start_checkpoint(ctx);
-            }
-        });
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {

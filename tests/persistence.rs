@@ -280,6 +280,31 @@ async fn a_newcomer_gets_the_strokes_since_the_last_checkpoint_after_the_picture
 }
 
 #[tokio::test]
+async fn a_room_where_drawing_pauses_is_checkpointed_so_newcomers_get_one_picture() {
+    let server = Server::start_with(&["--checkpoint-ops", "1000", "--checkpoint-idle", "200ms"]);
+    let mut alice = server.join("pause").await;
+    let mut bob = server.join("pause").await;
+    draw_acknowledged(&mut alice, &mut bob, 0..5).await;
+    // Nobody leaves (leaving would checkpoint too): only the pause can fold the strokes into the
+    // picture. The checkpoint is not observable as an event, so newcomers look until it is there.
+    let deadline = Instant::now() + EVENT_DEADLINE;
+    loop {
+        let view = newcomer_view(&server, "pause", 5).await;
+        if view.strokes_after.is_empty() {
+            for i in 0..5 {
+                view.assert_sees(i, "the idle checkpoint");
+            }
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no idle checkpoint before the deadline"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
 async fn a_newcomer_after_a_clear_is_told_the_canvas_is_empty() {
     let server = Server::start();
     let mut alice = server.join("cleared").await;

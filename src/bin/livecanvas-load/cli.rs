@@ -20,7 +20,7 @@ PRESETS (--preset sets the defaults; any flag given still overrides it)
   join-storm  500 clients join one room all at once, then 10 s of busy-room drawing;
               the p99 latency of the first drawing second is reported separately
   idle-crowd  --clients idle connections (default 20000, over 1000 rooms) that only answer the
-              server's pings for the duration (default 20 s, longer than the server's default
+              server's pings for the duration (default 35 s, longer than the server's default
               --client-timeout); reports connect errors and how many stayed up
   (none)      60 clients in 3 rooms, 2 senders per room at 10/s, 10 s
 
@@ -179,7 +179,7 @@ fn defaults(preset: Option<Preset>) -> Defaults {
         Some(Preset::BusyRoom) => (500, 1, 50, 60.0, secs(10), Some(64)),
         Some(Preset::ManyRooms) => (10_000, 1000, 2, 30.0, secs(10), Some(64)),
         Some(Preset::JoinStorm) => (500, 1, 50, 60.0, secs(10), None),
-        Some(Preset::IdleCrowd) => (20_000, 1000, 0, 0.0, secs(20), Some(64)),
+        Some(Preset::IdleCrowd) => (20_000, 1000, 0, 0.0, secs(35), Some(64)),
     };
     Defaults {
         clients,
