@@ -463,13 +463,36 @@ async fn a_client_that_stops_reading_is_dropped_without_slowing_the_room() {
         "--draw-burst",
         "1000000",
     ]);
-    let mut room = Witnesses::join(&server, "main").await;
+    a_sleeper_is_dropped_without_slowing_the_room(&server, "").await;
+}
+
+#[tokio::test]
+async fn a_batched_client_that_stops_reading_is_dropped_without_slowing_the_room() {
+    // Its queue counts ticks, not strokes: short ticks fill it as fast as strokes would.
+    let server = Server::start_with(&[
+        "--max-queued-messages",
+        "256",
+        "--batch-tick",
+        "1ms",
+        "--draws-per-second",
+        "1000000",
+        "--draw-burst",
+        "1000000",
+    ]);
+    a_sleeper_is_dropped_without_slowing_the_room(&server, "?batch=1").await;
+}
+
+/// A client connecting with `query` stops reading while others draw: it is dropped (closed 1008)
+/// while the drawer keeps drawing, the watcher keeps receiving, and the server stays small.
+async fn a_sleeper_is_dropped_without_slowing_the_room(server: &Server, query: &str) {
+    let mut room = Witnesses::join(server, "main").await;
     // The sleeper's socket takes almost nothing (a 4 KiB receive buffer, which also stops the
     // kernel growing it), and it never reads.
     let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
     socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
     let stream = socket.connect(server.addr).await.expect("connect");
-    let (mut sleeper, _) = tokio_tungstenite::client_async(server.ws_url("main"), stream)
+    let url = format!("{}{query}", server.ws_url("main"));
+    let (mut sleeper, _) = tokio_tungstenite::client_async(url, stream)
         .await
         .expect("upgrade");
     room.watcher.wait_for_count(3).await;
