@@ -485,8 +485,8 @@ impl CanvasServer {
     }
 
     /// Checkpoints once drawing has paused for `--checkpoint-idle`. Armed by drawing, not
-    /// periodic: a thousand quiet rooms waking every two seconds to find nothing to do were a
-    /// tenth of an idle server's CPU.
+    /// periodic: a thousand quiet rooms each waking every two seconds to find nothing to do were
+    /// among the wake-ups that made context switches a quarter of an idle server's CPU.
     fn arm_idle_checkpoint(&mut self, ctx: &mut Context<Self>) {
         if self.idle_check_armed {
             return;
