@@ -45,8 +45,6 @@ NODE_PORT=18081
 ALL_WORKLOADS="busy-room many-rooms join-storm idle-crowd smoke"
 ALL_SERVERS="ours-batch ours ours-batch-mem ours-mem node"
 P99_LIMIT_MS=50
-READY_DEADLINE_S=30    # how long a server may take to accept connections
-STOP_DEADLINE_S=15     # how long a server may take to exit after SIGTERM
 RUN_MARGIN_S=180       # load generator's bound beyond the drawing time (connect phase, drain)
 
 workloads="many-rooms,busy-room"
@@ -64,6 +62,8 @@ load_args=""
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
 die() { echo "compare.sh: $*" >&2; exit 2; }
 log() { echo "[compare] $*" >&2; }
+# shellcheck source=bench/lib.sh
+source "$BENCH_DIR/lib.sh"
 
 while (($#)); do
   opt=$1
@@ -90,8 +90,6 @@ while (($#)); do
     *) die "unknown option $opt (see --help)" ;;
   esac
 done
-
-in_list() { [[ " $2 " == *" $1 "* ]]; }
 
 step_workload="" step_rates=()
 if [[ -n $step ]]; then
@@ -223,82 +221,22 @@ for line in sys.stdin:
 }
 
 # --- processes ----------------------------------------------------------------------------------
-server_tpid="" server_pid="" loadgen_pid="" data_dir=""
-
-stop_pid() { # stop_pid TIMEOUT_PID CHILD_PID: SIGTERM, then SIGKILL after the deadline
-  local tpid=$1 pid=$2 deadline=$((SECONDS + STOP_DEADLINE_S))
-  [[ -n $tpid ]] || return 0
-  kill -TERM "$tpid" 2> /dev/null || true
-  while kill -0 "$tpid" 2> /dev/null && ((SECONDS < deadline)); do sleep 0.1; done
-  if kill -0 "$tpid" 2> /dev/null; then
-    log "pid $tpid did not stop within ${STOP_DEADLINE_S}s; killing it"
-    [[ -z $pid ]] || kill -KILL "$pid" 2> /dev/null || true
-    kill -KILL "$tpid" 2> /dev/null || true
-  fi
-  wait "$tpid" 2> /dev/null || true
-}
-
-cleanup() {
-  stop_pid "$loadgen_pid" ""
-  stop_pid "$server_tpid" "$server_pid"
-  loadgen_pid="" server_tpid="" server_pid=""
-  remove_data_dir
-}
-# The temporary data directory of the current livecanvas run (never ./data).
-remove_data_dir() {
-  [[ -n $data_dir && $data_dir == "${TMPDIR:-/tmp}"/livecanvas-bench.* ]] && rm -rf -- "$data_dir"
-  data_dir=""
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-port_open() { timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2> /dev/null; }
-
-# start_server KIND LOGFILE: starts it under `timeout` (so it cannot outlive a killed script by
-# long), sets server_tpid/server_pid and waits until its port accepts connections. livecanvas gets
-# a fresh temporary data directory ($data_dir).
+# start_server KIND LOGFILE: spawn_server (bench/lib.sh) with KIND's command; livecanvas gets a
+# fresh temporary data directory ($data_dir).
 start_server() {
-  local kind=$1 logfile=$2 port cmd bound deadline storage=sqlite
-  server_pid=""
+  local kind=$1 logfile=$2 port cmd storage=sqlite
   case $kind in
     ours | ours-batch | ours-mem | ours-batch-mem)
       port=$OURS_PORT
       [[ $kind == *-mem ]] && storage=memory
-      data_dir=$(mktemp -d "${TMPDIR:-/tmp}/livecanvas-bench.XXXXXX")
+      new_data_dir
       cmd=(env RUST_LOG=warn "$SERVER" --bind "127.0.0.1:$port"
-        --storage "$storage" --data-dir "$data_dir"
-        --max-connections-per-ip 1000000 --connection-rate-per-ip 1000000
-        --connection-burst-per-ip 1000000 --max-clients-per-room 1000000
-        --max-connections 1000000 --draws-per-second 1000000 --draw-burst 1000000
-        --shutdown-grace 2s "${ours_extra[@]}") ;;
+        --storage "$storage" --data-dir "$data_dir" "${LIVECANVAS_BENCH_FLAGS[@]}"
+        "${ours_extra[@]}") ;;
     node) port=$NODE_PORT; cmd=(node "$RELAY_DIR/relay.js" --port "$port") ;;
   esac
-  if port_open "$port"; then
-    die "something already listens on 127.0.0.1:$port; stop it first"
-  fi
-  bound=$((duration_s + RUN_MARGIN_S + READY_DEADLINE_S + 60))
-  (cd "$ROOT" && exec timeout --kill-after=5 "$bound" "${cmd[@]}") > "$logfile" 2>&1 &
-  server_tpid=$!
-  deadline=$((SECONDS + READY_DEADLINE_S))
-  while :; do
-    if [[ -z $server_pid ]]; then
-      # timeout's child; with `env` in front it execs the server, keeping the pid.
-      server_pid=$(pgrep -P "$server_tpid" | head -n1 || true)
-    fi
-    if [[ -n $server_pid ]] && port_open "$port"; then break; fi
-    if ! kill -0 "$server_tpid" 2> /dev/null; then
-      log "$kind exited before accepting connections; its log ($logfile):"
-      tail -n 20 "$logfile" >&2
-      server_tpid="" server_pid=""
-      return 1
-    fi
-    if ((SECONDS >= deadline)); then
-      log "$kind did not accept connections on 127.0.0.1:$port within ${READY_DEADLINE_S}s"
-      return 1
-    fi
-    sleep 0.1
-  done
+  spawn_server "$kind" "$port" $((duration_s + RUN_MARGIN_S + READY_DEADLINE_S + 60)) \
+    "$logfile" "${cmd[@]}"
 }
 
 cpu_ticks() { # user+system clock ticks of a process
@@ -307,7 +245,6 @@ cpu_ticks() { # user+system clock ticks of a process
   read -r -a fields <<< "${stat##*) }" # fields from the 3rd (state) on: utime is 14th, stime 15th
   echo $((fields[11] + fields[12]))
 }
-peak_rss_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
 # Bytes the process caused to be written to storage (page cache included), from /proc/PID/io.
 written_bytes() { awk '/^write_bytes:/ { print $2 }' "/proc/$1/io" 2> /dev/null || echo 0; }
 
@@ -334,7 +271,6 @@ thread_cpu_json() {
           printf "}" }' "$1" "$2"
 }
 
-dir_bytes() { find "$1" -type f -printf '%s\n' 2> /dev/null | awk '{ s += $1 } END { print s + 0 }'; }
 
 CLK_TCK=$(getconf CLK_TCK)
 stamp=$(date +%Y%m%d-%H%M%S)

@@ -31,8 +31,6 @@ ROOT=$(dirname "$BENCH_DIR")
 LOADGEN=${BENCH_LOADGEN:-"$ROOT/target/release/livecanvas-load"}
 SERVER=${BENCH_SERVER:-"$ROOT/target/release/livecanvas"}
 ALL_CONFIGS="sqlite-batch sqlite memory-batch tail-batch"
-READY_DEADLINE_S=30
-STOP_DEADLINE_S=15
 RUN_BOUND_S=900 # nothing here should take that long; only a hang does
 
 history="0,1000,10000,100000"
@@ -45,7 +43,8 @@ build=1
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
 die() { echo "join-latency.sh: $*" >&2; exit 2; }
 log() { echo "[join-latency.sh] $*" >&2; }
-in_list() { [[ " $2 " == *" $1 "* ]]; }
+# shellcheck source=bench/lib.sh
+source "$BENCH_DIR/lib.sh"
 
 while (($#)); do
   opt=$1
@@ -73,62 +72,14 @@ IFS=, read -r -a config_list <<< "$configs"
 ((${#config_list[@]})) || die "--configs is empty"
 for c in "${config_list[@]}"; do in_list "$c" "$ALL_CONFIGS" || die "unknown config '$c' (one of: $ALL_CONFIGS)"; done
 
-server_tpid="" server_pid="" loadgen_pid="" data_dir=""
-stop_pid() { # stop_pid TIMEOUT_PID CHILD_PID: SIGTERM, then SIGKILL after the deadline
-  local tpid=$1 pid=$2 deadline=$((SECONDS + STOP_DEADLINE_S))
-  [[ -n $tpid ]] || return 0
-  kill -TERM "$tpid" 2> /dev/null || true
-  while kill -0 "$tpid" 2> /dev/null && ((SECONDS < deadline)); do sleep 0.1; done
-  if kill -0 "$tpid" 2> /dev/null; then
-    log "pid $tpid did not stop within ${STOP_DEADLINE_S}s; killing it"
-    [[ -z $pid ]] || kill -KILL "$pid" 2> /dev/null || true
-    kill -KILL "$tpid" 2> /dev/null || true
-  fi
-  wait "$tpid" 2> /dev/null || true
-}
-remove_data_dir() {
-  [[ -n $data_dir && $data_dir == "${TMPDIR:-/tmp}"/livecanvas-bench.* ]] && rm -rf -- "$data_dir"
-  data_dir=""
-}
-cleanup() {
-  stop_pid "$loadgen_pid" ""
-  stop_pid "$server_tpid" "$server_pid"
-  loadgen_pid="" server_tpid="" server_pid=""
-  remove_data_dir
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-port_open() { timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2> /dev/null; }
-dir_bytes() { find "$1" -type f -printf '%s\n' 2> /dev/null | awk '{ s += $1 } END { print s + 0 }'; }
-peak_rss_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
-
-# start_server LOGFILE FLAG...: a fresh server in a fresh data directory; waits for its port.
+# start_server LOGFILE FLAG...: a fresh livecanvas in a fresh data directory (spawn_server, in
+# bench/lib.sh).
 start_server() {
-  local logfile=$1 deadline
+  local logfile=$1
   shift
-  server_pid=""
-  port_open "$port" && die "something already listens on 127.0.0.1:$port; stop it first"
-  data_dir=$(mktemp -d "${TMPDIR:-/tmp}/livecanvas-bench.XXXXXX")
-  (cd "$ROOT" && exec timeout --kill-after=5 "$RUN_BOUND_S" env RUST_LOG=warn "$SERVER" \
-    --bind "127.0.0.1:$port" --data-dir "$data_dir" \
-    --max-connections-per-ip 1000000 --connection-rate-per-ip 1000000 \
-    --connection-burst-per-ip 1000000 --max-clients-per-room 1000000 \
-    --draws-per-second 1000000 --draw-burst 1000000 --shutdown-grace 2s "$@") > "$logfile" 2>&1 &
-  server_tpid=$!
-  deadline=$((SECONDS + READY_DEADLINE_S))
-  while :; do
-    [[ -n $server_pid ]] || server_pid=$(pgrep -P "$server_tpid" | head -n1 || true)
-    if [[ -n $server_pid ]] && port_open "$port"; then return 0; fi
-    if ! kill -0 "$server_tpid" 2> /dev/null; then
-      log "the server exited before accepting connections; its log ($logfile):"
-      tail -n 20 "$logfile" >&2
-      return 1
-    fi
-    ((SECONDS < deadline)) || { log "the server did not accept connections in time"; return 1; }
-    sleep 0.1
-  done
+  new_data_dir
+  spawn_server livecanvas "$port" "$RUN_BOUND_S" "$logfile" env RUST_LOG=warn "$SERVER" \
+    --bind "127.0.0.1:$port" --data-dir "$data_dir" "${LIVECANVAS_BENCH_FLAGS[@]}" "$@"
 }
 
 cd "$ROOT"
