@@ -1003,15 +1003,8 @@ fn fmt(value: &Value) -> String {
 }
 
 async fn run(settings: JoinSettings) -> ExitCode {
-    let addr = match crate::probe(&settings.target.addrs).await {
-        Ok(addr) => addr,
-        Err(err) => {
-            eprintln!(
-                "livecanvas-load: error: no server at {}: {err}",
-                settings.target.base
-            );
-            return ExitCode::FAILURE;
-        }
+    let Some(addr) = crate::find_server(&settings.target).await else {
+        return ExitCode::FAILURE;
     };
     let tag = format!(
         "{:x}",

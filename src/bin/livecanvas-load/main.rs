@@ -27,7 +27,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{sleep, timeout, Instant};
 
-use crate::cli::{Preset, Settings};
+use crate::cli::{Preset, Settings, Target};
 use crate::client::{Phase, Plan, Shared};
 use crate::report::{cpu_time, fmt_ms, machine_busy_percent, machine_ticks, si, Latency, Report};
 
@@ -84,29 +84,27 @@ fn raise_open_files(clients: usize) {
     }
 }
 
-/// The first resolved address that takes a TCP connection.
-async fn probe(addrs: &[SocketAddr]) -> Result<SocketAddr, String> {
+/// The first of the target's resolved addresses that takes a TCP connection; `None`, once the
+/// reason is printed, when none does.
+async fn find_server(target: &Target) -> Option<SocketAddr> {
     let mut last = String::from("no address");
-    for &addr in addrs {
+    for &addr in &target.addrs {
         match timeout(Duration::from_secs(3), TcpStream::connect(addr)).await {
-            Ok(Ok(_)) => return Ok(addr),
+            Ok(Ok(_)) => return Some(addr),
             Ok(Err(err)) => last = format!("{addr}: {err}"),
             Err(_) => last = format!("{addr}: timed out"),
         }
     }
-    Err(last)
+    eprintln!(
+        "livecanvas-load: error: no server at {}: {last}",
+        target.base
+    );
+    None
 }
 
 async fn run(settings: Settings) -> ExitCode {
-    let addr = match probe(&settings.target.addrs).await {
-        Ok(addr) => addr,
-        Err(err) => {
-            eprintln!(
-                "livecanvas-load: error: no server at {}: {err}",
-                settings.target.base
-            );
-            return ExitCode::FAILURE;
-        }
+    let Some(addr) = find_server(&settings.target).await else {
+        return ExitCode::FAILURE;
     };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     if settings.progress {
