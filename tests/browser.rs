@@ -320,6 +320,18 @@ impl Browser {
             tokio::time::sleep(POLL).await;
         }
     }
+
+    /// The board shows the red middle stroke and nothing away from it.
+    async fn assert_shows_only_the_red_stroke(&self, what: &str) {
+        self.assert_pixels(&ON_STROKE, Px::Paint(RED_RGB), what)
+            .await;
+        self.assert_pixels(
+            &FAR_FROM_STROKE,
+            Px::Blank,
+            &format!("{what}, away from the stroke"),
+        )
+        .await;
+    }
 }
 
 impl Drop for Browser {
@@ -591,14 +603,7 @@ async fn a_page_that_joins_later_gets_the_picture() {
     // `open` waits for body[data-synced="true"]: by then the picture must be there.
     let carol = Browser::open(&driver, &url).await;
     carol
-        .assert_pixels(&ON_STROKE, Px::Paint(RED_RGB), "Carol's board once synced")
-        .await;
-    carol
-        .assert_pixels(
-            &FAR_FROM_STROKE,
-            Px::Blank,
-            "Carol's board away from the stroke",
-        )
+        .assert_shows_only_the_red_stroke("Carol's board once synced")
         .await;
 }
 
@@ -787,36 +792,15 @@ async fn the_page_reconnects_by_itself_after_a_server_restart_and_shows_the_pict
         .js("return [window.__states, window.__synced];", vec![])
         .await;
     alice
-        .assert_pixels(
-            &ON_STROKE,
-            Px::Paint(RED_RGB),
-            &format!(
-                "Alice's board keeps her stroke across the restart (states, synced: {history})"
-            ),
-        )
-        .await;
-    alice
-        .assert_pixels(
-            &FAR_FROM_STROKE,
-            Px::Blank,
-            "Alice's board away from the stroke after the restart",
-        )
+        .assert_shows_only_the_red_stroke(&format!(
+            "Alice's board keeps her stroke across the restart (states, synced: {history})"
+        ))
         .await;
 
     // The new server read the room from disk: a newcomer gets the picture from it.
     let bob = Browser::open(&driver, &url).await;
-    bob.assert_pixels(
-        &ON_STROKE,
-        Px::Paint(RED_RGB),
-        "Bob's board once synced on the new server",
-    )
-    .await;
-    bob.assert_pixels(
-        &FAR_FROM_STROKE,
-        Px::Blank,
-        "Bob's board away from the stroke",
-    )
-    .await;
+    bob.assert_shows_only_the_red_stroke("Bob's board once synced on the new server")
+        .await;
 }
 
 #[tokio::test]
@@ -858,18 +842,8 @@ async fn a_drawing_survives_closing_every_page_and_restarting_the_server() {
     // A new server (on another port) over the same data directory.
     let server = Server::start_with(&["--data-dir", data_path]);
     let bob = Browser::open(&driver, &room_url(&server, "survives")).await;
-    bob.assert_pixels(
-        &ON_STROKE,
-        Px::Paint(RED_RGB),
-        "Bob's board, on the new server, once synced",
-    )
-    .await;
-    bob.assert_pixels(
-        &FAR_FROM_STROKE,
-        Px::Blank,
-        "Bob's board away from the stroke",
-    )
-    .await;
+    bob.assert_shows_only_the_red_stroke("Bob's board, on the new server, once synced")
+        .await;
 }
 
 /// Named points that should all look like the `Px`.
