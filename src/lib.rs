@@ -2,8 +2,9 @@
 //!
 //! Each WebSocket connection is a [`session::WsSession`] actor; each room is a
 //! [`room::CanvasServer`] actor, spawned on demand by the [`registry::RoomRegistry`]. The HTTP
-//! side ([`routes`]) serves the frontend from disk and upgrades `/ws/{room}`. This file wires them
-//! together and owns the server's lifecycle: bind, serve, and the graceful stop on a signal.
+//! side ([`routes`]) serves the frontend from disk and admits `/ws/{room}` upgrades, which
+//! [`websocket`] hands to their sessions. This file wires them together and owns the server's
+//! lifecycle: bind, serve, and the graceful stop on a signal.
 
 pub mod canvas;
 pub mod config;
@@ -18,12 +19,18 @@ pub mod session;
 pub mod stats;
 pub mod storage;
 mod tls;
+pub mod websocket;
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use actix::{Actor, Addr};
-use actix_web::dev::ServerHandle;
+use actix::Actor;
+use actix_http::HttpService;
+use actix_service::{map_config, IntoServiceFactory, ServiceFactory};
+use actix_web::body::MessageBody;
+use actix_web::dev::{AppConfig, ServerHandle, ServiceRequest, ServiceResponse};
 use actix_web::rt::signal::unix::{signal, Signal, SignalKind};
 use actix_web::{middleware, web, App, HttpServer};
 
@@ -71,12 +78,7 @@ pub async fn run(settings: Settings, store: Store) -> std::io::Result<()> {
     let handles: Vec<ServerHandle> = std::iter::once(main.handle())
         .chain(metrics.as_ref().map(|m| m.handle()))
         .collect();
-    actix_web::rt::spawn(stop_on_signal(
-        signals,
-        handles,
-        state.ready.clone(),
-        registry.clone(),
-    ));
+    actix_web::rt::spawn(stop_on_signal(signals, handles, state.clone()));
     let served = match metrics {
         Some(metrics) => {
             let (main, metrics) = tokio::join!(main, metrics);
@@ -110,42 +112,95 @@ pub fn open_store(settings: &Settings) -> Result<Store, StoreError> {
     Ok(store)
 }
 
-fn main_server(
-    settings: &Arc<Settings>,
+/// Pending connections the kernel may hold for the canvas listener (as actix-web's default).
+const LISTEN_BACKLOG: u32 = 1024;
+/// How long a client may take to send its request head, and to close after the response.
+const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+const CLIENT_DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often a stopping server looks whether every session has closed.
+const SESSION_DRAIN_POLL: Duration = Duration::from_millis(20);
+
+/// The canvas's App: pages, assets, upgrades, pictures, health.
+fn canvas_app(
     state: AppState,
-) -> std::io::Result<actix_web::dev::Server> {
+    frontend_dir: &std::path::Path,
+    with_metrics: bool,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .app_data(web::Data::new(state))
+        .wrap(
+            middleware::DefaultHeaders::new()
+                .add(("Content-Security-Policy", CONTENT_SECURITY_POLICY))
+                .add(("X-Content-Type-Options", "nosniff"))
+                .add(("Referrer-Policy", "same-origin")),
+        )
+        .configure(|cfg| routes::configure(cfg, frontend_dir, with_metrics))
+}
+
+/// The canvas listener. It is built as actix-web's `HttpServer` builds one (actix-http's
+/// `HttpService` on actix-server, the App as its service) with one addition: WebSocket upgrade
+/// requests go to [`websocket::upgrade_service`], which asks the same App and gives the socket of
+/// an admitted connection to its session.
+fn main_server(settings: &Arc<Settings>, state: AppState) -> std::io::Result<actix_server::Server> {
+    let listener = listen(settings.bind)?;
+    let addr = listener.local_addr()?;
     let frontend_dir = settings.frontend_dir.clone();
     let with_metrics = settings.metrics_bind.is_none();
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(web::Data::new(state.clone()))
-            .wrap(
-                middleware::DefaultHeaders::new()
-                    .add(("Content-Security-Policy", CONTENT_SECURITY_POLICY))
-                    .add(("X-Content-Type-Options", "nosniff"))
-                    .add(("Referrer-Policy", "same-origin")),
-            )
-            .configure(|cfg| routes::configure(cfg, &frontend_dir, with_metrics))
-    })
-    .workers(settings.workers)
-    // Strokes are small frames written as they come: with Nagle's algorithm a frame written while
-    // the previous one is unacknowledged waits for the client's delayed ACK (40 ms on Linux),
-    // which was the whole p99 tail of a busy room.
-    .tcp_nodelay(true)
-    .disable_signals()
-    .shutdown_timeout(settings.shutdown_grace.as_secs().max(1));
-    let (server, scheme) = match &settings.tls {
-        Some(files) => (
-            server.bind_rustls_0_23(settings.bind, tls::server_config(files)?)?,
-            "https",
-        ),
-        None => (server.bind(settings.bind)?, "http"),
-    };
-    for addr in server.addrs() {
-        // Tests and scripts read this line to find an ephemeral port.
-        println!("livecanvas listening on {scheme}://{addr}");
+    let app = move || canvas_app(state.clone(), &frontend_dir, with_metrics).into_factory();
+    // A macro, not a closure: the service's stream type differs with and without TLS.
+    macro_rules! http {
+        () => {
+            HttpService::build()
+                .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
+                .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
+                // Strokes are small frames written as they come: with Nagle's algorithm a frame
+                // written while the previous one is unacknowledged waits for the client's delayed
+                // ACK (40 ms on Linux), which was the whole p99 tail of a busy room.
+                .tcp_nodelay(true)
+                .local_addr(addr)
+                .upgrade(websocket::upgrade_service(app.clone()))
+                .finish(map_config(app(), |_| AppConfig::default()))
+        };
     }
-    Ok(server.run())
+    let builder = actix_server::Server::build()
+        .workers(settings.workers)
+        .disable_signals()
+        .shutdown_timeout(settings.shutdown_grace.as_secs().max(1));
+    let (builder, scheme) = match &settings.tls {
+        Some(files) => {
+            let config = tls::server_config(files)?;
+            let builder = builder.listen("livecanvas-tls", listener, move || {
+                http!().rustls_0_23(config.clone())
+            })?;
+            (builder, "https")
+        }
+        None => (
+            builder.listen("livecanvas", listener, move || http!().tcp())?,
+            "http",
+        ),
+    };
+    // Tests and scripts read this line to find an ephemeral port.
+    println!("livecanvas listening on {scheme}://{addr}");
+    Ok(builder.run())
+}
+
+/// Binds the canvas listener (address reuse on, as actix-web does).
+fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)?.into_std()
 }
 
 fn metrics_server(
@@ -190,21 +245,22 @@ impl Signals {
 
 /// On the first SIGINT or SIGTERM: report not ready, stop accepting, tell every client 1001, then
 /// let the servers drain within their shutdown timeout.
-async fn stop_on_signal(
-    signals: Signals,
-    servers: Vec<ServerHandle>,
-    ready: Arc<AtomicBool>,
-    registry: Addr<RoomRegistry>,
-) {
+async fn stop_on_signal(signals: Signals, servers: Vec<ServerHandle>, state: AppState) {
     signals.recv().await;
     log::info!("stopping: closing every connection with 1001");
-    ready.store(false, Ordering::SeqCst);
+    state.ready.store(false, Ordering::SeqCst);
     // Only the canvas stops accepting; the operations listener keeps answering /readyz (503).
     if let Some(main) = servers.first() {
         main.pause().await;
     }
-    if registry.send(CloseAllRooms).await.is_err() {
+    if state.registry.send(CloseAllRooms).await.is_err() {
         log::warn!("the room registry had already stopped");
+    }
+    // Sessions own their sockets (they are not the HTTP server's connections), so the server's
+    // own drain does not wait for them: wait here until their close frames are out.
+    let deadline = tokio::time::Instant::now() + state.settings.shutdown_grace;
+    while state.admission.open_connections() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(SESSION_DRAIN_POLL).await;
     }
     for server in &servers {
         server.stop(true).await;

@@ -29,7 +29,7 @@ use crate::session::{
 };
 use crate::stats::Stats;
 use crate::storage::{Store, StoreError};
-use actix_web_actors::ws::CloseCode;
+use actix_http::ws::CloseCode;
 
 /// A session enters the room. Sent by the registry only, so the registry can count joins.
 #[derive(Message)]

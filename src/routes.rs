@@ -11,7 +11,6 @@ use actix::Addr;
 use actix_files::{Files, NamedFile};
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
-use actix_web_actors::ws;
 use serde_json::json;
 
 use crate::canvas::Op;
@@ -21,14 +20,13 @@ use crate::picture::{self, Picture};
 use crate::protocol::is_valid_room_name;
 use crate::registry::{FindRoom, RoomRegistry};
 use crate::room::CurrentCanvas;
-use crate::session::WsSession;
+use crate::session::Admitted;
 use crate::stats::Stats;
 use crate::storage::Store;
+use crate::websocket::SessionSlot;
 
 /// The room of `/` and `/ws`.
 pub const DEFAULT_ROOM: &str = "main";
-/// Room for the JSON envelope around the largest accepted PNG data URL.
-const SNAPSHOT_ENVELOPE_BYTES: usize = 4 * 1024;
 
 /// What every handler may use.
 #[derive(Clone)]
@@ -95,24 +93,19 @@ async fn room_page(
     Ok(page(&state).await?.into_response(&req))
 }
 
-async fn ws_default_room(
-    req: HttpRequest,
-    stream: web::Payload,
-    state: web::Data<AppState>,
-) -> actix_web::Result<HttpResponse> {
-    upgrade(DEFAULT_ROOM, req, stream, &state)
+async fn ws_default_room(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    upgrade(DEFAULT_ROOM, req, &state)
 }
 
 async fn ws_room(
     room: web::Path<String>,
     req: HttpRequest,
-    stream: web::Payload,
     state: web::Data<AppState>,
-) -> actix_web::Result<HttpResponse> {
+) -> HttpResponse {
     if !is_valid_room_name(&room) {
-        return Ok(bad_room(&room));
+        return bad_room(&room);
     }
-    upgrade(&room, req, stream, &state)
+    upgrade(&room, req, &state)
 }
 
 /// `?batch=1` on the WebSocket URL asks for batched delivery.
@@ -121,12 +114,9 @@ struct UpgradeQuery {
     batch: Option<String>,
 }
 
-fn upgrade(
-    room: &str,
-    req: HttpRequest,
-    stream: web::Payload,
-    state: &AppState,
-) -> actix_web::Result<HttpResponse> {
+/// Admits the connection and answers 101; the session starts once the upgrade has the socket
+/// (see `websocket`).
+fn upgrade(room: &str, req: HttpRequest, state: &AppState) -> HttpResponse {
     let permit = match state.admission.admit(&req) {
         Ok(permit) => permit,
         Err(refusal) => {
@@ -135,28 +125,35 @@ fn upgrade(
                 .refusals
                 .with_label_values(&[refusal.code()])
                 .inc();
-            return Ok(refused(&refusal));
+            return refused(&refusal);
         }
+    };
+    let handshake = match actix_http::ws::handshake(req.head()) {
+        Ok(mut handshake) => handshake.finish(),
+        Err(error) => return HttpResponse::from_error(error),
+    };
+    // Only a request the upgrade service passed on can have its socket taken.
+    let Some(slot) = SessionSlot::of(&req) else {
+        return HttpResponse::BadRequest().json(json!({
+            "error": "not_upgradable",
+            "message": "a WebSocket upgrade request must not announce a body",
+        }));
     };
     let peer = req
         .peer_addr()
         .map_or_else(|| "unknown".to_owned(), |addr| addr.to_string());
     let batched = web::Query::<UpgradeQuery>::from_query(req.query_string())
         .is_ok_and(|query| matches!(query.batch.as_deref(), Some("1" | "true")));
-    let session = WsSession::new(
-        room.into(),
+    slot.fill(Admitted {
+        room_name: room.into(),
         peer,
         permit,
         batched,
-        state.settings.clone(),
-        state.stats.clone(),
-        state.registry.clone(),
-    );
-    // The codec must let a requested snapshot through; the session enforces the small limit on
-    // everything else.
-    ws::WsResponseBuilder::new(session, &req, stream)
-        .frame_size(state.settings.max_snapshot_bytes + SNAPSHOT_ENVELOPE_BYTES)
-        .start()
+        settings: state.settings.clone(),
+        stats: state.stats.clone(),
+        registry: state.registry.clone(),
+    });
+    HttpResponse::from(handshake).map_into_boxed_body()
 }
 
 /// `?background=transparent` keeps erased and untouched areas transparent (as `canvasState` does);

@@ -1,17 +1,25 @@
 //! `WsSession`: the actor behind one WebSocket connection.
 //!
-//! It owns the connection's framing (joining fragmented messages, size limits, close codes), its
-//! heartbeat, and the decoding and validation of what the client sends, so that its room only ever
-//! receives typed, valid messages. It must never forward a message it has not validated, never
-//! panic on what a client sends, and always leave its room when it stops, whatever the reason.
+//! It owns the connection's socket once the upgrade is done (reading frames with actix-http's
+//! WebSocket codec, writing through an actix `FramedWrite`), its framing (joining fragmented
+//! messages, size limits, close codes), its heartbeat, and the decoding and validation of what the
+//! client sends, so that its room only ever receives typed, valid messages. It must never forward a
+//! message it has not validated, never panic on what a client sends, and always leave its room when
+//! it stops, whatever the reason.
 
+use std::io::Cursor;
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use actix::io::{FramedWrite, WriteHandler};
 use actix::prelude::*;
-use actix_http::ws::Item;
-use actix_web_actors::ws::{self, CloseCode, CloseReason, ProtocolError};
+use actix_http::ws::{self, CloseCode, CloseReason, Item, ProtocolError};
+use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio_util::codec::FramedRead;
 use uuid::Uuid;
 
 use crate::config::Settings;
@@ -26,6 +34,52 @@ use crate::stats::Stats;
 /// Heartbeat pings are due only on multiples of this, so that many share one wake-up; a ping is
 /// at most this much later than `--heartbeat-interval` says.
 const HEARTBEAT_SLOT: Duration = Duration::from_millis(250);
+/// What a connection reads into at first. Clients send small messages (a stroke is ~150 bytes), and
+/// an idle connection keeps this buffer, so it is small; a snapshot grows it as far as it needs.
+const READ_BUFFER_BYTES: usize = 1024;
+/// A read buffer a snapshot grew beyond this is given back once it is empty, rather than kept for
+/// the rest of the connection.
+const READ_BUFFER_KEPT_BYTES: usize = 16 * 1024;
+/// How long a closing session waits for its close frame (and what precedes it) to reach the
+/// socket before it lets go of a client that does not read.
+const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The writing half of the socket, whatever it is (TCP, or TLS over TCP).
+type Writer = FramedWrite<ws::Message, WouldBlockWhenFull<Box<dyn AsyncWrite + Unpin>>, ws::Codec>;
+
+/// actix's `FramedWrite` holds back its actor only when a write fails with `WouldBlock` (as its
+/// sockets once did); tokio's sockets answer `Pending` instead, and the writer's buffer would then
+/// grow without bound behind a client that stops reading. This answers `WouldBlock` when the
+/// socket is full, so that the session stops taking messages, its mailbox fills, and its room
+/// drops it. The socket has registered the wake-up when it answered `Pending`.
+struct WouldBlockWhenFull<W>(W);
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for WouldBlockWhenFull<W> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match Pin::new(&mut self.0).poll_write(cx, buf) {
+            Poll::Pending => Poll::Ready(Err(std::io::ErrorKind::WouldBlock.into())),
+            ready => ready,
+        }
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
 
 /// A text frame for the client, already encoded (and shared with the rest of the room).
 #[derive(Message)]
@@ -59,8 +113,74 @@ pub struct Kick {
     pub reason: &'static str,
 }
 
+/// A connection the HTTP side has admitted to a room and answered with 101; it becomes a
+/// `WsSession` once the upgrade has its socket (see `websocket`).
+pub struct Admitted {
+    pub room_name: Arc<str>,
+    pub peer: String,
+    pub permit: ConnectionPermit,
+    pub batched: bool,
+    pub settings: Arc<Settings>,
+    pub stats: Arc<Stats>,
+    pub registry: Addr<RoomRegistry>,
+}
+
+impl Admitted {
+    /// Starts the session's actor on this thread, owning `io`; `read_ahead` is what the client
+    /// sent after its upgrade request and the HTTP side had already read.
+    pub fn start<T>(self, io: T, read_ahead: &[u8]) -> Addr<WsSession>
+    where
+        T: AsyncRead + AsyncWrite + Unpin + 'static,
+    {
+        let (reader, writer) = tokio::io::split(io);
+        // A copy: the HTTP side's buffer is 8 KiB, and the reader keeps what it chains for good.
+        let reader = Cursor::new(Bytes::copy_from_slice(read_ahead)).chain(reader);
+        // The codec must let a requested snapshot through; the session enforces the small limit
+        // on everything else.
+        let frame_limit = self.settings.max_snapshot_bytes + SNAPSHOT_ENVELOPE_BYTES;
+        let frames = FramedRead::with_capacity(
+            reader,
+            ws::Codec::new().max_size(frame_limit),
+            READ_BUFFER_BYTES,
+        );
+        WsSession::create(move |ctx| {
+            ctx.add_stream(ShrinkingReads(frames));
+            let writer: Box<dyn AsyncWrite + Unpin> = Box::new(writer);
+            let out = FramedWrite::new(WouldBlockWhenFull(writer), ws::Codec::new(), ctx);
+            WsSession::new(self, out)
+        })
+    }
+}
+
+/// Room for the JSON envelope around the largest accepted PNG data URL.
+const SNAPSHOT_ENVELOPE_BYTES: usize = 4 * 1024;
+
+/// The frames a client sends, read into a buffer that does not stay large after a snapshot.
+struct ShrinkingReads<R>(FramedRead<R, ws::Codec>);
+
+impl<R: AsyncRead + Unpin> futures_util::Stream for ShrinkingReads<R> {
+    type Item = Result<ws::Frame, ProtocolError>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Self::Item>> {
+        let frames = &mut self.0;
+        let polled = Pin::new(&mut *frames).poll_next(cx);
+        let buffer = frames.read_buffer_mut();
+        if buffer.is_empty() && buffer.capacity() > READ_BUFFER_KEPT_BYTES {
+            *buffer = BytesMut::with_capacity(READ_BUFFER_BYTES);
+        }
+        polled
+    }
+}
+
 pub struct WsSession {
     id: Uuid,
+    /// Frames for the client: encoded into its buffer and written as the socket takes them.
+    out: Writer,
+    /// Set once a close frame is queued: nothing more is written, and nothing read is handled.
+    closing: bool,
     /// This connection's place in the server's connection counts, released when the actor drops.
     _permit: ConnectionPermit,
     draws: DrawLimiter,
@@ -83,17 +203,20 @@ pub struct WsSession {
 }
 
 impl WsSession {
-    pub fn new(
-        room_name: Arc<str>,
-        peer: String,
-        permit: ConnectionPermit,
-        batched: bool,
-        settings: Arc<Settings>,
-        stats: Arc<Stats>,
-        registry: Addr<RoomRegistry>,
-    ) -> Self {
+    fn new(admitted: Admitted, out: Writer) -> Self {
+        let Admitted {
+            room_name,
+            peer,
+            permit,
+            batched,
+            settings,
+            stats,
+            registry,
+        } = admitted;
         WsSession {
             id: Uuid::new_v4(),
+            out,
+            closing: false,
             _permit: permit,
             draws: DrawLimiter::new(&settings),
             room_name,
@@ -110,6 +233,17 @@ impl WsSession {
         }
     }
 
+    /// Queues a frame for the client, unless the session is closing.
+    fn send(&mut self, message: ws::Message) {
+        if !self.closing {
+            self.out.write(message);
+        }
+    }
+
+    fn text(&mut self, frame: impl Into<ByteString>) {
+        self.send(ws::Message::Text(frame.into()));
+    }
+
     fn message_limit(&self) -> usize {
         if self.snapshot_requests_open > 0 {
             self.settings.max_snapshot_bytes
@@ -119,18 +253,24 @@ impl WsSession {
     }
 
     /// Sends what a batched client has gathered as one frame (see [`batch_frame`]).
-    fn flush_batch(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+    fn flush_batch(&mut self) {
         let Some(pending) = self.batch.as_mut() else {
             return;
         };
-        if let Some(frame) = batch_frame(pending.iter()) {
-            ctx.text(frame);
-        }
+        let frame = batch_frame(pending.iter());
         pending.clear();
+        if let Some(frame) = frame {
+            self.text(frame);
+        }
     }
 
-    fn close(&mut self, ctx: &mut ws::WebsocketContext<Self>, code: CloseCode, reason: &str) {
-        self.flush_batch(ctx);
+    /// Sends a close frame after whatever is queued, and stops once it is written (or after
+    /// `CLOSE_FLUSH_TIMEOUT`, for a client that does not read).
+    fn close(&mut self, ctx: &mut Context<Self>, code: CloseCode, reason: &str) {
+        if self.closing {
+            return;
+        }
+        self.flush_batch();
         log::info!(
             "closing room={} client={} code={} reason={reason}",
             self.room_name,
@@ -141,42 +281,46 @@ impl WsSession {
             .closes
             .with_label_values(&[&u16::from(code).to_string()])
             .inc();
-        ctx.close(Some(CloseReason {
+        self.send(ws::Message::Close(Some(CloseReason {
             code,
             description: Some(reason.to_owned()),
-        }));
-        ctx.stop();
+        })));
+        self.finish_writing(ctx);
+    }
+
+    /// Writes nothing more: the actor stops when what is queued has reached the socket
+    /// (`WriteHandler::finished`), or after `CLOSE_FLUSH_TIMEOUT` whatever the client does.
+    fn finish_writing(&mut self, ctx: &mut Context<Self>) {
+        self.closing = true;
+        self.out.close();
+        ctx.run_later(CLOSE_FLUSH_TIMEOUT, |_, ctx| ctx.stop());
     }
 
     /// Pings on `--heartbeat-interval`, at instants shared by every session (see
     /// [`heartbeat_start`]), so that a worker wakes up once for many pings rather than once per
     /// connection: with 19,000 idle clients, per-connection timers kept both threads waking
     /// thousands of times a second.
-    fn start_heartbeat(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+    fn start_heartbeat(&mut self, ctx: &mut Context<Self>) {
         let interval = self.settings.heartbeat_interval;
         ctx.run_interval_at(heartbeat_start(interval), interval, |session, ctx| {
             if session.last_seen.elapsed() > session.settings.client_timeout {
                 session.close(ctx, CloseCode::Normal, "heartbeat timeout");
             } else {
-                ctx.ping(b"");
+                session.send(ws::Message::Ping(Bytes::new()));
             }
         });
     }
 
-    fn on_protocol_error(&mut self, error: ProtocolError, ctx: &mut ws::WebsocketContext<Self>) {
+    fn on_protocol_error(&mut self, error: ProtocolError, ctx: &mut Context<Self>) {
         match error {
             ProtocolError::Overflow => self.close(ctx, CloseCode::Size, "message too big"),
-            // actix-web-actors reports a text frame that is not UTF-8 as an I/O error; any other
-            // I/O error means the connection is already gone.
-            ProtocolError::Io(err) if err.to_string().contains("utf-8") => {
-                self.close(ctx, CloseCode::Invalid, "text is not valid UTF-8")
-            }
+            // The connection is already gone.
             ProtocolError::Io(_) => ctx.stop(),
             other => self.close(ctx, CloseCode::Protocol, &other.to_string()),
         }
     }
 
-    fn on_fragment(&mut self, item: Item, ctx: &mut ws::WebsocketContext<Self>) {
+    fn on_fragment(&mut self, item: Item, ctx: &mut Context<Self>) {
         let (first, bytes, last) = match item {
             Item::FirstText(bytes) => (true, bytes, false),
             Item::FirstBinary(_) => {
@@ -209,7 +353,7 @@ impl WsSession {
         }
     }
 
-    fn on_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
+    fn on_text(&mut self, text: &str, ctx: &mut Context<Self>) {
         self.stats.bytes_in.inc_by(text.len() as u64);
         if text.len() > self.message_limit() {
             return self.close(ctx, CloseCode::Size, "message too big");
@@ -223,7 +367,7 @@ impl WsSession {
         }
     }
 
-    fn forward(&mut self, message: ClientMessage, ctx: &mut ws::WebsocketContext<Self>) {
+    fn forward(&mut self, message: ClientMessage, ctx: &mut Context<Self>) {
         let Some(room) = self.room.clone() else {
             return;
         };
@@ -265,7 +409,7 @@ impl WsSession {
 
     /// Whether a draw or clear may go to the room now; reminds a flooder now and then, and closes
     /// one that keeps on.
-    fn throttle(&mut self, ctx: &mut ws::WebsocketContext<Self>) -> bool {
+    fn throttle(&mut self, ctx: &mut Context<Self>) -> bool {
         match self.draws.check() {
             Throttle::Allow => true,
             Throttle::Drop { warn } => {
@@ -274,7 +418,7 @@ impl WsSession {
                         "too many drawing messages (limit {} per second); some were dropped",
                         self.settings.draws_per_second
                     );
-                    ctx.text(
+                    self.text(
                         Rejection::rate_limited(message)
                             .to_server_message()
                             .encode(),
@@ -289,20 +433,20 @@ impl WsSession {
         }
     }
 
-    fn reject(&mut self, rejection: Rejection, ctx: &mut ws::WebsocketContext<Self>) {
+    fn reject(&mut self, rejection: Rejection, ctx: &mut Context<Self>) {
         self.invalid_in_a_row += 1;
         if self.invalid_in_a_row >= self.settings.max_invalid_messages {
             return self.close(ctx, CloseCode::Policy, "too many invalid messages");
         }
-        self.send_error(&rejection, ctx);
+        self.send_error(&rejection);
     }
 
-    fn send_error(&self, rejection: &Rejection, ctx: &mut ws::WebsocketContext<Self>) {
+    fn send_error(&mut self, rejection: &Rejection) {
         self.stats
             .errors
             .with_label_values(&[rejection.code.as_str()])
             .inc();
-        ctx.text(rejection.to_server_message().encode());
+        self.text(rejection.to_server_message().encode());
     }
 }
 
@@ -320,7 +464,7 @@ fn heartbeat_start(interval: Duration) -> tokio::time::Instant {
 }
 
 impl Actor for WsSession {
-    type Context = ws::WebsocketContext<Self>;
+    type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
         log::info!(
@@ -364,46 +508,57 @@ impl Actor for WsSession {
     }
 }
 
-impl StreamHandler<Result<ws::Message, ProtocolError>> for WsSession {
-    fn handle(&mut self, item: Result<ws::Message, ProtocolError>, ctx: &mut Self::Context) {
-        let message = match item {
-            Ok(message) => message,
+impl StreamHandler<Result<ws::Frame, ProtocolError>> for WsSession {
+    fn handle(&mut self, item: Result<ws::Frame, ProtocolError>, ctx: &mut Self::Context) {
+        if self.closing {
+            return;
+        }
+        let frame = match item {
+            Ok(frame) => frame,
             Err(error) => return self.on_protocol_error(error, ctx),
         };
         self.last_seen = Instant::now();
-        match message {
-            ws::Message::Text(text) => self.on_text(&text, ctx),
-            ws::Message::Continuation(item) => self.on_fragment(item, ctx),
-            ws::Message::Binary(_) => self.close(
+        match frame {
+            ws::Frame::Text(bytes) => match ByteString::try_from(bytes) {
+                Ok(text) => self.on_text(&text, ctx),
+                Err(_) => self.close(ctx, CloseCode::Invalid, "text is not valid UTF-8"),
+            },
+            ws::Frame::Continuation(item) => self.on_fragment(item, ctx),
+            ws::Frame::Binary(_) => self.close(
                 ctx,
                 CloseCode::Unsupported,
                 "binary messages are not supported",
             ),
-            ws::Message::Ping(payload) => ctx.pong(&payload),
-            ws::Message::Pong(_) | ws::Message::Nop => {}
-            ws::Message::Close(reason) => {
-                ctx.close(reason);
-                ctx.stop();
+            ws::Frame::Ping(payload) => self.send(ws::Message::Pong(payload)),
+            ws::Frame::Pong(_) => {}
+            ws::Frame::Close(reason) => {
+                // Answer with the client's own code, as RFC 6455 asks.
+                self.send(ws::Message::Close(reason));
+                self.finish_writing(ctx);
             }
         }
     }
 
     fn finished(&mut self, ctx: &mut Self::Context) {
-        ctx.stop();
+        // The client is gone (or half-closed after its close frame): nobody reads what is queued.
+        if !self.closing {
+            ctx.stop();
+        }
     }
 }
+
+/// The writer stops the session when the socket fails, or once a close has been written.
+impl WriteHandler<ProtocolError> for WsSession {}
 
 impl Handler<Deliver> for WsSession {
     type Result = ();
 
     fn handle(&mut self, Deliver(frame): Deliver, ctx: &mut Self::Context) {
         let Some(pending) = self.batch.as_mut() else {
-            return ctx.text(frame);
+            return self.text(frame);
         };
         if pending.is_empty() {
-            ctx.run_later(self.settings.batch_tick, |session, ctx| {
-                session.flush_batch(ctx)
-            });
+            ctx.run_later(self.settings.batch_tick, |session, _| session.flush_batch());
         }
         pending.push(frame);
     }
@@ -412,21 +567,21 @@ impl Handler<Deliver> for WsSession {
 impl Handler<DeliverTick> for WsSession {
     type Result = ();
 
-    fn handle(&mut self, DeliverTick(frame): DeliverTick, ctx: &mut Self::Context) {
-        self.flush_batch(ctx);
-        ctx.text(frame);
+    fn handle(&mut self, DeliverTick(frame): DeliverTick, _ctx: &mut Self::Context) {
+        self.flush_batch();
+        self.text(frame);
     }
 }
 
 impl Handler<RequestSnapshot> for WsSession {
     type Result = ();
 
-    fn handle(&mut self, request: RequestSnapshot, ctx: &mut Self::Context) {
+    fn handle(&mut self, request: RequestSnapshot, _ctx: &mut Self::Context) {
         self.snapshot_requests_open += 1;
         let message = ServerMessage::CanvasRequest {
             client_id: request.newcomer,
         };
-        ctx.text(message.encode());
+        self.text(message.encode());
     }
 }
 

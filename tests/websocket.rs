@@ -541,6 +541,104 @@ async fn a_bad_room_name_is_refused_with_400_before_the_upgrade() {
     }
 }
 
+// ---- the upgrade ----
+
+/// A WebSocket upgrade request for `path`, as a client writes it.
+fn upgrade_request(path: &str, extra_headers: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra_headers}\r\n"
+    )
+}
+
+/// A masked text frame (as a client must send it) of fewer than 126 bytes.
+fn client_text_frame(text: &str) -> Vec<u8> {
+    let payload = text.as_bytes();
+    let length = u8::try_from(payload.len()).expect("a short frame");
+    assert!(length < 126);
+    let mask = [0x1f, 0x2e, 0x3d, 0x4c];
+    let mut frame = vec![0x81, 0x80 | length];
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
+    frame
+}
+
+/// Writes `request` on a fresh connection and reads the response: its head, and as much body as
+/// `Content-Length` gives (or up to the end of the connection).
+async fn raw_exchange(server: &Server, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    stream.write_all(request).await.expect("write the request");
+    let read = async {
+        let mut response = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let text = String::from_utf8_lossy(&response).into_owned();
+            if let Some(head_end) = text.find("\r\n\r\n") {
+                let length = text[..head_end]
+                    .lines()
+                    .find_map(|line| {
+                        let (name, value) = line.split_once(':')?;
+                        name.eq_ignore_ascii_case("content-length")
+                            .then(|| value.trim().parse::<usize>().ok())
+                            .flatten()
+                    });
+                if length.is_some_and(|length| response.len() >= head_end + 4 + length) {
+                    return text;
+                }
+            }
+            match stream.read(&mut chunk).await.expect("read the response") {
+                0 => return text,
+                n => response.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(common::EVENT_DEADLINE, read)
+        .await
+        .expect("the response before the deadline")
+}
+
+#[tokio::test]
+async fn a_message_sent_along_with_the_upgrade_request_is_handled() {
+    use tokio::io::AsyncWriteExt;
+    let server = Server::start();
+    let mut bob = server.join("main").await;
+    // The upgrade request and the first frame in one write: the server reads them together, and
+    // the frame must still reach the session.
+    let mut bytes = upgrade_request("/ws/main", "").into_bytes();
+    bytes.extend(client_text_frame(&draw_at(321.0, 123.0).to_string()));
+    let mut alice = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    alice.write_all(&bytes).await.expect("write");
+    assert_eq!(bob.next_of_type("draw").await["startX"], 321.0);
+}
+
+#[tokio::test]
+async fn a_websocket_upgrade_of_another_url_gets_its_ordinary_answer_and_a_closed_connection() {
+    let server = Server::start();
+    let response = raw_exchange(&server, upgrade_request("/healthz", "").as_bytes()).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(
+        response.to_ascii_lowercase().contains("connection: close"),
+        "{response}"
+    );
+    assert!(response.contains("\"status\":\"ok\""), "{response}");
+}
+
+#[tokio::test]
+async fn an_upgrade_request_that_announces_a_body_is_refused_with_400() {
+    let server = Server::start();
+    // actix-http treats a chunked request as one with a body, however it says Upgrade.
+    let request = upgrade_request("/ws/main", "Transfer-Encoding: chunked\r\n") + "0\r\n\r\n";
+    let response = raw_exchange(&server, request.as_bytes()).await;
+    assert!(response.starts_with("HTTP/1.1 400"), "{response}");
+    assert!(response.contains("not_upgradable"), "{response}");
+    assert_eq!(server.health()["connections"], 0);
+}
+
 // ---- batched delivery and coalesced counts ----
 
 /// Reads frames of a batched connection, returning every message in order and how many frames

@@ -1,0 +1,119 @@
+//! The WebSocket upgrade: takes an upgraded connection's socket from actix-http and hands it to a
+//! new `WsSession` actor.
+//!
+//! Why not actix-web-actors (or actix-ws): their sessions keep running inside actix-http's HTTP/1
+//! dispatcher, which holds an 8 KiB read buffer and an 8 KiB write buffer for the whole life of the
+//! connection, 16 of the 22.5 KiB an idle connection cost (heaptrack). actix-http gives an
+//! `upgrade` service the socket itself, with buffers the session then sizes for a canvas.
+//!
+//! This module decides nothing about who may connect: every WebSocket upgrade request goes through
+//! the same actix-web `App` as any other request (room names, admission, the handshake, headers),
+//! and only a 101 that the App answered with an admitted session takes the socket. It must never
+//! write to the socket after the 101: from then on it belongs to the session.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use actix_codec::{AsyncRead, AsyncWrite, Framed};
+use actix_http::body::{BoxBody, MessageBody};
+use actix_http::h1::{Codec, SendResponse};
+use actix_http::{ConnectionType, Request, Response, StatusCode};
+use actix_service::{fn_service, Service, ServiceFactory};
+use actix_web::dev::{AppConfig, ServiceResponse};
+use actix_web::{HttpMessage, HttpRequest};
+
+use crate::session::Admitted;
+
+/// Where the App leaves the session it admitted, for the upgrade to start once the 101 is out.
+/// Only requests that came through the upgrade carry one.
+#[derive(Clone, Default)]
+pub struct SessionSlot(Rc<RefCell<Option<Admitted>>>);
+
+impl SessionSlot {
+    /// The slot of an upgrade request, or `None` for a request that cannot be upgraded (one that
+    /// announces a body, for example, is handled as plain HTTP).
+    pub fn of(req: &HttpRequest) -> Option<SessionSlot> {
+        req.extensions().get::<SessionSlot>().cloned()
+    }
+
+    pub fn fill(&self, admitted: Admitted) {
+        *self.0.borrow_mut() = Some(admitted);
+    }
+
+    fn take(&self) -> Option<Admitted> {
+        self.0.borrow_mut().take()
+    }
+}
+
+/// The `upgrade` service for actix-http, one per worker. `app` makes the same App (as a service
+/// factory) that serves every other request.
+pub fn upgrade_service<T, F, S, B>(
+    app: F,
+) -> impl ServiceFactory<
+    (Request, Framed<T, Codec>),
+    Config = (),
+    Response = (),
+    Error = actix_http::Error,
+    InitError = (),
+>
+where
+    T: AsyncRead + AsyncWrite + Unpin + 'static,
+    F: Fn() -> S + Clone + 'static,
+    S: ServiceFactory<
+            Request,
+            Config = AppConfig,
+            Response = ServiceResponse<B>,
+            Error = actix_web::Error,
+            InitError = (),
+        > + 'static,
+    B: MessageBody + 'static,
+{
+    actix_service::fn_factory(move || {
+        let app = app();
+        async move {
+            let app = Rc::new(app.new_service(AppConfig::default()).await?);
+            Ok::<_, ()>(fn_service(move |(req, framed)| {
+                upgrade(app.clone(), req, framed)
+            }))
+        }
+    })
+}
+
+/// Asks the App about the upgrade request; carries out its 101 (the socket goes to the admitted
+/// session), or writes any other answer and closes the connection.
+async fn upgrade<T, S, B>(
+    app: Rc<S>,
+    req: Request,
+    framed: Framed<T, Codec>,
+) -> Result<(), actix_http::Error>
+where
+    T: AsyncRead + AsyncWrite + Unpin + 'static,
+    S: Service<Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody + 'static,
+{
+    let slot = SessionSlot::default();
+    req.extensions_mut().insert(slot.clone());
+    let response: Response<BoxBody> = match app.call(req).await {
+        Ok(response) => response.map_into_boxed_body().into(),
+        Err(error) => error.error_response().into(),
+    };
+    match slot.take() {
+        Some(admitted) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+            let framed = SendResponse::new(framed, response.drop_body()).await?;
+            let parts = framed.into_parts();
+            admitted.start(parts.io, &parts.read_buf);
+        }
+        _ => {
+            let (mut response, body) = response.into_parts();
+            let Ok(body) = actix_http::body::to_bytes(body).await else {
+                return Ok(());
+            };
+            // The dispatcher has let go of this connection: it cannot serve another request.
+            response
+                .head_mut()
+                .set_connection_type(ConnectionType::Close);
+            SendResponse::new(framed, response.set_body(body)).await?;
+        }
+    }
+    Ok(())
+}
