@@ -43,9 +43,39 @@ const READ_BUFFER_KEPT_BYTES: usize = 16 * 1024;
 /// How long a closing session waits for its close frame (and what precedes it) to reach the
 /// socket before it lets go of a client that does not read.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+/// A write buffer a large frame (a room's picture, 2 MiB or more) grew beyond this is given back
+/// once it has been written, rather than kept for the rest of the connection.
+const WRITE_BUFFER_KEPT_BYTES: usize = 64 * 1024;
+/// How soon after queuing a large frame the session looks whether it has been written, to give
+/// its buffer back.
+const WRITE_BUFFER_RELEASE_DELAY: Duration = Duration::from_millis(100);
 
 /// The writing half of the socket, whatever it is (TCP, or TLS over TCP).
-type Writer = FramedWrite<ws::Message, WouldBlockWhenFull<Box<dyn AsyncWrite + Unpin>>, ws::Codec>;
+type Writer =
+    FramedWrite<ws::Message, WouldBlockWhenFull<Box<dyn AsyncWrite + Unpin>>, ReleasingCodec>;
+
+/// actix-http's WebSocket encoder, over a buffer that does not stay large. actix's `FramedWrite`
+/// keeps its buffer's allocation for good, so every newcomer that was sent a 2 MiB picture would
+/// hold 2 MiB until it left; this gives a grown buffer back at the first encode after it has been
+/// written out (a session sends a `Nop`, which encodes nothing, soon after a large frame).
+struct ReleasingCodec {
+    codec: ws::Codec,
+    holding_large: bool,
+}
+
+impl tokio_util::codec::Encoder<ws::Message> for ReleasingCodec {
+    type Error = ProtocolError;
+
+    fn encode(&mut self, message: ws::Message, buffer: &mut BytesMut) -> Result<(), ProtocolError> {
+        if self.holding_large && buffer.is_empty() {
+            *buffer = BytesMut::new();
+            self.holding_large = false;
+        }
+        self.codec.encode(message, buffer)?;
+        self.holding_large |= buffer.capacity() > WRITE_BUFFER_KEPT_BYTES;
+        Ok(())
+    }
+}
 
 /// actix's `FramedWrite` holds back its actor only when a write fails with `WouldBlock` (as its
 /// sockets once did); tokio's sockets answer `Pending` instead, and the writer's buffer would then
@@ -146,7 +176,11 @@ impl Admitted {
         WsSession::create(move |ctx| {
             ctx.add_stream(ShrinkingReads(frames));
             let writer: Box<dyn AsyncWrite + Unpin> = Box::new(writer);
-            let out = FramedWrite::new(WouldBlockWhenFull(writer), ws::Codec::new(), ctx);
+            let codec = ReleasingCodec {
+                codec: ws::Codec::new(),
+                holding_large: false,
+            };
+            let out = FramedWrite::new(WouldBlockWhenFull(writer), codec, ctx);
             WsSession::new(self, out)
         })
     }
@@ -242,6 +276,17 @@ impl WsSession {
 
     fn text(&mut self, frame: impl Into<ByteString>) {
         self.send(ws::Message::Text(frame.into()));
+    }
+
+    /// After a large frame (a picture), gives the write buffer back once it is written: a `Nop`
+    /// encodes nothing but lets [`ReleasingCodec`] see the buffer empty. (If the client is still
+    /// reading the picture then, the next frame it is sent does the same.)
+    fn release_after_large(&mut self, frame_bytes: usize, ctx: &mut Context<Self>) {
+        if frame_bytes > WRITE_BUFFER_KEPT_BYTES {
+            ctx.run_later(WRITE_BUFFER_RELEASE_DELAY, |session, _| {
+                session.send(ws::Message::Nop)
+            });
+        }
     }
 
     fn message_limit(&self) -> usize {
@@ -554,6 +599,7 @@ impl Handler<Deliver> for WsSession {
     type Result = ();
 
     fn handle(&mut self, Deliver(frame): Deliver, ctx: &mut Self::Context) {
+        self.release_after_large(frame.len(), ctx);
         let Some(pending) = self.batch.as_mut() else {
             return self.text(frame);
         };
@@ -567,7 +613,8 @@ impl Handler<Deliver> for WsSession {
 impl Handler<DeliverTick> for WsSession {
     type Result = ();
 
-    fn handle(&mut self, DeliverTick(frame): DeliverTick, _ctx: &mut Self::Context) {
+    fn handle(&mut self, DeliverTick(frame): DeliverTick, ctx: &mut Self::Context) {
+        self.release_after_large(frame.len(), ctx);
         self.flush_batch();
         self.text(frame);
     }

@@ -611,3 +611,68 @@ async fn with_storage_memory_nothing_is_written_to_the_data_dir() {
         "the data dir stays empty"
     );
 }
+
+/// Stroke `i` of noise: a random place, colour and width, so that the picture compresses badly.
+fn noisy_stroke(i: u32) -> Value {
+    // A fixed sequence (an LCG step per stroke), the same on every run.
+    let mut state = u64::from(i).wrapping_mul(6_364_136_223_846_793_005) ^ 0x9e37_79b9_7f4a_7c15;
+    let mut next = |below: u64| {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (state >> 33) % below
+    };
+    json!({
+        "type": "draw",
+        "color": format!("#{:06x}", next(0x100_0000)),
+        "startX": next(1600), "startY": next(900), "endX": next(1600), "endY": next(900),
+        "size": 1 + next(30), "tool": "pen",
+    })
+}
+
+#[tokio::test]
+async fn newcomers_do_not_keep_a_buffer_the_size_of_the_picture_they_were_sent() {
+    const STROKES: u32 = 3_000;
+    const NEWCOMERS: u64 = 30;
+    let server = Server::start_with(&["--draws-per-second", "100000", "--draw-burst", "100000"]);
+    let mut drawer = server.join("noise").await;
+    let mut watcher = server.join("noise").await;
+    for i in 0..STROKES {
+        drawer.send_json(noisy_stroke(i)).await;
+    }
+    for _ in 0..STROKES {
+        watcher.next_of_type("draw").await;
+    }
+    // Everyone leaves, so the room is checkpointed: newcomers get it as one picture.
+    drop((drawer, watcher));
+    wait_until_no_room_is_open(&server).await;
+    // The first newcomer pays for loading the room; measure from after it.
+    let mut first = server.join("noise").await;
+    let picture_kib = first.next_of_type("canvasState").await["data"]
+        .as_str()
+        .map_or(0, str::len) as u64
+        / 1024;
+    assert!(picture_kib > 256, "the picture is only {picture_kib} KiB");
+    let rss_before = server.rss_kib();
+    let mut newcomers = Vec::new();
+    for _ in 0..NEWCOMERS {
+        let mut newcomer = server.join("noise").await;
+        newcomer.next_of_type("canvasState").await;
+        newcomers.push(newcomer);
+    }
+    // Had every newcomer kept its write buffer, the server would have grown by NEWCOMERS pictures.
+    // Giving them back is not an event a client sees, so look until it has happened.
+    let budget_kib = NEWCOMERS * picture_kib / 4;
+    let deadline = Instant::now() + EVENT_DEADLINE;
+    loop {
+        let growth_kib = server.rss_kib().saturating_sub(rss_before);
+        if growth_kib < budget_kib {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{NEWCOMERS} newcomers sent a {picture_kib} KiB picture still hold {growth_kib} KiB"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -577,14 +577,12 @@ async fn raw_exchange(server: &Server, request: &[u8]) -> String {
         loop {
             let text = String::from_utf8_lossy(&response).into_owned();
             if let Some(head_end) = text.find("\r\n\r\n") {
-                let length = text[..head_end]
-                    .lines()
-                    .find_map(|line| {
-                        let (name, value) = line.split_once(':')?;
-                        name.eq_ignore_ascii_case("content-length")
-                            .then(|| value.trim().parse::<usize>().ok())
-                            .flatten()
-                    });
+                let length = text[..head_end].lines().find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse::<usize>().ok())
+                        .flatten()
+                });
                 if length.is_some_and(|length| response.len() >= head_end + 4 + length) {
                     return text;
                 }
