@@ -167,6 +167,8 @@ fn main_server(settings: &Arc<Settings>, state: AppState) -> std::io::Result<act
                 .tcp_nodelay(true)
                 .local_addr(addr)
                 .upgrade(websocket::upgrade_service(app.clone()))
+                // actix-web's own config constructor is private. The App only reads the Host
+                // header (the origin check); the default's host stands in for requests without one.
                 .finish(map_config(app(), |_| AppConfig::default()))
         };
     }
@@ -243,8 +245,9 @@ impl Signals {
     }
 }
 
-/// On the first SIGINT or SIGTERM: report not ready, stop accepting, tell every client 1001, then
-/// let the servers drain within their shutdown timeout.
+/// On the first SIGINT or SIGTERM: report not ready, stop accepting, tell every client 1001, wait
+/// (within `--shutdown-grace`) for the sessions to close, then let the servers drain within their
+/// shutdown timeout.
 async fn stop_on_signal(signals: Signals, servers: Vec<ServerHandle>, state: AppState) {
     signals.recv().await;
     log::info!("stopping: closing every connection with 1001");
