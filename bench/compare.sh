@@ -474,13 +474,11 @@ for s in "${server_list[@]}"; do
   esac
 done
 
-# Thousands of sockets per process: raise the open-file limit as far as allowed.
-ulimit -n "$(ulimit -Hn)" 2> /dev/null || true
-nofile=$(ulimit -n)
+raise_open_files
 idle_clients=0
-if in_list idle-crowd "${workload_list[*]}" && [[ $nofile != unlimited ]] && ((nofile < 20000 + 1000)); then
-  idle_clients=$((nofile - 1000))
-  log "open-file limit is $nofile: idle-crowd runs with --clients $idle_clients instead of 20000"
+if in_list idle-crowd "${workload_list[*]}" && (($(idle_clients_allowed) < IDLE_CLIENTS)); then
+  idle_clients=$(idle_clients_allowed)
+  log "open-file limit is $nofile: idle-crowd runs with --clients $idle_clients instead of $IDLE_CLIENTS"
 fi
 
 mkdir -p "$LOG_DIR"

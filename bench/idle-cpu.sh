@@ -31,12 +31,8 @@ while (($#)); do
     *) die "unknown option $1 (see --help)" ;;
   esac
 done
-ulimit -n "$(ulimit -Hn)" 2> /dev/null || true
-nofile=$(ulimit -n)
-if [[ -z $clients ]]; then
-  clients=20000
-  if [[ $nofile != unlimited ]] && ((nofile < clients + 1000)); then clients=$((nofile - 1000)); fi
-fi
+raise_open_files
+[[ -n $clients ]] || clients=$(idle_clients_allowed)
 [[ $clients =~ ^[0-9]+$ && $window =~ ^[0-9]+$ ]] || die "--clients and --window are whole numbers"
 if ((build)); then
   (cd "$ROOT" && timeout 1800 cargo build --release --bin livecanvas-load --bin livecanvas >&2) ||
@@ -57,7 +53,7 @@ new_data_dir
 spawn_server livecanvas "$PORT" $((window + 300)) "$data_dir/server.log" \
   target/release/livecanvas --bind "127.0.0.1:$PORT" --data-dir "$data_dir" \
   "${LIVECANVAS_BENCH_FLAGS[@]}" || die "the server did not start"
-baseline_kib=$(awk '/^VmRSS:/ { print $2 }' "/proc/$server_pid/status")
+baseline_kib=$(rss_kib "$server_pid")
 log "connecting $clients idle clients"
 "$ROOT/target/release/livecanvas-load" --url "ws://127.0.0.1:$PORT/ws" --preset idle-crowd \
   --clients "$clients" --duration "$((window + 120))s" --batch --quiet > /dev/null 2>&1 &
@@ -73,11 +69,11 @@ ticks0=$(cpu_ticks) switches0=$(switches)
 sleep "$window"
 ticks1=$(cpu_ticks) switches1=$(switches)
 [[ $(connections) == "$clients" ]] || log "warning: $(connections) of $clients still connected at the end"
-rss_kib=$(awk '/^VmRSS:/ { print $2 }' "/proc/$server_pid/status")
+now_kib=$(rss_kib "$server_pid")
 peak_kib=$(peak_rss_kib "$server_pid")
 hz=$(getconf CLK_TCK)
 awk -v c="$clients" -v w="$window" -v t=$((ticks1 - ticks0)) -v hz="$hz" \
-  -v s=$((switches1 - switches0)) -v rss="$rss_kib" -v peak="$peak_kib" -v base="$baseline_kib" \
+  -v s=$((switches1 - switches0)) -v rss="$now_kib" -v peak="$peak_kib" -v base="$baseline_kib" \
   'BEGIN {
     printf "| idle clients | window s | server CPU %% of a core | context switches/s | RSS MiB | peak RSS MiB | KiB per connection (peak / connections) | KiB per connection over the empty server |\n"
     printf "|---:|---:|---:|---:|---:|---:|---:|---:|\n"

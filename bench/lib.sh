@@ -49,9 +49,26 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+# Thousands of sockets per process: raise_open_files raises the open-file limit as far as allowed
+# and sets $nofile; idle_clients_allowed then prints how many idle-crowd connections fit (the
+# preset's IDLE_CLIENTS, or the limit less 1,000 for everything else when that is lower).
+IDLE_CLIENTS=20000
+raise_open_files() {
+  ulimit -n "$(ulimit -Hn)" 2> /dev/null || true
+  nofile=$(ulimit -n)
+}
+idle_clients_allowed() {
+  if [[ $nofile != unlimited ]] && ((nofile < IDLE_CLIENTS + 1000)); then
+    echo $((nofile - 1000))
+  else
+    echo "$IDLE_CLIENTS"
+  fi
+}
+
 port_open() { timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2> /dev/null; }
 dir_bytes() { find "$1" -type f -printf '%s\n' 2> /dev/null | awk '{ s += $1 } END { print s + 0 }'; }
 peak_rss_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
+rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 
 # new_data_dir: a fresh temporary data directory in $data_dir.
 new_data_dir() { data_dir=$(mktemp -d "${TMPDIR:-/tmp}/livecanvas-bench.XXXXXX"); }
