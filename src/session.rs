@@ -37,6 +37,9 @@ const HEARTBEAT_SLOT: Duration = Duration::from_millis(250);
 /// What a connection reads into at first. Clients send small messages (a stroke is ~150 bytes), and
 /// an idle connection keeps this buffer, so it is small; a snapshot grows it as far as it needs.
 const READ_BUFFER_BYTES: usize = 1024;
+/// Room for the JSON envelope around the largest accepted PNG data URL: the codec's frame limit is
+/// `--max-snapshot-bytes` plus this.
+const SNAPSHOT_ENVELOPE_BYTES: usize = 4 * 1024;
 /// A read buffer a snapshot grew beyond this is given back once it is empty, rather than kept for
 /// the rest of the connection.
 const READ_BUFFER_KEPT_BYTES: usize = 16 * 1024;
@@ -185,9 +188,6 @@ impl Admitted {
         })
     }
 }
-
-/// Room for the JSON envelope around the largest accepted PNG data URL.
-const SNAPSHOT_ENVELOPE_BYTES: usize = 4 * 1024;
 
 /// The frames a client sends, read into a buffer that does not stay large after a snapshot.
 struct ShrinkingReads<R>(FramedRead<R, ws::Codec>);
