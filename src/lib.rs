@@ -8,6 +8,7 @@
 
 pub mod canvas;
 pub mod config;
+pub mod health;
 pub mod limits;
 pub mod logging;
 pub mod picture;
@@ -63,6 +64,7 @@ pub async fn run(settings: Settings, store: Store) -> std::io::Result<()> {
         registry: registry.clone(),
         store: store.clone(),
         ready: Arc::new(AtomicBool::new(true)),
+        health: health::HealthProbe::new(),
     };
     let main = main_server(&settings, state.clone())?;
     let metrics = match settings.metrics_bind {
@@ -78,7 +80,7 @@ pub async fn run(settings: Settings, store: Store) -> std::io::Result<()> {
     let handles: Vec<ServerHandle> = std::iter::once(main.handle())
         .chain(metrics.as_ref().map(|m| m.handle()))
         .collect();
-    actix_web::rt::spawn(stop_on_signal(signals, handles, state.clone()));
+    let stopping = actix_web::rt::spawn(stop_on_signal(signals, handles, state.clone()));
     let served = match metrics {
         Some(metrics) => {
             let (main, metrics) = tokio::join!(main, metrics);
@@ -86,12 +88,11 @@ pub async fn run(settings: Settings, store: Store) -> std::io::Result<()> {
         }
         None => main.await,
     };
-    // Every connection is gone. Once the rooms have handled what the sessions sent them, every
-    // accepted operation is in the store's queue: commit it.
-    if registry.send(DrainRooms).await.is_err() {
-        log::warn!("the room registry had already stopped");
+    // The servers stop only from `stop_on_signal`, which has drained the rooms and closed the
+    // store by then (within its deadline), or after a failure to serve.
+    if served.is_ok() && stopping.await.is_err() {
+        log::error!("the graceful stop failed");
     }
-    store.close().await;
     log::info!("stopped");
     served
 }
@@ -246,26 +247,63 @@ impl Signals {
 }
 
 /// On the first SIGINT or SIGTERM: report not ready, stop accepting, tell every client 1001, wait
-/// (within `--shutdown-grace`) for the sessions to close, then let the servers drain within their
-/// shutdown timeout.
+/// for the sessions to close, let the rooms hand what they accepted to the store, commit it, and
+/// stop the servers. Every step waits only until one deadline, `--shutdown-grace` after the
+/// signal, whatever state the rooms are in: a stop that hangs is worse than one that logs what it
+/// could not finish.
 async fn stop_on_signal(signals: Signals, servers: Vec<ServerHandle>, state: AppState) {
     signals.recv().await;
     log::info!("stopping: closing every connection with 1001");
+    let deadline = tokio::time::Instant::now() + state.settings.shutdown_grace;
     state.ready.store(false, Ordering::SeqCst);
     // Only the canvas stops accepting; the operations listener keeps answering /readyz (503).
     if let Some(main) = servers.first() {
-        main.pause().await;
+        within(deadline, "pausing the listener", main.pause()).await;
     }
-    if state.registry.send(CloseAllRooms).await.is_err() {
+    let close_all = state.registry.send(CloseAllRooms);
+    if let Some(Err(_)) = within(deadline, "closing every room's members", close_all).await {
         log::warn!("the room registry had already stopped");
     }
     // Sessions own their sockets (they are not the HTTP server's connections), so the server's
     // own drain does not wait for them: wait here until their close frames are out.
-    let deadline = tokio::time::Instant::now() + state.settings.shutdown_grace;
     while state.admission.open_connections() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(SESSION_DRAIN_POLL).await;
     }
+    if state.admission.open_connections() > 0 {
+        log::error!(
+            "stopping with {} connections still open after --shutdown-grace",
+            state.admission.open_connections()
+        );
+    }
+    // Once the rooms have handled what the sessions sent them, every accepted operation is in the
+    // store's queue: commit it.
+    let drained = state.registry.send(DrainRooms);
+    if let Some(Err(_)) = within(deadline, "draining the rooms", drained).await {
+        log::warn!("the room registry had already stopped");
+    }
+    within(deadline, "committing to the store", state.store.close()).await;
     for server in &servers {
-        server.stop(true).await;
+        // What is left is plain HTTP requests; past the deadline they are cut off.
+        if within(deadline, "finishing HTTP requests", server.stop(true))
+            .await
+            .is_none()
+        {
+            server.stop(false).await;
+        }
+    }
+}
+
+/// `step` if it ends before `deadline`; `None`, logged as an error, if not.
+async fn within<T>(
+    deadline: tokio::time::Instant,
+    what: &str,
+    step: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    match tokio::time::timeout_at(deadline, step).await {
+        Ok(value) => Some(value),
+        Err(_) => {
+            log::error!("stopping: {what} did not finish within --shutdown-grace; going on");
+            None
+        }
     }
 }

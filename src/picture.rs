@@ -6,6 +6,7 @@
 //! room's own thread, and never trust stored bytes (a damaged room is an error, not a panic).
 
 use std::sync::{Arc, LazyLock};
+use std::time::Duration;
 
 use base64::Engine as _;
 use tokio::sync::Semaphore;
@@ -18,21 +19,84 @@ use crate::storage::StoredRoom;
 
 /// Renders at once, at most one per core: rooms that all checkpoint together queue here rather than
 /// each taking a blocking thread and a picture's worth of memory.
-static RENDER_PERMITS: LazyLock<Semaphore> =
-    LazyLock::new(|| Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())));
+static RENDER_PERMITS: LazyLock<Arc<Semaphore>> = LazyLock::new(|| {
+    Arc::new(Semaphore::new(
+        std::thread::available_parallelism().map_or(2, |n| n.get()),
+    ))
+});
 
-/// Runs `render` on a blocking thread once a render permit is free. `None` if it panicked.
-pub async fn render_off_thread<T: Send + 'static>(
-    render: impl FnOnce() -> T + Send + 'static,
-) -> Option<T> {
-    let _permit = RENDER_PERMITS.acquire().await.ok()?;
-    match tokio::task::spawn_blocking(render).await {
-        Ok(value) => Some(value),
-        Err(err) => {
-            log::error!("a render failed: {err}");
-            None
+/// How long a render may wait for a permit. Renders take milliseconds; a queue this long means
+/// the renders are stuck, and the caller is better told so than left waiting for ever.
+pub const RENDER_QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a render gave no result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RenderFailed {
+    /// No render permit came free within [`RENDER_QUEUE_TIMEOUT`].
+    Busy,
+    /// The render panicked (logged).
+    Panicked,
+}
+
+impl std::fmt::Display for RenderFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RenderFailed::Busy => write!(
+                f,
+                "no render slot came free within {}s",
+                RENDER_QUEUE_TIMEOUT.as_secs()
+            ),
+            RenderFailed::Panicked => write!(f, "the render panicked"),
         }
     }
+}
+
+/// Runs `render` on a blocking thread once a render permit is free.
+///
+/// The permit is taken and given back by a task of its own, and it travels into the blocking
+/// closure, so it is held exactly while the render runs, whatever the caller does with the future
+/// meanwhile. An actor that awaits this inside `ctx.spawn` may not poll it for a long time (a
+/// `ctx.wait` future of the same actor blocks its spawned items): had the permit lived in the
+/// caller's future, a finished render would have kept it until then, and two such rooms once held
+/// both permits for ever (issue 12).
+pub async fn render_off_thread<T: Send + 'static>(
+    render: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, RenderFailed> {
+    let task = tokio::spawn(async move {
+        let permits = RENDER_PERMITS.clone();
+        let permit = tokio::time::timeout(RENDER_QUEUE_TIMEOUT, permits.acquire_owned())
+            .await
+            .map_err(|_| RenderFailed::Busy)?
+            .map_err(|_| RenderFailed::Busy)?;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            render()
+        })
+        .await
+        .map_err(|err| {
+            log::error!("a render failed: {err}");
+            RenderFailed::Panicked
+        })
+    });
+    match task.await {
+        Ok(result) => result,
+        Err(err) => {
+            log::error!("a render task failed: {err}");
+            Err(RenderFailed::Panicked)
+        }
+    }
+}
+
+/// Takes every render permit at once, for tests that must hold renders back.
+#[cfg(test)]
+pub(crate) async fn hold_every_render_permit() -> tokio::sync::OwnedSemaphorePermit {
+    let permits = RENDER_PERMITS.clone();
+    let all = u32::try_from(std::thread::available_parallelism().map_or(2, |n| n.get()))
+        .unwrap_or(u32::MAX);
+    permits
+        .acquire_many_owned(all)
+        .await
+        .expect("the render semaphore is never closed")
 }
 
 /// The room's picture as of operation `seq`: what a newcomer is sent before the operations after it.
@@ -291,5 +355,31 @@ mod tests {
         let canvas = Canvas::decode_png(&restored.picture.png, SIZE).unwrap();
         assert_eq!(canvas.pixel(30, 10), [255, 0, 0, 255]);
         assert_eq!(canvas.pixel(30, 30), [0, 0, 255, 255]);
+    }
+
+    /// Issue 12: a room's checkpoint future sat unpolled behind the room's `ctx.wait` after its
+    /// render had finished; its permit was never given back and, with every permit so held, no
+    /// room could render (or open) again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_finished_render_gives_its_permit_back_though_nobody_polls_its_result() {
+        let permits = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let (done, finished) = tokio::sync::mpsc::unbounded_channel();
+        let mut unpolled = Vec::new();
+        for _ in 0..permits {
+            let done = done.clone();
+            let mut render = Box::pin(render_off_thread(move || {
+                let _ = done.send(());
+            }));
+            // Polled once, as an actor polls a future it then leaves waiting.
+            let _ = futures_util::poll!(render.as_mut());
+            unpolled.push(render);
+        }
+        let mut finished = finished;
+        for _ in 0..permits {
+            finished.recv().await.expect("every render runs");
+        }
+        let next = tokio::time::timeout(Duration::from_secs(10), render_off_thread(|| 7)).await;
+        assert_eq!(next, Ok(Ok(7)), "the next render must get a permit");
+        drop(unpolled);
     }
 }

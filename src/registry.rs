@@ -10,17 +10,23 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use actix::prelude::*;
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::config::Settings;
-use crate::room::{CanvasServer, CloseAll, Drain, Join, Shutdown};
+use crate::room::{CanvasServer, CloseAll, Drain, Join, JoinAnswer, Shutdown};
 use crate::session::WsSession;
 use crate::stats::Stats;
 use crate::storage::Store;
 
-/// A session asks to enter `room`; the answer is the room's address, for its later messages.
+/// The health probe's room (see `health`). No client can name it (`~` is not allowed in room
+/// names); it lives in memory, is not counted among the rooms, and is exempt from `--max-rooms`.
+pub const PROBE_ROOM: &str = "~probe";
+
+/// A session asks to enter `room`; the answer is the room's address, for its later messages, and
+/// where the room will answer the join.
 #[derive(Message)]
-#[rtype(result = "Result<Addr<CanvasServer>, TooManyRooms>")]
+#[rtype(result = "Result<Joining, TooManyRooms>")]
 pub struct JoinRoom {
     pub room: Arc<str>,
     pub id: Uuid,
@@ -45,6 +51,13 @@ pub struct DrainRooms;
 #[rtype(result = "Option<Addr<CanvasServer>>")]
 pub struct FindRoom {
     pub room: Arc<str>,
+}
+
+/// A join on its way to its room.
+pub struct Joining {
+    pub room: Addr<CanvasServer>,
+    /// The room's answer; it comes once the room has read its canvas.
+    pub answer: oneshot::Receiver<JoinAnswer>,
 }
 
 /// The join would open a room beyond `--max-rooms`.
@@ -111,6 +124,18 @@ fn start_room(
     })
 }
 
+/// Counts a room opened (+1) or closed (-1) in the rooms gauge; the probe room is not a room.
+fn count_room(stats: &Stats, room: &str, change: i8) {
+    if room == PROBE_ROOM {
+        return;
+    }
+    if change > 0 {
+        stats.rooms.fetch_add(1, Ordering::Relaxed);
+    } else {
+        stats.rooms.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl Actor for RoomRegistry {
     type Context = Context<Self>;
 
@@ -135,9 +160,13 @@ impl Handler<JoinRoom> for RoomRegistry {
                 join.room
             );
             self.rooms.remove(&join.room);
-            self.stats.rooms.fetch_sub(1, Ordering::Relaxed);
+            count_room(&self.stats, &join.room, -1);
         }
-        if !self.rooms.contains_key(&join.room) && self.rooms.len() >= self.settings.max_rooms {
+        let is_probe = &*join.room == PROBE_ROOM;
+        if !is_probe
+            && !self.rooms.contains_key(&join.room)
+            && self.rooms.len() >= self.settings.max_rooms
+        {
             return MessageResult(Err(TooManyRooms));
         }
         let RoomRegistry {
@@ -149,14 +178,19 @@ impl Handler<JoinRoom> for RoomRegistry {
             next_arbiter,
         } = self;
         let entry = rooms.entry(join.room.clone()).or_insert_with(|| {
-            stats.rooms.fetch_add(1, Ordering::Relaxed);
+            count_room(stats, &join.room, 1);
+            let store = if is_probe {
+                Store::memory()
+            } else {
+                store.clone()
+            };
             let addr = start_room(
                 arbiters,
                 next_arbiter,
                 join.room,
                 settings.clone(),
                 stats.clone(),
-                store.clone(),
+                store,
                 ctx.address(),
             );
             RoomEntry {
@@ -165,12 +199,17 @@ impl Handler<JoinRoom> for RoomRegistry {
             }
         });
         entry.joins_sent += 1;
+        let (answer, answered) = oneshot::channel();
         entry.addr.do_send(Join {
             id: join.id,
             session: join.session,
             batched: join.batched,
+            answer,
         });
-        MessageResult(Ok(entry.addr.clone()))
+        MessageResult(Ok(Joining {
+            room: entry.addr.clone(),
+            answer: answered,
+        }))
     }
 }
 
@@ -194,7 +233,7 @@ impl Handler<RoomIdle> for RoomRegistry {
         }
         if let Some(entry) = self.rooms.remove(&idle.room) {
             entry.addr.do_send(Shutdown);
-            self.stats.rooms.fetch_sub(1, Ordering::Relaxed);
+            count_room(&self.stats, &idle.room, -1);
         }
     }
 }

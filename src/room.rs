@@ -17,11 +17,12 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use bytestring::ByteString;
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::canvas::{CanvasError, Op};
 use crate::config::{PictureSource, Settings};
-use crate::picture::{self, Picture, Restored};
+use crate::picture::{self, Picture, RenderFailed, Restored};
 use crate::protocol::{batch_frame, ErrorCode, Rejection, Segment, ServerMessage};
 use crate::registry::{RoomIdle, RoomRegistry};
 use crate::session::{
@@ -39,6 +40,22 @@ pub struct Join {
     pub session: Addr<WsSession>,
     /// The client asked for batched delivery.
     pub batched: bool,
+    /// Where the room answers, before it sends the member anything else. Not a message to the
+    /// session's mailbox: the session waits for this answer with its mailbox held (so that its
+    /// `welcome` comes first), and an answer queued behind that wait would never arrive.
+    pub answer: oneshot::Sender<JoinAnswer>,
+}
+
+/// The room's answer to a [`Join`].
+#[derive(Debug)]
+pub enum JoinAnswer {
+    /// The session is a member; this is its `welcome` frame.
+    Welcome(ByteString),
+    /// The room cannot take the session, which is closed with this code and reason.
+    Refused {
+        code: CloseCode,
+        reason: &'static str,
+    },
 }
 
 /// A session left (closed, timed out, or failed).
@@ -152,6 +169,10 @@ struct PendingSnapshot {
     /// Identifies this ask, so a timer from an earlier ask does nothing.
     ask_id: u64,
 }
+
+/// How long a room may take to read its canvas before it refuses joins (1013) instead of keeping
+/// them waiting: a store or a render queue that does not answer must not hang every newcomer.
+pub const ROOM_LOAD_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Count updates go out at most this often: the first change at once, later ones gathered, so
 /// that a crowd joining at once costs a few frames per member, not one per join.
@@ -352,12 +373,7 @@ impl CanvasServer {
             self.ask_next_peer(pending.newcomer, pending.tried, ctx);
         }
         self.count_changed(ctx);
-        if self.members.is_empty() {
-            self.registry.do_send(RoomIdle {
-                room: self.name.clone(),
-                joins_seen: self.joins_seen,
-            });
-        }
+        self.idle_if_empty();
         Some(member)
     }
 
@@ -453,6 +469,13 @@ impl CanvasServer {
                     reason: "the server keeps as many rooms as it may; join an existing room",
                 };
             }
+            Err(err @ (LoadError::Render(RenderFailed::Busy) | LoadError::TimedOut)) => {
+                log::error!("room={} cannot be opened now: {err}", self.name);
+                self.availability = Availability::Refused {
+                    code: CloseCode::Again,
+                    reason: "the server is too busy to open this room; try again",
+                };
+            }
             Err(err) => {
                 log::error!(
                     "room={} cannot be opened: {err}; its stored data is left as it is",
@@ -525,11 +548,13 @@ impl CanvasServer {
                 .map(|result, room, ctx| {
                     room.composing = false;
                     match result {
-                        Some(Ok(picture)) => room.checkpointed(picture, ctx),
-                        Some(Err(err)) => {
+                        Ok(Ok(picture)) => room.checkpointed(picture, ctx),
+                        Ok(Err(err)) => {
                             log::error!("room={} checkpoint failed: {err}", room.name)
                         }
-                        None => {}
+                        Err(err) => {
+                            log::error!("room={} checkpoint not rendered: {err}", room.name)
+                        }
                     }
                 }),
         );
@@ -538,7 +563,8 @@ impl CanvasServer {
     /// The next checkpoint, rendered off this thread: the last one with every operation since.
     fn render_checkpoint(
         &self,
-    ) -> impl std::future::Future<Output = Option<Result<Picture, CanvasError>>> + 'static {
+    ) -> impl std::future::Future<Output = Result<Result<Picture, CanvasError>, RenderFailed>> + 'static
+    {
         let base = self.picture.clone();
         let ops: Vec<Op> = self.recorded.iter().map(|r| r.op.clone()).collect();
         let (seq, size) = (self.last_seq, self.settings.canvas);
@@ -619,7 +645,13 @@ impl CanvasServer {
     /// A join the room cannot take: the newcomer is closed, and an empty room lets the registry
     /// stop it so that the next join starts afresh.
     fn refuse_join(&self, join: Join, code: CloseCode, reason: &'static str) {
-        join.session.do_send(Kick { code, reason });
+        let _ = join.answer.send(JoinAnswer::Refused { code, reason });
+        self.idle_if_empty();
+    }
+
+    /// Tells the registry that the room is empty, so that it stops the room unless a join is on
+    /// its way.
+    fn idle_if_empty(&self) {
         if self.members.is_empty() {
             self.registry.do_send(RoomIdle {
                 room: self.name.clone(),
@@ -661,6 +693,8 @@ fn canvas_state_frame(client_id: Uuid, data_url: &str) -> ByteString {
 enum LoadError {
     Store(StoreError),
     Damaged(String),
+    Render(RenderFailed),
+    TimedOut,
 }
 
 impl std::fmt::Display for LoadError {
@@ -668,6 +702,12 @@ impl std::fmt::Display for LoadError {
         match self {
             LoadError::Store(err) => write!(f, "{err}"),
             LoadError::Damaged(why) => write!(f, "its stored canvas is damaged: {why}"),
+            LoadError::Render(why) => write!(f, "its canvas could not be restored: {why}"),
+            LoadError::TimedOut => write!(
+                f,
+                "reading its canvas took over {}s",
+                ROOM_LOAD_TIMEOUT.as_secs()
+            ),
         }
     }
 }
@@ -685,8 +725,16 @@ impl Actor for CanvasServer {
             let stored = store.load(name).await.map_err(LoadError::Store)?;
             picture::render_off_thread(move || picture::restore(&stored, size))
                 .await
-                .ok_or_else(|| LoadError::Damaged("restoring it failed".into()))?
+                .map_err(LoadError::Render)?
                 .map_err(LoadError::Damaged)
+        };
+        // The mailbox (joins first) waits for the canvas. This `wait` depends only on the store's
+        // thread and the render task, never on this actor's own mailbox or spawned futures (it
+        // runs before there are any), and it is bounded.
+        let load = async move {
+            tokio::time::timeout(ROOM_LOAD_TIMEOUT, load)
+                .await
+                .unwrap_or(Err(LoadError::TimedOut))
         };
         ctx.wait(load.into_actor(self).map(|result, room, ctx| {
             room.loaded(result, ctx);
@@ -718,7 +766,19 @@ impl Handler<Join> for CanvasServer {
             height: self.settings.canvas.height,
             awaiting_snapshot,
         };
-        join.session.do_send(Deliver(welcome.encode()));
+        if join
+            .answer
+            .send(JoinAnswer::Welcome(welcome.encode()))
+            .is_err()
+        {
+            // The session gave up waiting (or is gone): it is not a member.
+            log::warn!(
+                "room={} client={} left before its join was answered",
+                self.name,
+                join.id
+            );
+            return self.idle_if_empty();
+        }
         self.members.push(Member {
             id: join.id,
             session: join.session,
@@ -833,16 +893,15 @@ impl Handler<Shutdown> for CanvasServer {
         }
         // Every operation is already stored; folding them into a last checkpoint keeps what the
         // next load replays short. Nothing else is waiting on this room: the registry forgot it.
+        // Spawned, not `wait`ed: an idle checkpoint may still be in flight, and a `wait` would
+        // hold it (and whatever it holds) unpolled until this one finished (issue 12). The
+        // spawned future keeps the actor alive until it ends.
         let render = self.render_checkpoint();
-        // Nobody holds this room's address any more, and actix stops an actor whose mailbox has
-        // no sender: keep one until the checkpoint is stored.
-        let keep_alive = ctx.address();
-        ctx.wait(render.into_actor(self).map(move |result, room, ctx| {
-            drop(keep_alive);
+        ctx.spawn(render.into_actor(self).map(move |result, room, ctx| {
             match result {
-                Some(Ok(picture)) => room.store_checkpoint(&picture),
-                Some(Err(err)) => log::error!("room={} last checkpoint failed: {err}", room.name),
-                None => {}
+                Ok(Ok(picture)) => room.store_checkpoint(&picture),
+                Ok(Err(err)) => log::error!("room={} last checkpoint failed: {err}", room.name),
+                Err(err) => log::error!("room={} last checkpoint not rendered: {err}", room.name),
             }
             ctx.stop();
         }));
@@ -886,6 +945,87 @@ impl Handler<Drain> for CanvasServer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Cli;
+    use crate::protocol::Tool;
+    use clap::Parser;
+
+    fn settings(data_dir: &std::path::Path) -> Arc<Settings> {
+        let frontend = concat!(env!("CARGO_MANIFEST_DIR"), "/frontend");
+        let data_dir = data_dir.to_str().expect("a UTF-8 temporary path");
+        let argv = [
+            "livecanvas",
+            "--frontend-dir",
+            frontend,
+            "--data-dir",
+            data_dir,
+            "--checkpoint-ops",
+            "1",
+        ];
+        let config = Cli::try_parse_from(argv).expect("valid options").config;
+        Arc::new(config.resolve().expect("valid settings"))
+    }
+
+    fn segment() -> Segment {
+        Segment {
+            start_x: 10.0,
+            start_y: 10.0,
+            end_x: 50.0,
+            end_y: 50.0,
+            color: "#ff0000".into(),
+            size: 4.0,
+            tool: Tool::Pen,
+        }
+    }
+
+    /// Issue 12: a room emptied while its checkpoint waited for a render permit waited, in its
+    /// `Shutdown`, for a permit of its own; the one its checkpoint then got was never used, and
+    /// with the other permits busy the room (and the server's shutdown) never finished.
+    #[test]
+    fn a_room_emptied_while_its_checkpoint_is_in_flight_stops() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let settings = settings(dir.path());
+        let store = Store::open(dir.path(), Default::default()).expect("a fresh store");
+        actix::System::new().block_on(async move {
+            let stats = Arc::new(Stats::new());
+            let registry =
+                RoomRegistry::new(settings.clone(), stats.clone(), store.clone()).start();
+            let room =
+                CanvasServer::new(Arc::from("room"), settings, stats, registry, store.clone())
+                    .start();
+            // Answered once the room has read its canvas (the mailbox waits for that).
+            room.send(Drain).await.expect("the room opens");
+
+            let mut held = picture::hold_every_render_permit().await;
+            // --checkpoint-ops 1: this draw starts a checkpoint, which waits for a permit.
+            let draw = Draw {
+                from: Uuid::new_v4(),
+                segment: segment(),
+                received: Instant::now(),
+            };
+            room.send(draw).await.expect("the room takes the draw");
+            room.do_send(Shutdown);
+            // One permit comes free; every other stays busy (other rooms rendering).
+            let one = held.split(1).expect("at least one permit");
+            drop(one);
+
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while room.connected() && Instant::now() < deadline {
+                actix::clock::sleep(Duration::from_millis(10)).await;
+            }
+            let stopped = !room.connected();
+            drop(held);
+            assert!(
+                stopped,
+                "the room must stop once its last checkpoint is stored"
+            );
+            let stored = store.load(Arc::from("room")).await.expect("the room loads");
+            assert_eq!(
+                stored.checkpoint_seq, 1,
+                "the last checkpoint covers the draw"
+            );
+            store.close().await;
+        });
+    }
 
     #[test]
     fn a_joined_canvas_state_frame_is_what_the_encoder_makes() {

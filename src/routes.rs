@@ -15,8 +15,9 @@ use serde_json::json;
 
 use crate::canvas::Op;
 use crate::config::Settings;
+use crate::health::{HealthProbe, Probe};
 use crate::limits::{Admission, Refusal};
-use crate::picture::{self, Picture};
+use crate::picture::{self, Picture, RenderFailed};
 use crate::protocol::is_valid_room_name;
 use crate::registry::{FindRoom, RoomRegistry};
 use crate::room::CurrentCanvas;
@@ -38,6 +39,7 @@ pub struct AppState {
     pub stats: Arc<Stats>,
     pub registry: Addr<RoomRegistry>,
     pub store: Store,
+    pub health: HealthProbe,
 }
 
 /// The canvas: pages, upgrades, health, and (unless it has its own listener) metrics.
@@ -147,7 +149,7 @@ fn upgrade(room: &str, req: HttpRequest, state: &AppState) -> HttpResponse {
     slot.fill(Admitted {
         room_name: room.into(),
         peer,
-        permit,
+        permit: Some(permit),
         batched,
         settings: state.settings.clone(),
         stats: state.stats.clone(),
@@ -211,7 +213,7 @@ async fn canvas_png(
     })
     .await;
     match rendered {
-        Some(Ok(png)) => HttpResponse::Ok()
+        Ok(Ok(png)) => HttpResponse::Ok()
             .content_type("image/png")
             .insert_header((header::CACHE_CONTROL, "no-store"))
             .insert_header((
@@ -219,16 +221,12 @@ async fn canvas_png(
                 format!("inline; filename=\"livecanvas-{name}.png\""),
             ))
             .body(png),
-        Some(Err(err)) => picture_error(
+        Ok(Err(err)) => picture_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "unreadable_canvas",
             format!("the room's picture could not be drawn: {err}"),
         ),
-        None => picture_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "the picture could not be drawn".into(),
-        ),
+        Err(failed) => render_failed(failed),
     }
 }
 
@@ -263,8 +261,8 @@ async fn current_canvas(
     };
     let size = state.settings.canvas;
     match picture::render_off_thread(move || picture::restore(&stored, size)).await {
-        Some(Ok(restored)) => Ok(Some((restored.picture, Vec::new()))),
-        Some(Err(why)) => {
+        Ok(Ok(restored)) => Ok(Some((restored.picture, Vec::new()))),
+        Ok(Err(why)) => {
             log::error!("room={name} has a damaged stored canvas: {why}");
             Err(picture_error(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -272,12 +270,21 @@ async fn current_canvas(
                 "the room's saved canvas could not be read".into(),
             ))
         }
-        None => Err(picture_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "the picture could not be read".into(),
-        )),
+        Err(failed) => Err(render_failed(failed)),
     }
+}
+
+/// A render that gave no result: busy is worth retrying, a panic is not.
+fn render_failed(failed: RenderFailed) -> HttpResponse {
+    let status = match failed {
+        RenderFailed::Busy => StatusCode::SERVICE_UNAVAILABLE,
+        RenderFailed::Panicked => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    picture_error(
+        status,
+        "render_failed",
+        format!("the picture could not be drawn: {failed}"),
+    )
 }
 
 fn refused(refusal: &Refusal) -> HttpResponse {
@@ -289,21 +296,47 @@ fn refused(refusal: &Refusal) -> HttpResponse {
     response.json(json!({"error": refusal.code(), "message": refusal.message()}))
 }
 
-async fn healthz(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().json(json!({
-        "status": "ok",
-        "version": env!("CARGO_PKG_VERSION"),
-        "connections": state.admission.open_connections(),
-        "rooms": state.stats.rooms.load(Ordering::Relaxed),
-    }))
+/// Joins the probe room the way a client joins any room (see `health`).
+async fn probe(state: &AppState) -> Probe {
+    state
+        .health
+        .check(&state.settings, &state.stats, &state.registry)
+        .await
 }
 
-/// 200 while accepting connections; 503 once a graceful stop has begun.
+/// 200 when a newcomer can still be served (the health probe got its `welcome`), else 503 with
+/// the reason: a server that cannot admit anyone is not alive, whatever its HTTP side says.
+async fn healthz(state: web::Data<AppState>) -> HttpResponse {
+    let connections = state.admission.open_connections();
+    let rooms = state.stats.rooms.load(Ordering::Relaxed);
+    match probe(&state).await {
+        Probe::Served(took) => HttpResponse::Ok().json(json!({
+            "status": "ok",
+            "version": env!("CARGO_PKG_VERSION"),
+            "connections": connections,
+            "rooms": rooms,
+            "probe_ms": took.as_secs_f64() * 1000.0,
+        })),
+        Probe::Failed(reason) => HttpResponse::ServiceUnavailable().json(json!({
+            "status": "unhealthy",
+            "version": env!("CARGO_PKG_VERSION"),
+            "reason": reason,
+            "connections": connections,
+            "rooms": rooms,
+        })),
+    }
+}
+
+/// 200 while accepting connections and able to serve them; 503 once a graceful stop has begun,
+/// or while the health probe fails.
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    if state.ready.load(Ordering::SeqCst) {
-        HttpResponse::Ok().json(json!({"status": "ready"}))
-    } else {
-        HttpResponse::ServiceUnavailable().json(json!({"status": "stopping"}))
+    if !state.ready.load(Ordering::SeqCst) {
+        return HttpResponse::ServiceUnavailable().json(json!({"status": "stopping"}));
+    }
+    match probe(&state).await {
+        Probe::Served(_) => HttpResponse::Ok().json(json!({"status": "ready"})),
+        Probe::Failed(reason) => HttpResponse::ServiceUnavailable()
+            .json(json!({"status": "unavailable", "reason": reason})),
     }
 }
 

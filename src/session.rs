@@ -19,6 +19,7 @@ use actix_http::ws::{self, CloseCode, CloseReason, Item, ProtocolError};
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::sync::oneshot;
 use tokio_util::codec::FramedRead;
 use uuid::Uuid;
 
@@ -28,7 +29,7 @@ use crate::protocol::{
     batch_frame, check_png_snapshot, decode_client_message, ClientMessage, Rejection, ServerMessage,
 };
 use crate::registry::{JoinRoom, RoomRegistry, TooManyRooms};
-use crate::room::{CanvasServer, Clear, Draw, Leave, SnapshotReply};
+use crate::room::{CanvasServer, Clear, Draw, JoinAnswer, Leave, SnapshotReply};
 use crate::stats::Stats;
 
 /// Heartbeat pings are due only on multiples of this, so that many share one wake-up; a ping is
@@ -43,6 +44,11 @@ const SNAPSHOT_ENVELOPE_BYTES: usize = 4 * 1024;
 /// A read buffer a snapshot grew beyond this is given back once it is empty, rather than kept for
 /// the rest of the connection.
 const READ_BUFFER_KEPT_BYTES: usize = 16 * 1024;
+/// How long a newcomer waits for its room to answer (the room may first read its canvas from
+/// disk) before it is closed with 1013 and [`JOIN_TIMED_OUT`].
+pub const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// The close reason of a join that got no answer in time.
+const JOIN_TIMED_OUT: &str = "the room did not answer in time; try again";
 /// How long a closing session waits for its close frame (and what precedes it) to reach the
 /// socket before it lets go of a client that does not read.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -151,7 +157,9 @@ pub struct Kick {
 pub struct Admitted {
     pub room_name: Arc<str>,
     pub peer: String,
-    pub permit: ConnectionPermit,
+    /// The connection's place in the server's counts; `None` for the health probe, which is not
+    /// a client.
+    pub permit: Option<ConnectionPermit>,
     pub batched: bool,
     pub settings: Arc<Settings>,
     pub stats: Arc<Stats>,
@@ -216,7 +224,7 @@ pub struct WsSession {
     /// Set once a close frame is queued: nothing more is written, and nothing read is handled.
     closing: bool,
     /// This connection's place in the server's connection counts, released when the actor drops.
-    _permit: ConnectionPermit,
+    _permit: Option<ConnectionPermit>,
     draws: DrawLimiter,
     room_name: Arc<str>,
     peer: String,
@@ -508,6 +516,42 @@ fn heartbeat_start(interval: Duration) -> tokio::time::Instant {
     epoch + Duration::from_nanos(offset)
 }
 
+impl WsSession {
+    /// The room's answer to the join, or why there was none.
+    fn joined(
+        &mut self,
+        answer: Result<Result<JoinAnswer, oneshot::error::RecvError>, tokio::time::error::Elapsed>,
+        ctx: &mut Context<Self>,
+    ) {
+        match answer {
+            Ok(Ok(JoinAnswer::Welcome(frame))) => self.text(frame),
+            Ok(Ok(JoinAnswer::Refused { code, reason })) => {
+                // The room has already let this session go; do not tell it again.
+                self.room = None;
+                self.close(ctx, code, reason);
+            }
+            Ok(Err(_)) => {
+                log::error!(
+                    "room={} client={} the room stopped without answering the join",
+                    self.room_name,
+                    self.id
+                );
+                self.room = None;
+                self.close(ctx, CloseCode::Error, "room unavailable");
+            }
+            Err(_) => {
+                log::error!(
+                    "room={} client={} no answer to the join within {}s",
+                    self.room_name,
+                    self.id,
+                    JOIN_TIMEOUT.as_secs()
+                );
+                self.close(ctx, CloseCode::Again, JOIN_TIMED_OUT);
+            }
+        }
+    }
+}
+
 impl Actor for WsSession {
     type Context = Context<Self>;
 
@@ -528,19 +572,36 @@ impl Actor for WsSession {
             session: ctx.address(),
             batched: self.batch.is_some(),
         };
-        // Nothing the client sends is handled before the session is in its room.
+        // Nothing the client sends is handled before the room has answered, so `welcome` is
+        // always the client's first frame. Both waits are bounded, and neither depends on this
+        // actor's own mailbox or spawned futures: the registry answers at once, and the room
+        // answers through a channel of its own.
+        let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
         self.registry
             .send(join)
+            .timeout(JOIN_TIMEOUT)
             .into_actor(self)
-            .then(|joined, session, ctx| {
-                match joined {
-                    Ok(Ok(room)) => session.room = Some(room),
-                    Ok(Err(TooManyRooms)) => {
-                        session.close(ctx, CloseCode::Again, "the server has too many rooms")
-                    }
-                    Err(_) => session.close(ctx, CloseCode::Error, "room unavailable"),
+            .map(move |joined, session, ctx| match joined {
+                Ok(Ok(joining)) => {
+                    session.room = Some(joining.room);
+                    let answer = tokio::time::timeout_at(deadline, joining.answer);
+                    ctx.wait(
+                        answer
+                            .into_actor(session)
+                            .map(|answer, session, ctx| session.joined(answer, ctx)),
+                    );
                 }
-                fut::ready(())
+                Ok(Err(TooManyRooms)) => {
+                    session.close(ctx, CloseCode::Again, "the server has too many rooms")
+                }
+                Err(err) => {
+                    log::error!(
+                        "room={} client={} the room registry did not take the join: {err}",
+                        session.room_name,
+                        session.id
+                    );
+                    session.close(ctx, CloseCode::Again, JOIN_TIMED_OUT);
+                }
             })
             .wait(ctx);
     }
