@@ -462,17 +462,23 @@ fn default_frontend_dirs() -> Vec<PathBuf> {
     dirs
 }
 
+/// Settings from these flags (on top of the defaults and the real frontend), for unit tests.
+#[cfg(test)]
+pub(crate) fn parse_for_tests(args: &[&str]) -> Result<Settings, String> {
+    let mut argv = vec!["livecanvas", "--frontend-dir", env!("CARGO_MANIFEST_DIR")];
+    argv.extend_from_slice(args);
+    // The crate root has no index.html; point at the real frontend.
+    let mut config = Cli::try_parse_from(argv).map_err(|e| e.to_string())?.config;
+    config.frontend_dir = Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("frontend"));
+    config.resolve()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Result<Settings, String> {
-        let mut argv = vec!["livecanvas", "--frontend-dir", env!("CARGO_MANIFEST_DIR")];
-        argv.extend_from_slice(args);
-        // The crate root has no index.html; point at the real frontend.
-        let mut config = Cli::try_parse_from(argv).map_err(|e| e.to_string())?.config;
-        config.frontend_dir = Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("frontend"));
-        config.resolve()
+        parse_for_tests(args)
     }
 
     #[test]

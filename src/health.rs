@@ -1,12 +1,13 @@
 //! The health probe: a client that joins a room the way every client does, for `/healthz` and
 //! `/readyz`.
 //!
-//! It owns proving that the server can still admit someone: a real [`WsSession`] actor on this HTTP
+//! It owns proving that the server can still admit someone: a real `WsSession` actor on this HTTP
 //! worker, over an in-memory socket instead of TCP, asks the registry for the probe room; the room
-//! actor starts on a room thread, opens its canvas (through a render permit, as every room does) and
-//! answers the join; the session writes the `welcome` frame into the socket, where the probe reads
-//! it. A server whose rooms or render queue are wedged fails this within [`PROBE_TIMEOUT`], while a
-//! check that only answered from the HTTP worker would keep saying "ok" (issue 12).
+//! actor starts on a room thread, opens its canvas from the store and answers the join; the session writes the `welcome` frame into the socket, where the probe reads
+//! it. The probe room is blank, which opens without a render, so the probe also runs an empty render
+//! through the queue a room with a picture opens through. A server whose rooms or render queue are
+//! wedged fails this within [`PROBE_TIMEOUT`], while a check that only answered from the HTTP
+//! worker would keep saying "ok" (issue 12).
 //!
 //! It must never touch the stored canvases (the probe room lives in memory and is not counted as a
 //! room) and never run more than one probe at a time: callers within [`PROBE_REUSE`] of the last
@@ -19,6 +20,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::Mutex;
 
 use crate::config::Settings;
+use crate::picture::{self, Priority};
 use crate::registry::{RoomRegistry, PROBE_ROOM};
 use crate::session::Admitted;
 use crate::stats::Stats;
@@ -103,19 +105,33 @@ async fn join_probe_room(
         registry: registry.clone(),
     };
     admitted.start(server_end, &[]);
-    let answer = tokio::time::timeout(PROBE_TIMEOUT, read_first_frame(&mut client_end)).await;
+    let deadline = tokio::time::Instant::now() + PROBE_TIMEOUT;
+    let answer = tokio::time::timeout_at(deadline, read_first_frame(&mut client_end)).await;
     // Dropping the client end is the probe's disconnect: the session sees the socket close, leaves
     // the room, and the empty room stops.
     drop(client_end);
     match answer {
+        Err(_) => {
+            return Probe::Failed(format!(
+                "no welcome from the probe room within {}s",
+                PROBE_TIMEOUT.as_secs()
+            ))
+        }
+        Ok(Err(why)) => return Probe::Failed(why),
+        Ok(Ok(frame)) if !frame.contains(r#""type":"welcome""#) => {
+            return Probe::Failed(format!(
+                "the probe's first message was not welcome: {frame}"
+            ))
+        }
+        Ok(Ok(_)) => {}
+    }
+    let render = picture::render_off_thread(Priority::Foreground, || ());
+    match tokio::time::timeout_at(deadline, render).await {
+        Ok(Ok(())) => Probe::Served(started.elapsed()),
+        Ok(Err(why)) => Probe::Failed(format!("a room's picture could not be opened: {why}")),
         Err(_) => Probe::Failed(format!(
-            "no welcome from the probe room within {}s",
+            "no render slot came free within {}s",
             PROBE_TIMEOUT.as_secs()
-        )),
-        Ok(Err(why)) => Probe::Failed(why),
-        Ok(Ok(frame)) if frame.contains(r#""type":"welcome""#) => Probe::Served(started.elapsed()),
-        Ok(Ok(frame)) => Probe::Failed(format!(
-            "the probe's first message was not welcome: {frame}"
         )),
     }
 }
@@ -171,6 +187,63 @@ fn parse_frame(bytes: &[u8]) -> Option<Result<String, String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use actix::Actor;
+
+    /// Runs `test` with a registry, as the server has one, on an actix system.
+    fn with_registry<F, Fut>(test: F)
+    where
+        F: FnOnce(Arc<Settings>, Arc<Stats>, actix::Addr<RoomRegistry>) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let settings = Arc::new(crate::config::parse_for_tests(&[]).expect("valid settings"));
+        let stats = Arc::new(Stats::new());
+        actix::System::new().block_on(async move {
+            let store = crate::storage::Store::memory();
+            let registry = RoomRegistry::new(settings.clone(), stats.clone(), store).start();
+            test(settings, stats, registry).await;
+        });
+    }
+
+    #[test]
+    fn the_probe_is_welcomed_by_a_working_server() {
+        with_registry(|settings, stats, registry| async move {
+            let probe = HealthProbe::new().check(&settings, &stats, &registry).await;
+            assert!(matches!(probe, Probe::Served(_)), "{probe:?}");
+            assert_eq!(stats.rooms.load(std::sync::atomic::Ordering::Relaxed), 0);
+        });
+    }
+
+    #[test]
+    fn the_probe_fails_when_no_room_can_be_opened() {
+        with_registry(|settings, stats, registry| async move {
+            // A wedged render queue, as issue 12's rooms left it.
+            let held = picture::hold_every_render_permit(Priority::Foreground).await;
+            let probe = HealthProbe::new().check(&settings, &stats, &registry).await;
+            drop(held);
+            let Probe::Failed(why) = probe else {
+                panic!("a wedged render queue must fail the probe: {probe:?}");
+            };
+            assert!(why.contains("render"), "{why}");
+        });
+    }
+
+    #[test]
+    fn the_probe_fails_when_the_registry_is_gone() {
+        with_registry(|settings, stats, _| async move {
+            let thread = actix::Arbiter::new();
+            let (s, t) = (settings.clone(), stats.clone());
+            let gone = RoomRegistry::start_in_arbiter(&thread.handle(), move |_| {
+                RoomRegistry::new(s, t, crate::storage::Store::memory())
+            });
+            thread.stop();
+            thread.join().expect("the registry's thread ends");
+            let probe = HealthProbe::new().check(&settings, &stats, &gone).await;
+            let Probe::Failed(why) = probe else {
+                panic!("a server without its registry must fail the probe: {probe:?}");
+            };
+            assert!(why.contains("room unavailable"), "{why}");
+        });
+    }
 
     #[test]
     fn a_text_frame_is_read_once_it_is_complete() {

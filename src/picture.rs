@@ -17,13 +17,26 @@ use crate::protocol::{
 };
 use crate::storage::StoredRoom;
 
-/// Renders at once, at most one per core: rooms that all checkpoint together queue here rather than
-/// each taking a blocking thread and a picture's worth of memory.
-static RENDER_PERMITS: LazyLock<Arc<Semaphore>> = LazyLock::new(|| {
-    Arc::new(Semaphore::new(
-        std::thread::available_parallelism().map_or(2, |n| n.get()),
-    ))
+/// Renders at once, per [`Priority`], at most one per core: rooms that all checkpoint together
+/// queue here rather than each taking a blocking thread and a picture's worth of memory.
+static RENDER_PERMITS: LazyLock<[Arc<Semaphore>; 2]> = LazyLock::new(|| {
+    let per_core = || Arc::new(Semaphore::new(render_permits_per_queue()));
+    [per_core(), per_core()]
 });
+
+fn render_permits_per_queue() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// Which queue a render waits in. Someone waits for a foreground render (a newcomer's room
+/// opening, a download); background renders (checkpoints) can wait. Separate queues, so that a
+/// newcomer never waits behind the checkpoints of a crowd that just left (hundreds of rooms
+/// checkpointing at once once kept a join waiting for seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    Foreground = 0,
+    Background = 1,
+}
 
 /// How long a render may wait for a permit. Renders take milliseconds; a queue this long means
 /// the renders are stuck, and the caller is better told so than left waiting for ever.
@@ -60,10 +73,11 @@ impl std::fmt::Display for RenderFailed {
 /// caller's future, a finished render would have kept it until then, and two such rooms once held
 /// both permits for ever (issue 12).
 pub async fn render_off_thread<T: Send + 'static>(
+    priority: Priority,
     render: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, RenderFailed> {
     let task = tokio::spawn(async move {
-        let permits = RENDER_PERMITS.clone();
+        let permits = RENDER_PERMITS[priority as usize].clone();
         let permit = tokio::time::timeout(RENDER_QUEUE_TIMEOUT, permits.acquire_owned())
             .await
             .map_err(|_| RenderFailed::Busy)?
@@ -87,12 +101,13 @@ pub async fn render_off_thread<T: Send + 'static>(
     }
 }
 
-/// Takes every render permit at once, for tests that must hold renders back.
+/// Takes every render permit of a queue at once, for tests that must hold renders back.
 #[cfg(test)]
-pub(crate) async fn hold_every_render_permit() -> tokio::sync::OwnedSemaphorePermit {
-    let permits = RENDER_PERMITS.clone();
-    let all = u32::try_from(std::thread::available_parallelism().map_or(2, |n| n.get()))
-        .unwrap_or(u32::MAX);
+pub(crate) async fn hold_every_render_permit(
+    priority: Priority,
+) -> tokio::sync::OwnedSemaphorePermit {
+    let permits = RENDER_PERMITS[priority as usize].clone();
+    let all = u32::try_from(render_permits_per_queue()).unwrap_or(u32::MAX);
     permits
         .acquire_many_owned(all)
         .await
@@ -177,6 +192,12 @@ pub fn compose(
     size: CanvasSize,
 ) -> Result<Picture, CanvasError> {
     Picture::from_canvas(&render(base, ops, size)?, seq)
+}
+
+/// Whether restoring `stored` draws anything: a room with nothing stored opens blank without
+/// taking a render permit.
+pub fn needs_render(stored: &StoredRoom) -> bool {
+    stored.checkpoint.is_some() || !stored.ops.is_empty()
 }
 
 /// A room as read back from the store, ready to serve.
@@ -362,12 +383,12 @@ mod tests {
     /// room could render (or open) again.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_finished_render_gives_its_permit_back_though_nobody_polls_its_result() {
-        let permits = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let permits = render_permits_per_queue();
         let (done, finished) = tokio::sync::mpsc::unbounded_channel();
         let mut unpolled = Vec::new();
         for _ in 0..permits {
             let done = done.clone();
-            let mut render = Box::pin(render_off_thread(move || {
+            let mut render = Box::pin(render_off_thread(Priority::Background, move || {
                 let _ = done.send(());
             }));
             // Polled once, as an actor polls a future it then leaves waiting.
@@ -378,7 +399,8 @@ mod tests {
         for _ in 0..permits {
             finished.recv().await.expect("every render runs");
         }
-        let next = tokio::time::timeout(Duration::from_secs(10), render_off_thread(|| 7)).await;
+        let next = render_off_thread(Priority::Background, || 7);
+        let next = tokio::time::timeout(Duration::from_secs(10), next).await;
         assert_eq!(next, Ok(Ok(7)), "the next render must get a permit");
         drop(unpolled);
     }

@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use crate::canvas::{CanvasError, Op};
 use crate::config::{PictureSource, Settings};
-use crate::picture::{self, Picture, RenderFailed, Restored};
+use crate::picture::{self, Picture, Priority, RenderFailed, Restored};
 use crate::protocol::{batch_frame, ErrorCode, Rejection, Segment, ServerMessage};
 use crate::registry::{RoomIdle, RoomRegistry};
 use crate::session::{
@@ -568,7 +568,9 @@ impl CanvasServer {
         let base = self.picture.clone();
         let ops: Vec<Op> = self.recorded.iter().map(|r| r.op.clone()).collect();
         let (seq, size) = (self.last_seq, self.settings.canvas);
-        picture::render_off_thread(move || picture::compose(&base, &ops, seq, size))
+        picture::render_off_thread(Priority::Background, move || {
+            picture::compose(&base, &ops, seq, size)
+        })
     }
 
     fn checkpointed(&mut self, picture: Picture, ctx: &mut Context<Self>) {
@@ -723,10 +725,15 @@ impl Actor for CanvasServer {
         let size = self.settings.canvas;
         let load = async move {
             let stored = store.load(name).await.map_err(LoadError::Store)?;
-            picture::render_off_thread(move || picture::restore(&stored, size))
-                .await
-                .map_err(LoadError::Render)?
-                .map_err(LoadError::Damaged)
+            if !picture::needs_render(&stored) {
+                return picture::restore(&stored, size).map_err(LoadError::Damaged);
+            }
+            picture::render_off_thread(Priority::Foreground, move || {
+                picture::restore(&stored, size)
+            })
+            .await
+            .map_err(LoadError::Render)?
+            .map_err(LoadError::Damaged)
         };
         // The mailbox (joins first) waits for the canvas. This `wait` depends only on the store's
         // thread and the render task, never on this actor's own mailbox or spawned futures (it
@@ -945,24 +952,13 @@ impl Handler<Drain> for CanvasServer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Cli;
+    use crate::config::parse_for_tests;
     use crate::protocol::Tool;
-    use clap::Parser;
 
     fn settings(data_dir: &std::path::Path) -> Arc<Settings> {
-        let frontend = concat!(env!("CARGO_MANIFEST_DIR"), "/frontend");
         let data_dir = data_dir.to_str().expect("a UTF-8 temporary path");
-        let argv = [
-            "livecanvas",
-            "--frontend-dir",
-            frontend,
-            "--data-dir",
-            data_dir,
-            "--checkpoint-ops",
-            "1",
-        ];
-        let config = Cli::try_parse_from(argv).expect("valid options").config;
-        Arc::new(config.resolve().expect("valid settings"))
+        let args = ["--data-dir", data_dir, "--checkpoint-ops", "1"];
+        Arc::new(parse_for_tests(&args).expect("valid settings"))
     }
 
     fn segment() -> Segment {
@@ -995,7 +991,7 @@ mod tests {
             // Answered once the room has read its canvas (the mailbox waits for that).
             room.send(Drain).await.expect("the room opens");
 
-            let mut held = picture::hold_every_render_permit().await;
+            let mut held = picture::hold_every_render_permit(Priority::Background).await;
             // --checkpoint-ops 1: this draw starts a checkpoint, which waits for a permit.
             let draw = Draw {
                 from: Uuid::new_v4(),

@@ -17,7 +17,7 @@ use crate::canvas::Op;
 use crate::config::Settings;
 use crate::health::{HealthProbe, Probe};
 use crate::limits::{Admission, Refusal};
-use crate::picture::{self, Picture, RenderFailed};
+use crate::picture::{self, Picture, Priority, RenderFailed};
 use crate::protocol::is_valid_room_name;
 use crate::registry::{FindRoom, RoomRegistry};
 use crate::room::CurrentCanvas;
@@ -202,7 +202,7 @@ async fn canvas_png(
         Err(response) => return response,
     };
     let size = state.settings.canvas;
-    let rendered = picture::render_off_thread(move || {
+    let rendered = picture::render_off_thread(Priority::Foreground, move || {
         picture::render(&base, &ops, size).map(|canvas| {
             if transparent {
                 canvas.encode_png()
@@ -260,7 +260,10 @@ async fn current_canvas(
         }
     };
     let size = state.settings.canvas;
-    match picture::render_off_thread(move || picture::restore(&stored, size)).await {
+    let restored = picture::render_off_thread(Priority::Foreground, move || {
+        picture::restore(&stored, size)
+    });
+    match restored.await {
         Ok(Ok(restored)) => Ok(Some((restored.picture, Vec::new()))),
         Ok(Err(why)) => {
             log::error!("room={name} has a damaged stored canvas: {why}");

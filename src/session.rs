@@ -600,7 +600,14 @@ impl Actor for WsSession {
                         session.room_name,
                         session.id
                     );
-                    session.close(ctx, CloseCode::Again, JOIN_TIMED_OUT);
+                    match err {
+                        MailboxError::Timeout => {
+                            session.close(ctx, CloseCode::Again, JOIN_TIMED_OUT)
+                        }
+                        MailboxError::Closed => {
+                            session.close(ctx, CloseCode::Error, "room unavailable")
+                        }
+                    }
                 }
             })
             .wait(ctx);

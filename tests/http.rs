@@ -82,6 +82,19 @@ fn healthz_answers_200_with_a_small_json_body() {
     assert_eq!(body["connections"], 0);
 }
 
+#[test]
+fn healthz_is_answered_by_a_probe_that_joined_a_room() {
+    let server = Server::start();
+    let body: serde_json::Value = get(&server.http_url("/healthz")).into_json().expect("JSON");
+    let probe_ms = body["probe_ms"].as_f64().expect("the probe's time");
+    assert!(probe_ms > 0.0, "{body}");
+    // The probe's room and connection are not the clients' own.
+    assert_eq!(
+        (body["rooms"].as_u64(), body["connections"].as_u64()),
+        (Some(0), Some(0))
+    );
+}
+
 #[tokio::test]
 async fn healthz_counts_connections_and_rooms() {
     let server = Server::start();

@@ -35,6 +35,13 @@ pub struct Server {
     _data_dir: Option<tempfile::TempDir>,
 }
 
+/// The binary under test: this build's, or `LIVECANVAS_TEST_BINARY` (e.g. a release build, or an
+/// older build to see a test fail before a fix).
+pub fn server_binary() -> std::ffi::OsString {
+    std::env::var_os("LIVECANVAS_TEST_BINARY")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_livecanvas").into())
+}
+
 /// A fresh, empty data directory, removed when dropped.
 pub fn data_dir() -> tempfile::TempDir {
     tempfile::Builder::new()
@@ -52,7 +59,7 @@ impl Server {
     /// the flags name a `--data-dir`, the server gets a fresh one of its own.
     pub fn start_with(args: &[&str]) -> Server {
         let own_data_dir = (!args.contains(&"--data-dir")).then(data_dir);
-        let mut command = Command::new(env!("CARGO_BIN_EXE_livecanvas"));
+        let mut command = Command::new(server_binary());
         command
             .args(["--bind", "127.0.0.1:0", "--frontend-dir", &frontend_dir()])
             .args(args)
