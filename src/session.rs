@@ -49,6 +49,13 @@ const READ_BUFFER_KEPT_BYTES: usize = 16 * 1024;
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// The close reason of a join that got no answer in time.
 const JOIN_TIMED_OUT: &str = "the room did not answer in time; try again";
+/// After its close frame is written, a session keeps reading (and discarding) what the client still
+/// sends, for at most this long or [`LINGER_MAX_BYTES`], until the client's own close frame or the
+/// end of its stream: closing a socket with unread bytes makes the kernel send a reset, and the
+/// client would never see the close frame (a flooder never learnt it was closed with 1008).
+const LINGER_TIMEOUT: Duration = Duration::from_secs(2);
+/// See [`LINGER_TIMEOUT`].
+const LINGER_MAX_BYTES: usize = 8 * 1024 * 1024;
 /// How long a closing session waits for its close frame (and what precedes it) to reach the
 /// socket before it lets go of a client that does not read.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -185,7 +192,10 @@ impl Admitted {
             READ_BUFFER_BYTES,
         );
         WsSession::create(move |ctx| {
-            ctx.add_stream(ShrinkingReads(frames));
+            ctx.add_stream(ClientFrames {
+                frames,
+                draining: None,
+            });
             let writer: Box<dyn AsyncWrite + Unpin> = Box::new(writer);
             let codec = ReleasingCodec {
                 codec: ws::Codec::new(),
@@ -198,20 +208,58 @@ impl Admitted {
 }
 
 /// The frames a client sends, read into a buffer that does not stay large after a snapshot.
-struct ShrinkingReads<R>(FramedRead<R, ws::Codec>);
+///
+/// After a frame it cannot parse, the codec can find no further frame boundary, so the bytes that
+/// follow are read and thrown away (up to [`LINGER_MAX_BYTES`]) until the client closes: the
+/// session is closing the connection by then, and unread bytes would turn its close into a reset.
+struct ClientFrames<R> {
+    frames: FramedRead<R, ws::Codec>,
+    /// Bytes discarded since the codec failed; `None` while it parses.
+    draining: Option<usize>,
+}
 
-impl<R: AsyncRead + Unpin> futures_util::Stream for ShrinkingReads<R> {
+impl<R: AsyncRead + Unpin> ClientFrames<R> {
+    /// Reads and discards until the end of the stream or the byte bound; never yields a frame.
+    fn drain(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<<Self as futures_util::Stream>::Item>> {
+        let mut scratch = [0u8; 4096];
+        loop {
+            let discarded = self.draining.get_or_insert(0);
+            if *discarded >= LINGER_MAX_BYTES {
+                return Poll::Ready(None);
+            }
+            let mut buf = tokio::io::ReadBuf::new(&mut scratch);
+            match Pin::new(self.frames.get_mut()).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => return Poll::Ready(None),
+                Poll::Ready(Ok(())) => *discarded += buf.filled().len(),
+                Poll::Ready(Err(_)) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl<R: AsyncRead + Unpin> futures_util::Stream for ClientFrames<R> {
     type Item = Result<ws::Frame, ProtocolError>;
 
     fn poll_next(
         mut self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> Poll<Option<Self::Item>> {
-        let frames = &mut self.0;
+        if self.draining.is_some() {
+            return self.drain(cx);
+        }
+        let frames = &mut self.frames;
         let polled = Pin::new(&mut *frames).poll_next(cx);
         let buffer = frames.read_buffer_mut();
         if buffer.is_empty() && buffer.capacity() > READ_BUFFER_KEPT_BYTES {
             *buffer = BytesMut::with_capacity(READ_BUFFER_BYTES);
+        }
+        if let Poll::Ready(Some(Err(_))) = &polled {
+            self.frames.read_buffer_mut().clear();
+            self.draining = Some(0);
         }
         polled
     }
@@ -223,6 +271,8 @@ pub struct WsSession {
     out: Writer,
     /// Set once a close frame is queued: nothing more is written, and nothing read is handled.
     closing: bool,
+    /// Where the closing handshake stands (see [`LINGER_TIMEOUT`]).
+    linger: Linger,
     /// This connection's place in the server's connection counts, released when the actor drops.
     _permit: Option<ConnectionPermit>,
     draws: DrawLimiter,
@@ -234,8 +284,8 @@ pub struct WsSession {
     /// Known once the registry has answered the join.
     room: Option<Addr<CanvasServer>>,
     last_seen: Instant,
-    /// A fragmented text message being joined.
-    fragments: Option<Vec<u8>>,
+    /// A fragmented text message being joined, and how much of it is known to be valid UTF-8.
+    fragments: Option<(Vec<u8>, usize)>,
     invalid_in_a_row: u32,
     /// For a client that asked for batched delivery: the frames gathered for the next tick.
     batch: Option<Vec<ByteString>>,
@@ -259,6 +309,7 @@ impl WsSession {
             id: Uuid::new_v4(),
             out,
             closing: false,
+            linger: Linger::default(),
             _permit: permit,
             draws: DrawLimiter::new(&settings),
             room_name,
@@ -341,12 +392,42 @@ impl WsSession {
         self.finish_writing(ctx);
     }
 
-    /// Writes nothing more: the actor stops when what is queued has reached the socket
-    /// (`WriteHandler::finished`), or after `CLOSE_FLUSH_TIMEOUT` whatever the client does.
+    /// Writes nothing more. The actor stops once what is queued has reached the socket
+    /// (`WriteHandler::finished`) and the client has answered the close or gone (lingering at
+    /// most `LINGER_TIMEOUT` for that), or after `CLOSE_FLUSH_TIMEOUT` whatever the client does.
     fn finish_writing(&mut self, ctx: &mut Context<Self>) {
         self.closing = true;
         self.out.close();
         ctx.run_later(CLOSE_FLUSH_TIMEOUT, |_, ctx| ctx.stop());
+    }
+
+    /// The client answered the close (or its stream ended): nothing more will be read.
+    fn peer_done(&mut self, ctx: &mut Context<Self>) {
+        self.linger.peer_done = true;
+        if self.linger.written {
+            ctx.stop();
+        }
+    }
+
+    /// While closing, what the client sends is read and thrown away, up to a bound.
+    fn linger_on(&mut self, frame: &ws::Frame, ctx: &mut Context<Self>) {
+        if let ws::Frame::Close(_) = frame {
+            return self.peer_done(ctx);
+        }
+        self.linger.discarded += match frame {
+            ws::Frame::Text(bytes) | ws::Frame::Binary(bytes) => bytes.len(),
+            ws::Frame::Continuation(
+                Item::FirstText(bytes)
+                | Item::FirstBinary(bytes)
+                | Item::Continue(bytes)
+                | Item::Last(bytes),
+            ) => bytes.len(),
+            ws::Frame::Ping(bytes) | ws::Frame::Pong(bytes) => bytes.len(),
+            ws::Frame::Close(_) => 0,
+        };
+        if self.linger.discarded >= LINGER_MAX_BYTES {
+            ctx.stop();
+        }
     }
 
     /// Pings on `--heartbeat-interval`, at instants shared by every session (see
@@ -365,11 +446,10 @@ impl WsSession {
     }
 
     fn on_protocol_error(&mut self, error: ProtocolError, ctx: &mut Context<Self>) {
-        match error {
-            ProtocolError::Overflow => self.close(ctx, CloseCode::Size, "message too big"),
+        match protocol_close(&error) {
+            Some((code, reason)) => self.close(ctx, code, &reason),
             // The connection is already gone.
-            ProtocolError::Io(_) => ctx.stop(),
-            other => self.close(ctx, CloseCode::Protocol, &other.to_string()),
+            None => ctx.stop(),
         }
     }
 
@@ -387,19 +467,27 @@ impl WsSession {
             Item::Last(bytes) => (false, bytes, true),
         };
         let limit = self.message_limit();
-        let buffer = match (&mut self.fragments, first) {
-            (None, true) => self.fragments.insert(Vec::new()),
-            (Some(buffer), false) => buffer,
+        let (buffer, valid_up_to) = match (&mut self.fragments, first) {
+            (None, true) => self.fragments.insert((Vec::new(), 0)),
+            (Some(fragments), false) => fragments,
             _ => return self.close(ctx, CloseCode::Protocol, "unexpected continuation frame"),
         };
         if buffer.len() + bytes.len() > limit {
             return self.close(ctx, CloseCode::Size, "message too big");
         }
         buffer.extend_from_slice(&bytes);
+        // Fail fast: invalid UTF-8 closes the connection in the fragment that carries it, not when
+        // the message ends (RFC 6455 8.1). Only what is new is checked; a character cut by the end
+        // of a fragment is not an error until the message ends.
+        match std::str::from_utf8(&buffer[*valid_up_to..]) {
+            Ok(_) => *valid_up_to = buffer.len(),
+            Err(err) if err.error_len().is_none() && !last => *valid_up_to += err.valid_up_to(),
+            Err(_) => return self.close(ctx, CloseCode::Invalid, "text is not valid UTF-8"),
+        }
         if !last {
             return;
         }
-        let joined = self.fragments.take().unwrap_or_default();
+        let (joined, _) = self.fragments.take().unwrap_or_default();
         match String::from_utf8(joined) {
             Ok(text) => self.on_text(&text, ctx),
             Err(_) => self.close(ctx, CloseCode::Invalid, "text is not valid UTF-8"),
@@ -623,11 +711,11 @@ impl Actor for WsSession {
 
 impl StreamHandler<Result<ws::Frame, ProtocolError>> for WsSession {
     fn handle(&mut self, item: Result<ws::Frame, ProtocolError>, ctx: &mut Self::Context) {
-        if self.closing {
-            return;
-        }
         let frame = match item {
+            Ok(frame) if self.closing => return self.linger_on(&frame, ctx),
             Ok(frame) => frame,
+            // What a closing session cannot parse ends its reading (see `ClientFrames`).
+            Err(_) if self.closing => return,
             Err(error) => return self.on_protocol_error(error, ctx),
         };
         self.last_seen = Instant::now();
@@ -645,23 +733,83 @@ impl StreamHandler<Result<ws::Frame, ProtocolError>> for WsSession {
             ws::Frame::Ping(payload) => self.send(ws::Message::Pong(payload)),
             ws::Frame::Pong(_) => {}
             ws::Frame::Close(reason) => {
-                // Answer with the client's own code, as RFC 6455 asks.
+                // Answer with the client's own code, as RFC 6455 asks; the client has said all
+                // it will.
                 self.send(ws::Message::Close(reason));
+                self.linger.peer_done = true;
                 self.finish_writing(ctx);
             }
         }
     }
 
     fn finished(&mut self, ctx: &mut Self::Context) {
-        // The client is gone (or half-closed after its close frame): nobody reads what is queued.
-        if !self.closing {
+        if self.closing {
+            // Half-closed after (or instead of) its close frame: once ours is out, stop.
+            self.peer_done(ctx);
+        } else {
+            // The client is gone: nobody reads what is queued.
             ctx.stop();
         }
     }
 }
 
-/// The writer stops the session when the socket fails, or once a close has been written.
-impl WriteHandler<ProtocolError> for WsSession {}
+/// The writer stops the session when the socket fails. Once a close has been written, the session
+/// lingers until the client answers (see [`LINGER_TIMEOUT`]).
+impl WriteHandler<ProtocolError> for WsSession {
+    fn error(&mut self, err: ProtocolError, ctx: &mut Self::Context) -> Running {
+        log::debug!(
+            "room={} client={} write failed: {err}",
+            self.room_name,
+            self.id
+        );
+        // actix calls `finished` next; the connection is gone, so there is nothing to linger for.
+        ctx.stop();
+        Running::Stop
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        self.linger.written = true;
+        if self.linger.peer_done {
+            ctx.stop();
+        } else {
+            ctx.run_later(LINGER_TIMEOUT, |_, ctx| ctx.stop());
+        }
+    }
+}
+
+/// The closing handshake, seen from a session that is closing.
+#[derive(Default)]
+struct Linger {
+    /// The close frame (and everything before it) has been written.
+    written: bool,
+    /// The client sent its close frame, or its stream ended.
+    peer_done: bool,
+    /// Bytes read and thrown away since the close.
+    discarded: usize,
+}
+
+/// The close code and an honest reason for a frame the codec refused; `None` when the
+/// connection itself failed (there is nobody to tell).
+fn protocol_close(error: &ProtocolError) -> Option<(CloseCode, String)> {
+    let reason = match error {
+        ProtocolError::Overflow => return Some((CloseCode::Size, "message too big".into())),
+        // actix-http reports reserved bits as an I/O error of kind InvalidData (its TODO for a
+        // variant of their own); any other I/O error is the connection failing.
+        ProtocolError::Io(err) if err.kind() == std::io::ErrorKind::InvalidData => {
+            "reserved bits set, but no extension was negotiated".into()
+        }
+        ProtocolError::Io(_) => return None,
+        // The codec's name for a close frame it refused (its TODO for variants of their own).
+        ProtocolError::BadOpCode => {
+            "invalid close frame: a reserved close code, or a reason that is not UTF-8".into()
+        }
+        ProtocolError::InvalidOpcode(opcode) => format!("reserved opcode {opcode}"),
+        ProtocolError::InvalidLength(_) => "a control frame longer than 125 bytes".into(),
+        ProtocolError::UnmaskedFrame => "client frames must be masked".into(),
+        other => other.to_string(),
+    };
+    Some((CloseCode::Protocol, reason))
+}
 
 impl Handler<Deliver> for WsSession {
     type Result = ();

@@ -4,8 +4,8 @@
 
 mod common;
 
-use common::{draw_at, png_data_url, snapshot, Client, Server, CANVAS_HEIGHT};
-use futures_util::SinkExt;
+use common::{draw_at, png_data_url, snapshot, Client, Server, CANVAS_HEIGHT, EVENT_DEADLINE};
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -99,6 +99,62 @@ async fn send_until_closed(client: &mut Client, message: Value, at_most: usize) 
         }
     }
 }
+
+/// Sends `message` over and over as fast as it can while another task reads, as a client that
+/// never stops to listen; returns the close frame the server sent, or what happened instead.
+///
+/// The server must deliver its close frame and then end the connection cleanly. A socket closed
+/// with unread bytes sends a reset instead: many clients (Python's `websockets`, any that gives
+/// up on its first failed write) then never read the close frame and never learn why they were
+/// closed. So a reset seen by either half counts as a failure here, even when this client, which
+/// keeps reading, got the close frame first.
+async fn close_while_sending(client: Client, message: Message) -> Result<CloseFrame, String> {
+    let (mut sink, mut stream) = client.ws.split();
+    let sender = tokio::spawn(async move {
+        for _ in 0..SEND_AT_MOST {
+            if let Err(err) = sink.send(message.clone()).await {
+                return is_reset(&err).then(|| format!("a write failed with a reset: {err}"));
+            }
+        }
+        None
+    });
+    let closed = async {
+        let mut close = None;
+        loop {
+            match stream.next().await {
+                Some(Ok(Message::Close(Some(frame)))) => close = Some(frame),
+                Some(Ok(Message::Close(None))) => return Err("a close frame without a code".into()),
+                Some(Ok(_)) => continue,
+                Some(Err(err)) if is_reset(&err) => {
+                    return Err(format!("the connection was reset (close frame: {close:?})"))
+                }
+                // The connection ended (cleanly, after the close handshake).
+                Some(Err(_)) | None => {
+                    return close.ok_or_else(|| "the stream ended without a close frame".into())
+                }
+            }
+        }
+    };
+    let closed = tokio::time::timeout(EVENT_DEADLINE, closed)
+        .await
+        .unwrap_or_else(|_| Err("the connection did not end before the deadline".into()))?;
+    match tokio::time::timeout(EVENT_DEADLINE, sender).await {
+        Ok(Ok(None)) => Ok(closed),
+        Ok(Ok(Some(reset))) => Err(reset),
+        Ok(Err(err)) => Err(format!("the sender failed: {err}")),
+        Err(_) => Err("the sender went on sending after the close".into()),
+    }
+}
+
+fn is_reset(err: &WsError) -> bool {
+    matches!(err, WsError::Io(io) if matches!(
+        io.kind(),
+        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+    ))
+}
+
+/// What `close_while_sending` sends at most (the server closes the sender long before).
+const SEND_AT_MOST: usize = 200_000;
 
 fn http_status(error: WsError) -> u16 {
     match error {
@@ -324,6 +380,39 @@ async fn a_flooder_is_throttled_then_closed_with_1008() {
         flood_seen < 1_000,
         "{flood_seen} flood strokes were relayed"
     );
+}
+
+#[tokio::test]
+async fn a_flooder_that_never_stops_sending_still_receives_its_1008() {
+    let server = Server::start();
+    let mut room = Witnesses::join(&server, "main").await;
+    let flooder = server.join("main").await;
+    let stroke = Message::text(draw_at(500.0, 500.0).to_string());
+    let close = close_while_sending(flooder, stroke).await;
+    assert_eq!(close.map(|c| c.code), Ok(CloseCode::Policy));
+    room.still_unharmed().await;
+}
+
+#[tokio::test]
+async fn an_oversized_sender_that_never_stops_still_receives_its_1009() {
+    let server = Server::start();
+    let mut room = Witnesses::join(&server, "main").await;
+    let offender = server.join("main").await;
+    let oversized = Message::text("x".repeat(65 * 1024));
+    let close = close_while_sending(offender, oversized).await;
+    assert_eq!(close.map(|c| c.code), Ok(CloseCode::Size));
+    room.still_unharmed().await;
+}
+
+#[tokio::test]
+async fn a_binary_sender_that_never_stops_still_receives_its_1003() {
+    let server = Server::start();
+    let mut room = Witnesses::join(&server, "main").await;
+    let offender = server.join("main").await;
+    let binary = Message::binary(vec![7u8; 1024]);
+    let close = close_while_sending(offender, binary).await;
+    assert_eq!(close.map(|c| c.code), Ok(CloseCode::Unsupported));
+    room.still_unharmed().await;
 }
 
 #[tokio::test]
