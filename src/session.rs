@@ -7,8 +7,10 @@
 //! message it has not validated, never panic on what a client sends, and always leave its room when
 //! it stops, whatever the reason.
 
+use std::cell::Cell;
 use std::io::Cursor;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::{Arc, OnceLock};
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -67,8 +69,7 @@ const WRITE_BUFFER_KEPT_BYTES: usize = 64 * 1024;
 const WRITE_BUFFER_RELEASE_DELAY: Duration = Duration::from_millis(100);
 
 /// The writing half of the socket, whatever it is (TCP, or TLS over TCP).
-type Writer =
-    FramedWrite<ws::Message, WouldBlockWhenFull<Box<dyn AsyncWrite + Unpin>>, ReleasingCodec>;
+type Writer = FramedWrite<ws::Message, SocketWriter<Box<dyn AsyncWrite + Unpin>>, ReleasingCodec>;
 
 /// actix-http's WebSocket encoder, over a buffer that does not stay large. actix's `FramedWrite`
 /// keeps its buffer's allocation for good, so every newcomer that was sent a 2 MiB picture would
@@ -93,20 +94,30 @@ impl tokio_util::codec::Encoder<ws::Message> for ReleasingCodec {
     }
 }
 
-/// actix's `FramedWrite` holds back its actor only when a write fails with `WouldBlock` (as its
-/// sockets once did); tokio's sockets answer `Pending` instead, and the writer's buffer would then
-/// grow without bound behind a client that stops reading. This answers `WouldBlock` when the
-/// socket is full, so that the session stops taking messages, its mailbox fills, and its room
-/// drops it. The socket has registered the wake-up when it answered `Pending`.
-struct WouldBlockWhenFull<W>(W);
+/// The socket's writing half as actix's `FramedWrite` needs it.
+///
+/// `FramedWrite` holds back its actor only when a write fails with `WouldBlock` (as its sockets
+/// once did); tokio's sockets answer `Pending` instead, and the writer's buffer would then grow
+/// without bound behind a client that stops reading. This answers `WouldBlock` when the socket is
+/// full, so that the session stops taking messages, its mailbox fills, and its room drops it. The
+/// socket has registered the wake-up when it answered `Pending`.
+///
+/// `FramedWrite` never shuts its writer down; once `half_close` is set, the next flush (the one
+/// after the close frame) also ends the writing half (a FIN), for a client whose frames can no
+/// longer be parsed: its close frame could not be recognised, so the server closes TCP first
+/// without waiting for it, as RFC 6455 7.1.1 asks, and drains until the client closes too.
+struct SocketWriter<W> {
+    io: W,
+    half_close: Rc<Cell<bool>>,
+}
 
-impl<W: AsyncWrite + Unpin> AsyncWrite for WouldBlockWhenFull<W> {
+impl<W: AsyncWrite + Unpin> AsyncWrite for SocketWriter<W> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        match Pin::new(&mut self.0).poll_write(cx, buf) {
+        match Pin::new(&mut self.io).poll_write(cx, buf) {
             Poll::Pending => Poll::Ready(Err(std::io::ErrorKind::WouldBlock.into())),
             ready => ready,
         }
@@ -116,14 +127,18 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for WouldBlockWhenFull<W> {
         mut self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
+        std::task::ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+        if self.half_close.get() {
+            return Pin::new(&mut self.io).poll_shutdown(cx);
+        }
+        Poll::Ready(Ok(()))
     }
 
     fn poll_shutdown(
         mut self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 
@@ -201,8 +216,13 @@ impl Admitted {
                 codec: ws::Codec::new(),
                 holding_large: false,
             };
-            let out = FramedWrite::new(WouldBlockWhenFull(writer), codec, ctx);
-            WsSession::new(self, out)
+            let half_close = Rc::new(Cell::new(false));
+            let writer = SocketWriter {
+                io: writer,
+                half_close: half_close.clone(),
+            };
+            let out = FramedWrite::new(writer, codec, ctx);
+            WsSession::new(self, out, half_close)
         })
     }
 }
@@ -273,6 +293,8 @@ pub struct WsSession {
     closing: bool,
     /// Where the closing handshake stands (see [`LINGER_TIMEOUT`]).
     linger: Linger,
+    /// Set to end the socket's writing half right after the close frame (see [`SocketWriter`]).
+    half_close: Rc<Cell<bool>>,
     /// This connection's place in the server's connection counts, released when the actor drops.
     _permit: Option<ConnectionPermit>,
     draws: DrawLimiter,
@@ -295,7 +317,7 @@ pub struct WsSession {
 }
 
 impl WsSession {
-    fn new(admitted: Admitted, out: Writer) -> Self {
+    fn new(admitted: Admitted, out: Writer, half_close: Rc<Cell<bool>>) -> Self {
         let Admitted {
             room_name,
             peer,
@@ -310,6 +332,7 @@ impl WsSession {
             out,
             closing: false,
             linger: Linger::default(),
+            half_close,
             _permit: permit,
             draws: DrawLimiter::new(&settings),
             room_name,
@@ -447,7 +470,10 @@ impl WsSession {
 
     fn on_protocol_error(&mut self, error: ProtocolError, ctx: &mut Context<Self>) {
         match protocol_close(&error) {
-            Some((code, reason)) => self.close(ctx, code, &reason),
+            Some((code, reason)) => {
+                self.half_close.set(true);
+                self.close(ctx, code, &reason);
+            }
             // The connection is already gone.
             None => ctx.stop(),
         }
