@@ -197,6 +197,16 @@ pub struct Config {
     #[arg(long, env = "LIVECANVAS_MAX_ROOM_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_room_bytes: u64,
 
+    /// While the store cannot write (disk full, I/O errors), accepted strokes wait in memory and
+    /// are retried; beyond this many bytes of them, further draws are refused (storage_unavailable).
+    #[arg(long, env = "LIVECANVAS_MAX_UNSTORED_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_unstored_bytes: u64,
+
+    /// Testing only: SQLite's max_page_count for the database, a database that cannot grow, as on
+    /// a full disk.
+    #[arg(long, env = "LIVECANVAS_SQLITE_MAX_PAGES", hide = true)]
+    pub sqlite_max_pages: Option<u32>,
+
     /// Where a newcomer's picture comes from: the server's copy, or (the original demo's way) a
     /// peer asked with canvasRequest.
     #[arg(long, env = "LIVECANVAS_NEWCOMER_PICTURE", value_enum, default_value_t = PictureSource::Server)]
@@ -229,6 +239,8 @@ pub struct StorageSettings {
     pub checkpoint_idle: Duration,
     pub max_stored_rooms: usize,
     pub max_room_bytes: u64,
+    pub max_unstored_bytes: u64,
+    pub sqlite_max_pages: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -423,6 +435,8 @@ impl Config {
                 checkpoint_idle: self.checkpoint_idle,
                 max_stored_rooms: self.max_stored_rooms,
                 max_room_bytes: self.max_room_bytes,
+                max_unstored_bytes: self.max_unstored_bytes,
+                sqlite_max_pages: self.sqlite_max_pages,
             },
             newcomer_picture: self.newcomer_picture,
         })

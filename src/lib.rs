@@ -107,6 +107,8 @@ pub fn open_store(settings: &Settings) -> Result<Store, StoreError> {
     let options = StoreOptions {
         flush_interval: settings.storage.flush_interval,
         max_rooms: settings.storage.max_stored_rooms,
+        max_held_bytes: settings.storage.max_unstored_bytes,
+        max_page_count: settings.storage.sqlite_max_pages,
     };
     let store = Store::open(dir, options)?;
     log::info!("canvases are kept in {}", dir.display());

@@ -75,6 +75,9 @@ pub enum ErrorCode {
     RateLimited,
     /// The room's stored canvas reached `--max-room-bytes`: only a clear is accepted.
     RoomFull,
+    /// The server cannot store drawing now (disk full, I/O errors): strokes are kept in memory
+    /// until it can, and refused once too many are waiting.
+    StorageUnavailable,
 }
 
 impl ErrorCode {
@@ -86,6 +89,7 @@ impl ErrorCode {
             ErrorCode::UnexpectedSnapshot => "unexpected_snapshot",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::RoomFull => "room_full",
+            ErrorCode::StorageUnavailable => "storage_unavailable",
         }
     }
 }
@@ -121,6 +125,10 @@ impl Rejection {
 
     pub fn room_full(message: String) -> Self {
         Rejection::new(ErrorCode::RoomFull, message)
+    }
+
+    pub fn storage_unavailable(message: &str) -> Self {
+        Rejection::new(ErrorCode::StorageUnavailable, message)
     }
 
     pub fn to_server_message(&self) -> ServerMessage<'_> {

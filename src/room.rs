@@ -147,6 +147,8 @@ struct Member {
     /// The first broadcast of the current tick this member gets: one that joined mid-tick was sent
     /// the earlier ones with its picture.
     tick_from: usize,
+    /// When this member was last told that a stroke of theirs could not be kept.
+    refused_at: Option<Instant>,
 }
 
 /// Broadcasts gathered for the batched members until the tick ends: with 500 members and 50
@@ -173,6 +175,16 @@ struct PendingSnapshot {
 /// How long a room may take to read its canvas before it refuses joins (1013) instead of keeping
 /// them waiting: a store or a render queue that does not answer must not hang every newcomer.
 pub const ROOM_LOAD_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// While strokes are refused because the store cannot keep more, a member who keeps drawing is
+/// told so at most this often, not once per stroke.
+const REFUSAL_NOTICE_INTERVAL: Duration = Duration::from_secs(1);
+/// What the members are told, once, when the store stops writing.
+const UNSTORED_NOTICE: &str = "the server cannot save drawings right now; strokes are kept in \
+    memory and saved as soon as it can, and drawing pauses if too many are waiting";
+/// What a member whose stroke was refused is told.
+const REFUSED_NOTICE: &str = "the server cannot save drawings right now and has as many waiting \
+    as it may keep; this stroke was not kept, try again in a moment";
 
 /// Count updates go out at most this often: the first change at once, later ones gathered, so
 /// that a crowd joining at once costs a few frames per member, not one per join.
@@ -209,6 +221,8 @@ pub struct CanvasServer {
     count_throttled: bool,
     /// The count changed while throttled: send it when the interval ends.
     count_stale: bool,
+    /// The members were told that the store cannot write (once per outage).
+    told_unstorable: bool,
 }
 
 impl CanvasServer {
@@ -240,6 +254,7 @@ impl CanvasServer {
             next_ask_id: 0,
             count_throttled: false,
             count_stale: false,
+            told_unstorable: false,
         }
     }
 
@@ -489,6 +504,45 @@ impl CanvasServer {
         }
     }
 
+    /// Whether an operation may be accepted now: not while the store holds as much as it may
+    /// (the sender is told, now and then). Nothing refused is relayed or kept.
+    fn storable(&mut self, from: Uuid, ctx: &mut Context<Self>) -> bool {
+        if !self.store.health().must_refuse() {
+            return true;
+        }
+        let Some(member) = self.members.iter_mut().find(|m| m.id == from) else {
+            return false;
+        };
+        if member
+            .refused_at
+            .is_some_and(|at| at.elapsed() < REFUSAL_NOTICE_INTERVAL)
+        {
+            return false;
+        }
+        member.refused_at = Some(Instant::now());
+        let rejection = Rejection::storage_unavailable(REFUSED_NOTICE);
+        self.stats
+            .errors
+            .with_label_values(&[rejection.code.as_str()])
+            .inc();
+        self.send_to(from, &rejection.to_server_message(), ctx);
+        false
+    }
+
+    /// Tells every member, once per outage, that what they draw is not on disk yet.
+    fn warn_if_unstored(&mut self, ctx: &mut Context<Self>) {
+        let failing = self.store.health().is_failing();
+        if failing && !self.told_unstorable {
+            let rejection = Rejection::storage_unavailable(UNSTORED_NOTICE);
+            self.stats
+                .errors
+                .with_label_values(&[rejection.code.as_str()])
+                .inc_by(self.members.len() as u64);
+            self.broadcast(&rejection.to_server_message(), None, ctx);
+        }
+        self.told_unstorable = failing;
+    }
+
     /// Accepts an operation: stored, and kept until the next checkpoint covers it.
     fn record(&mut self, op: Op, frame: ByteString, ctx: &mut Context<Self>) {
         self.last_seq += 1;
@@ -501,6 +555,7 @@ impl CanvasServer {
             frame,
         });
         self.last_op_at = Instant::now();
+        self.warn_if_unstored(ctx);
         if is_clear || self.recorded.len() >= self.settings.storage.checkpoint_ops {
             self.start_checkpoint(ctx);
         }
@@ -792,6 +847,7 @@ impl Handler<Join> for CanvasServer {
             batched: join.batched,
             // Broadcasts before the join are not for it (in server mode its picture holds them).
             tick_from: self.tick.frames.len(),
+            refused_at: None,
         });
         self.count_changed(ctx);
         if from_server {
@@ -835,6 +891,9 @@ impl Handler<Draw> for CanvasServer {
         if self.stored_bytes >= self.settings.storage.max_room_bytes {
             return self.refuse_draw(draw.from, ctx);
         }
+        if !self.storable(draw.from, ctx) {
+            return;
+        }
         let frame = self.broadcast(&ServerMessage::Draw(&draw.segment), Some(draw.from), ctx);
         self.stats
             .broadcast_seconds
@@ -847,6 +906,9 @@ impl Handler<Clear> for CanvasServer {
     type Result = ();
 
     fn handle(&mut self, clear: Clear, ctx: &mut Context<Self>) {
+        if !self.storable(clear.from, ctx) {
+            return;
+        }
         let frame = self.broadcast(&ServerMessage::Clear, Some(clear.from), ctx);
         self.record(Op::Clear, frame, ctx);
     }

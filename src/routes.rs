@@ -331,10 +331,17 @@ async fn healthz(state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// 200 while accepting connections and able to serve them; 503 once a graceful stop has begun,
-/// or while the health probe fails.
+/// while the store cannot write (what is drawn is not on disk), or while the health probe fails.
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     if !state.ready.load(Ordering::SeqCst) {
         return HttpResponse::ServiceUnavailable().json(json!({"status": "stopping"}));
+    }
+    if let Some(reason) = state.store.health().failure() {
+        return HttpResponse::ServiceUnavailable().json(json!({
+            "status": "storage_unavailable",
+            "reason": reason,
+            "held_bytes": state.store.health().held_bytes(),
+        }));
     }
     match probe(&state).await {
         Probe::Served(_) => HttpResponse::Ok().json(json!({"status": "ready"})),
@@ -346,5 +353,9 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(state.stats.render(state.admission.open_connections()))
+        .body(
+            state
+                .stats
+                .render(state.admission.open_connections(), state.store.health()),
+        )
 }

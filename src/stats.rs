@@ -6,6 +6,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::storage::StoreHealth;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
@@ -31,6 +32,8 @@ pub struct Stats {
     pub bytes_out: IntCounter,
     /// From a draw's arrival in its session to its frames being queued for the whole room.
     pub broadcast_seconds: Histogram,
+    store_failures: IntGauge,
+    store_held_bytes: IntGauge,
 }
 
 /// Broadcast latency buckets, in seconds: from 50 µs to 1 s.
@@ -69,6 +72,14 @@ impl Stats {
                 .buckets(BROADCAST_BUCKETS_SECONDS.to_vec()),
             )
             .unwrap_or_else(|_| unreachable_metric()),
+            store_failures: gauge(
+                "store_failures_total",
+                "Failed attempts to write accepted strokes to the store (they are retried).",
+            ),
+            store_held_bytes: gauge(
+                "store_held_bytes",
+                "Bytes of accepted strokes held in memory because the store cannot write them.",
+            ),
             registry,
         };
         stats.register_all();
@@ -76,7 +87,9 @@ impl Stats {
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 11] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 13] = [
+            Box::new(self.store_failures.clone()),
+            Box::new(self.store_held_bytes.clone()),
             Box::new(self.connections_gauge.clone()),
             Box::new(self.rooms_gauge.clone()),
             Box::new(self.messages_in.clone()),
@@ -105,9 +118,13 @@ impl Stats {
     }
 
     /// The Prometheus text exposition of every metric; `connections` comes from the admission
-    /// counts, which are the one record of open connections.
-    pub fn render(&self, connections: usize) -> String {
+    /// counts, which are the one record of open connections, and the store's figures from it.
+    pub fn render(&self, connections: usize, store: &StoreHealth) -> String {
         self.connections_gauge.set(connections as i64);
+        self.store_failures
+            .set(i64::try_from(store.failures()).unwrap_or(i64::MAX));
+        self.store_held_bytes
+            .set(i64::try_from(store.held_bytes()).unwrap_or(i64::MAX));
         self.rooms_gauge
             .set(self.rooms.load(Ordering::Relaxed) as i64);
         let mut buffer = Vec::new();
@@ -150,7 +167,7 @@ mod tests {
     fn every_metric_is_exposed_with_the_livecanvas_prefix() {
         let stats = Stats::new();
         stats.messages_in.with_label_values(&["draw"]).inc();
-        let text = stats.render(0);
+        let text = stats.render(0, &StoreHealth::default());
         for name in [
             "livecanvas_connections",
             "livecanvas_rooms",
@@ -158,6 +175,8 @@ mod tests {
             "livecanvas_bytes_out_total",
             "livecanvas_broadcast_seconds_bucket",
             "livecanvas_up 1",
+            "livecanvas_store_failures_total 0",
+            "livecanvas_store_held_bytes 0",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }

@@ -36,6 +36,16 @@
 //! other command is executed, so a process kill loses at most the ops of the last interval.
 //! `close` (the graceful stop) commits everything and folds the WAL back into the database.
 //!
+//! # Write failures
+//!
+//! A commit that fails (disk full, an I/O error, a read-only file system) drops nothing: its ops
+//! are held in memory, in order, with every op appended after them, and the writer tries again
+//! with backoff (`RETRY_FIRST` doubling to `RETRY_MAX`) until a commit succeeds, which writes them
+//! all in order. While ops are held, [`StoreHealth`] says so (rooms tell their members, `/readyz`
+//! answers 503, metrics count the failures and the bytes held) and checkpoints are not written, so
+//! the ops stay in place; once `max_held_bytes` are held, rooms refuse further draws rather than
+//! keep what they cannot store. Only a process that ends while ops are held loses them (logged).
+//!
 //! # Exclusivity
 //!
 //! The connection runs with `locking_mode=EXCLUSIVE` and takes the write lock while opening, so a
@@ -46,6 +56,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -89,6 +100,13 @@ const PAGE_CACHE_KIB: u32 = 64 * 1024;
 
 const THREAD_NAME: &str = "livecanvas-store";
 
+/// After a failed commit, the next attempt waits this long, doubling after each failure up to
+/// `RETRY_MAX`: space may come back at any moment, but a full disk must not be hammered.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+/// While commits fail, the error is logged at the first failure and then at most this often.
+const FAILURE_LOG_EVERY: Duration = Duration::from_secs(30);
+
 const CREATE_SCHEMA: &str = "
     CREATE TABLE rooms (
         name TEXT PRIMARY KEY,
@@ -117,6 +135,12 @@ pub struct StoreOptions {
     /// Rooms on disk. Loading a room that is not on disk while this many are stored fails with
     /// [`StoreError::TooManyRooms`]; rooms already stored always load.
     pub max_rooms: usize,
+    /// Bytes of accepted ops held in memory while commits fail, beyond which rooms refuse draws
+    /// (see [`StoreHealth::must_refuse`]).
+    pub max_held_bytes: u64,
+    /// SQLite's `max_page_count` for the database: a database that may grow no further, as on a
+    /// full disk (for tests where no small file system can be made).
+    pub max_page_count: Option<u32>,
 }
 
 impl Default for StoreOptions {
@@ -124,7 +148,71 @@ impl Default for StoreOptions {
         StoreOptions {
             flush_interval: Duration::from_millis(250),
             max_rooms: 100_000,
+            max_held_bytes: 64 * 1024 * 1024,
+            max_page_count: None,
         }
+    }
+}
+
+/// Whether the store can write, shared with the rooms (to warn and refuse), the health checks and
+/// the metrics. Plain atomics, read on every draw; the reason text only while failing.
+#[derive(Debug, Default)]
+pub struct StoreHealth {
+    failing: AtomicBool,
+    held_bytes: AtomicU64,
+    failures: AtomicU64,
+    max_held_bytes: u64,
+    reason: Mutex<Option<String>>,
+}
+
+impl StoreHealth {
+    fn new(max_held_bytes: u64) -> StoreHealth {
+        StoreHealth {
+            max_held_bytes,
+            ..StoreHealth::default()
+        }
+    }
+
+    /// Accepted ops are waiting in memory because writing them failed.
+    pub fn is_failing(&self) -> bool {
+        self.failing.load(Ordering::Relaxed)
+    }
+
+    /// Why the store cannot write, while it cannot.
+    pub fn failure(&self) -> Option<String> {
+        lock(&self.reason).clone()
+    }
+
+    /// As many bytes are held as may be: new ops must be refused, not accepted.
+    pub fn must_refuse(&self) -> bool {
+        self.is_failing() && self.held_bytes() >= self.max_held_bytes
+    }
+
+    /// Bytes of accepted ops held in memory, not yet written.
+    pub fn held_bytes(&self) -> u64 {
+        self.held_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Failed write attempts since the store was opened.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    fn failed(&self, reason: String, held_bytes: u64) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        self.held_bytes.store(held_bytes, Ordering::Relaxed);
+        *lock(&self.reason) = Some(reason);
+        self.failing.store(true, Ordering::Relaxed);
+    }
+
+    fn holding(&self, held_bytes: u64) {
+        self.held_bytes.store(held_bytes, Ordering::Relaxed);
+    }
+
+    fn recovered(&self) {
+        self.held_bytes.store(0, Ordering::Relaxed);
+        *lock(&self.reason) = None;
+        self.failing.store(false, Ordering::Relaxed);
     }
 }
 
@@ -160,10 +248,10 @@ pub enum StoreError {
     },
     /// SQLite cannot run the database as livecanvas needs (WAL, exclusive locking).
     Unsupported { path: PathBuf, detail: String },
-    /// Commits failed since the last successful flush; their ops are lost (each was logged).
+    /// Commits fail: `held` accepted ops wait in memory to be written.
     WriteFailed {
         path: PathBuf,
-        failures: u64,
+        held: usize,
         last: String,
     },
     /// The room is not on disk and `limit` rooms already are.
@@ -227,13 +315,9 @@ impl fmt::Display for StoreError {
             StoreError::Unsupported { path, detail } => {
                 write!(f, "{}: {detail}; livecanvas cannot use it", path.display())
             }
-            StoreError::WriteFailed {
-                path,
-                failures,
-                last,
-            } => write!(
+            StoreError::WriteFailed { path, held, last } => write!(
                 f,
-                "{failures} write(s) to {} failed since the last flush; the last: {last}",
+                "{held} ops wait in memory to be written to {}: {last}",
                 path.display()
             ),
             StoreError::TooManyRooms { limit } => {
@@ -279,6 +363,7 @@ pub struct StoredRoom {
 pub struct Store {
     /// `None`: persistence is off.
     inner: Option<Arc<Inner>>,
+    health: Arc<StoreHealth>,
 }
 
 struct Inner {
@@ -356,6 +441,9 @@ enum Command {
     Close {
         reply: oneshot::Sender<()>,
     },
+    /// Tests: SQLite's `max_page_count`, to make the database full and then not.
+    #[cfg(test)]
+    SetMaxPageCount(u32),
 }
 
 impl fmt::Debug for Store {
@@ -403,8 +491,13 @@ impl Store {
             }
         }
         let conn = open_verified(&path)?;
+        if let Some(pages) = options.max_page_count {
+            conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+                .map_err(|source| open_error(&path, "cannot limit the size of", source))?;
+        }
         let (commands, receiver) = mpsc::channel();
         let appends = Arc::new(Mutex::new(Appends::default()));
+        let health = Arc::new(StoreHealth::new(options.max_held_bytes));
         let writer = Writer {
             conn,
             path: path.clone(),
@@ -412,8 +505,12 @@ impl Store {
             appends: appends.clone(),
             pending: Vec::new(),
             first_pending: None,
-            failures: 0,
-            last_failure: None,
+            held: Vec::new(),
+            held_bytes: 0,
+            held_since: None,
+            retry: None,
+            last_failure_log: None,
+            health: health.clone(),
         };
         let thread = std::thread::Builder::new()
             .name(THREAD_NAME.to_string())
@@ -430,13 +527,22 @@ impl Store {
                 appends,
                 thread: Mutex::new(Some(thread)),
             })),
+            health,
         })
     }
 
     /// Persistence off: nothing is written; `load` returns an empty room that did not exist;
     /// `flush` and `close` return at once.
     pub fn memory() -> Store {
-        Store { inner: None }
+        Store {
+            inner: None,
+            health: Arc::new(StoreHealth::default()),
+        }
+    }
+
+    /// Whether the store can write (always so for [`Store::memory`]).
+    pub fn health(&self) -> &StoreHealth {
+        &self.health
     }
 
     /// The database file, `None` for [`Store::memory`].
@@ -553,7 +659,8 @@ impl Store {
     }
 
     /// Commits everything queued before this call; resolves once it is on disk (in the WAL). An
-    /// error if that commit, or any commit since the previous flush, failed.
+    /// error (`WriteFailed`) while ops are held because commits fail: they are not lost, but not
+    /// on disk either.
     pub fn flush(&self) -> impl Future<Output = Result<(), StoreError>> + Send + 'static {
         let queued = self.request(|reply| Command::Flush { reply });
         async move {
@@ -562,6 +669,14 @@ impl Store {
                 Request::Queued(inner, answer) => answer.await.map_err(|_| inner.stopped())?,
                 Request::Stopped(err) => Err(err),
             }
+        }
+    }
+
+    /// Tests: lets the database grow to `pages` pages (see [`StoreOptions::max_page_count`]).
+    #[cfg(test)]
+    fn set_max_page_count(&self, pages: u32) {
+        if let Some(inner) = &self.inner {
+            inner.send(Command::SetMaxPageCount(pages));
         }
     }
 
@@ -862,20 +977,32 @@ struct Writer {
     pending: Vec<PendingOp>,
     /// When the writer learned of the oldest uncommitted op.
     first_pending: Option<Instant>,
-    /// Failed writes since the last flush answered, and the last one's message.
-    failures: u64,
-    last_failure: Option<String>,
+    /// Ops whose commit failed, oldest first, followed by every op appended since: written, in
+    /// this order, by the first commit that succeeds.
+    held: Vec<PendingOp>,
+    held_bytes: u64,
+    /// When the first of the held ops failed to commit.
+    held_since: Option<Instant>,
+    /// While ops are held: the backoff, and when the next attempt is due.
+    retry: Option<(Duration, Instant)>,
+    last_failure_log: Option<Instant>,
+    health: Arc<StoreHealth>,
 }
 
 impl Writer {
     /// Executes commands in arrival order until `Close`, or until every `Store` is dropped.
     fn run(mut self, commands: mpsc::Receiver<Command>) {
         loop {
-            let received = match self.first_pending {
-                Some(first) => {
-                    let deadline = first + self.options.flush_interval;
-                    commands.recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                }
+            let flush_due = self
+                .first_pending
+                .map(|first| first + self.options.flush_interval);
+            let retry_due = self.retry.map(|(_, at)| at);
+            let due = match (flush_due, retry_due) {
+                (Some(flush), Some(retry)) => Some(flush.max(retry)),
+                (flush, retry) => flush.or(retry),
+            };
+            let received = match due {
+                Some(due) => commands.recv_timeout(due.saturating_duration_since(Instant::now())),
                 None => commands.recv().map_err(|_| RecvTimeoutError::Disconnected),
             };
             match received {
@@ -889,7 +1016,7 @@ impl Writer {
                 }
                 Ok(Command::Close { reply }) => {
                     lock(&self.appends).closed = true;
-                    self.commit_pending();
+                    self.last_attempt();
                     self.finish();
                     let _ = reply.send(());
                     return;
@@ -903,7 +1030,7 @@ impl Writer {
                 Err(RecvTimeoutError::Disconnected) => {
                     // Every handle was dropped without close: still commit what was queued.
                     lock(&self.appends).closed = true;
-                    self.commit_pending();
+                    self.last_attempt();
                     self.finish();
                     return;
                 }
@@ -916,6 +1043,14 @@ impl Writer {
             Command::Wake => {
                 // `run` handles wake-ups; the next commit takes the buffered ops either way.
             }
+            // While ops are held, a checkpoint would delete stored ops below held ones; it is
+            // left out, and the ops it would have covered stay in place.
+            Command::Checkpoint { room, seq, .. } if !self.held.is_empty() => {
+                log::debug!("room={room}: checkpoint at op {seq} not written, ops are held");
+            }
+            Command::Forget { room, .. } if !self.held.is_empty() => {
+                log::debug!("room={room}: not forgotten, ops are held");
+            }
             Command::Checkpoint {
                 room,
                 seq,
@@ -927,9 +1062,12 @@ impl Writer {
                 Ok(false) => log::debug!(
                     "room={room}: checkpoint at op {seq} ignored, a later one is stored"
                 ),
-                Err(err) => self.failed(
-                    err,
-                    format_args!("the checkpoint of room={room} at op {seq} is lost"),
+                Err(err) => self.log_failure(
+                    &err,
+                    format_args!(
+                        "the checkpoint of room={room} at op {seq} was not written; \
+                         the ops it covers stay in place"
+                    ),
                 ),
             },
             Command::Forget { room, up_to_seq } => match self.forget(&room, up_to_seq) {
@@ -937,23 +1075,26 @@ impl Writer {
                 Ok(false) => log::debug!(
                     "room={room}: not forgotten, something after op {up_to_seq} is stored"
                 ),
-                Err(err) => self.failed(err, format_args!("room={room} was not forgotten")),
+                Err(err) => self.log_failure(&err, format_args!("room={room} was not forgotten")),
             },
             Command::Load { room, reply } => {
                 // With `create`, the answer is always `Some`.
-                let _ = reply.send(self.load(&room, true).map(Option::unwrap_or_default));
+                let loaded = self.load(&room, true).map(Option::unwrap_or_default);
+                let _ = reply.send(loaded.map(|stored| self.with_held(&room, stored)));
             }
             Command::Read { room, reply } => {
-                let _ = reply.send(self.load(&room, false));
+                let read = self.load(&room, false);
+                let read = read.map(|stored| stored.map(|stored| self.with_held(&room, stored)));
+                let _ = reply.send(read);
             }
             Command::Flush { reply } => {
-                let result = match self.last_failure.take() {
-                    Some(last) => Err(StoreError::WriteFailed {
+                let result = match self.health.failure() {
+                    Some(last) if !self.held.is_empty() => Err(StoreError::WriteFailed {
                         path: self.path.clone(),
-                        failures: std::mem::take(&mut self.failures),
+                        held: self.held.len(),
                         last,
                     }),
-                    None => Ok(()),
+                    _ => Ok(()),
                 };
                 let _ = reply.send(result);
             }
@@ -969,6 +1110,13 @@ impl Writer {
                 // Handled by `run`, which owns the connection's end.
                 let _ = reply.send(());
             }
+            #[cfg(test)]
+            Command::SetMaxPageCount(pages) => {
+                let set = format!("PRAGMA max_page_count = {pages}");
+                if let Err(err) = self.conn.query_row(&set, [], |_| Ok(())) {
+                    log::error!("{set}: {err}");
+                }
+            }
         }
     }
 
@@ -980,27 +1128,118 @@ impl Writer {
         }
     }
 
-    /// Logs a failed write and remembers it for the next flush; the thread keeps going.
-    fn failed(&mut self, err: rusqlite::Error, consequence: fmt::Arguments<'_>) {
-        let err = self.sqlite_error("cannot write to", err);
-        log::error!("{err}; {consequence}");
-        self.failures += 1;
-        self.last_failure = Some(err.to_string());
+    /// `stored` with the room's held ops after it: what was accepted is part of the room, whether
+    /// or not it could be written yet.
+    fn with_held(&self, room: &str, mut stored: StoredRoom) -> StoredRoom {
+        let after = stored
+            .ops
+            .last()
+            .map_or(stored.checkpoint_seq, |(seq, _)| *seq);
+        for op in self.held.iter().filter(|op| &*op.room == room) {
+            let seq = u64::try_from(op.seq).unwrap_or(0);
+            if seq > after {
+                stored.stored_bytes += op.op.len() as u64;
+                stored.ops.push((seq, op.op.to_string()));
+            }
+        }
+        stored
     }
 
-    /// Commits every buffered op in one transaction.
+    /// Logs a failed write (a checkpoint, a forget) that loses nothing: what it would have
+    /// replaced is still stored.
+    fn log_failure(&mut self, err: &rusqlite::Error, consequence: fmt::Arguments<'_>) {
+        log::error!(
+            "cannot write to {}: {err}; {consequence}",
+            self.path.display()
+        );
+    }
+
+    /// Commits every buffered op in one transaction, after the held ones; while ops are held,
+    /// only once the retry is due.
     fn commit_pending(&mut self) {
         self.first_pending = None;
         // Swapped, not drained: both vectors keep their capacity.
         std::mem::swap(&mut lock(&self.appends).ops, &mut self.pending);
-        if self.pending.is_empty() {
+        if self.held.is_empty() {
+            if self.pending.is_empty() {
+                return;
+            }
+            if let Err(err) = write_ops(&mut self.conn, &self.pending) {
+                std::mem::swap(&mut self.held, &mut self.pending);
+                self.held_bytes = op_bytes(&self.held);
+                self.held_since = Some(Instant::now());
+                self.commit_failed(&err);
+            }
+            self.pending.clear();
             return;
         }
-        let result = write_ops(&mut self.conn, &self.pending);
-        let count = self.pending.len();
-        self.pending.clear();
-        if let Err(err) = result {
-            self.failed(err, format_args!("{count} ops are lost"));
+        self.held_bytes += op_bytes(&self.pending);
+        self.held.append(&mut self.pending);
+        self.health.holding(self.held_bytes);
+        if self.retry.is_some_and(|(_, at)| Instant::now() < at) {
+            return;
+        }
+        self.retry_held();
+    }
+
+    /// Tries to write every held op, in order.
+    fn retry_held(&mut self) {
+        match write_ops(&mut self.conn, &self.held) {
+            Ok(()) => {
+                let waited = self
+                    .held_since
+                    .map_or(Duration::ZERO, |since| since.elapsed());
+                log::warn!(
+                    "{} is writable again: {} ops ({} bytes) held for {:.1}s are written",
+                    self.path.display(),
+                    self.held.len(),
+                    self.held_bytes,
+                    waited.as_secs_f64()
+                );
+                self.held.clear();
+                self.held_bytes = 0;
+                self.held_since = None;
+                self.retry = None;
+                self.last_failure_log = None;
+                self.health.recovered();
+            }
+            Err(err) => self.commit_failed(&err),
+        }
+    }
+
+    /// A commit failed: its ops are held; the next attempt waits longer.
+    fn commit_failed(&mut self, err: &rusqlite::Error) {
+        let backoff = match self.retry {
+            Some((backoff, _)) => (backoff * 2).min(RETRY_MAX),
+            None => RETRY_FIRST,
+        };
+        self.retry = Some((backoff, Instant::now() + backoff));
+        let reason = format!("cannot write to {}: {err}", self.path.display());
+        let log_due = self
+            .last_failure_log
+            .is_none_or(|last| last.elapsed() >= FAILURE_LOG_EVERY);
+        if log_due {
+            self.last_failure_log = Some(Instant::now());
+            log::error!(
+                "{reason}; {} ops ({} bytes) are held in memory and retried",
+                self.held.len(),
+                self.held_bytes
+            );
+        }
+        self.health.failed(reason, self.held_bytes);
+    }
+
+    /// The thread is ending: one more try for what is held, whatever the backoff says.
+    fn last_attempt(&mut self) {
+        self.retry = None;
+        self.commit_pending();
+        if !self.held.is_empty() {
+            log::error!(
+                "{} could not be written: {} accepted ops ({} bytes) are lost",
+                self.path.display(),
+                self.held.len(),
+                self.held_bytes
+            );
         }
     }
 
@@ -1096,13 +1335,18 @@ impl Writer {
             if usize::try_from(stored).unwrap_or(usize::MAX) >= max_rooms {
                 return Err(StoreError::TooManyRooms { limit: max_rooms });
             }
-            tx.prepare_cached("INSERT INTO rooms (name, updated_at) VALUES (?1, ?2)")
-                .and_then(|mut statement| statement.execute(params![room, unix_now()]))
-                .map_err(|source| StoreError::Sqlite {
-                    path: path.clone(),
-                    action: "cannot write to",
-                    source,
-                })?;
+            let created = tx
+                .prepare_cached("INSERT INTO rooms (name, updated_at) VALUES (?1, ?2)")
+                .and_then(|mut statement| statement.execute(params![room, unix_now()]));
+            if let Err(err) = created {
+                // A new room opens all the same (disk full, say): its ops are held like any
+                // others, and their commit creates its row.
+                log::warn!(
+                    "room={room}: cannot record it in {} ({err}); it opens all the same",
+                    path.display()
+                );
+                return Ok(Some(StoredRoom::default()));
+            }
         }
         let (checkpoint, checkpoint_seq) = row.unwrap_or((None, 0));
         let rows: Vec<(i64, i64, String)> = tx
@@ -1171,6 +1415,11 @@ impl Writer {
         }
         log::info!("closed {}", self.path.display());
     }
+}
+
+/// The bytes of `ops`' text: what holding them costs.
+fn op_bytes(ops: &[PendingOp]) -> u64 {
+    ops.iter().map(|op| op.op.len() as u64).sum()
 }
 
 /// Commits `ops` in one transaction, creating (or touching) the row of each room they belong to,
@@ -1261,7 +1510,121 @@ mod tests {
         StoreOptions {
             flush_interval: Duration::from_millis(20),
             max_rooms: 100,
+            ..StoreOptions::default()
         }
+    }
+
+    /// A store whose database cannot grow (SQLite's own limit: a full disk without root).
+    fn full(max_held_bytes: u64) -> (TempDir, Store) {
+        let dir = TempDir::new().unwrap();
+        let store = Store::open(
+            dir.path(),
+            StoreOptions {
+                max_page_count: Some(1),
+                max_held_bytes,
+                ..options()
+            },
+        )
+        .unwrap();
+        (dir, store)
+    }
+
+    /// An op big enough that a few of them need a new page.
+    fn big_draw(n: u64) -> String {
+        format!(r#"{{"type":"draw","n":{n},"pad":"{}"}}"#, "x".repeat(1500))
+    }
+
+    /// Waits (polling `flush`) until every held op is written.
+    async fn until_written(store: &Store) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while store.flush().await.is_err() {
+            assert!(Instant::now() < deadline, "the held ops were never written");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn ops_that_cannot_be_written_are_held_and_written_in_order_once_space_is_back() {
+        let (_dir, store) = full(u64::MAX);
+        let main = room("main");
+        for n in 1..=20 {
+            store.append(&main, n, ByteString::from(big_draw(n)));
+        }
+        let err = store.flush().await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::WriteFailed { held: 20, .. }),
+            "{err}"
+        );
+        assert!(store.health().is_failing());
+        assert!(store.health().held_bytes() > 20 * 1500);
+        assert!(store
+            .health()
+            .failure()
+            .is_some_and(|why| why.contains("full")));
+        // Appended while failing: held behind the others, in order.
+        for n in 21..=30 {
+            store.append(&main, n, ByteString::from(big_draw(n)));
+        }
+        store.set_max_page_count(100_000);
+        until_written(&store).await;
+        assert!(!store.health().is_failing());
+        assert_eq!(store.health().held_bytes(), 0);
+        assert!(store.health().failures() >= 1);
+        let stored = store.load(main).await.unwrap();
+        assert_eq!(seqs(&stored), (1..=30).collect::<Vec<_>>());
+        store.close().await;
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_load_while_ops_are_held_includes_them() {
+        let (_dir, store) = full(u64::MAX);
+        let main = room("main");
+        for n in 1..=10 {
+            store.append(&main, n, ByteString::from(big_draw(n)));
+        }
+        assert!(store.flush().await.is_err());
+        let stored = store.load(main.clone()).await.unwrap();
+        assert_eq!(seqs(&stored), (1..=10).collect::<Vec<_>>());
+        store.close().await;
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_checkpoint_while_ops_are_held_leaves_them_in_place() {
+        let (_dir, store) = full(u64::MAX);
+        let main = room("main");
+        for n in 1..=10 {
+            store.append(&main, n, ByteString::from(big_draw(n)));
+        }
+        store.checkpoint(&main, 10, 10, 10, fake_png(1));
+        assert!(store.flush().await.is_err());
+        store.set_max_page_count(100_000);
+        until_written(&store).await;
+        let stored = store.load(main).await.unwrap();
+        assert_eq!(stored.checkpoint_seq, 0, "the checkpoint was not written");
+        assert_eq!(seqs(&stored), (1..=10).collect::<Vec<_>>());
+        store.close().await;
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn beyond_the_bound_new_ops_must_be_refused() {
+        let (_dir, store) = full(4 * 1024);
+        let main = room("main");
+        store.append(&main, 1, ByteString::from(big_draw(1)));
+        assert!(store.flush().await.is_err());
+        assert!(!store.health().must_refuse(), "one op is under the bound");
+        for n in 2..=5 {
+            store.append(&main, n, ByteString::from(big_draw(n)));
+        }
+        // The bound is checked as the writer takes the ops in.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !store.health().must_refuse() {
+            assert!(Instant::now() < deadline, "the bound was never reached");
+            let _ = store.flush().await;
+        }
+        store.set_max_page_count(100_000);
+        until_written(&store).await;
+        assert!(!store.health().must_refuse());
+        store.close().await;
     }
 
     /// A flush interval that never elapses during a test: only ordering commits.
