@@ -997,8 +997,10 @@ impl Writer {
                 .first_pending
                 .map(|first| first + self.options.flush_interval);
             let retry_due = self.retry.map(|(_, at)| at);
+            // While ops are held, a flush only counts new ops among them (so that rooms see
+            // the bound in time); the retry itself waits for its own time.
             let due = match (flush_due, retry_due) {
-                (Some(flush), Some(retry)) => Some(flush.max(retry)),
+                (Some(flush), Some(retry)) => Some(flush.min(retry)),
                 (flush, retry) => flush.or(retry),
             };
             let received = match due {
