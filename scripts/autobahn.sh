@@ -3,7 +3,8 @@
 # framing, pings/pongs, reserved bits, opcodes, fragmentation, UTF-8, closing, auto-fragmentation)
 # against a livecanvas binary and re-judges the report with scripts/autobahn_judge.py, because
 # Autobahn's own verdicts assume an echo server and livecanvas never echoes (see that script).
-# Opt-in, like container-smoke.sh: not part of `cargo test` or .ci/run. Everything stays on 127.0.0.1.
+# Not part of `cargo test` (it takes about 3 minutes and a Python 2 install); .ci/run runs it after
+# the tests. Everything stays on 127.0.0.1.
 #
 # Usage, from the project root:
 #   scripts/autobahn.sh [path/to/livecanvas]     default target/release/livecanvas

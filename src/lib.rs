@@ -20,6 +20,7 @@ pub mod session;
 pub mod stats;
 pub mod storage;
 mod tls;
+mod utf8_guard;
 pub mod websocket;
 
 use std::net::SocketAddr;

@@ -33,6 +33,7 @@ use crate::protocol::{
 use crate::registry::{JoinRoom, RoomRegistry, TooManyRooms};
 use crate::room::{CanvasServer, Clear, Draw, JoinAnswer, Leave, SnapshotReply};
 use crate::stats::Stats;
+use crate::utf8_guard::Utf8Guard;
 
 /// Heartbeat pings are due only on multiples of this, so that many share one wake-up; a ping is
 /// at most this much later than `--heartbeat-interval` says.
@@ -201,11 +202,8 @@ impl Admitted {
         // The codec must let a requested snapshot through; the session enforces the small limit
         // on everything else.
         let frame_limit = self.settings.max_snapshot_bytes + SNAPSHOT_ENVELOPE_BYTES;
-        let frames = FramedRead::with_capacity(
-            reader,
-            ws::Codec::new().max_size(frame_limit),
-            READ_BUFFER_BYTES,
-        );
+        let frames =
+            FramedRead::with_capacity(reader, ClientCodec::new(frame_limit), READ_BUFFER_BYTES);
         WsSession::create(move |ctx| {
             ctx.add_stream(ClientFrames {
                 frames,
@@ -227,13 +225,90 @@ impl Admitted {
     }
 }
 
+/// actix-http's WebSocket decoder with two checks it makes too late for a server that must not be
+/// made to wait or to buffer:
+///
+/// - text is checked for UTF-8 as its bytes arrive ([`Utf8Guard`]), so that a frame whose bad byte
+///   comes early fails at once (RFC 6455 8.1: fail fast) rather than when its last byte is in;
+/// - a frame that announces more than the size limit is refused as soon as its header is in: the
+///   codec itself waits for the whole frame before it compares, and meanwhile the read buffer grew
+///   to whatever the client chose to send.
+struct ClientCodec {
+    codec: ws::Codec,
+    max_frame_bytes: usize,
+    /// `None` once it has found invalid text: it has said what it had to.
+    guard: Option<Utf8Guard>,
+    /// How much of the read buffer the guard has seen (the codec only removes from the front).
+    fed: usize,
+    /// The guard found invalid text that no complete frame has carried out yet.
+    invalid_pending: bool,
+}
+
+/// What the codec reads from a client.
+enum Incoming {
+    Frame(ws::Frame),
+    /// Text that is not UTF-8, found before the frame carrying it is complete. Not a codec error:
+    /// the frames stay parseable, so the client's answer to the 1007 close can still be read.
+    InvalidUtf8,
+}
+
+impl ClientCodec {
+    fn new(max_frame_bytes: usize) -> ClientCodec {
+        ClientCodec {
+            codec: ws::Codec::new().max_size(max_frame_bytes),
+            max_frame_bytes,
+            guard: Some(Utf8Guard::new()),
+            fed: 0,
+            invalid_pending: false,
+        }
+    }
+}
+
+impl tokio_util::codec::Decoder for ClientCodec {
+    type Item = Incoming;
+    type Error = ProtocolError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Incoming>, ProtocolError> {
+        if let Some(guard) = &mut self.guard {
+            if guard.feed(src.get(self.fed..).unwrap_or_default()).is_err() {
+                self.guard = None;
+                self.invalid_pending = true;
+            }
+        }
+        if declared_payload_bytes(src).is_some_and(|bytes| bytes > self.max_frame_bytes as u64) {
+            return Err(ProtocolError::Overflow);
+        }
+        let frame = self.codec.decode(src)?;
+        self.fed = src.len();
+        // Complete frames go out first: they were sent before the bad bytes (and if one holds
+        // them, the session's own check of it closes with 1007).
+        match frame {
+            Some(frame) => Ok(Some(Incoming::Frame(frame))),
+            None if std::mem::take(&mut self.invalid_pending) => Ok(Some(Incoming::InvalidUtf8)),
+            None => Ok(None),
+        }
+    }
+}
+
+/// The payload length the frame at the start of `src` announces, once its header is in.
+fn declared_payload_bytes(src: &[u8]) -> Option<u64> {
+    let length = src.get(1)? & 0x7f;
+    match length {
+        126 => Some(u64::from(u16::from_be_bytes(
+            src.get(2..4)?.try_into().ok()?,
+        ))),
+        127 => Some(u64::from_be_bytes(src.get(2..10)?.try_into().ok()?)),
+        short => Some(u64::from(short)),
+    }
+}
+
 /// The frames a client sends, read into a buffer that does not stay large after a snapshot.
 ///
 /// After a frame it cannot parse, the codec can find no further frame boundary, so the bytes that
 /// follow are read and thrown away (up to [`LINGER_MAX_BYTES`]) until the client closes: the
 /// session is closing the connection by then, and unread bytes would turn its close into a reset.
 struct ClientFrames<R> {
-    frames: FramedRead<R, ws::Codec>,
+    frames: FramedRead<R, ClientCodec>,
     /// Bytes discarded since the codec failed; `None` while it parses.
     draining: Option<usize>,
 }
@@ -262,7 +337,7 @@ impl<R: AsyncRead + Unpin> ClientFrames<R> {
 }
 
 impl<R: AsyncRead + Unpin> futures_util::Stream for ClientFrames<R> {
-    type Item = Result<ws::Frame, ProtocolError>;
+    type Item = Result<Incoming, ProtocolError>;
 
     fn poll_next(
         mut self: Pin<&mut Self>,
@@ -735,11 +810,15 @@ impl Actor for WsSession {
     }
 }
 
-impl StreamHandler<Result<ws::Frame, ProtocolError>> for WsSession {
-    fn handle(&mut self, item: Result<ws::Frame, ProtocolError>, ctx: &mut Self::Context) {
+impl StreamHandler<Result<Incoming, ProtocolError>> for WsSession {
+    fn handle(&mut self, item: Result<Incoming, ProtocolError>, ctx: &mut Self::Context) {
         let frame = match item {
-            Ok(frame) if self.closing => return self.linger_on(&frame, ctx),
-            Ok(frame) => frame,
+            Ok(Incoming::InvalidUtf8) if self.closing => return,
+            Ok(Incoming::InvalidUtf8) => {
+                return self.close(ctx, CloseCode::Invalid, "text is not valid UTF-8")
+            }
+            Ok(Incoming::Frame(frame)) if self.closing => return self.linger_on(&frame, ctx),
+            Ok(Incoming::Frame(frame)) => frame,
             // What a closing session cannot parse ends its reading (see `ClientFrames`).
             Err(_) if self.closing => return,
             Err(error) => return self.on_protocol_error(error, ctx),

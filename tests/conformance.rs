@@ -164,6 +164,47 @@ async fn invalid_utf8_in_a_middle_fragment_closes_at_once_with_1007() {
     assert_eq!(close.close_code(), Some(1007), "{close:?}");
 }
 
+/// The header of a masked text frame that announces `length` bytes (16-bit length), with its key.
+fn long_text_header(length: u16) -> (Vec<u8>, [u8; 4]) {
+    let key = [0x11, 0x22, 0x33, 0x44];
+    let mut header = vec![TEXT, 0x80 | 126];
+    header.extend_from_slice(&length.to_be_bytes());
+    header.extend_from_slice(&key);
+    (header, key)
+}
+
+#[tokio::test]
+async fn invalid_utf8_early_in_a_frame_closes_at_once_with_1007_before_the_frame_ends() {
+    let server = Server::start();
+    let mut client = RawClient::connect(&server, &[]).await;
+    // Autobahn 6.4.3: one frame of 1,000 bytes whose bad byte is among the first; the rest never
+    // comes, so only a server that checks bytes as they arrive answers.
+    let (mut bytes, key) = long_text_header(1000);
+    let start: &[u8] = &[b'{', b'"', 0xce, 0xba, 0xf4, 0x90, 0x80, 0x80];
+    bytes.extend(start.iter().zip(key.iter().cycle()).map(|(b, k)| b ^ k));
+    client.send(&bytes).await;
+    let close = tokio::time::timeout(Duration::from_secs(5), client.next_close())
+        .await
+        .expect("closed before the frame ends");
+    assert_eq!(close.close_code(), Some(1007), "{close:?}");
+}
+
+#[tokio::test]
+async fn a_frame_announcing_more_than_the_limit_is_refused_before_its_payload_arrives() {
+    let server = Server::start_with(&["--max-snapshot-bytes", "100000"]);
+    let mut client = RawClient::connect(&server, &[]).await;
+    // A 64-bit length far past the frame limit, then only the key: a server that waits for the
+    // payload would buffer whatever the client chose to send.
+    let mut header = vec![TEXT, 0x80 | 127];
+    header.extend_from_slice(&(1u64 << 30).to_be_bytes());
+    header.extend_from_slice(&[1, 2, 3, 4]);
+    client.send(&header).await;
+    let close = tokio::time::timeout(Duration::from_secs(5), client.next_close())
+        .await
+        .expect("closed before the payload");
+    assert_eq!(close.close_code(), Some(1009), "{close:?}");
+}
+
 #[tokio::test]
 async fn a_character_split_across_fragments_is_not_invalid() {
     let server = Server::start();
