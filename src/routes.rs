@@ -26,6 +26,9 @@ use crate::stats::Stats;
 use crate::storage::Store;
 use crate::websocket::SessionSlot;
 
+/// How long a request waits for the registry or a room to answer before it does without.
+const ACTOR_ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The room of `/` and `/ws`.
 pub const DEFAULT_ROOM: &str = "main";
 
@@ -238,13 +241,19 @@ async fn current_canvas(
     let open = state
         .registry
         .send(FindRoom { room: name.clone() })
+        .timeout(ACTOR_ANSWER_TIMEOUT)
         .await
         .ok()
         .flatten();
     if let Some(room) = open {
-        // A room that stopped meanwhile has put everything on disk: read it from there.
-        if let Ok(Some(current)) = room.send(CurrentCanvas).await {
-            return Ok(Some(current));
+        // A room that stopped meanwhile has put everything on disk: read it from there (and so
+        // does one that does not answer in time, logged).
+        match room.send(CurrentCanvas).timeout(ACTOR_ANSWER_TIMEOUT).await {
+            Ok(Some(current)) => return Ok(Some(current)),
+            Err(actix::MailboxError::Timeout) => {
+                log::error!("room={name} did not hand over its picture in time; reading the store")
+            }
+            _ => {}
         }
     }
     let stored = match state.store.read(name.clone()).await {

@@ -104,6 +104,9 @@ const THREAD_NAME: &str = "livecanvas-store";
 /// `RETRY_MAX`: space may come back at any moment, but a full disk must not be hammered.
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
+/// How long a caller waits for the store thread's answer (a load, a read, a flush) before it gives
+/// up with [`StoreError::NoAnswer`].
+const STORE_ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 /// While commits fail, the error is logged at the first failure and then at most this often.
 const FAILURE_LOG_EVERY: Duration = Duration::from_secs(30);
 
@@ -258,6 +261,8 @@ pub enum StoreError {
     TooManyRooms { limit: usize },
     /// The store was closed, or its thread died: nothing more can be read or written.
     Stopped { path: PathBuf },
+    /// The store's thread did not answer within `waited` (a disk that hangs).
+    NoAnswer { path: PathBuf, waited: Duration },
 }
 
 impl fmt::Display for StoreError {
@@ -323,6 +328,12 @@ impl fmt::Display for StoreError {
             StoreError::TooManyRooms { limit } => {
                 write!(f, "too many rooms are stored (the limit is {limit})")
             }
+            StoreError::NoAnswer { path, waited } => write!(
+                f,
+                "the storage of {} did not answer within {}s",
+                path.display(),
+                waited.as_secs()
+            ),
             StoreError::Stopped { path } => write!(
                 f,
                 "the storage of {} has stopped (closed, or its thread died)",
@@ -632,13 +643,7 @@ impl Store {
         room: Arc<str>,
     ) -> impl Future<Output = Result<StoredRoom, StoreError>> + Send + 'static {
         let queued = self.request(|reply| Command::Load { room, reply });
-        async move {
-            match queued {
-                Request::Memory => Ok(StoredRoom::default()),
-                Request::Queued(inner, answer) => answer.await.map_err(|_| inner.stopped())?,
-                Request::Stopped(err) => Err(err),
-            }
-        }
+        queued.answer(StoredRoom::default())
     }
 
     /// Reads a room without creating it: `None` if it is not on disk (for a room that is not
@@ -649,13 +654,7 @@ impl Store {
         room: Arc<str>,
     ) -> impl Future<Output = Result<Option<StoredRoom>, StoreError>> + Send + 'static {
         let queued = self.request(|reply| Command::Read { room, reply });
-        async move {
-            match queued {
-                Request::Memory => Ok(None),
-                Request::Queued(inner, answer) => answer.await.map_err(|_| inner.stopped())?,
-                Request::Stopped(err) => Err(err),
-            }
-        }
+        queued.answer(None)
     }
 
     /// Commits everything queued before this call; resolves once it is on disk (in the WAL). An
@@ -663,13 +662,7 @@ impl Store {
     /// on disk either.
     pub fn flush(&self) -> impl Future<Output = Result<(), StoreError>> + Send + 'static {
         let queued = self.request(|reply| Command::Flush { reply });
-        async move {
-            match queued {
-                Request::Memory => Ok(()),
-                Request::Queued(inner, answer) => answer.await.map_err(|_| inner.stopped())?,
-                Request::Stopped(err) => Err(err),
-            }
-        }
+        queued.answer(())
     }
 
     /// Tests: lets the database grow to `pages` pages (see [`StoreOptions::max_page_count`]).
@@ -683,13 +676,7 @@ impl Store {
     /// Number of rooms stored (0 for [`Store::memory`]).
     pub fn room_count(&self) -> impl Future<Output = Result<usize, StoreError>> + Send + 'static {
         let queued = self.request(|reply| Command::RoomCount { reply });
-        async move {
-            match queued {
-                Request::Memory => Ok(0),
-                Request::Queued(inner, answer) => answer.await.map_err(|_| inner.stopped())?,
-                Request::Stopped(err) => Err(err),
-            }
-        }
+        queued.answer(0)
     }
 
     /// Commits everything queued, folds the WAL into the database (`wal_checkpoint(TRUNCATE)`),
@@ -703,7 +690,7 @@ impl Store {
                 Request::Stopped(_) => return,
                 Request::Queued(inner, answer) => {
                     // An error means the thread is already gone (an earlier close, or it died).
-                    let _ = answer.await;
+                    let _ = tokio::time::timeout(STORE_ANSWER_TIMEOUT, answer).await;
                     inner
                 }
             };
@@ -738,6 +725,27 @@ enum Request<T> {
     Memory,
     Queued(Arc<Inner>, oneshot::Receiver<T>),
     Stopped(StoreError),
+}
+
+impl<T> Request<Result<T, StoreError>> {
+    /// The writer's answer (`memory` for a memory store), within `STORE_ANSWER_TIMEOUT`: a writer
+    /// stuck on a dying disk must not keep a room or a request waiting for ever.
+    async fn answer(self, memory: T) -> Result<T, StoreError> {
+        match self {
+            Request::Memory => Ok(memory),
+            Request::Queued(inner, answer) => {
+                match tokio::time::timeout(STORE_ANSWER_TIMEOUT, answer).await {
+                    Ok(Ok(result)) => result,
+                    Ok(Err(_)) => Err(inner.stopped()),
+                    Err(_) => Err(StoreError::NoAnswer {
+                        path: inner.path.clone(),
+                        waited: STORE_ANSWER_TIMEOUT,
+                    }),
+                }
+            }
+            Request::Stopped(err) => Err(err),
+        }
+    }
 }
 
 /// `seq` as SQLite stores it; `None` (logged) beyond `i64::MAX`.
