@@ -28,6 +28,10 @@ SUBCOMMAND
   join-latency  seeds rooms with 0, 1000, ... segments, then times newcomers from connecting to
                 holding the whole picture (canvasState/canvasEmpty plus the draws after it); see
                 `livecanvas-load join-latency --help`
+  chaos         rooms of clients draw strokes, each at a place of its own, reconnecting whenever
+                the server dies; writes every stroke another client saw and when (bench/chaos.sh
+                kills the server, fills its disk, and checks the pictures); see `chaos --help`
+  chaos-check   checks the rooms' pictures against what `chaos` wrote and the run's events
 
 THE SERVER'S LIMITS
   livecanvas's defaults are meant for people, not for one address opening thousands of sockets:
@@ -137,6 +141,13 @@ pub enum Mode {
     /// How long a newcomer takes to get a room's whole picture, for rooms with more and more
     /// history (livecanvas only: it needs `canvasState`/`canvasEmpty` from the server).
     JoinLatency(crate::join::JoinArgs),
+    /// The load of a chaos run (bench/chaos.sh): rooms of clients drawing strokes at unique
+    /// places, reconnecting whenever the server dies; writes every stroke another client saw,
+    /// with when it was first seen.
+    Chaos(crate::chaos::ChaosArgs),
+    /// Checks the rooms' pictures against what `chaos` wrote and the run's event log: every
+    /// stroke the server promised to keep must be there.
+    ChaosCheck(crate::chaos::CheckArgs),
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]

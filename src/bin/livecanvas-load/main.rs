@@ -9,7 +9,10 @@
 //!
 //! `livecanvas-load join-latency` (module `join`) measures something else: how long a newcomer
 //! takes to hold a room's whole picture, for rooms with more and more history.
+//! `livecanvas-load chaos` and `chaos-check` (module `chaos`) are the load and the check of
+//! `bench/chaos.sh`: strokes that must survive the server being killed and its disk filling.
 
+mod chaos;
 mod cli;
 mod client;
 mod join;
@@ -36,8 +39,11 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
     let args = cli::Args::parse();
-    if let Some(cli::Mode::JoinLatency(join_args)) = args.mode {
-        return join::main(join_args);
+    match args.mode {
+        Some(cli::Mode::JoinLatency(join_args)) => return join::main(join_args),
+        Some(cli::Mode::Chaos(chaos_args)) => return chaos::main(chaos_args),
+        Some(cli::Mode::ChaosCheck(check_args)) => return chaos::check_main(check_args),
+        None => {}
     }
     let settings = match cli::resolve(args) {
         Ok(settings) => settings,
