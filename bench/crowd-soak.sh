@@ -13,27 +13,27 @@
 #   2. /healthz must answer 200 (it joins a probe room the way a client does);
 #   3. /healthz must come to 0 connections and 0 rooms, and the server go quiet (under 5% of a
 #      core: the rooms' last checkpoints render after the rooms are gone), within --empty-timeout;
-#      its VmRSS must then come back within --rss-tolerance-mib of the baseline within
-#      --rss-settle seconds (the server gives a crowd's memory back to the system 2 s after the
-#      last room of a burst closed; the baseline is read once that has happened after the warm-up).
+#      its VmRSS (less SQLite's memory) must then come back within --rss-tolerance-mib of the
+#      baseline within --rss-settle seconds (the server gives a crowd's memory back to the system
+#      2 s after the last room of a burst closed; the baseline is read once that has happened
+#      after the warm-up).
 # At the end SIGTERM must stop the server within its --shutdown-grace + 2 s.
 #
 # Usage: bench/crowd-soak.sh [options]
 #   --minutes M              how long to keep sending waves (default 5; the last wave may overrun)
 #   --quick                  about a minute, shorter waves (a smoke run of the script)
 #   --newcomer-max-ms MS     slowest acceptable newcomer pair (default 1000)
-#   --rss-tolerance-mib N    RSS allowed above the baseline once the server is empty (default 84:
-#                            20, plus SQLite's page cache, which fills up to 64 MiB as rooms are
-#                            stored and then stays: a bounded cache, not a leak)
+#   --rss-tolerance-mib N    RSS allowed above the baseline once the server is empty (default 20;
+#                            both less SQLite's own memory, as /metrics gives it: its page cache
+#                            fills up to 64 MiB as rooms are stored and then stays, a bounded
+#                            cache, not a leak)
 #   --rss-settle S           how long the RSS may take to come back after the server is quiet
 #                            (default 15)
 #   --empty-timeout S        how long the server may take to report 0 connections and 0 rooms
 #                            and go quiet after a wave (default 30)
-#   --trim                   before each RSS reading, make the server's glibc return its free
-#                            memory (gdb calls malloc_trim(0) in it): tells a leak from memory the
-#                            allocator keeps; the RSS column and check then use the trimmed figure.
-#                            SQLite's page cache (up to 64 MiB) still grows with new rooms stored:
-#                            from an empty database use --rss-tolerance-mib 80 with it
+#   --trim                   before each RSS reading, also have gdb call malloc_trim(0) in the
+#                            server (it trims by itself 2 s after a burst of rooms closed; this
+#                            tells a leak from memory the allocator keeps at any moment)
 #   --no-seed                only livecanvas-load waves
 #   --port P                 the server's port (default 18084; refused if in use)
 #   -h, --help               this text
@@ -61,7 +61,7 @@ die() {
 # shellcheck source=bench/lib.sh
 source "$BENCH_DIR/lib.sh"
 
-PORT=18084 minutes=5 quick=0 newcomer_max_ms=1000 rss_tolerance_mib=84 empty_timeout_s=30
+PORT=18084 minutes=5 quick=0 newcomer_max_ms=1000 rss_tolerance_mib=20 empty_timeout_s=30
 rss_settle_s=15
 # The server trims its heap this long after the last room of a burst closed (src/registry.rs),
 # plus a margin: the baseline is read after that.
@@ -163,6 +163,15 @@ cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$server_pid/stat"; }
 
 # health: one /healthz request; prints "HTTP_STATUS CONNECTIONS ROOMS" ("000 - -" without an
 # answer). Its JSON is flat, so sed is enough.
+# The server's RSS less what SQLite says it uses (its page cache, bounded at 64 MiB, fills as new
+# rooms are stored and then stays: a cache, not what a crowd left behind), in KiB.
+own_kib() {
+  local sqlite_bytes
+  sqlite_bytes=$(curl -s -m 5 "http://127.0.0.1:$PORT/metrics" 2> /dev/null |
+    sed -n 's/^livecanvas_sqlite_memory_bytes \([0-9]*\)$/\1/p' | grep . || echo 0)
+  echo $(($(rss_kib "$server_pid") - sqlite_bytes / 1024))
+}
+
 health() {
   local body code
   body=$(curl -s -m 5 -w '\n%{http_code}' "http://127.0.0.1:$PORT/healthz" 2> /dev/null) || true
@@ -252,7 +261,7 @@ fi
 
 failures=()
 baseline_kib="" longest_s=0 wave=0 waves=0
-printf '| wave | shape | generator | clients up | deliveries | lost | newcomer ms | /healthz | empty / quiet after s | RSS MiB | wave s | result |\n'
+printf '| wave | shape | generator | clients up | deliveries | lost | newcomer ms | /healthz | empty / quiet after s | RSS less SQLite MiB | wave s | result |\n'
 printf '|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n'
 while :; do
   if ((wave == 0)); then
@@ -325,13 +334,13 @@ while :; do
     if ((wave == 0)); then
       # The baseline: what the server keeps once it has given the warm-up's memory back.
       sleep "$TRIM_SETTLE_S"
-      rss_kib=$(rss_kib "$server_pid")
+      rss_kib=$(own_kib)
     else
       # Memory comes back a little after the rooms are gone: look until it has, or until the
       # bound, and judge the last reading.
       settle_deadline=$((SECONDS + rss_settle_s))
       while :; do
-        rss_kib=$(rss_kib "$server_pid")
+        rss_kib=$(own_kib)
         ((rss_kib <= baseline_kib + rss_tolerance_mib * 1024 || SECONDS >= settle_deadline)) && break
         sleep 0.5
       done

@@ -34,6 +34,7 @@ pub struct Stats {
     pub broadcast_seconds: Histogram,
     store_failures: IntGauge,
     store_held_bytes: IntGauge,
+    sqlite_memory_bytes: IntGauge,
 }
 
 /// Broadcast latency buckets, in seconds: from 50 µs to 1 s.
@@ -80,6 +81,10 @@ impl Stats {
                 "store_held_bytes",
                 "Bytes of accepted strokes held in memory because the store cannot write them.",
             ),
+            sqlite_memory_bytes: gauge(
+                "sqlite_memory_bytes",
+                "Memory SQLite uses, mostly its page cache (bounded at 64 MiB).",
+            ),
             registry,
         };
         stats.register_all();
@@ -87,7 +92,8 @@ impl Stats {
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 13] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 14] = [
+            Box::new(self.sqlite_memory_bytes.clone()),
             Box::new(self.store_failures.clone()),
             Box::new(self.store_held_bytes.clone()),
             Box::new(self.connections_gauge.clone()),
@@ -125,6 +131,9 @@ impl Stats {
             .set(i64::try_from(store.failures()).unwrap_or(i64::MAX));
         self.store_held_bytes
             .set(i64::try_from(store.held_bytes()).unwrap_or(i64::MAX));
+        // SAFETY: sqlite3_memory_used has no preconditions; it reads SQLite's own counter.
+        self.sqlite_memory_bytes
+            .set(unsafe { rusqlite::ffi::sqlite3_memory_used() });
         self.rooms_gauge
             .set(self.rooms.load(Ordering::Relaxed) as i64);
         let mut buffer = Vec::new();
