@@ -38,12 +38,11 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{interval_at, sleep_until, timeout, Instant, MissedTickBehavior};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{client_async_with_config, WebSocketStream};
+use tokio_tungstenite::WebSocketStream;
 
 use crate::cli::{parse_target, Target};
-use crate::client::{describe, describe_close};
+use crate::client::{connect_to, describe, describe_close};
 
 type Ws = WebSocketStream<TcpStream>;
 
@@ -400,23 +399,7 @@ fn resolve(args: ChaosArgs) -> Result<ChaosSettings, String> {
 }
 
 pub fn main(args: ChaosArgs) -> ExitCode {
-    let settings = match resolve(args) {
-        Ok(settings) => settings,
-        Err(message) => {
-            eprintln!("livecanvas-load: error: {message}");
-            return ExitCode::from(2);
-        }
-    };
-    match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime.block_on(run(settings)),
-        Err(err) => {
-            eprintln!("livecanvas-load: error: cannot start the runtime: {err}");
-            ExitCode::FAILURE
-        }
-    }
+    crate::run_subcommand(resolve(args), run)
 }
 
 /// A stroke first seen by a client other than its sender.
@@ -693,18 +676,8 @@ fn to_json(shared: &Shared, started_ms: u64, ended_ms: u64) -> Value {
 }
 
 async fn connect(shared: &Shared, url: &str) -> Result<Ws, String> {
-    let stream = TcpStream::connect(shared.addr)
-        .await
-        .map_err(|err| format!("TCP connect: {err}"))?;
-    let _ = stream.set_nodelay(true);
     // A reconnecting client gets the room's picture (a PNG data URL) first.
-    let config = WebSocketConfig::default()
-        .read_buffer_size(64 * 1024)
-        .write_buffer_size(0);
-    let (ws, _response) = client_async_with_config(url, stream, Some(config))
-        .await
-        .map_err(|err| describe(&err))?;
-    Ok(ws)
+    connect_to(shared.addr, url, 64 * 1024).await
 }
 
 /// The fields of a server message this mode reads; everything else (a picture's `data`) is

@@ -172,16 +172,28 @@ pub(crate) fn describe_close(message: &Message) -> String {
     }
 }
 
+/// Small eager buffers: tens of thousands of connections must fit, and tungstenite zero-fills the
+/// free part of the read buffer before every read (with 16 KiB, 4% of the machine in busy-room).
+/// 4 KiB holds a busy room's batch frame; a larger frame takes more reads.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+
 async fn connect(shared: &Shared, url: &str) -> Result<Ws, String> {
-    let stream = TcpStream::connect(shared.addr)
+    connect_to(shared.addr, url, READ_BUFFER_BYTES).await
+}
+
+/// A WebSocket client of `url` over TCP to `addr` (Nagle off, writes unbuffered), reading into a
+/// buffer of `read_buffer_bytes`.
+pub(crate) async fn connect_to(
+    addr: SocketAddr,
+    url: &str,
+    read_buffer_bytes: usize,
+) -> Result<Ws, String> {
+    let stream = TcpStream::connect(addr)
         .await
         .map_err(|err| format!("TCP connect: {err}"))?;
     let _ = stream.set_nodelay(true);
-    // Small eager buffers: tens of thousands of connections must fit, and tungstenite zero-fills
-    // the free part of the read buffer before every read (with 16 KiB, 4% of the machine in
-    // busy-room). 4 KiB holds a busy room's batch frame; a larger frame takes more reads.
     let config = WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(read_buffer_bytes)
         .write_buffer_size(0);
     let (ws, _response) = client_async_with_config(url, stream, Some(config))
         .await

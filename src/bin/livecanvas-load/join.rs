@@ -203,23 +203,7 @@ pub fn resolve(args: JoinArgs) -> Result<JoinSettings, String> {
 }
 
 pub fn main(args: JoinArgs) -> ExitCode {
-    let settings = match resolve(args) {
-        Ok(settings) => settings,
-        Err(message) => {
-            eprintln!("livecanvas-load: error: {message}");
-            return ExitCode::from(2);
-        }
-    };
-    match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime.block_on(run(settings)),
-        Err(err) => {
-            eprintln!("livecanvas-load: error: cannot start the runtime: {err}");
-            ExitCode::FAILURE
-        }
-    }
+    crate::run_subcommand(resolve(args), run)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

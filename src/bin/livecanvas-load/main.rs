@@ -67,6 +67,33 @@ fn main() -> ExitCode {
     }
 }
 
+/// A subcommand's start: a configuration error is exit 2; then `run` on a multi-threaded runtime.
+pub(crate) fn run_subcommand<S, F>(
+    resolved: Result<S, String>,
+    run: impl FnOnce(S) -> F,
+) -> ExitCode
+where
+    F: std::future::Future<Output = ExitCode>,
+{
+    let settings = match resolved {
+        Ok(settings) => settings,
+        Err(message) => {
+            eprintln!("livecanvas-load: error: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(run(settings)),
+        Err(err) => {
+            eprintln!("livecanvas-load: error: cannot start the runtime: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Every client is a socket: raise the soft open-file limit to the hard one when it is too low.
 fn raise_open_files(clients: usize) {
     let needed = clients as u64 + 64;
