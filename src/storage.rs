@@ -104,6 +104,12 @@ const THREAD_NAME: &str = "livecanvas-store";
 /// `RETRY_MAX`: space may come back at any moment, but a full disk must not be hammered.
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
+/// How often, at most, the writer compares the WAL's size with the space left on its volume (see
+/// [`Writer::fold_wal_if_short_of_space`]).
+const SPACE_CHECK_EVERY: Duration = Duration::from_secs(2);
+/// A WAL smaller than this is never folded early: there is nothing worth freeing.
+const WAL_FOLD_MIN_BYTES: u64 = 1024 * 1024;
+
 /// How long a caller waits for the store thread's answer (a load, a read, a flush) before it gives
 /// up with [`StoreError::NoAnswer`].
 const STORE_ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -522,6 +528,7 @@ impl Store {
             retry: None,
             last_failure_log: None,
             health: health.clone(),
+            space_checked: None,
         };
         let thread = std::thread::Builder::new()
             .name(THREAD_NAME.to_string())
@@ -995,6 +1002,8 @@ struct Writer {
     retry: Option<(Duration, Instant)>,
     last_failure_log: Option<Instant>,
     health: Arc<StoreHealth>,
+    /// When the WAL's size was last compared with the space left.
+    space_checked: Option<Instant>,
 }
 
 impl Writer {
@@ -1138,6 +1147,47 @@ impl Writer {
         }
     }
 
+    /// Folds the WAL into the database and truncates it when it takes more than the space left on
+    /// its volume (checked every `SPACE_CHECK_EVERY`). The WAL grows to `WAL_AUTOCHECKPOINT_PAGES`
+    /// between folds, mostly pages that later commits rewrote: on a small volume it filled the
+    /// disk by itself (a chaos run on 16 MiB, with 2 MiB of strokes in a 16 MiB WAL), and folding
+    /// then needed the very space the WAL held. Folding early, while there is room, frees it.
+    fn fold_wal_if_short_of_space(&mut self) {
+        if self
+            .space_checked
+            .is_some_and(|at| at.elapsed() < SPACE_CHECK_EVERY)
+        {
+            return;
+        }
+        self.space_checked = Some(Instant::now());
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        let wal_bytes = std::fs::metadata(&wal).map_or(0, |meta| meta.len());
+        if wal_bytes < WAL_FOLD_MIN_BYTES {
+            return;
+        }
+        let Some(free_bytes) = self.path.parent().and_then(free_space) else {
+            return;
+        };
+        if free_bytes > wal_bytes {
+            return;
+        }
+        match self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        {
+            Ok(()) => log::warn!(
+                "{}: {} bytes free, less than its WAL's {wal_bytes}: folded the WAL early",
+                self.path.display(),
+                free_bytes
+            ),
+            Err(err) => log::debug!(
+                "{}: folding the WAL early failed: {err}",
+                self.path.display()
+            ),
+        }
+    }
+
     /// `stored` with the room's held ops after it: what was accepted is part of the room, whether
     /// or not it could be written yet.
     fn with_held(&self, room: &str, mut stored: StoredRoom) -> StoredRoom {
@@ -1174,6 +1224,7 @@ impl Writer {
             if self.pending.is_empty() {
                 return;
             }
+            self.fold_wal_if_short_of_space();
             if let Err(err) = write_ops(&mut self.conn, &self.pending) {
                 std::mem::swap(&mut self.held, &mut self.pending);
                 self.held_bytes = op_bytes(&self.held);
@@ -1194,6 +1245,9 @@ impl Writer {
 
     /// Tries to write every held op, in order.
     fn retry_held(&mut self) {
+        // Folding the WAL may be what makes room (a WAL holds every page a commit rewrote).
+        self.space_checked = None;
+        self.fold_wal_if_short_of_space();
         match write_ops(&mut self.conn, &self.held) {
             Ok(()) => {
                 let waited = self
@@ -1425,6 +1479,24 @@ impl Writer {
         }
         log::info!("closed {}", self.path.display());
     }
+}
+
+/// Bytes an unprivileged process may still write on the volume holding `dir`.
+fn free_space(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut stats = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is a valid NUL-terminated string and `stats` is writable memory of the
+    // right type; statvfs fills it when it returns 0.
+    if unsafe { libc::statvfs(path.as_ptr(), stats.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it initialised `stats`.
+    let stats = unsafe { stats.assume_init() };
+    // fsblkcnt_t and c_ulong are 32 bits wide on 32-bit targets.
+    #[allow(clippy::useless_conversion)]
+    let (blocks, block_size) = (u64::from(stats.f_bavail), u64::from(stats.f_frsize));
+    Some(blocks.saturating_mul(block_size))
 }
 
 /// The bytes of `ops`' text: what holding them costs.
