@@ -2,7 +2,8 @@
 //!
 //! It owns the map from room name to `CanvasServer` address: it spawns a room on its first join,
 //! spreading rooms over a fixed set of arbiters (threads) so that busy rooms use every core, and it
-//! stops a room once it is empty and no join is on its way. It must never hold per-message state: after
+//! stops a room once it is empty and no join is on its way; once a burst of rooms has closed, it
+//! gives the heap's free memory back to the system. It must never hold per-message state: after
 //! a join it is out of the path, and draws go straight from sessions to their room.
 
 use std::collections::HashMap;

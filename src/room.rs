@@ -8,9 +8,11 @@
 //! on its own thread.
 //!
 //! It must never block (no disk, no rendering on its thread), never wait on a member, never start
-//! blank over a stored picture it could not read, and never trust a member's claim about who asked
-//! it for a snapshot (the original demo's peer flow, `--newcomer-picture peer`): only the peer it
-//! asked may answer, once.
+//! blank over a stored picture it could not read, never accept a stroke the store cannot keep
+//! (past `--max-unstored-bytes`), never `ctx.wait` on anything its own mailbox or spawned futures
+//! must do first (issue 12), and never trust a member's claim about who asked it for a snapshot
+//! (the original demo's peer flow, `--newcomer-picture peer`): only the peer it asked may answer,
+//! once.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
