@@ -24,6 +24,7 @@ use crate::picture::{self, Priority};
 use crate::registry::{RoomRegistry, PROBE_ROOM};
 use crate::session::Admitted;
 use crate::stats::Stats;
+use crate::utf8_guard::announced_length;
 
 /// How long the probe waits for its `welcome`.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -155,22 +156,9 @@ async fn read_first_frame(socket: &mut tokio::io::DuplexStream) -> Result<String
 
 /// One unmasked server frame at the start of `bytes`, once it is all there.
 fn parse_frame(bytes: &[u8]) -> Option<Result<String, String>> {
-    let (&first, rest) = bytes.split_first()?;
-    let (&second, rest) = rest.split_first()?;
-    let (length, rest) = match second & 0x7f {
-        126 => (
-            usize::from(u16::from_be_bytes([*rest.first()?, *rest.get(1)?])),
-            rest.get(2..)?,
-        ),
-        127 => {
-            let raw: [u8; 8] = rest.get(..8)?.try_into().ok()?;
-            (
-                usize::try_from(u64::from_be_bytes(raw)).ok()?,
-                rest.get(8..)?,
-            )
-        }
-        short => (usize::from(short), rest),
-    };
+    let first = *bytes.first()?;
+    let (length, rest) = announced_length(bytes)?;
+    let length = usize::try_from(length).ok()?;
     let payload = rest.get(..length)?;
     let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
     Some(match first & 0x0f {

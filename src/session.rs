@@ -33,7 +33,7 @@ use crate::protocol::{
 use crate::registry::{JoinRoom, RoomRegistry, TooManyRooms};
 use crate::room::{CanvasServer, Clear, Draw, JoinAnswer, Leave, SnapshotReply};
 use crate::stats::Stats;
-use crate::utf8_guard::Utf8Guard;
+use crate::utf8_guard::{announced_length, Utf8Guard};
 
 /// Heartbeat pings are due only on multiples of this, so that many share one wake-up; a ping is
 /// at most this much later than `--heartbeat-interval` says.
@@ -275,7 +275,7 @@ impl tokio_util::codec::Decoder for ClientCodec {
                 self.invalid_pending = true;
             }
         }
-        if declared_payload_bytes(src).is_some_and(|bytes| bytes > self.max_frame_bytes as u64) {
+        if announced_length(src).is_some_and(|(bytes, _)| bytes > self.max_frame_bytes as u64) {
             return Err(ProtocolError::Overflow);
         }
         let frame = self.codec.decode(src)?;
@@ -287,18 +287,6 @@ impl tokio_util::codec::Decoder for ClientCodec {
             None if std::mem::take(&mut self.invalid_pending) => Ok(Some(Incoming::InvalidUtf8)),
             None => Ok(None),
         }
-    }
-}
-
-/// The payload length the frame at the start of `src` announces, once its header is in.
-fn declared_payload_bytes(src: &[u8]) -> Option<u64> {
-    let length = src.get(1)? & 0x7f;
-    match length {
-        126 => Some(u64::from(u16::from_be_bytes(
-            src.get(2..4)?.try_into().ok()?,
-        ))),
-        127 => Some(u64::from_be_bytes(src.get(2..10)?.try_into().ok()?)),
-        short => Some(u64::from(short)),
     }
 }
 

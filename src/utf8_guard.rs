@@ -311,27 +311,15 @@ fn header_len(second: u8) -> usize {
 /// Reads a complete masked header (`header.len() == header_len(header[1])`); `None` if it is not
 /// one the codec accepts.
 fn parse_header(header: &[u8]) -> Option<FrameHeader> {
-    let (&first, rest) = header.split_first()?;
-    let (&second, rest) = rest.split_first()?;
+    let (&first, &second) = (header.first()?, header.get(1)?);
     if !plausible_start(first, second) {
         return None;
     }
-    let (length, rest) = match second & LENGTH {
-        126 => {
-            let (bytes, rest) = rest.split_first_chunk::<2>()?;
-            (u64::from(u16::from_be_bytes(*bytes)), rest)
-        }
-        127 => {
-            let (bytes, rest) = rest.split_first_chunk::<8>()?;
-            let length = u64::from_be_bytes(*bytes);
-            // RFC 6455 5.2: the most significant bit must be 0.
-            if length > i64::MAX as u64 {
-                return None;
-            }
-            (length, rest)
-        }
-        short => (u64::from(short), rest),
-    };
+    let (length, rest) = announced_length(header)?;
+    // RFC 6455 5.2: the most significant bit of a 64-bit length must be 0.
+    if length > i64::MAX as u64 {
+        return None;
+    }
     let key = *rest.first_chunk::<4>()?;
     Some(FrameHeader {
         fin: first & FIN != 0,
@@ -339,6 +327,25 @@ fn parse_header(header: &[u8]) -> Option<FrameHeader> {
         length,
         key,
     })
+}
+
+/// The payload length a frame starting at `frame` announces (7 bits, or 16 or 64 after them) and
+/// the bytes after the length field; `None` until the whole length field is in. Client and server
+/// frames alike (the masking key, if any, starts the bytes returned).
+pub(crate) fn announced_length(frame: &[u8]) -> Option<(u64, &[u8])> {
+    let second = *frame.get(1)?;
+    let rest = frame.get(2..)?;
+    match second & LENGTH {
+        126 => {
+            let (bytes, rest) = rest.split_first_chunk::<2>()?;
+            Some((u64::from(u16::from_be_bytes(*bytes)), rest))
+        }
+        127 => {
+            let (bytes, rest) = rest.split_first_chunk::<8>()?;
+            Some((u64::from_be_bytes(*bytes), rest))
+        }
+        short => Some((u64::from(short), rest)),
+    }
 }
 
 /// The valid start (1 to 3 bytes) of a character whose end has not arrived yet.
