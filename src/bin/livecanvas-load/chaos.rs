@@ -32,7 +32,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Args as ClapArgs;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -42,7 +42,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use crate::cli::{parse_target, Target};
-use crate::client::{connect_to, describe, describe_close};
+use crate::client::{connect_to, describe, describe_close, send_text};
 
 type Ws = WebSocketStream<TcpStream>;
 
@@ -62,8 +62,6 @@ const CORE_PIXELS: [(u32, u32); 3] = [(2, 2), (3, 2), (4, 2)];
 /// Reconnection backoff: doubling from the first to the last, with jitter.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
-/// Longest one send may take before the connection is given up.
-const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 /// After the senders stop, how long receivers keep reading strokes still in flight.
 const DRAIN: Duration = Duration::from_secs(1);
 /// Longest one `/readyz` request may take.
@@ -809,10 +807,8 @@ async fn client(shared: Arc<Shared>, room: usize, local: usize) {
                     let text = encode_stroke(settings.grid, room, cell);
                     lock(&state.sent[sender]).push(unix_ms());
                     seq += 1;
-                    match timeout(SEND_TIMEOUT, ws.send(Message::text(text))).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(err)) => break Some(format!("send failed: {}", describe(&err))),
-                        Err(_) => break Some("send timed out".into()),
+                    if let Err(why) = send_text(&mut ws, text).await {
+                        break Some(why);
                     }
                 }
                 message = ws.next() => match message {
@@ -966,6 +962,14 @@ struct Event {
     detail: String,
 }
 
+/// When the first event of `kind` at or after `at` happened (a kill's restart, a fill's free).
+fn first_after(events: &[Event], kind: &str, at: u64) -> Option<u64> {
+    events
+        .iter()
+        .find(|e| e.kind == kind && e.at >= at)
+        .map(|e| e.at)
+}
+
 fn parse_events(text: &str) -> Result<Vec<Event>, String> {
     let mut events = Vec::new();
     for (number, line) in text.lines().enumerate() {
@@ -1058,18 +1062,11 @@ fn windows(
     let fills: Vec<&Event> = events.iter().filter(|e| e.kind == "fill").collect();
     let full_at = |t: u64| {
         fills.iter().any(|fill| {
-            fill.at <= t
-                && events
-                    .iter()
-                    .find(|e| e.kind == "free" && e.at >= fill.at)
-                    .is_none_or(|free| t <= free.at)
+            fill.at <= t && first_after(events, "free", fill.at).is_none_or(|free| t <= free)
         })
     };
     for (number, kill) in kills.iter().enumerate() {
-        let restart = events
-            .iter()
-            .find(|e| e.kind == "restart" && e.at >= kill.at)
-            .map(|e| e.at);
+        let restart = first_after(events, "restart", kill.at);
         windows.push(Window {
             from: kill.at.saturating_sub(back),
             to: restart.unwrap_or(u64::MAX),
@@ -1089,10 +1086,7 @@ fn windows(
         }
     }
     for (number, fill) in fills.iter().enumerate() {
-        let free = events
-            .iter()
-            .find(|e| e.kind == "free" && e.at >= fill.at)
-            .map(|e| e.at);
+        let free = first_after(events, "free", fill.at);
         windows.push(Window {
             from: fill.at.saturating_sub(back),
             to: free.unwrap_or(u64::MAX),

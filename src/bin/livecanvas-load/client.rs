@@ -177,6 +177,15 @@ pub(crate) fn describe_close(message: &Message) -> String {
 /// 4 KiB holds a busy room's batch frame; a larger frame takes more reads.
 const READ_BUFFER_BYTES: usize = 4 * 1024;
 
+/// Sends one text message within `SEND_TIMEOUT`; why not, if it failed.
+pub(crate) async fn send_text(ws: &mut Ws, text: String) -> Result<(), String> {
+    match timeout(SEND_TIMEOUT, ws.send(Message::text(text))).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(err)) => Err(format!("send failed: {}", describe(&err))),
+        Err(_) => Err("send timed out".into()),
+    }
+}
+
 async fn connect(shared: &Shared, url: &str) -> Result<Ws, String> {
     connect_to(shared.addr, url, READ_BUFFER_BYTES).await
 }
@@ -385,10 +394,8 @@ pub async fn run(shared: Arc<Shared>, index: usize, mut phase: watch::Receiver<P
                 shared.counters.expected.fetch_add(deliveries, Ordering::Relaxed);
                 slot.store(shared.nanos_since_epoch(now) + 1, Ordering::Release);
                 seq += 1;
-                match timeout(SEND_TIMEOUT, ws.send(Message::text(text))).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(err)) => break Some(format!("send failed: {}", describe(&err))),
-                    Err(_) => break Some("send timed out".into()),
+                if let Err(why) = send_text(&mut ws, text).await {
+                    break Some(why);
                 }
             }
             message = ws.next() => match message {
