@@ -105,7 +105,9 @@ async fn join_probe_room(
         stats: stats.clone(),
         registry: registry.clone(),
     };
-    admitted.start(server_end, &[]);
+    admitted
+        .start_near_room(server_end, Ok, bytes::Bytes::new())
+        .await;
     let deadline = tokio::time::Instant::now() + PROBE_TIMEOUT;
     let answer = tokio::time::timeout_at(deadline, read_first_frame(&mut client_end)).await;
     // Dropping the client end is the probe's disconnect: the session sees the socket close, leaves

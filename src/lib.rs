@@ -161,7 +161,7 @@ fn main_server(settings: &Arc<Settings>, state: AppState) -> std::io::Result<act
     let app = move || canvas_app(state.clone(), &frontend_dir, with_metrics).into_factory();
     // A macro, not a closure: the service's stream type differs with and without TLS.
     macro_rules! http {
-        () => {
+        ($detach:expr) => {
             HttpService::build()
                 .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
                 .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
@@ -170,7 +170,7 @@ fn main_server(settings: &Arc<Settings>, state: AppState) -> std::io::Result<act
                 // ACK (40 ms on Linux), which was the whole p99 tail of a busy room.
                 .tcp_nodelay(true)
                 .local_addr(addr)
-                .upgrade(websocket::upgrade_service(app.clone()))
+                .upgrade(websocket::upgrade_service(app.clone(), $detach))
                 // actix-web's own config constructor is private. The App only reads the Host
                 // header (the origin check); the default's host stands in for requests without one.
                 .finish(map_config(app(), |_| AppConfig::default()))
@@ -184,12 +184,14 @@ fn main_server(settings: &Arc<Settings>, state: AppState) -> std::io::Result<act
         Some(files) => {
             let config = tls::server_config(files)?;
             let builder = builder.listen("livecanvas-tls", listener, move || {
-                http!().rustls_0_23(config.clone())
+                http!(websocket::stay).rustls_0_23(config.clone())
             })?;
             (builder, "https")
         }
         None => (
-            builder.listen("livecanvas", listener, move || http!().tcp())?,
+            builder.listen("livecanvas", listener, move || {
+                http!(websocket::detach_tcp).tcp()
+            })?,
             "http",
         ),
     };

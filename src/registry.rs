@@ -1,15 +1,17 @@
 //! `RoomRegistry`: the actor that knows which rooms are alive.
 //!
 //! It owns the map from room name to `CanvasServer` address: it spawns a room on its first join,
-//! spreading rooms over a fixed set of arbiters (threads) so that busy rooms use every core, and it
+//! spreading rooms over a fixed set of arbiters (threads) so that busy rooms use every core; it
+//! tells each new connection which thread to start its session on (its room's, while the room is
+//! small, so that a delivery never crosses threads; any, round-robin, once it is large); and it
 //! stops a room once it is empty and no join is on its way; once a burst of rooms has closed, it
 //! gives the heap's free memory back to the system. It must never hold per-message state: after
 //! a join it is out of the path, and draws go straight from sessions to their room.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
@@ -76,6 +78,10 @@ pub struct RoomIdle {
 
 struct RoomEntry {
     addr: Addr<CanvasServer>,
+    /// Which of `arbiters` runs it (and its first members' sessions).
+    arbiter: usize,
+    /// Its member count, kept by the room.
+    population: Arc<AtomicUsize>,
     /// Joins forwarded to the room. A room that reports being idle with fewer joins seen has a join
     /// still in its mailbox and must live on.
     joins_sent: u64,
@@ -88,8 +94,35 @@ pub struct RoomRegistry {
     rooms: HashMap<Arc<str>, RoomEntry>,
     arbiters: Vec<Arbiter>,
     next_arbiter: usize,
+    /// Threads promised to rooms that are not open yet: every newcomer of a room about to open
+    /// (a crowd arriving at once) is placed on the thread the room will open on.
+    placements: HashMap<Arc<str>, Placement>,
     /// Counts room closures, so that only the last of a burst schedules a trim that runs.
     closures: u64,
+}
+
+/// How long a thread stays promised to a room that has not opened; far longer than the join a
+/// placed session makes at once.
+const PLACEMENT_TTL: Duration = Duration::from_secs(30);
+
+/// A room's thread, chosen before the room opened.
+struct Placement {
+    arbiter: usize,
+    /// Sessions placed for it so far (its first joins are on their way).
+    placed: usize,
+    at: Instant,
+}
+
+/// A room keeps its sessions on its own thread up to this many members; later newcomers are
+/// spread over every thread (see `RoomRegistry::arbiter_for`).
+const SPREAD_ABOVE_MEMBERS: usize = 32;
+
+/// A new connection asks on which thread to start its session: the one that runs (or will run)
+/// its room, so that the room's deliveries to it never cross threads.
+#[derive(Message)]
+#[rtype(result = "ArbiterHandle")]
+pub struct PlaceSession {
+    pub room: Arc<str>,
 }
 
 /// How long after the last room of a burst closed the heap is trimmed (see [`trim_heap`]).
@@ -105,8 +138,106 @@ impl RoomRegistry {
             rooms: HashMap::new(),
             arbiters,
             next_arbiter: 0,
+            placements: HashMap::new(),
             closures: 0,
         }
+    }
+
+    /// The arbiter for a session of `room`: the one the room runs on (or will open on), while the
+    /// room is small; the next one round-robin once it is large.
+    ///
+    /// Why: a delivery to a session on the room's own thread costs no cross-thread wake-up, which
+    /// is most of what a delivery costs above the kernel's write when each frame travels alone
+    /// (many small rooms). A large room is the opposite case: its frames are many per wake-up,
+    /// and one thread writing all its members' frames would leave the other cores idle while its
+    /// broadcasts queue (bench/compare.sh busy-room, batched: p99 20 ms spread, 37 ms on one
+    /// thread).
+    fn arbiter_for(&mut self, room: &Arc<str>, ctx: &mut Context<Self>) -> usize {
+        let (home, members) = match self.rooms.get(room).filter(|entry| entry.addr.connected()) {
+            Some(entry) => (entry.arbiter, entry.population.load(Ordering::Relaxed)),
+            None => self.promised_arbiter(room, ctx),
+        };
+        if members < SPREAD_ABOVE_MEMBERS {
+            return home;
+        }
+        let arbiter = self.next_arbiter % self.arbiters.len();
+        self.next_arbiter = self.next_arbiter.wrapping_add(1);
+        arbiter
+    }
+
+    /// The arbiter promised to a room not open yet, and how many sessions were placed there.
+    fn promised_arbiter(&mut self, room: &Arc<str>, ctx: &mut Context<Self>) -> (usize, usize) {
+        if let Some(placement) = self.placements.get_mut(room) {
+            placement.placed += 1;
+            return (placement.arbiter, placement.placed - 1);
+        }
+        let arbiter = self.next_arbiter % self.arbiters.len();
+        self.next_arbiter = self.next_arbiter.wrapping_add(1);
+        if self.placements.is_empty() {
+            ctx.run_later(PLACEMENT_TTL, |registry, ctx| {
+                registry.forget_placements(ctx)
+            });
+        }
+        self.placements.insert(
+            room.clone(),
+            Placement {
+                arbiter,
+                placed: 1,
+                at: Instant::now(),
+            },
+        );
+        (arbiter, 0)
+    }
+
+    /// Drops the promises whose room never opened (every session placed there failed before its
+    /// join), so that the map stays as small as the rooms about to open.
+    fn forget_placements(&mut self, ctx: &mut Context<Self>) {
+        self.placements
+            .retain(|_, placement| placement.at.elapsed() < PLACEMENT_TTL);
+        if !self.placements.is_empty() {
+            ctx.run_later(PLACEMENT_TTL, |registry, ctx| {
+                registry.forget_placements(ctx)
+            });
+        }
+    }
+
+    /// Opens `room` on the thread its newcomers were placed on.
+    fn open_room(&mut self, room: &Arc<str>, ctx: &mut Context<Self>) -> RoomEntry {
+        let (arbiter, _) = self.promised_arbiter(room, ctx);
+        self.placements.remove(room);
+        let population = Arc::new(AtomicUsize::new(0));
+        let thread = self.live_arbiter(arbiter);
+        count_room(&self.stats, room, 1);
+        let store = if &**room == PROBE_ROOM {
+            Store::memory()
+        } else {
+            self.store.clone()
+        };
+        let addr = start_room(
+            &thread,
+            room.clone(),
+            self.settings.clone(),
+            self.stats.clone(),
+            store,
+            ctx.address(),
+            population.clone(),
+        );
+        RoomEntry {
+            addr,
+            arbiter,
+            population,
+            joins_sent: 0,
+        }
+    }
+
+    /// The handle of arbiter `index`, replacing its thread first if it has died (a room panicked on
+    /// it), so that one failure does not take later rooms and sessions with it.
+    fn live_arbiter(&mut self, index: usize) -> ArbiterHandle {
+        if !self.arbiters[index].spawn(async {}) {
+            log::error!("room thread {index} had stopped; starting a new one");
+            self.arbiters[index] = Arbiter::new();
+        }
+        self.arbiters[index].handle()
     }
 
     /// A room closed: once no other has closed for `TRIM_AFTER_QUIET`, give the memory a crowd
@@ -137,25 +268,18 @@ fn trim_heap() {
     }
 }
 
-/// Starts a room on the next arbiter, round-robin. An arbiter whose thread has died (a room panicked
-/// on it) is replaced first, so one failure does not take later rooms with it.
+/// Starts a room on `thread`.
 fn start_room(
-    arbiters: &mut [Arbiter],
-    next_arbiter: &mut usize,
+    thread: &ArbiterHandle,
     name: Arc<str>,
     settings: Arc<Settings>,
     stats: Arc<Stats>,
     store: Store,
     registry: Addr<RoomRegistry>,
+    population: Arc<AtomicUsize>,
 ) -> Addr<CanvasServer> {
-    let index = *next_arbiter % arbiters.len();
-    *next_arbiter = next_arbiter.wrapping_add(1);
-    if !arbiters[index].spawn(async {}) {
-        log::error!("room thread {index} had stopped; starting a new one");
-        arbiters[index] = Arbiter::new();
-    }
-    CanvasServer::start_in_arbiter(&arbiters[index].handle(), move |_| {
-        CanvasServer::new(name, settings, stats, registry, store)
+    CanvasServer::start_in_arbiter(thread, move |_| {
+        CanvasServer::new(name, settings, stats, registry, store, population)
     })
 }
 
@@ -204,36 +328,10 @@ impl Handler<JoinRoom> for RoomRegistry {
         {
             return MessageResult(Err(TooManyRooms));
         }
-        let RoomRegistry {
-            settings,
-            stats,
-            store,
-            rooms,
-            arbiters,
-            next_arbiter,
-            ..
-        } = self;
-        let entry = rooms.entry(join.room.clone()).or_insert_with(|| {
-            count_room(stats, &join.room, 1);
-            let store = if is_probe {
-                Store::memory()
-            } else {
-                store.clone()
-            };
-            let addr = start_room(
-                arbiters,
-                next_arbiter,
-                join.room,
-                settings.clone(),
-                stats.clone(),
-                store,
-                ctx.address(),
-            );
-            RoomEntry {
-                addr,
-                joins_sent: 0,
-            }
-        });
+        let mut entry = match self.rooms.remove(&join.room) {
+            Some(entry) => entry,
+            None => self.open_room(&join.room, ctx),
+        };
         entry.joins_sent += 1;
         let (answer, answered) = oneshot::channel();
         entry.addr.do_send(Join {
@@ -242,10 +340,21 @@ impl Handler<JoinRoom> for RoomRegistry {
             batched: join.batched,
             answer,
         });
+        let room = entry.addr.clone();
+        self.rooms.insert(join.room, entry);
         MessageResult(Ok(Joining {
-            room: entry.addr.clone(),
+            room,
             answer: answered,
         }))
+    }
+}
+
+impl Handler<PlaceSession> for RoomRegistry {
+    type Result = MessageResult<PlaceSession>;
+
+    fn handle(&mut self, place: PlaceSession, ctx: &mut Context<Self>) -> Self::Result {
+        let arbiter = self.arbiter_for(&place.room, ctx);
+        MessageResult(self.live_arbiter(arbiter))
     }
 }
 
@@ -310,5 +419,118 @@ impl Handler<DrainRooms> for RoomRegistry {
                 let _ = room.await;
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::thread::ThreadId;
+
+    use bytes::Bytes;
+    use tokio::io::{AsyncReadExt, DuplexStream};
+
+    use super::*;
+    use crate::session::Admitted;
+
+    /// Runs `test` with a registry of two room threads, on an actix system.
+    fn with_registry<F, Fut>(test: F)
+    where
+        F: FnOnce(Arc<Settings>, Arc<Stats>, Addr<RoomRegistry>) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let args = ["--room-threads", "2", "--storage", "memory"];
+        let settings = Arc::new(crate::config::parse_for_tests(&args).expect("valid settings"));
+        let stats = Arc::new(Stats::new());
+        actix::System::new().block_on(async move {
+            let registry = RoomRegistry::new(settings.clone(), stats.clone(), Store::memory());
+            test(settings, stats, registry.start()).await;
+        });
+    }
+
+    /// The thread a placement names.
+    async fn thread_of(registry: &Addr<RoomRegistry>, room: &str) -> ThreadId {
+        let place = PlaceSession {
+            room: Arc::from(room),
+        };
+        let thread = registry.send(place).await.expect("the registry answers");
+        let (tell, told) = oneshot::channel();
+        thread.spawn_fn(move || {
+            let _ = tell.send(std::thread::current().id());
+        });
+        told.await.expect("the thread runs what it is given")
+    }
+
+    /// A member of `room` over an in-memory socket, started where the server starts one, once
+    /// its room has welcomed it. Keep the socket: dropping it is the member's leave.
+    async fn member_of(
+        room: &str,
+        settings: &Arc<Settings>,
+        stats: &Arc<Stats>,
+        registry: &Addr<RoomRegistry>,
+    ) -> DuplexStream {
+        let (server_end, mut client_end) = tokio::io::duplex(64 * 1024);
+        let admitted = Admitted {
+            room_name: Arc::from(room),
+            peer: "test".into(),
+            permit: None,
+            batched: false,
+            settings: settings.clone(),
+            stats: stats.clone(),
+            registry: registry.clone(),
+        };
+        admitted.start_near_room(server_end, Ok, Bytes::new()).await;
+        let mut first = [0u8; 2];
+        let read = client_end.read_exact(&mut first);
+        tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .expect("welcomed in time")
+            .expect("the session writes its welcome");
+        assert_eq!(first[0], 0x81, "the first frame is a text frame (welcome)");
+        client_end
+    }
+
+    #[test]
+    fn every_newcomer_of_a_room_about_to_open_is_placed_on_one_thread() {
+        with_registry(|_, _, registry| async move {
+            let first = thread_of(&registry, "a").await;
+            for _ in 0..5 {
+                assert_eq!(thread_of(&registry, "a").await, first);
+            }
+        });
+    }
+
+    #[test]
+    fn rooms_are_spread_over_the_room_threads() {
+        with_registry(|_, _, registry| async move {
+            let a = thread_of(&registry, "a").await;
+            let b = thread_of(&registry, "b").await;
+            assert_ne!(a, b, "two rooms, two threads");
+        });
+    }
+
+    #[test]
+    fn newcomers_of_an_open_room_are_placed_on_its_thread() {
+        with_registry(|settings, stats, registry| async move {
+            let placed = thread_of(&registry, "a").await;
+            let _member = member_of("a", &settings, &stats, &registry).await;
+            // Other rooms opening meanwhile do not move it.
+            let _other = member_of("b", &settings, &stats, &registry).await;
+            for _ in 0..4 {
+                assert_eq!(thread_of(&registry, "a").await, placed);
+            }
+        });
+    }
+
+    #[test]
+    fn a_large_room_spreads_its_later_newcomers_over_every_thread() {
+        with_registry(|settings, stats, registry| async move {
+            let mut members = Vec::new();
+            for _ in 0..SPREAD_ABOVE_MEMBERS {
+                members.push(member_of("big", &settings, &stats, &registry).await);
+            }
+            let next = thread_of(&registry, "big").await;
+            let after = thread_of(&registry, "big").await;
+            assert_ne!(next, after, "two room threads take turns");
+        });
     }
 }

@@ -14,6 +14,7 @@
 //! (the original demo's peer flow, `--newcomer-picture peer`): only the peer it asked may answer,
 //! once.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -215,6 +216,8 @@ pub struct CanvasServer {
     stored_bytes: u64,
     /// In join order: the longest-present member is asked for snapshots first.
     members: Vec<Member>,
+    /// How many members it has, for the registry's placement of newcomers (see `PlaceSession`).
+    population: Arc<AtomicUsize>,
     tick: Tick,
     pending: Vec<PendingSnapshot>,
     joins_seen: u64,
@@ -234,6 +237,7 @@ impl CanvasServer {
         stats: Arc<Stats>,
         registry: Addr<RoomRegistry>,
         store: Store,
+        population: Arc<AtomicUsize>,
     ) -> Self {
         CanvasServer {
             name,
@@ -250,6 +254,7 @@ impl CanvasServer {
             idle_check_armed: false,
             stored_bytes: 0,
             members: Vec::new(),
+            population,
             tick: Tick::default(),
             pending: Vec::new(),
             joins_seen: 0,
@@ -380,6 +385,7 @@ impl CanvasServer {
     fn remove_member(&mut self, id: Uuid, ctx: &mut Context<Self>) -> Option<Member> {
         let index = self.members.iter().position(|m| m.id == id)?;
         let member = self.members.remove(index);
+        self.population.store(self.members.len(), Ordering::Relaxed);
         self.pending.retain(|p| p.newcomer != id);
         // Newcomers who were waiting on the leaver go to the next peer at once.
         let (orphaned, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
@@ -851,6 +857,7 @@ impl Handler<Join> for CanvasServer {
             tick_from: self.tick.frames.len(),
             refused_at: None,
         });
+        self.population.store(self.members.len(), Ordering::Relaxed);
         self.count_changed(ctx);
         if from_server {
             self.send_picture(join.id, ctx);
@@ -1049,9 +1056,15 @@ mod tests {
             let stats = Arc::new(Stats::new());
             let registry =
                 RoomRegistry::new(settings.clone(), stats.clone(), store.clone()).start();
-            let room =
-                CanvasServer::new(Arc::from("room"), settings, stats, registry, store.clone())
-                    .start();
+            let room = CanvasServer::new(
+                Arc::from("room"),
+                settings,
+                stats,
+                registry,
+                store.clone(),
+                Arc::default(),
+            )
+            .start();
             // Answered once the room has read its canvas (the mailbox waits for that).
             room.send(Drain).await.expect("the room opens");
 

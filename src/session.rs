@@ -30,7 +30,7 @@ use crate::limits::{ConnectionPermit, DrawLimiter, Throttle};
 use crate::protocol::{
     batch_frame, check_png_snapshot, decode_client_message, ClientMessage, Rejection, ServerMessage,
 };
-use crate::registry::{JoinRoom, RoomRegistry, TooManyRooms};
+use crate::registry::{JoinRoom, PlaceSession, RoomRegistry, TooManyRooms};
 use crate::room::{CanvasServer, Clear, Draw, JoinAnswer, Leave, SnapshotReply};
 use crate::stats::Stats;
 use crate::utf8_guard::{announced_length, Utf8Guard};
@@ -51,6 +51,9 @@ const READ_BUFFER_KEPT_BYTES: usize = 16 * 1024;
 /// disk) before it is closed with 1013 and [`JOIN_TIMED_OUT`].
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// The close reason of a join that got no answer in time.
+/// How long a new connection waits to learn its room's thread before it starts where it is (its
+/// deliveries then cross threads, which costs CPU, not correctness).
+const PLACEMENT_TIMEOUT: Duration = Duration::from_secs(5);
 const JOIN_TIMED_OUT: &str = "the room did not answer in time; try again";
 /// After its close frame is written, a session keeps reading (and discarding) what the client still
 /// sends, for at most this long or [`LINGER_MAX_BYTES`], until the client's own close frame or the
@@ -190,6 +193,43 @@ pub struct Admitted {
 }
 
 impl Admitted {
+    /// Starts the session on the thread that runs its room (or will, once its first member
+    /// joins), so that every delivery from the room to it, and every draw from it to the room, stays
+    /// on one thread: no cross-thread wake-up per frame. `socket` travels there as it is and
+    /// `attach` makes it usable on that thread (a TCP socket registers with that thread's reactor).
+    pub async fn start_near_room<S, T>(
+        self,
+        socket: S,
+        attach: fn(S) -> std::io::Result<T>,
+        read_ahead: Bytes,
+    ) where
+        S: Send + 'static,
+        T: AsyncRead + AsyncWrite + Unpin + 'static,
+    {
+        let place = self.registry.send(PlaceSession {
+            room: self.room_name.clone(),
+        });
+        let thread = match tokio::time::timeout(PLACEMENT_TIMEOUT, place).await {
+            Ok(Ok(thread)) => Some(thread),
+            _ => None,
+        };
+        let peer = self.peer.clone();
+        let start = move || match attach(socket) {
+            Ok(io) => {
+                self.start(io, &read_ahead);
+            }
+            Err(error) => log::warn!("peer={peer} socket lost on its way to its room: {error}"),
+        };
+        match thread {
+            Some(thread) => {
+                if !thread.spawn_fn(start) {
+                    log::error!("the room thread stopped before a session could start on it");
+                }
+            }
+            None => start(),
+        }
+    }
+
     /// Starts the session's actor on this thread, owning `io`; `read_ahead` is what the client
     /// sent after its upgrade request and the HTTP side had already read.
     pub fn start<T>(self, io: T, read_ahead: &[u8]) -> Addr<WsSession>

@@ -6,6 +6,9 @@
 //! connection, 16 of the 22.5 KiB an idle connection cost (heaptrack). actix-http gives an
 //! `upgrade` service the socket itself, with buffers the session then sizes for a canvas.
 //!
+//! A plain TCP socket then leaves the HTTP worker for the thread of its room (see
+//! `Admitted::start_near_room`): the worker only ever speaks HTTP.
+//!
 //! This module decides nothing about who may connect: every WebSocket upgrade request goes through
 //! the same actix-web `App` as any other request (room names, admission, the handshake, headers),
 //! and only a 101 that the App answered with an admitted session takes the socket. It must never
@@ -21,6 +24,8 @@ use actix_http::{ConnectionType, Request, Response, StatusCode};
 use actix_service::{fn_service, Service, ServiceFactory};
 use actix_web::dev::{AppConfig, ServiceResponse};
 use actix_web::{HttpMessage, HttpRequest};
+use bytes::Bytes;
+use tokio::net::TcpStream;
 
 use crate::session::Admitted;
 
@@ -45,10 +50,31 @@ impl SessionSlot {
     }
 }
 
+/// Takes an upgraded socket off the worker thread that accepted it, so that its session can run
+/// on its room's thread; `Err(socket)` for a socket that must stay where it is.
+pub type Detach<T> = fn(T) -> Result<std::io::Result<std::net::TcpStream>, T>;
+
+/// A plain TCP socket leaves this thread's reactor as a std socket (still non-blocking).
+pub fn detach_tcp(socket: TcpStream) -> Result<std::io::Result<std::net::TcpStream>, TcpStream> {
+    Ok(socket.into_std())
+}
+
+/// Registers a detached TCP socket with the reactor of the thread it arrived on.
+fn attach_tcp(socket: std::net::TcpStream) -> std::io::Result<TcpStream> {
+    TcpStream::from_std(socket)
+}
+
+/// A TLS stream stays on its worker: its session state lives with it and cannot be moved apart
+/// from the socket. Its session's deliveries cross threads, as every session's did before.
+pub fn stay<T>(socket: T) -> Result<std::io::Result<std::net::TcpStream>, T> {
+    Err(socket)
+}
+
 /// The `upgrade` service for actix-http, one per worker. `app` makes the same App (as a service
 /// factory) that serves every other request.
 pub fn upgrade_service<T, F, S, B>(
     app: F,
+    detach: Detach<T>,
 ) -> impl ServiceFactory<
     (Request, Framed<T, Codec>),
     Config = (),
@@ -73,7 +99,7 @@ where
         async move {
             let app = Rc::new(app.new_service(AppConfig::default()).await?);
             Ok::<_, ()>(fn_service(move |(req, framed)| {
-                upgrade(app.clone(), req, framed)
+                upgrade(app.clone(), req, framed, detach)
             }))
         }
     })
@@ -85,6 +111,7 @@ async fn upgrade<T, S, B>(
     app: Rc<S>,
     req: Request,
     framed: Framed<T, Codec>,
+    detach: Detach<T>,
 ) -> Result<(), actix_http::Error>
 where
     T: AsyncRead + AsyncWrite + Unpin + 'static,
@@ -101,7 +128,18 @@ where
         Some(admitted) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
             let framed = SendResponse::new(framed, response.drop_body()).await?;
             let parts = framed.into_parts();
-            admitted.start(parts.io, &parts.read_buf);
+            match detach(parts.io) {
+                Ok(Ok(socket)) => {
+                    let read_ahead = Bytes::copy_from_slice(&parts.read_buf);
+                    admitted
+                        .start_near_room(socket, attach_tcp, read_ahead)
+                        .await;
+                }
+                Ok(Err(error)) => log::warn!("an upgraded socket could not be detached: {error}"),
+                Err(io) => {
+                    admitted.start(io, &parts.read_buf);
+                }
+            }
         }
         _ => {
             let (mut response, body) = response.into_parts();
