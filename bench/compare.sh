@@ -4,7 +4,9 @@
 # target/release/livecanvas-load, on 127.0.0.1 only. Each server x workload run starts a fresh
 # server (livecanvas: in a fresh temporary --data-dir, removed afterwards), waits for its port, runs
 # the load generator, samples the server's CPU time (per thread too), peak RSS and bytes on disk,
-# and stops the server.
+# and stops the server. The load generator (--server-pid) also reads the server's CPU time and
+# context switches over its drawing window (start of the drawing to the end of the drain), the
+# window its deliveries and frames are counted in: hence CPU and context switches per delivery.
 #
 # Usage: bench/compare.sh [options]
 #   --workloads LIST   comma-separated presets: busy-room,many-rooms,join-storm,idle-crowd,smoke
@@ -24,11 +26,14 @@
 #   --quick            smoke check of the script: preset smoke, 2 s per run (well under a minute)
 #   --ours-port P      livecanvas's port (default 18080)
 #   --node-port P      the Node relay's port (default 18081)
+#   --pin              pin the server to CPU 0 and the load generator to CPU 1 (taskset), so that
+#                      neither takes the other's core; default: both float over every core
 #   --no-build         do not run cargo build / npm ci first (the binaries must exist)
 #   -h, --help         this text
 #
 # The Markdown table goes to stdout, progress to stderr; every run's JSON (the load generator's
-# report plus server, workload, server_cpu_percent, server_peak_rss_mib, storage, disk_bytes, ...)
+# report plus server, workload, server_cpu_percent, server_peak_rss_mib, storage, disk_bytes,
+# server_cpu_us_per_delivery, server_cpu_us_per_frame, ctx_switches_per_delivery, ...)
 # is appended to bench/results/compare-<date>.jsonl, and the servers' and load generator's logs are
 # kept beside it. When a run has a livecanvas kind with SQLite and the same with memory storage, a
 # persistence table compares them (see also bench/persistence.sh).
@@ -54,6 +59,7 @@ rate=""
 step=""
 servers="ours-batch,ours,node"
 quick=0
+pin=0
 build=1
 repeat=1
 ours_args=""
@@ -72,6 +78,7 @@ while (($#)); do
     -h | --help) usage; exit 0 ;;
     --quick) quick=1; shift; continue ;;
     --no-build) build=0; shift; continue ;;
+    --pin) pin=1; shift; continue ;;
     --workloads | --duration | --rate | --step | --servers | --ours-port | --node-port | --repeat | --ours-args | --load-args)
       (($# >= 2)) || die "$opt needs a value"
       case $opt in
@@ -108,6 +115,13 @@ IFS=, read -r -a workload_entries <<< "$workloads"
 IFS=, read -r -a server_list <<< "$servers"
 read -r -a ours_extra <<< "$ours_args"
 read -r -a load_extra <<< "$load_args"
+# --pin: what runs the server and the load generator (nothing when they float).
+server_pin=() loadgen_pin=()
+if ((pin)); then
+  command -v taskset > /dev/null || die "--pin needs taskset (util-linux)"
+  (($(nproc) >= 2)) || die "--pin needs at least 2 CPUs"
+  server_pin=(taskset -c 0) loadgen_pin=(taskset -c 1)
+fi
 ((${#workload_entries[@]})) || die "--workloads is empty"
 ((${#server_list[@]})) || die "--servers is empty"
 number_re='^[0-9]+([.][0-9]+)?$'
@@ -153,7 +167,11 @@ annotate() {
       '. + {server: $server, workload: $workload, batch: $batch, requested_rate: $rate,
             server_cpu_percent: $cpu, server_peak_rss_mib: $rss, wall_s: $wall,
             loadgen_exit: $code, host_cores: $cores, started_at: $at}
-         + $extra + (if $error == "" then {} else {error: $error} end)'
+         + $extra + (if $error == "" then {} else {error: $error} end)
+      | def per($v; $n; $scale): if $v == null or ($n // 0) <= 0 then null else $v * $scale / $n end;
+        . + {server_cpu_us_per_delivery: per(.server_window_cpu_s; .window_deliveries; 1e6),
+             server_cpu_us_per_frame: per(.server_window_cpu_s; .window_frames; 1e6),
+             ctx_switches_per_delivery: per(.server_window_ctx_switches; .window_deliveries; 1)}'
   else
     python3 -c '
 import json, sys
@@ -166,6 +184,11 @@ o.update(server=a[0], workload=a[1], batch=json.loads(a[2]), requested_rate=a[3]
 o.update(json.loads(a[9]))
 if a[8]:
     o["error"] = a[8]
+def per(v, n, scale=1):
+    return None if v is None or not n else v * scale / n
+o["server_cpu_us_per_delivery"] = per(o.get("server_window_cpu_s"), o.get("window_deliveries"), 1e6)
+o["server_cpu_us_per_frame"] = per(o.get("server_window_cpu_s"), o.get("window_frames"), 1e6)
+o["ctx_switches_per_delivery"] = per(o.get("server_window_ctx_switches"), o.get("window_deliveries"))
 print(json.dumps(o, separators=(",", ":")))
 ' "${@:1:9}" "$extra" "$(nproc)" "$(date -u +%FT%TZ)"
   fi
@@ -198,7 +221,8 @@ if last is not None:
 # to_tsv: JSON lines on stdin -> one tab-separated row per run (missing values empty).
 TSV_FIELDS=(server workload rate offered_per_s delivered_per_s p50_ms p99_ms lost connect_errors
   server_cpu_percent server_peak_rss_mib loadgen_cpu_percent error clients stayed_up join_p99_ms
-  storage disk_bytes_live disk_bytes store_cpu_percent disk_written_bytes)
+  storage disk_bytes_live disk_bytes store_cpu_percent disk_written_bytes
+  server_cpu_us_per_delivery server_cpu_us_per_frame ctx_switches_per_delivery)
 to_tsv() {
   if ((have_jq)); then
     local filter
@@ -230,10 +254,10 @@ start_server() {
       port=$OURS_PORT
       [[ $kind == *-mem ]] && storage=memory
       new_data_dir
-      cmd=(env RUST_LOG=warn "$SERVER" --bind "127.0.0.1:$port"
+      cmd=("${server_pin[@]}" env RUST_LOG=warn "$SERVER" --bind "127.0.0.1:$port"
         --storage "$storage" --data-dir "$data_dir" "${LIVECANVAS_BENCH_FLAGS[@]}"
         "${ours_extra[@]}") ;;
-    node) port=$NODE_PORT; cmd=(node "$RELAY_DIR/relay.js" --port "$port") ;;
+    node) port=$NODE_PORT; cmd=("${server_pin[@]}" node "$RELAY_DIR/relay.js" --port "$port") ;;
   esac
   spawn_server "$kind" "$port" $((duration_s + RUN_MARGIN_S + READY_DEADLINE_S + 60)) \
     "$logfile" "${cmd[@]}"
@@ -305,11 +329,14 @@ run_one() {
       "server did not start" >> "$JSONL"
     return 0
   fi
+  # The load generator reads the server's CPU time and context switches itself, over the same
+  # window as it counts deliveries and frames in (drawing start to end of drain).
+  args+=(--server-pid "$server_pid")
   thread_ticks "$server_pid" > "$LOG_DIR/$tag.threads.before"
   w0=$(written_bytes "$server_pid")
   c0=$(cpu_ticks "$server_pid")
   t0=$EPOCHREALTIME
-  timeout --kill-after=5 $((duration_s + RUN_MARGIN_S)) "$LOADGEN" "${args[@]}" "${extra[@]}" \
+  timeout --kill-after=5 $((duration_s + RUN_MARGIN_S)) "${loadgen_pin[@]}" "$LOADGEN" "${args[@]}" "${extra[@]}" \
     > "$LOG_DIR/$tag.loadgen.out" 2> "$LOG_DIR/$tag.loadgen.err" &
   loadgen_pid=$!
   wait "$loadgen_pid" || code=$?
@@ -339,7 +366,7 @@ run_one() {
   more="{\"storage\":$storage,\"repeat\":$rep,\"server_threads_cpu_percent\":$threads,"
   more+="\"store_cpu_percent\":$store_cpu,\"disk_bytes_live\":$disk_live,\"disk_bytes\":$disk_after,"
   more+="\"disk_written_bytes\":$written,\"ours_args\":\"${ours_args//\"/}\","
-  more+="\"load_args\":\"${load_args//\"/}\"}"
+  more+="\"load_args\":\"${load_args//\"/}\",\"pinned\":$( ((pin)) && echo true || echo false)}"
 
   json=$(last_object "$LOG_DIR/$tag.loadgen.out")
   if [[ -z $json ]]; then
@@ -364,20 +391,20 @@ function name(k) { return k == "ours-batch" ? "livecanvas (batch=1)" : k == "our
 function num(x, fmt) { return x == "" ? "-" : sprintf(fmt, x) }
 '
 print_table() {
-  echo "| server | workload | rate/sender | offered seg/s | delivered seg/s | p50 ms | p99 ms | lost | conn err | clients up | join p99 ms | server CPU % | peak RSS MiB | loadgen CPU % |"
-  echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  echo "| server | workload | rate/sender | offered seg/s | delivered seg/s | p50 ms | p99 ms | lost | conn err | clients up | join p99 ms | server CPU % | peak RSS MiB | loadgen CPU % | server CPU µs/delivery | server CPU µs/frame | ctx switches/delivery |"
+  echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   to_tsv < "$JSONL" | awk -F'\t' "$AWK_COMMON"'{
-    if ($13 != "") { printf "| %s | %s | %s | failed: %s |||||||||||\n", name($1), $2, num($3, "%s"), $13; next }
+    if ($13 != "") { printf "| %s | %s | %s | failed: %s ||||||||||||||\n", name($1), $2, num($3, "%s"), $13; next }
     up = $15 == "" ? "-" : $14 == "" ? $15 : $15 "/" $14
-    printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", name($1), $2,
+    printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", name($1), $2,
       num($3, "%g"), num($4, "%.0f"), num($5, "%.0f"), num($6, "%.2f"), num($7, "%.2f"),
       num($8, "%d"), num($9, "%d"), up, num($16, "%.1f"), num($10, "%.0f"), num($11, "%.1f"),
-      num($12, "%.0f") }'
+      num($12, "%.0f"), num($22, "%.2f"), num($23, "%.2f"), num($24, "%.3f") }'
 }
 
 print_ratios() { # ours / node for delivered/s and p99, per workload (and rate)
   to_tsv < "$JSONL" | awk -F'\t' "$AWK_COMMON"'
-    $13 == "" { key = $2 SUBSEP $3; d[$1, key] = $5; p[$1, key] = $7; if (!(key in seen)) { seen[key] = 1; keys[++n] = key } }
+    $13 == "" { key = $2 SUBSEP $3; d[$1, key] = $5; p[$1, key] = $7; c[$1, key] = $22; if (!(key in seen)) { seen[key] = 1; keys[++n] = key } }
     END {
       for (i = 1; i <= n; i++) {
         split(keys[i], kw, SUBSEP)
@@ -387,13 +414,14 @@ print_ratios() { # ours / node for delivered/s and p99, per workload (and rate)
           if (!((k, keys[i]) in d)) continue
           dr = d["node", keys[i]] > 0 ? sprintf("%.3g", d[k, keys[i]] / d["node", keys[i]]) : "-"
           pr = p["node", keys[i]] > 0 ? sprintf("%.3g", p[k, keys[i]] / p["node", keys[i]]) : "-"
+          cr = c["node", keys[i]] > 0 && c[k, keys[i]] != "" ? sprintf("%.3g", c[k, keys[i]] / c["node", keys[i]]) : "-"
           if (dr == "-" && pr == "-") continue
           if (!header++) {
             print ""
-            print "| workload | rate/sender | ours | delivered/s ours / node | p99 ours / node |"
-            print "|---|---:|---|---:|---:|"
+            print "| workload | rate/sender | ours | delivered/s ours / node | p99 ours / node | CPU per delivery ours / node |"
+            print "|---|---:|---|---:|---:|---:|"
           }
-          printf "| %s | %s | %s | %s | %s |\n", kw[1], num(kw[2], "%g"), name(k), dr, pr
+          printf "| %s | %s | %s | %s | %s | %s |\n", kw[1], num(kw[2], "%g"), name(k), dr, pr, cr
         }
       }
     }'

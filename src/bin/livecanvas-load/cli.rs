@@ -63,6 +63,12 @@ WHAT IS MEASURED
   loadgen CPU is this process's user+sys time over the drawing phase, as % of one core; a warning
   says when it used more than 80% of the machine's cores (then it, not the server, may have been
   the bottleneck).
+  frames counts the text frames the clients received from the start of the drawing on (a frame is
+  a delivery from an unbatched server; a batched frame carries many). With --server-pid PID the
+  report also gives that process's user+sys CPU time and the context switches of all its threads
+  (/proc/PID/task/*/status, voluntary + nonvoluntary) over the window from the moment the clients
+  are told to start drawing (100 ms before the first segment) to the end of the drain, with the
+  deliveries and frames received in that same window (window_*, server_window_* in --json).
 
   Loopback only: the URL's host must be 127.0.0.1, localhost or [::1] (exit code 2 otherwise).";
 
@@ -134,6 +140,12 @@ pub struct Args {
     /// Runtime worker threads (default: one per core).
     #[arg(long)]
     pub threads: Option<usize>,
+
+    /// Process id of the server (on this machine): its CPU time and context switches (all its
+    /// threads) from the start of the drawing to the end of the drain go into the report, the
+    /// window its deliveries and frames are counted over.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -246,6 +258,7 @@ pub struct Settings {
     pub json: bool,
     pub progress: bool,
     pub threads: Option<usize>,
+    pub server_pid: Option<u32>,
 }
 
 impl Settings {
@@ -341,6 +354,7 @@ pub fn resolve(args: Args) -> Result<Settings, String> {
         json: args.json,
         progress: !args.quiet,
         threads: args.threads,
+        server_pid: args.server_pid,
     })
 }
 

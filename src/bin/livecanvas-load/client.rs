@@ -76,6 +76,9 @@ pub struct Counters {
     pub expected: AtomicU64,
     pub received: AtomicU64,
     pub duplicated: AtomicU64,
+    /// Text frames received from the start of the drawing on (one per delivery from an unbatched
+    /// server; a batched frame carries many).
+    pub frames: AtomicU64,
 }
 
 pub struct Shared {
@@ -224,6 +227,7 @@ async fn next_tick(ticker: &mut Option<Interval>) {
 struct Tally {
     received: u64,
     duplicated: u64,
+    frames: u64,
     latencies: Vec<(u64, bool)>,
     flushed: Instant,
 }
@@ -244,6 +248,13 @@ impl Tally {
                 .duplicated
                 .fetch_add(self.duplicated, Ordering::Relaxed);
             self.duplicated = 0;
+        }
+        if self.frames > 0 {
+            shared
+                .counters
+                .frames
+                .fetch_add(self.frames, Ordering::Relaxed);
+            self.frames = 0;
         }
         if self.latencies.is_empty() {
             return;
@@ -354,6 +365,7 @@ pub async fn run(shared: Arc<Shared>, index: usize, mut phase: watch::Receiver<P
     let mut tally = Tally {
         received: 0,
         duplicated: 0,
+        frames: 0,
         latencies: Vec::new(),
         flushed: Instant::now(),
     };
@@ -401,6 +413,7 @@ pub async fn run(shared: Arc<Shared>, index: usize, mut phase: watch::Receiver<P
             message = ws.next() => match message {
                 Some(Ok(Message::Text(text))) => {
                     let now = Instant::now();
+                    tally.frames += 1;
                     wire::for_each_draw(text.as_str(), |sender, seq| {
                         let Some(table) = plan.table(settings, room, sender) else {
                             return; // not one of ours

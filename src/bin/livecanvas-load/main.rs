@@ -32,7 +32,10 @@ use tokio::time::{sleep, timeout, Instant};
 
 use crate::cli::{Preset, Settings, Target};
 use crate::client::{Phase, Plan, Shared};
-use crate::report::{cpu_time, fmt_ms, machine_busy_percent, machine_ticks, si, Latency, Report};
+use crate::report::{
+    cpu_time, fmt_ms, machine_busy_percent, machine_ticks, si, Latency, Report, ServerSample,
+    ServerWindow, Window,
+};
 
 /// How long the coordinator waits for every client task to finish after the stop.
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -226,6 +229,10 @@ async fn run(settings: Settings) -> ExitCode {
         members,
         sent_at,
     });
+    let server_start = settings.server_pid.and_then(ServerSample::read);
+    if let (Some(pid), None) = (settings.server_pid, &server_start) {
+        eprintln!("livecanvas-load: warning: cannot read /proc/{pid}: no server figures");
+    }
     let _ = phase_tx.send(Phase::Run(plan));
     let cpu_start = cpu_time();
     let machine_start = machine_ticks();
@@ -253,6 +260,16 @@ async fn run(settings: Settings) -> ExitCode {
         sleep(Duration::from_millis(10)).await;
     }
     let drained_s = deadline.elapsed().as_secs_f64();
+    let server_end = settings.server_pid.and_then(ServerSample::read);
+    let window = Window {
+        seconds: wall_start.elapsed().as_secs_f64(),
+        received: shared.counters.received.load(Ordering::Relaxed),
+        frames: shared.counters.frames.load(Ordering::Relaxed),
+        server: match (&server_start, &server_end) {
+            (Some(before), Some(after)) => Some(ServerWindow::between(before, after)),
+            _ => None,
+        },
+    };
     let cpu_percent = match (cpu_start, cpu_time()) {
         (Some(before), Some(after)) => Some(
             after.saturating_sub(before).as_secs_f64() / wall_start.elapsed().as_secs_f64() * 100.0,
@@ -299,6 +316,9 @@ async fn run(settings: Settings) -> ExitCode {
         expected: c.expected.load(Ordering::Relaxed),
         received: c.received.load(Ordering::Relaxed),
         duplicated: c.duplicated.load(Ordering::Relaxed),
+        frames: c.frames.load(Ordering::Relaxed),
+        window,
+        server_pid: settings.server_pid,
         latency: Latency::of(&lock(&shared.latency)),
         first_second: Latency::of(&lock(&shared.first_second)),
         show_first_second: settings.preset == Some(Preset::JoinStorm),

@@ -41,6 +41,113 @@ pub fn machine_busy_percent(before: Option<(u64, u64)>, after: Option<(u64, u64)
     Some(busy1.saturating_sub(busy0) as f64 / total as f64 * 100.0)
 }
 
+/// One reading of another process (the server, `--server-pid`): its CPU time, which includes
+/// the threads that already ended, and each thread's context switches (`/proc/PID/task/*/status`;
+/// those of a thread are gone with it).
+#[derive(Debug, Clone)]
+pub struct ServerSample {
+    /// user + system, in USER_HZ ticks (100 per second).
+    cpu_ticks: u64,
+    /// Thread id -> (voluntary, nonvoluntary) context switches.
+    switches: BTreeMap<u32, (u64, u64)>,
+}
+
+impl ServerSample {
+    pub fn read(pid: u32) -> Option<ServerSample> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let rest = &stat[stat.rfind(')')? + 1..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let utime: u64 = fields.get(11)?.parse().ok()?;
+        let stime: u64 = fields.get(12)?.parse().ok()?;
+        let mut switches = BTreeMap::new();
+        for entry in std::fs::read_dir(format!("/proc/{pid}/task"))
+            .ok()?
+            .flatten()
+        {
+            let Some(tid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+                continue;
+            };
+            // A thread may end between the listing and the read: it is then simply missing.
+            let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else {
+                continue;
+            };
+            let field = |name: &str| {
+                status
+                    .lines()
+                    .find_map(|line| line.strip_prefix(name))
+                    .and_then(|value| value.trim().parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            switches.insert(
+                tid,
+                (
+                    field("voluntary_ctxt_switches:"),
+                    field("nonvoluntary_ctxt_switches:"),
+                ),
+            );
+        }
+        Some(ServerSample {
+            cpu_ticks: utime + stime,
+            switches,
+        })
+    }
+}
+
+/// What the server did between two readings.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerWindow {
+    pub cpu_s: f64,
+    pub voluntary_switches: u64,
+    pub nonvoluntary_switches: u64,
+    /// Threads of the first reading missing from the second: their switches after the first
+    /// reading are not counted (their CPU time is).
+    pub threads_gone: usize,
+    /// Threads in the second reading only (counted from zero).
+    pub threads_new: usize,
+}
+
+impl ServerWindow {
+    pub fn between(before: &ServerSample, after: &ServerSample) -> ServerWindow {
+        let (mut voluntary, mut nonvoluntary, mut new) = (0, 0, 0);
+        for (tid, &(v1, n1)) in &after.switches {
+            let (v0, n0) = before.switches.get(tid).copied().unwrap_or_else(|| {
+                new += 1;
+                (0, 0)
+            });
+            voluntary += v1.saturating_sub(v0);
+            nonvoluntary += n1.saturating_sub(n0);
+        }
+        ServerWindow {
+            cpu_s: after.cpu_ticks.saturating_sub(before.cpu_ticks) as f64 / 100.0,
+            voluntary_switches: voluntary,
+            nonvoluntary_switches: nonvoluntary,
+            threads_gone: before
+                .switches
+                .keys()
+                .filter(|tid| !after.switches.contains_key(tid))
+                .count(),
+            threads_new: new,
+        }
+    }
+
+    pub fn switches(&self) -> u64 {
+        self.voluntary_switches + self.nonvoluntary_switches
+    }
+}
+
+/// The counters at the end of the drain, and the server over the same window (from the moment
+/// the clients were told to start drawing to the end of the drain).
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub seconds: f64,
+    /// Deliveries (in order) received in the window.
+    pub received: u64,
+    /// Text frames received in the window.
+    pub frames: u64,
+    /// `None` without `--server-pid`, or when a reading failed.
+    pub server: Option<ServerWindow>,
+}
+
 /// Latency percentiles in milliseconds; `None` without samples.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Latency {
@@ -100,6 +207,10 @@ pub struct Report {
     pub expected: u64,
     pub received: u64,
     pub duplicated: u64,
+    /// Text frames received from the start of the drawing to the stop.
+    pub frames: u64,
+    pub window: Window,
+    pub server_pid: Option<u32>,
     pub latency: Latency,
     pub first_second: Latency,
     pub show_first_second: bool,
@@ -171,6 +282,30 @@ impl Report {
     }
 
     pub fn to_json(&self) -> serde_json::Value {
+        let mut value = self.counts_json();
+        let server = self.window.server;
+        let window = json!({
+            "frames_received": self.frames,
+            "window_s": self.window.seconds,
+            "window_deliveries": self.window.received,
+            "window_frames": self.window.frames,
+            "server_pid": self.server_pid,
+            "server_window_cpu_s": server.map(|s| s.cpu_s),
+            "server_window_ctx_switches": server.map(|s| s.switches()),
+            "server_window_voluntary_ctx_switches": server.map(|s| s.voluntary_switches),
+            "server_window_nonvoluntary_ctx_switches": server.map(|s| s.nonvoluntary_switches),
+            "server_window_threads_gone": server.map(|s| s.threads_gone),
+            "server_window_threads_new": server.map(|s| s.threads_new),
+        });
+        if let (Some(all), serde_json::Value::Object(more)) = (value.as_object_mut(), window) {
+            all.extend(more);
+        }
+        value
+    }
+
+    /// Everything but the frames and the window (one `json!` of all would pass the macro's
+    /// recursion limit).
+    fn counts_json(&self) -> serde_json::Value {
         json!({
             "preset": self.preset,
             "url": self.url,
@@ -275,6 +410,36 @@ impl Report {
             self.duplicated,
             self.drained_s
         );
+        let _ = writeln!(
+            out,
+            "  frames      {} text frames received ({:.2} deliveries per frame)",
+            self.frames,
+            if self.frames > 0 {
+                self.received as f64 / self.frames as f64
+            } else {
+                0.0
+            }
+        );
+        if let Some(server) = self.window.server {
+            let per = |value: f64| {
+                if self.window.received > 0 {
+                    format!("{:.2}", value / self.window.received as f64)
+                } else {
+                    "-".into()
+                }
+            };
+            let _ = writeln!(
+                out,
+                "  server      pid {}: {:.2} s CPU and {} context switches over {:.2} s of drawing and \
+                 drain: {} us CPU and {} context switches per delivery",
+                self.server_pid.unwrap_or(0),
+                server.cpu_s,
+                server.switches(),
+                self.window.seconds,
+                per(server.cpu_s * 1e6),
+                per(server.switches() as f64)
+            );
+        }
         let _ = writeln!(
             out,
             "  latency     p50 {}  p90 {}  p99 {}  max {}",
