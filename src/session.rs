@@ -194,7 +194,7 @@ pub struct Admitted {
 
 impl Admitted {
     /// Starts the session on the thread that runs its room (or will, once its first member
-    /// joins), so that every delivery from the room to it, and every draw from it to the room, stays
+    /// joins; here, on the HTTP worker, if the room is large: see `RoomRegistry::arbiter_for`), so that every delivery from the room to it, and every draw from it to the room, stays
     /// on one thread: no cross-thread wake-up per frame. `socket` travels there as it is and
     /// `attach` makes it usable on that thread (a TCP socket registers with that thread's reactor).
     pub async fn start_near_room<S, T>(
@@ -210,7 +210,7 @@ impl Admitted {
             room: self.room_name.clone(),
         });
         let thread = match tokio::time::timeout(PLACEMENT_TIMEOUT, place).await {
-            Ok(Ok(thread)) => Some(thread),
+            Ok(Ok(thread)) => thread,
             _ => None,
         };
         let peer = self.peer.clone();
