@@ -106,7 +106,7 @@ async fn join_probe_room(
         registry: registry.clone(),
     };
     admitted
-        .start_near_room(server_end, Ok, bytes::Bytes::new())
+        .start_near_room(server_end, Admitted::begin, bytes::Bytes::new())
         .await;
     let deadline = tokio::time::Instant::now() + PROBE_TIMEOUT;
     let answer = tokio::time::timeout_at(deadline, read_first_frame(&mut client_end)).await;

@@ -8,6 +8,7 @@
 
 pub mod canvas;
 pub mod config;
+mod direct;
 pub mod health;
 pub mod limits;
 pub mod logging;

@@ -482,7 +482,9 @@ mod tests {
             stats: stats.clone(),
             registry: registry.clone(),
         };
-        admitted.start_near_room(server_end, Ok, Bytes::new()).await;
+        admitted
+            .start_near_room(server_end, Admitted::begin, Bytes::new())
+            .await;
         let mut first = [0u8; 2];
         let read = client_end.read_exact(&mut first);
         tokio::time::timeout(Duration::from_secs(10), read)

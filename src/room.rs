@@ -14,6 +14,8 @@
 //! (the original demo's peer flow, `--newcomer-picture peer`): only the peer it asked may answer,
 //! once.
 
+use std::cell::RefCell;
+use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,11 +27,12 @@ use uuid::Uuid;
 
 use crate::canvas::{CanvasError, Op};
 use crate::config::{PictureSource, Settings};
+use crate::direct::{self, Direct, Written};
 use crate::picture::{self, Picture, Priority, RenderFailed, Restored};
 use crate::protocol::{batch_frame, ErrorCode, Rejection, Segment, ServerMessage};
 use crate::registry::{RoomIdle, RoomRegistry};
 use crate::session::{
-    Deliver, DeliverTick, Kick, RequestSnapshot, WithdrawSnapshotRequest, WsSession,
+    Deliver, DeliverRest, DeliverTick, Kick, RequestSnapshot, WithdrawSnapshotRequest, WsSession,
 };
 use crate::stats::Stats;
 use crate::storage::{Store, StoreError};
@@ -142,6 +145,14 @@ enum Availability {
     },
 }
 
+/// Members (by id) whose gathered frames the room writes once it has handled its mailbox.
+type ToWrite = RefCell<Vec<(Uuid, Weak<Direct>)>>;
+
+/// The room has handled what its mailbox held: write what it gathered for its members' sockets.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct WriteGathered;
+
 struct Member {
     id: Uuid,
     session: Addr<WsSession>,
@@ -152,6 +163,46 @@ struct Member {
     tick_from: usize,
     /// When this member was last told that a stroke of theirs could not be kept.
     refused_at: Option<Instant>,
+    /// Its socket, for writing to it directly, if its session runs on this thread (see `direct`).
+    direct: Option<Weak<Direct>>,
+}
+
+impl Member {
+    fn direct(&self) -> Option<Rc<Direct>> {
+        self.direct.as_ref().and_then(Weak::upgrade)
+    }
+
+    /// Sends the session a message whatever its queue holds (for the few that must arrive).
+    fn tell<M>(&self, message: M)
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        WsSession: Handler<M>,
+    {
+        self.session.do_send(message);
+        self.went_by_mailbox();
+    }
+
+    /// Sends the session a message unless its queue is full (`false`: the member falls behind).
+    fn try_tell<M>(&self, message: M) -> bool
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        WsSession: Handler<M>,
+    {
+        let sent = self.session.try_send(message).is_ok();
+        if sent {
+            self.went_by_mailbox();
+        }
+        sent
+    }
+
+    /// Direct writes wait until the session has handled what the room sent it before.
+    fn went_by_mailbox(&self) {
+        if let Some(direct) = self.direct() {
+            direct.sent_to_mailbox();
+        }
+    }
 }
 
 /// Broadcasts gathered for the batched members until the tick ends: with 500 members and 50
@@ -218,6 +269,8 @@ pub struct CanvasServer {
     members: Vec<Member>,
     /// How many members it has, for the registry's placement of newcomers (see `PlaceSession`).
     population: Arc<AtomicUsize>,
+    /// Members with frames gathered for a direct write at the end of this turn (see `direct`).
+    to_write: ToWrite,
     tick: Tick,
     pending: Vec<PendingSnapshot>,
     joins_seen: u64,
@@ -255,6 +308,7 @@ impl CanvasServer {
             stored_bytes: 0,
             members: Vec::new(),
             population,
+            to_write: ToWrite::default(),
             tick: Tick::default(),
             pending: Vec::new(),
             joins_seen: 0,
@@ -270,15 +324,30 @@ impl CanvasServer {
     }
 
     /// Queues a frame for a member without ever waiting; a member whose queue is full is evicted.
-    fn deliver(member: &Member, frame: ByteString, ctx: &mut Context<Self>) {
-        if member.session.try_send(Deliver(frame)).is_err() {
+    /// Queues a frame for a member without ever waiting; a member whose queue is full is evicted.
+    /// An unbatched member on this thread whose socket has nothing else waiting gets it written
+    /// directly, with whatever else the room has for it this turn (see `direct`).
+    fn deliver(member: &Member, frame: ByteString, to_write: &ToWrite, ctx: &mut Context<Self>) {
+        if let Some(direct) = member.direct().filter(|_| !member.batched) {
+            if let Some(first) = direct.gather(&frame) {
+                if first {
+                    let mut to_write = to_write.borrow_mut();
+                    if to_write.is_empty() {
+                        ctx.notify(WriteGathered);
+                    }
+                    to_write.push((member.id, Rc::downgrade(&direct)));
+                }
+                return;
+            }
+        }
+        if !member.try_tell(Deliver(frame)) {
             ctx.notify(Evict { id: member.id });
         }
     }
 
     /// Like `deliver`, for a batched member's tick frame.
     fn deliver_tick(member: &Member, frame: ByteString, ctx: &mut Context<Self>) {
-        if member.session.try_send(DeliverTick(frame)).is_err() {
+        if !member.try_tell(DeliverTick(frame)) {
             ctx.notify(Evict { id: member.id });
         }
     }
@@ -287,7 +356,7 @@ impl CanvasServer {
         if let Some(member) = self.member(id) {
             let frame = message.encode();
             self.count_out(message, &frame, 1);
-            Self::deliver(member, frame, ctx);
+            Self::deliver(member, frame, &self.to_write, ctx);
         }
     }
 
@@ -306,7 +375,7 @@ impl CanvasServer {
             if member.batched {
                 batched = true;
             } else {
-                Self::deliver(member, frame.clone(), ctx);
+                Self::deliver(member, frame.clone(), &self.to_write, ctx);
             }
             recipients += 1;
         }
@@ -429,7 +498,7 @@ impl CanvasServer {
             ask_id,
         });
         if let Some(member) = self.member(peer) {
-            member.session.do_send(RequestSnapshot { newcomer });
+            member.tell(RequestSnapshot { newcomer });
         }
         ctx.run_later(self.settings.snapshot_timeout, move |room, ctx| {
             room.snapshot_timed_out(newcomer, ask_id, ctx)
@@ -446,7 +515,7 @@ impl CanvasServer {
         };
         let pending = self.pending.swap_remove(index);
         if let Some(member) = self.member(pending.asked) {
-            member.session.do_send(WithdrawSnapshotRequest);
+            member.tell(WithdrawSnapshotRequest);
         }
         log::debug!(
             "room={} client={} did not send the snapshot for {} in time",
@@ -701,9 +770,9 @@ impl CanvasServer {
             (state, frame)
         };
         self.count_out(&first, &frame, 1);
-        Self::deliver(member, frame, ctx);
+        Self::deliver(member, frame, &self.to_write, ctx);
         for recorded in since {
-            Self::deliver(member, recorded.frame.clone(), ctx);
+            Self::deliver(member, recorded.frame.clone(), &self.to_write, ctx);
         }
     }
 
@@ -816,6 +885,29 @@ impl Actor for CanvasServer {
     }
 }
 
+impl Handler<WriteGathered> for CanvasServer {
+    type Result = ();
+
+    fn handle(&mut self, _: WriteGathered, ctx: &mut Context<Self>) {
+        let mut to_write = std::mem::take(&mut *self.to_write.borrow_mut());
+        for (id, direct) in to_write.drain(..) {
+            let Some(direct) = direct.upgrade() else {
+                continue; // its session has ended
+            };
+            if let Written::Rest(rest) = direct.write_gathered() {
+                // The socket is full: the rest waits in the session's writer, before anything
+                // else, and the session's queue decides whether this member keeps up.
+                if let Some(member) = self.member(id) {
+                    if !member.try_tell(DeliverRest(rest)) {
+                        ctx.notify(Evict { id });
+                    }
+                }
+            }
+        }
+        *self.to_write.borrow_mut() = to_write;
+    }
+}
+
 impl Handler<Join> for CanvasServer {
     type Result = ();
 
@@ -856,6 +948,7 @@ impl Handler<Join> for CanvasServer {
             // Broadcasts before the join are not for it (in server mode its picture holds them).
             tick_from: self.tick.frames.len(),
             refused_at: None,
+            direct: direct::find(join.id),
         });
         self.population.store(self.members.len(), Ordering::Relaxed);
         self.count_changed(ctx);
@@ -885,7 +978,7 @@ impl Handler<Evict> for CanvasServer {
                 self.name,
                 evict.id
             );
-            member.session.do_send(Kick {
+            member.tell(Kick {
                 code: CloseCode::Policy,
                 reason: "too slow: stopped reading",
             });
@@ -994,7 +1087,7 @@ impl Handler<CloseAll> for CanvasServer {
         self.flush_tick(ctx);
         self.pending.clear();
         for member in self.members.drain(..) {
-            member.session.do_send(Kick {
+            member.tell(Kick {
                 code: CloseCode::Away,
                 reason: "server restarting",
             });

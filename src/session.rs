@@ -21,11 +21,13 @@ use actix_http::ws::{self, CloseCode, CloseReason, Item, ProtocolError};
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio_util::codec::FramedRead;
 use uuid::Uuid;
 
 use crate::config::Settings;
+use crate::direct::{self, Direct, SharedTcp};
 use crate::limits::{ConnectionPermit, DrawLimiter, Throttle};
 use crate::protocol::{
     batch_frame, check_png_snapshot, decode_client_message, ClientMessage, Rejection, ServerMessage,
@@ -73,26 +75,44 @@ const WRITE_BUFFER_KEPT_BYTES: usize = 64 * 1024;
 const WRITE_BUFFER_RELEASE_DELAY: Duration = Duration::from_millis(100);
 
 /// The writing half of the socket, whatever it is (TCP, or TLS over TCP).
-type Writer = FramedWrite<ws::Message, SocketWriter<Box<dyn AsyncWrite + Unpin>>, ReleasingCodec>;
+type Writer = FramedWrite<Outgoing, SocketWriter<Box<dyn AsyncWrite + Unpin>>, ReleasingCodec>;
+
+/// What the session writes: a message to encode, or the rest of a frame the room began to write
+/// directly (see `direct`).
+enum Outgoing {
+    Message(ws::Message),
+    Encoded(Bytes),
+}
 
 /// actix-http's WebSocket encoder, over a buffer that does not stay large. actix's `FramedWrite`
 /// keeps its buffer's allocation for good, so every newcomer that was sent a 2 MiB picture would
 /// hold 2 MiB until it left; this gives a grown buffer back at the first encode after it has been
 /// written out (a session sends a `Nop`, which encodes nothing, soon after a large frame).
+///
+/// It also counts what it encodes for the socket's direct writes (see `direct`), which wait while
+/// the writer holds anything.
 struct ReleasingCodec {
     codec: ws::Codec,
     holding_large: bool,
+    direct: Option<Rc<Direct>>,
 }
 
-impl tokio_util::codec::Encoder<ws::Message> for ReleasingCodec {
+impl tokio_util::codec::Encoder<Outgoing> for ReleasingCodec {
     type Error = ProtocolError;
 
-    fn encode(&mut self, message: ws::Message, buffer: &mut BytesMut) -> Result<(), ProtocolError> {
+    fn encode(&mut self, outgoing: Outgoing, buffer: &mut BytesMut) -> Result<(), ProtocolError> {
         if self.holding_large && buffer.is_empty() {
             *buffer = BytesMut::new();
             self.holding_large = false;
         }
-        self.codec.encode(message, buffer)?;
+        let before = buffer.len();
+        match outgoing {
+            Outgoing::Message(message) => self.codec.encode(message, buffer)?,
+            Outgoing::Encoded(bytes) => buffer.extend_from_slice(&bytes),
+        }
+        if let Some(direct) = &self.direct {
+            direct.queue(buffer.len() - before);
+        }
         self.holding_large |= buffer.capacity() > WRITE_BUFFER_KEPT_BYTES;
         Ok(())
     }
@@ -113,6 +133,8 @@ impl tokio_util::codec::Encoder<ws::Message> for ReleasingCodec {
 struct SocketWriter<W> {
     io: W,
     half_close: Rc<Cell<bool>>,
+    /// Told what the socket took, for direct writes (see `direct`).
+    direct: Option<Rc<Direct>>,
 }
 
 impl<W: AsyncWrite + Unpin> AsyncWrite for SocketWriter<W> {
@@ -123,7 +145,13 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for SocketWriter<W> {
     ) -> Poll<std::io::Result<usize>> {
         match Pin::new(&mut self.io).poll_write(cx, buf) {
             Poll::Pending => Poll::Ready(Err(std::io::ErrorKind::WouldBlock.into())),
-            ready => ready,
+            Poll::Ready(Ok(written)) => {
+                if let Some(direct) = &self.direct {
+                    direct.written(written);
+                }
+                Poll::Ready(Ok(written))
+            }
+            failed => failed,
         }
     }
 
@@ -150,6 +178,12 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for SocketWriter<W> {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Deliver(pub ByteString);
+
+/// The rest of a frame the room began to write to the socket itself (see `direct`): already
+/// encoded, and written before anything else.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DeliverRest(pub Bytes);
 
 /// For a batched client: the room's broadcasts of one tick, already joined into one frame. Sent as
 /// it is, after whatever the session gathered before it (so the order is the room's).
@@ -195,16 +229,16 @@ pub struct Admitted {
 impl Admitted {
     /// Starts the session on the thread that runs its room (or will, once its first member
     /// joins; here, on the HTTP worker, if the room is large: see `RoomRegistry::arbiter_for`), so that every delivery from the room to it, and every draw from it to the room, stays
-    /// on one thread: no cross-thread wake-up per frame. `socket` travels there as it is and
-    /// `attach` makes it usable on that thread (a TCP socket registers with that thread's reactor).
-    pub async fn start_near_room<S, T>(
+    /// on one thread: no cross-thread wake-up per frame. `socket` travels there as it is, and
+    /// `begin` starts the session with it on that thread (a TCP socket first registers with that
+    /// thread's reactor).
+    pub async fn start_near_room<S>(
         self,
         socket: S,
-        attach: fn(S) -> std::io::Result<T>,
+        begin: fn(Admitted, S, &[u8]) -> std::io::Result<()>,
         read_ahead: Bytes,
     ) where
         S: Send + 'static,
-        T: AsyncRead + AsyncWrite + Unpin + 'static,
     {
         let place = self.registry.send(PlaceSession {
             room: self.room_name.clone(),
@@ -214,11 +248,10 @@ impl Admitted {
             _ => None,
         };
         let peer = self.peer.clone();
-        let start = move || match attach(socket) {
-            Ok(io) => {
-                self.start(io, &read_ahead);
+        let start = move || {
+            if let Err(error) = begin(self, socket, &read_ahead) {
+                log::warn!("peer={peer} socket lost on its way to its room: {error}");
             }
-            Err(error) => log::warn!("peer={peer} socket lost on its way to its room: {error}"),
         };
         match thread {
             Some(thread) => {
@@ -237,6 +270,36 @@ impl Admitted {
         T: AsyncRead + AsyncWrite + Unpin + 'static,
     {
         let (reader, writer) = tokio::io::split(io);
+        self.start_with(reader, Box::new(writer), None, read_ahead)
+    }
+
+    /// `start`, as `start_near_room` calls it.
+    pub fn begin<T>(self, io: T, read_ahead: &[u8]) -> std::io::Result<()>
+    where
+        T: AsyncRead + AsyncWrite + Unpin + 'static,
+    {
+        self.start(io, read_ahead);
+        Ok(())
+    }
+
+    /// Like `start`, for a plain TCP socket: its room, if it runs on this thread, may write to it
+    /// directly (see `direct`).
+    pub fn start_tcp(self, socket: TcpStream, read_ahead: &[u8]) -> Addr<WsSession> {
+        let socket = SharedTcp::new(socket);
+        let direct = Rc::new(Direct::new(socket.clone()));
+        self.start_with(socket.clone(), Box::new(socket), Some(direct), read_ahead)
+    }
+
+    fn start_with<R>(
+        self,
+        reader: R,
+        writer: Box<dyn AsyncWrite + Unpin>,
+        direct: Option<Rc<Direct>>,
+        read_ahead: &[u8],
+    ) -> Addr<WsSession>
+    where
+        R: AsyncRead + Unpin + 'static,
+    {
         // A copy: the HTTP side's buffer is 8 KiB, and the reader keeps what it chains for good.
         let reader = Cursor::new(Bytes::copy_from_slice(read_ahead)).chain(reader);
         // The codec must let a requested snapshot through; the session enforces the small limit
@@ -249,18 +312,19 @@ impl Admitted {
                 frames,
                 draining: None,
             });
-            let writer: Box<dyn AsyncWrite + Unpin> = Box::new(writer);
             let codec = ReleasingCodec {
                 codec: ws::Codec::new(),
                 holding_large: false,
+                direct: direct.clone(),
             };
             let half_close = Rc::new(Cell::new(false));
             let writer = SocketWriter {
                 io: writer,
                 half_close: half_close.clone(),
+                direct: direct.clone(),
             };
             let out = FramedWrite::new(writer, codec, ctx);
-            WsSession::new(self, out, half_close)
+            WsSession::new(self, out, half_close, direct)
         })
     }
 }
@@ -398,6 +462,8 @@ pub struct WsSession {
     linger: Linger,
     /// Set to end the socket's writing half right after the close frame (see [`SocketWriter`]).
     half_close: Rc<Cell<bool>>,
+    /// For a TCP socket: what its room needs to write to it directly (see `direct`).
+    direct: Option<Rc<Direct>>,
     /// This connection's place in the server's connection counts, released when the actor drops.
     _permit: Option<ConnectionPermit>,
     draws: DrawLimiter,
@@ -420,7 +486,12 @@ pub struct WsSession {
 }
 
 impl WsSession {
-    fn new(admitted: Admitted, out: Writer, half_close: Rc<Cell<bool>>) -> Self {
+    fn new(
+        admitted: Admitted,
+        out: Writer,
+        half_close: Rc<Cell<bool>>,
+        direct: Option<Rc<Direct>>,
+    ) -> Self {
         let Admitted {
             room_name,
             peer,
@@ -436,6 +507,7 @@ impl WsSession {
             closing: false,
             linger: Linger::default(),
             half_close,
+            direct,
             _permit: permit,
             draws: DrawLimiter::new(&settings),
             room_name,
@@ -455,7 +527,33 @@ impl WsSession {
     /// Queues a frame for the client, unless the session is closing.
     fn send(&mut self, message: ws::Message) {
         if !self.closing {
-            self.out.write(message);
+            self.take_gathered();
+            self.out.write(Outgoing::Message(message));
+        }
+    }
+
+    /// Whether the room may write to the socket directly (see `direct`).
+    fn set_direct_open(&self, open: bool) {
+        if let Some(direct) = &self.direct {
+            direct.set_open(open && !self.closing);
+        }
+    }
+
+    /// What the room gathered for the socket goes before anything the session writes itself.
+    fn take_gathered(&mut self) {
+        if let Some(gathered) = self
+            .direct
+            .as_ref()
+            .and_then(|direct| direct.take_gathered())
+        {
+            self.out.write(Outgoing::Encoded(gathered));
+        }
+    }
+
+    /// A message from the room is being handled: the room's direct writes wait for that.
+    fn handling_room_message(&self) {
+        if let Some(direct) = &self.direct {
+            direct.handled_from_mailbox();
         }
     }
 
@@ -523,6 +621,7 @@ impl WsSession {
     /// most `LINGER_TIMEOUT` for that), or after `CLOSE_FLUSH_TIMEOUT` whatever the client does.
     fn finish_writing(&mut self, ctx: &mut Context<Self>) {
         self.closing = true;
+        self.set_direct_open(false);
         self.out.close();
         ctx.run_later(CLOSE_FLUSH_TIMEOUT, |_, ctx| ctx.stop());
     }
@@ -741,7 +840,11 @@ impl WsSession {
         ctx: &mut Context<Self>,
     ) {
         match answer {
-            Ok(Ok(JoinAnswer::Welcome(frame))) => self.text(frame),
+            Ok(Ok(JoinAnswer::Welcome(frame))) => {
+                self.text(frame);
+                // From now on the room may write to the socket itself, after this welcome.
+                self.set_direct_open(true);
+            }
             Ok(Ok(JoinAnswer::Refused { code, reason })) => {
                 // The room has already let this session go; do not tell it again.
                 self.room = None;
@@ -782,6 +885,9 @@ impl Actor for WsSession {
         // A client that stops reading stops this actor being polled, so its mailbox fills: the room
         // sees that (its sends fail) and drops it instead of queueing without bound.
         ctx.set_mailbox_capacity(self.settings.max_queued_messages);
+        if let Some(direct) = &self.direct {
+            direct::register(self.id, direct);
+        }
         self.start_heartbeat(ctx);
         let join = JoinRoom {
             room: self.room_name.clone(),
@@ -831,6 +937,10 @@ impl Actor for WsSession {
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
+        if self.direct.is_some() {
+            self.set_direct_open(false);
+            direct::unregister(self.id);
+        }
         if let Some(room) = &self.room {
             room.do_send(Leave { id: self.id });
         }
@@ -948,6 +1058,7 @@ impl Handler<Deliver> for WsSession {
     type Result = ();
 
     fn handle(&mut self, Deliver(frame): Deliver, ctx: &mut Self::Context) {
+        self.handling_room_message();
         self.release_after_large(frame.len(), ctx);
         let Some(pending) = self.batch.as_mut() else {
             return self.text(frame);
@@ -959,10 +1070,23 @@ impl Handler<Deliver> for WsSession {
     }
 }
 
+impl Handler<DeliverRest> for WsSession {
+    type Result = ();
+
+    fn handle(&mut self, DeliverRest(rest): DeliverRest, _ctx: &mut Self::Context) {
+        self.handling_room_message();
+        if !self.closing {
+            self.take_gathered();
+            self.out.write(Outgoing::Encoded(rest));
+        }
+    }
+}
+
 impl Handler<DeliverTick> for WsSession {
     type Result = ();
 
     fn handle(&mut self, DeliverTick(frame): DeliverTick, ctx: &mut Self::Context) {
+        self.handling_room_message();
         self.release_after_large(frame.len(), ctx);
         self.flush_batch();
         self.text(frame);
@@ -973,6 +1097,7 @@ impl Handler<RequestSnapshot> for WsSession {
     type Result = ();
 
     fn handle(&mut self, request: RequestSnapshot, _ctx: &mut Self::Context) {
+        self.handling_room_message();
         self.snapshot_requests_open += 1;
         let message = ServerMessage::CanvasRequest {
             client_id: request.newcomer,
@@ -985,6 +1110,7 @@ impl Handler<WithdrawSnapshotRequest> for WsSession {
     type Result = ();
 
     fn handle(&mut self, _: WithdrawSnapshotRequest, _ctx: &mut Self::Context) {
+        self.handling_room_message();
         self.snapshot_requests_open = self.snapshot_requests_open.saturating_sub(1);
     }
 }
@@ -993,6 +1119,7 @@ impl Handler<Kick> for WsSession {
     type Result = ();
 
     fn handle(&mut self, kick: Kick, ctx: &mut Self::Context) {
+        self.handling_room_message();
         // The room has already let this session go; do not tell it again.
         self.room = None;
         self.close(ctx, kick.code, kick.reason);

@@ -59,9 +59,15 @@ pub fn detach_tcp(socket: TcpStream) -> Result<std::io::Result<std::net::TcpStre
     Ok(socket.into_std())
 }
 
-/// Registers a detached TCP socket with the reactor of the thread it arrived on.
-fn attach_tcp(socket: std::net::TcpStream) -> std::io::Result<TcpStream> {
-    TcpStream::from_std(socket)
+/// Registers a detached TCP socket with the reactor of the thread it arrived on, and starts its
+/// session there.
+fn begin_tcp(
+    admitted: Admitted,
+    socket: std::net::TcpStream,
+    read_ahead: &[u8],
+) -> std::io::Result<()> {
+    admitted.start_tcp(TcpStream::from_std(socket)?, read_ahead);
+    Ok(())
 }
 
 /// A TLS stream stays on its worker: its session state lives with it and cannot be moved apart
@@ -132,7 +138,7 @@ where
                 Ok(Ok(socket)) => {
                     let read_ahead = Bytes::copy_from_slice(&parts.read_buf);
                     admitted
-                        .start_near_room(socket, attach_tcp, read_ahead)
+                        .start_near_room(socket, begin_tcp, read_ahead)
                         .await;
                 }
                 Ok(Err(error)) => log::warn!("an upgraded socket could not be detached: {error}"),
