@@ -22,7 +22,7 @@ use tokio::sync::Mutex;
 use crate::config::Settings;
 use crate::picture::{self, Priority};
 use crate::registry::{RoomRegistry, PROBE_ROOM};
-use crate::session::Admitted;
+use crate::session::connect_in_memory;
 use crate::stats::Stats;
 use crate::utf8_guard::announced_length;
 
@@ -95,19 +95,15 @@ async fn join_probe_room(
     registry: &actix::Addr<RoomRegistry>,
 ) -> Probe {
     let started = Instant::now();
-    let (server_end, mut client_end) = tokio::io::duplex(PROBE_SOCKET_BYTES);
-    let admitted = Admitted {
-        room_name: Arc::from(PROBE_ROOM),
-        peer: "health probe".into(),
-        permit: None,
-        batched: false,
-        settings: settings.clone(),
-        stats: stats.clone(),
-        registry: registry.clone(),
-    };
-    admitted
-        .start_near_room(server_end, Admitted::begin, bytes::Bytes::new())
-        .await;
+    let mut client_end = connect_in_memory(
+        PROBE_ROOM,
+        "health probe",
+        settings,
+        stats,
+        registry,
+        PROBE_SOCKET_BYTES,
+    )
+    .await;
     let deadline = tokio::time::Instant::now() + PROBE_TIMEOUT;
     let answer = tokio::time::timeout_at(deadline, read_first_frame(&mut client_end)).await;
     // Dropping the client end is the probe's disconnect: the session sees the socket close, leaves

@@ -424,11 +424,10 @@ impl Handler<DrainRooms> for RoomRegistry {
 mod tests {
     use std::thread::ThreadId;
 
-    use bytes::Bytes;
     use tokio::io::{AsyncReadExt, DuplexStream};
 
     use super::*;
-    use crate::session::Admitted;
+    use crate::session::connect_in_memory;
 
     /// Runs `test` with a registry of two room threads, on an actix system.
     fn with_registry<F, Fut>(test: F)
@@ -472,19 +471,8 @@ mod tests {
         stats: &Arc<Stats>,
         registry: &Addr<RoomRegistry>,
     ) -> DuplexStream {
-        let (server_end, mut client_end) = tokio::io::duplex(64 * 1024);
-        let admitted = Admitted {
-            room_name: Arc::from(room),
-            peer: "test".into(),
-            permit: None,
-            batched: false,
-            settings: settings.clone(),
-            stats: stats.clone(),
-            registry: registry.clone(),
-        };
-        admitted
-            .start_near_room(server_end, Admitted::begin, Bytes::new())
-            .await;
+        let mut client_end =
+            connect_in_memory(room, "test", settings, stats, registry, 64 * 1024).await;
         let mut first = [0u8; 2];
         let read = client_end.read_exact(&mut first);
         tokio::time::timeout(Duration::from_secs(10), read)

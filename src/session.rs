@@ -329,6 +329,33 @@ impl Admitted {
     }
 }
 
+/// Connects to `room` over an in-memory socket of `buffer_bytes`, through the same placement and
+/// join as a client's connection, for the server itself (the health probe): not counted among the
+/// connections, unbatched. Returns the client's end; dropping it is the disconnect.
+pub async fn connect_in_memory(
+    room: &str,
+    peer: &str,
+    settings: &Arc<Settings>,
+    stats: &Arc<Stats>,
+    registry: &Addr<RoomRegistry>,
+    buffer_bytes: usize,
+) -> tokio::io::DuplexStream {
+    let (server_end, client_end) = tokio::io::duplex(buffer_bytes);
+    let admitted = Admitted {
+        room_name: Arc::from(room),
+        peer: peer.to_owned(),
+        permit: None,
+        batched: false,
+        settings: settings.clone(),
+        stats: stats.clone(),
+        registry: registry.clone(),
+    };
+    admitted
+        .start_near_room(server_end, Admitted::begin, Bytes::new())
+        .await;
+    client_end
+}
+
 /// actix-http's WebSocket decoder with two checks it makes too late for a server that must not be
 /// made to wait or to buffer:
 ///
