@@ -169,8 +169,7 @@ impl RoomRegistry {
             placement.placed += 1;
             return (placement.arbiter, placement.placed - 1);
         }
-        let arbiter = self.next_arbiter % self.arbiters.len();
-        self.next_arbiter = self.next_arbiter.wrapping_add(1);
+        let arbiter = self.next_round_robin();
         if self.placements.is_empty() {
             ctx.run_later(PLACEMENT_TTL, |registry, ctx| {
                 registry.forget_placements(ctx)
@@ -187,6 +186,13 @@ impl RoomRegistry {
         (arbiter, 0)
     }
 
+    /// The next room thread, in turn.
+    fn next_round_robin(&mut self) -> usize {
+        let arbiter = self.next_arbiter % self.arbiters.len();
+        self.next_arbiter = self.next_arbiter.wrapping_add(1);
+        arbiter
+    }
+
     /// Drops the promises whose room never opened (every session placed there failed before its
     /// join), so that the map stays as small as the rooms about to open.
     fn forget_placements(&mut self, ctx: &mut Context<Self>) {
@@ -201,8 +207,10 @@ impl RoomRegistry {
 
     /// Opens `room` on the thread its newcomers were placed on.
     fn open_room(&mut self, room: &Arc<str>, ctx: &mut Context<Self>) -> RoomEntry {
-        let (arbiter, _) = self.promised_arbiter(room, ctx);
-        self.placements.remove(room);
+        let arbiter = match self.placements.remove(room) {
+            Some(placement) => placement.arbiter,
+            None => self.next_round_robin(),
+        };
         let population = Arc::new(AtomicUsize::new(0));
         let thread = self.live_arbiter(arbiter);
         count_room(&self.stats, room, 1);

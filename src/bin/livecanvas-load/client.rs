@@ -232,30 +232,20 @@ struct Tally {
     flushed: Instant,
 }
 
+/// Moves a client's pending count into the shared counter (touching it only when there is one).
+fn add_pending(counter: &AtomicU64, pending: &mut u64) {
+    if *pending > 0 {
+        counter.fetch_add(std::mem::take(pending), Ordering::Relaxed);
+    }
+}
+
 impl Tally {
     fn flush(&mut self, shared: &Shared, now: Instant) {
         self.flushed = now;
-        if self.received > 0 {
-            shared
-                .counters
-                .received
-                .fetch_add(self.received, Ordering::Relaxed);
-            self.received = 0;
-        }
-        if self.duplicated > 0 {
-            shared
-                .counters
-                .duplicated
-                .fetch_add(self.duplicated, Ordering::Relaxed);
-            self.duplicated = 0;
-        }
-        if self.frames > 0 {
-            shared
-                .counters
-                .frames
-                .fetch_add(self.frames, Ordering::Relaxed);
-            self.frames = 0;
-        }
+        let counters = &shared.counters;
+        add_pending(&counters.received, &mut self.received);
+        add_pending(&counters.duplicated, &mut self.duplicated);
+        add_pending(&counters.frames, &mut self.frames);
         if self.latencies.is_empty() {
             return;
         }

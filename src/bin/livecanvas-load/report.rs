@@ -10,13 +10,18 @@ use serde_json::json;
 /// This process's user + system CPU time so far, from `/proc/self/stat` (Linux, where the kernel
 /// reports it in USER_HZ = 100 ticks per second).
 pub fn cpu_time() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    Some(Duration::from_millis(cpu_ticks("/proc/self/stat")? * 10))
+}
+
+/// user + system CPU time, in USER_HZ ticks, from a `stat` file of /proc.
+fn cpu_ticks(path: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(path).ok()?;
     // Fields after the command name, which is in parentheses and may contain spaces.
     let rest = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(Duration::from_millis((utime + stime) * 10))
+    Some(utime + stime)
 }
 
 /// The whole machine's busy and total CPU time so far (all processes, all cores), in ticks, from the
@@ -54,11 +59,7 @@ pub struct ServerSample {
 
 impl ServerSample {
     pub fn read(pid: u32) -> Option<ServerSample> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let rest = &stat[stat.rfind(')')? + 1..];
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let utime: u64 = fields.get(11)?.parse().ok()?;
-        let stime: u64 = fields.get(12)?.parse().ok()?;
+        let cpu_ticks = cpu_ticks(&format!("/proc/{pid}/stat"))?;
         let mut switches = BTreeMap::new();
         for entry in std::fs::read_dir(format!("/proc/{pid}/task"))
             .ok()?
@@ -87,7 +88,7 @@ impl ServerSample {
             );
         }
         Some(ServerSample {
-            cpu_ticks: utime + stime,
+            cpu_ticks,
             switches,
         })
     }
