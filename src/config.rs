@@ -211,6 +211,16 @@ pub struct Config {
     /// peer asked with canvasRequest.
     #[arg(long, env = "LIVECANVAS_NEWCOMER_PICTURE", value_enum, default_value_t = PictureSource::Server)]
     pub newcomer_picture: PictureSource,
+
+    /// Join a cluster: every node given the same Redis serves every room, and the canvases live in
+    /// Redis instead of --data-dir (e.g. redis://127.0.0.1:6379/0; rediss:// for TLS; a password
+    /// as redis://:PASSWORD@host:6379/0). Unset: one node on SQLite.
+    #[arg(long, env = "LIVECANVAS_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// This node's name in the cluster (logs, /healthz, Redis presence); random when unset.
+    #[arg(long, env = "LIVECANVAS_NODE_ID")]
+    pub node_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -228,6 +238,25 @@ pub enum PictureSource {
     /// Asked of the longest-present peer (canvasRequest), the next on timeout.
     Peer,
 }
+
+/// How this node reaches its cluster (`--redis-url`).
+#[derive(Clone)]
+pub struct ClusterSettings {
+    pub redis_url: String,
+    pub node_id: String,
+}
+
+impl std::fmt::Debug for ClusterSettings {
+    /// The URL may hold a password: never print it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterSettings")
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The longest node name accepted: it is part of every presence entry in Redis.
+const MAX_NODE_ID_CHARS: usize = 64;
 
 /// What the store needs to know, resolved.
 #[derive(Debug, Clone)]
@@ -281,6 +310,8 @@ pub struct Settings {
     pub workers: usize,
     pub storage: StorageSettings,
     pub newcomer_picture: PictureSource,
+    /// `Some`: this node is one of a cluster sharing rooms through Redis.
+    pub cluster: Option<ClusterSettings>,
 }
 
 impl Config {
@@ -304,10 +335,43 @@ impl Config {
         Ok(format!("http://{addr}/healthz"))
     }
 
+    /// `--redis-url` and `--node-id`, checked. A cluster needs the server's pictures: a peer on
+    /// another node cannot be asked for one.
+    fn cluster(&self) -> Result<Option<ClusterSettings>, String> {
+        let Some(url) = self.redis_url.clone().filter(|url| !url.is_empty()) else {
+            return Ok(None);
+        };
+        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            return Err("--redis-url must start with redis:// or rediss://".into());
+        }
+        if self.newcomer_picture == PictureSource::Peer {
+            return Err(
+                "--newcomer-picture peer cannot be used with --redis-url: a cluster's \
+                newcomers get the server's picture"
+                    .into(),
+            );
+        }
+        let node_id = match &self.node_id {
+            Some(id) => id.clone(),
+            None => format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+        };
+        let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+        if node_id.is_empty() || node_id.len() > MAX_NODE_ID_CHARS || !node_id.chars().all(valid) {
+            return Err(format!(
+                "--node-id must be 1 to {MAX_NODE_ID_CHARS} letters, digits, '-', '_' or '.'"
+            ));
+        }
+        Ok(Some(ClusterSettings {
+            redis_url: url,
+            node_id,
+        }))
+    }
+
     /// Checks the options against each other and resolves defaults that depend on the machine.
     /// The error is one line naming the option.
     pub fn resolve(self) -> Result<Settings, String> {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let cluster = self.cluster()?;
         if self.heartbeat_interval.is_zero() {
             return Err("--heartbeat-interval must be greater than zero".into());
         }
@@ -439,6 +503,7 @@ impl Config {
                 sqlite_max_pages: self.sqlite_max_pages,
             },
             newcomer_picture: self.newcomer_picture,
+            cluster,
         })
     }
 }

@@ -41,7 +41,7 @@ use crate::config::Settings;
 use crate::registry::{CloseAllRooms, DrainRooms, RoomRegistry};
 use crate::routes::AppState;
 use crate::stats::Stats;
-use crate::storage::{Store, StoreError, StoreOptions};
+use crate::storage::{Cluster, Store, StoreError, StoreOptions};
 
 /// The frontend needs nothing but its own origin (and data:/blob: images for snapshots and
 /// downloads); no inline script or style is allowed, and no other site may frame the page.
@@ -101,7 +101,27 @@ pub async fn run(settings: Settings, store: Store) -> std::io::Result<()> {
 
 /// The store named by the configuration. An unusable data directory stops start-up with a message
 /// naming the file: starting blank over a picture that could not be read would lose it.
+///
+/// With `--redis-url`, the store is the cluster's Redis: this must then be called on the runtime
+/// that serves (its links to Redis start on it), and Redis need not be up yet.
 pub fn open_store(settings: &Settings) -> Result<Store, StoreError> {
+    if let Some(cluster) = &settings.cluster {
+        // A dead node's members must drop out of the counts within the client timeout: its
+        // entries live one heartbeat less, and the live nodes refresh theirs every heartbeat.
+        let presence_ttl = settings.client_timeout - settings.heartbeat_interval;
+        let handle = Cluster::new(
+            &cluster.redis_url,
+            &cluster.node_id,
+            settings.storage.max_stored_rooms,
+            presence_ttl,
+        )?;
+        handle.start()?;
+        log::info!(
+            "node={} keeps canvases in Redis and shares rooms with every node using it",
+            cluster.node_id
+        );
+        return Ok(Store::Redis(handle));
+    }
     let Some(dir) = &settings.storage.data_dir else {
         log::warn!("--storage memory: canvases are kept only while their room is open");
         return Ok(Store::memory());

@@ -20,21 +20,24 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let store = match livecanvas::open_store(&settings) {
-        Ok(store) => store,
-        Err(err) => {
-            eprintln!("livecanvas: error: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
     let bind = settings.bind;
-    match actix_web::rt::System::new().block_on(livecanvas::run(settings, store)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("livecanvas: error: cannot serve on {bind}: {err}");
-            ExitCode::FAILURE
+    // The store is opened on the serving runtime: a cluster's links to Redis run on it.
+    actix_web::rt::System::new().block_on(async move {
+        let store = match livecanvas::open_store(&settings) {
+            Ok(store) => store,
+            Err(err) => {
+                eprintln!("livecanvas: error: {err}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match livecanvas::run(settings, store).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("livecanvas: error: cannot serve on {bind}: {err}");
+                ExitCode::FAILURE
+            }
         }
-    }
+    })
 }
 
 /// Exit 0 when the configured server's /healthz answers 200 within `timeout`.

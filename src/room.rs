@@ -35,7 +35,7 @@ use crate::session::{
     Deliver, DeliverRest, DeliverTick, Kick, RequestSnapshot, WithdrawSnapshotRequest, WsSession,
 };
 use crate::stats::Stats;
-use crate::storage::{Store, StoreError};
+use crate::storage::{CatchUp, Cluster, Relayed, RelayedOp, Store, StoreError, StoredRoom};
 use actix_http::ws::CloseCode;
 
 /// A session enters the room. Sent by the registry only, so the registry can count joins.
@@ -233,6 +233,17 @@ pub const ROOM_LOAD_TIMEOUT: Duration = Duration::from_secs(20);
 /// While strokes are refused because the store cannot keep more, a member who keeps drawing is
 /// told so at most this often, not once per stroke.
 const REFUSAL_NOTICE_INTERVAL: Duration = Duration::from_secs(1);
+/// What a cluster's members are told, once, when their node loses Redis.
+const UNREACHABLE_NOTICE: &str = "the server lost its connection to the shared store; drawing \
+    pauses until it is back (nothing drawn before is lost)";
+/// What a cluster member whose stroke could not be kept is told.
+const UNREACHABLE_REFUSED_NOTICE: &str = "the server cannot reach its shared store right now; \
+    this stroke was not kept, try again in a moment";
+/// Why a cluster node refuses joins while it cannot reach Redis.
+const UNREACHABLE_REASON: &str = "the server cannot reach its shared store; try again";
+/// A cluster node that was refused a room's checkpoint lease asks again no sooner than this.
+const LEASE_RETRY: Duration = Duration::from_secs(1);
+
 /// What the members are told, once, when the store stops writing.
 const UNSTORED_NOTICE: &str = "the server cannot save drawings right now; strokes are kept in \
     memory and saved as soon as it can, and drawing pauses if too many are waiting";
@@ -281,6 +292,24 @@ pub struct CanvasServer {
     count_stale: bool,
     /// The members were told that the store cannot write (once per outage).
     told_unstorable: bool,
+    /// The cluster state, when this node shares the room through Redis.
+    shared: Option<Shared>,
+}
+
+/// A cluster room's state: Redis orders its operations, this node follows.
+struct Shared {
+    cluster: Cluster,
+    /// The room's subscription, to end when the room stops.
+    token: u64,
+    /// Reading what the channel missed; operations that arrive meanwhile wait in `early`.
+    catching_up: bool,
+    early: Vec<RelayedOp>,
+    /// The room-wide count (and its version) the members were last sent.
+    shown_count: Option<(u64, u64)>,
+    /// A member joined since: send the count even if it did not change.
+    count_owed: bool,
+    /// When this node last asked for the checkpoint lease.
+    lease_asked_at: Option<Instant>,
 }
 
 impl CanvasServer {
@@ -316,7 +345,12 @@ impl CanvasServer {
             count_throttled: false,
             count_stale: false,
             told_unstorable: false,
+            shared: None,
         }
+    }
+
+    fn cluster(&self) -> Option<Cluster> {
+        self.shared.as_ref().map(|shared| shared.cluster.clone())
     }
 
     fn member(&self, id: Uuid) -> Option<&Member> {
@@ -355,7 +389,7 @@ impl CanvasServer {
     fn send_to(&self, id: Uuid, message: &ServerMessage<'_>, ctx: &mut Context<Self>) {
         if let Some(member) = self.member(id) {
             let frame = message.encode();
-            self.count_out(message, &frame, 1);
+            self.count_out(message.kind(), &frame, 1);
             Self::deliver(member, frame, &self.to_write, ctx);
         }
     }
@@ -369,6 +403,17 @@ impl CanvasServer {
         ctx: &mut Context<Self>,
     ) -> ByteString {
         let frame = message.encode();
+        self.broadcast_frame(message.kind(), frame, except, ctx)
+    }
+
+    /// Like `broadcast`, for a frame already encoded (one Redis relayed).
+    fn broadcast_frame(
+        &mut self,
+        kind: &'static str,
+        frame: ByteString,
+        except: Option<Uuid>,
+        ctx: &mut Context<Self>,
+    ) -> ByteString {
         let mut recipients = 0;
         let mut batched = false;
         for member in self.members.iter().filter(|m| Some(m.id) != except) {
@@ -379,7 +424,7 @@ impl CanvasServer {
             }
             recipients += 1;
         }
-        self.count_out(message, &frame, recipients);
+        self.count_out(kind, &frame, recipients);
         if batched {
             self.queue_for_tick(frame.clone(), except, ctx);
         }
@@ -424,10 +469,10 @@ impl CanvasServer {
         }
     }
 
-    fn count_out(&self, message: &ServerMessage<'_>, frame: &ByteString, recipients: u64) {
+    fn count_out(&self, kind: &str, frame: &ByteString, recipients: u64) {
         self.stats
             .messages_out
-            .with_label_values(&[message.kind()])
+            .with_label_values(&[kind])
             .inc_by(recipients);
         self.stats.bytes_out.inc_by(frame.len() as u64 * recipients);
     }
@@ -437,10 +482,14 @@ impl CanvasServer {
             self.count_stale = true;
             return;
         }
-        let count = ServerMessage::ClientCount {
-            client_count: self.members.len(),
-        };
-        self.broadcast(&count, None, ctx);
+        if self.shared.is_some() {
+            self.publish_presence(ctx);
+        } else {
+            let count = ServerMessage::ClientCount {
+                client_count: self.members.len(),
+            };
+            self.broadcast(&count, None, ctx);
+        }
         self.count_throttled = true;
         ctx.run_later(CLIENT_COUNT_INTERVAL, |room, ctx| {
             room.count_throttled = false;
@@ -539,17 +588,33 @@ impl CanvasServer {
         self.send_to(from, &rejection.to_server_message(), ctx);
     }
 
-    fn loaded(&mut self, result: Result<Restored, LoadError>, _ctx: &mut Context<Self>) {
+    fn loaded(&mut self, result: Result<Restored, LoadError>, ctx: &mut Context<Self>) {
         match result {
             Ok(restored) => {
                 self.last_seq = restored.picture.seq;
                 self.stored_bytes = restored.picture.stored_len();
-                if restored.replayed > 0 && !restored.picture.blank {
+                if restored.replayed > 0 && !restored.picture.blank && self.shared.is_none() {
                     // Fold what a crash or stop left after the checkpoint into a new one.
                     self.store_checkpoint(&restored.picture);
                 }
                 self.picture = restored.picture;
                 self.availability = Availability::Ready;
+                if self.shared.is_some() {
+                    // Every node refreshes its entry each heartbeat, so that one that died drops
+                    // out of the count when its entry expires.
+                    ctx.run_interval(self.settings.heartbeat_interval, |room, ctx| {
+                        if !room.members.is_empty() {
+                            room.publish_presence(ctx);
+                        }
+                    });
+                }
+            }
+            Err(err @ LoadError::Store(StoreError::Redis { .. })) => {
+                log::error!("room={} cannot be opened now: {err}", self.name);
+                self.availability = Availability::Refused {
+                    code: CloseCode::Again,
+                    reason: UNREACHABLE_REASON,
+                };
             }
             Err(LoadError::Store(StoreError::TooManyRooms { limit })) => {
                 log::warn!(
@@ -597,7 +662,12 @@ impl CanvasServer {
             return false;
         }
         member.refused_at = Some(Instant::now());
-        let rejection = Rejection::storage_unavailable(REFUSED_NOTICE);
+        let notice = if self.shared.is_some() {
+            UNREACHABLE_REFUSED_NOTICE
+        } else {
+            REFUSED_NOTICE
+        };
+        let rejection = Rejection::storage_unavailable(notice);
         self.stats
             .errors
             .with_label_values(&[rejection.code.as_str()])
@@ -610,7 +680,12 @@ impl CanvasServer {
     fn warn_if_unstored(&mut self, ctx: &mut Context<Self>) {
         let failing = self.store.health().is_failing();
         if failing && !self.told_unstorable {
-            let rejection = Rejection::storage_unavailable(UNSTORED_NOTICE);
+            let notice = if self.shared.is_some() {
+                UNREACHABLE_NOTICE
+            } else {
+                UNSTORED_NOTICE
+            };
+            let rejection = Rejection::storage_unavailable(notice);
             self.stats
                 .errors
                 .with_label_values(&[rejection.code.as_str()])
@@ -622,15 +697,17 @@ impl CanvasServer {
 
     /// Accepts an operation: stored, and kept until the next checkpoint covers it.
     fn record(&mut self, op: Op, frame: ByteString, ctx: &mut Context<Self>) {
-        self.last_seq += 1;
-        self.store.append(&self.name, self.last_seq, frame.clone());
+        let seq = self.last_seq + 1;
+        self.store.append(&self.name, seq, frame.clone());
+        self.keep(seq, op, frame, ctx);
+    }
+
+    /// Keeps operation `seq` until a checkpoint covers it.
+    fn keep(&mut self, seq: u64, op: Op, frame: ByteString, ctx: &mut Context<Self>) {
+        self.last_seq = seq;
         self.stored_bytes += frame.len() as u64;
         let is_clear = matches!(op, Op::Clear);
-        self.recorded.push(Recorded {
-            seq: self.last_seq,
-            op,
-            frame,
-        });
+        self.recorded.push(Recorded { seq, op, frame });
         self.last_op_at = Instant::now();
         self.warn_if_unstored(ctx);
         if is_clear || self.recorded.len() >= self.settings.storage.checkpoint_ops {
@@ -665,6 +742,33 @@ impl CanvasServer {
 
     /// Renders a new checkpoint from the last one and the operations since, on a blocking thread.
     fn start_checkpoint(&mut self, ctx: &mut Context<Self>) {
+        if self.composing || self.recorded.is_empty() {
+            return;
+        }
+        if let Some(shared) = &mut self.shared {
+            // One node renders a cluster room's checkpoint: the one holding its lease. The
+            // others adopt it when they hear it was stored.
+            if shared
+                .lease_asked_at
+                .is_some_and(|at| at.elapsed() < LEASE_RETRY)
+            {
+                return;
+            }
+            shared.lease_asked_at = Some(Instant::now());
+            let lease = shared.cluster.lease(&self.name);
+            self.composing = true;
+            ctx.spawn(lease.into_actor(self).map(|won, room, ctx| {
+                room.composing = false;
+                if won {
+                    room.render_and_checkpoint(ctx);
+                }
+            }));
+            return;
+        }
+        self.render_and_checkpoint(ctx);
+    }
+
+    fn render_and_checkpoint(&mut self, ctx: &mut Context<Self>) {
         if self.composing || self.recorded.is_empty() {
             return;
         }
@@ -706,8 +810,16 @@ impl CanvasServer {
     }
 
     fn checkpointed(&mut self, picture: Picture, ctx: &mut Context<Self>) {
-        self.recorded.retain(|r| r.seq > picture.seq);
         self.store_checkpoint(&picture);
+        self.adopt(picture);
+        if self.recorded.len() >= self.settings.storage.checkpoint_ops {
+            self.start_checkpoint(ctx);
+        }
+    }
+
+    /// Takes `picture` as the room's checkpoint: the operations it covers are dropped.
+    fn adopt(&mut self, picture: Picture) {
+        self.recorded.retain(|r| r.seq > picture.seq);
         self.picture = picture;
         self.stored_bytes = self.picture.stored_len()
             + self
@@ -715,9 +827,6 @@ impl CanvasServer {
                 .iter()
                 .map(|r| r.frame.len() as u64)
                 .sum::<u64>();
-        if self.recorded.len() >= self.settings.storage.checkpoint_ops {
-            self.start_checkpoint(ctx);
-        }
     }
 
     fn store_checkpoint(&self, picture: &Picture) {
@@ -769,7 +878,7 @@ impl CanvasServer {
             let frame = canvas_state_frame(id, &self.picture.data_url);
             (state, frame)
         };
-        self.count_out(&first, &frame, 1);
+        self.count_out(first.kind(), &frame, 1);
         Self::deliver(member, frame, &self.to_write, ctx);
         for recorded in since {
             Self::deliver(member, recorded.frame.clone(), &self.to_write, ctx);
@@ -804,6 +913,217 @@ impl CanvasServer {
             .with_label_values(&[rejection.code.as_str()])
             .inc();
         self.send_to(from, &rejection.to_server_message(), ctx);
+    }
+}
+
+/// A cluster room: operations go to Redis first and are applied in the order Redis gives them,
+/// on every node alike (this one included, when they come back on the room's channel).
+impl CanvasServer {
+    /// Hands an accepted operation to Redis. Nothing is relayed or kept here until it comes
+    /// back numbered; if Redis does not take it, the sender is told it was not kept.
+    fn publish(
+        &mut self,
+        cluster: Cluster,
+        from: Uuid,
+        frame: ByteString,
+        ctx: &mut Context<Self>,
+    ) {
+        let append = cluster.append(&self.name, Some(from), &frame);
+        ctx.spawn(append.into_actor(self).map(move |result, room, ctx| {
+            if let Err(err) = result {
+                log::warn!("room={} client={from} stroke not kept: {err}", room.name);
+                let rejection = Rejection::storage_unavailable(UNREACHABLE_REFUSED_NOTICE);
+                room.stats
+                    .errors
+                    .with_label_values(&[rejection.code.as_str()])
+                    .inc();
+                room.send_to(from, &rejection.to_server_message(), ctx);
+            }
+        }));
+    }
+
+    /// Takes the next operation in Redis's order; one out of order means some were missed.
+    fn follow(&mut self, op: RelayedOp, ctx: &mut Context<Self>) {
+        let Some(shared) = &mut self.shared else {
+            return;
+        };
+        if shared.catching_up {
+            shared.early.push(op);
+        } else if op.seq <= self.last_seq {
+            // Already applied (read while catching up, or with the picture).
+        } else if op.seq == self.last_seq + 1 {
+            self.apply(op, ctx);
+        } else {
+            shared.early.push(op);
+            self.catch_up(ctx);
+        }
+    }
+
+    fn apply(&mut self, relayed: RelayedOp, ctx: &mut Context<Self>) {
+        match picture::parse_stored_op(&relayed.frame) {
+            Ok(op) => {
+                let kind = match op {
+                    Op::Draw(_) => "draw",
+                    Op::Clear => "clear",
+                };
+                let frame = self.broadcast_frame(kind, relayed.frame, relayed.from, ctx);
+                self.keep(relayed.seq, op, frame, ctx);
+            }
+            Err(why) => {
+                // Not ours to repair; skipping it keeps the order of everything after it.
+                log::error!(
+                    "room={} operation {} from Redis is unreadable ({why}); skipped",
+                    self.name,
+                    relayed.seq
+                );
+                self.last_seq = relayed.seq;
+            }
+        }
+    }
+
+    /// Reads what the room's channel missed (after a reconnection, or a gap) and applies it,
+    /// then whatever arrived meanwhile.
+    fn catch_up(&mut self, ctx: &mut Context<Self>) {
+        let Some(shared) = &mut self.shared else {
+            return;
+        };
+        if shared.catching_up {
+            return;
+        }
+        shared.catching_up = true;
+        let after = shared.cluster.after(&self.name, self.last_seq);
+        ctx.spawn(after.into_actor(self).map(|result, room, ctx| {
+            let Some(shared) = &mut room.shared else {
+                return;
+            };
+            shared.catching_up = false;
+            match result {
+                Ok(CatchUp::Ops(ops)) => {
+                    let mut early = std::mem::take(&mut shared.early);
+                    early.sort_by_key(|op| op.seq);
+                    for op in ops.into_iter().chain(early) {
+                        room.follow(op, ctx);
+                    }
+                }
+                Ok(CatchUp::Behind) => room.start_again("a checkpoint covers what it missed"),
+                Ok(CatchUp::Ahead) => room.start_again("Redis has lost its last operations"),
+                // Redis is gone again; its return brings another `Resync`.
+                Err(err) => log::warn!("room={} cannot catch up: {err}", room.name),
+            }
+        }));
+    }
+
+    /// The room's members cannot be brought up to date in place: they reconnect (the page does
+    /// by itself) and get the room as Redis has it, from a fresh room actor.
+    fn start_again(&mut self, why: &str) {
+        log::warn!("room={} starts again from Redis: {why}", self.name);
+        self.availability = Availability::Refused {
+            code: CloseCode::Again,
+            reason: "the room is reloading; try again",
+        };
+        for member in std::mem::take(&mut self.members) {
+            member.tell(Kick {
+                code: CloseCode::Restart,
+                reason: "the room is reloading from the cluster; reconnect",
+            });
+        }
+        self.population.store(0, Ordering::Relaxed);
+        self.pending.clear();
+        self.idle_if_empty();
+    }
+
+    /// Tells Redis how many members this node has here; the room-wide count comes back.
+    fn publish_presence(&mut self, ctx: &mut Context<Self>) {
+        let Some(cluster) = self.cluster() else {
+            return;
+        };
+        let presence = cluster.presence(&self.name, self.members.len());
+        ctx.spawn(
+            presence
+                .into_actor(self)
+                .map(|result, room, ctx| match result {
+                    Ok((version, total)) => room.show_count(version, total, ctx),
+                    Err(err) => log::debug!("room={} count not published: {err}", room.name),
+                }),
+        );
+    }
+
+    /// Sends the members the room-wide count, unless they have it (or a newer one) already.
+    fn show_count(&mut self, version: u64, total: u64, ctx: &mut Context<Self>) {
+        let Some(shared) = &mut self.shared else {
+            return;
+        };
+        match shared.shown_count {
+            Some((shown, _)) if version < shown => return,
+            Some(shown) if shown == (version, total) && !shared.count_owed => return,
+            _ => {}
+        }
+        shared.shown_count = Some((version, total));
+        shared.count_owed = false;
+        let count = ServerMessage::ClientCount {
+            client_count: usize::try_from(total).unwrap_or(usize::MAX),
+        };
+        self.broadcast(&count, None, ctx);
+    }
+
+    /// Another node stored a checkpoint at `seq`: take it instead of rendering one here.
+    fn adopt_checkpoint(&mut self, seq: u64, ctx: &mut Context<Self>) {
+        let Some(cluster) = self.cluster() else {
+            return;
+        };
+        if seq <= self.picture.seq || seq > self.last_seq || self.composing {
+            return;
+        }
+        self.composing = true;
+        let read = cluster.stored_checkpoint(&self.name);
+        let size = self.settings.canvas;
+        let restore = async move {
+            let (checkpoint_seq, png) = read.await.map_err(|err| err.to_string())?;
+            let stored = StoredRoom {
+                checkpoint: (!png.is_empty()).then_some(png),
+                checkpoint_seq,
+                ..StoredRoom::default()
+            };
+            picture::render_off_thread(Priority::Background, move || {
+                picture::restore(&stored, size)
+            })
+            .await
+            .map_err(|err| err.to_string())?
+        };
+        ctx.spawn(restore.into_actor(self).map(|result, room, _ctx| {
+            room.composing = false;
+            match result {
+                Ok(restored)
+                    if restored.picture.seq > room.picture.seq
+                        && restored.picture.seq <= room.last_seq =>
+                {
+                    room.adopt(restored.picture)
+                }
+                Ok(_) => {}
+                Err(why) => log::warn!("room={} stored checkpoint not taken: {why}", room.name),
+            }
+        }));
+    }
+}
+
+impl Handler<Relayed> for CanvasServer {
+    type Result = ();
+
+    fn handle(&mut self, relayed: Relayed, ctx: &mut Context<Self>) {
+        if !matches!(self.availability, Availability::Ready) {
+            return;
+        }
+        match relayed {
+            Relayed::Op { seq, from, frame } => self.follow(RelayedOp { seq, from, frame }, ctx),
+            Relayed::Count { version, total } => self.show_count(version, total, ctx),
+            Relayed::Checkpoint(seq) => self.adopt_checkpoint(seq, ctx),
+            Relayed::Resync => {
+                self.warn_if_unstored(ctx);
+                self.catch_up(ctx);
+                self.publish_presence(ctx);
+            }
+            Relayed::Lost => self.warn_if_unstored(ctx),
+        }
     }
 }
 
@@ -855,7 +1175,25 @@ impl Actor for CanvasServer {
         let store = self.store.clone();
         let name = self.name.clone();
         let size = self.settings.canvas;
+        // A cluster room hears its channel before it reads the room: nothing published after the
+        // read is missed, and what the read already holds is skipped by its number.
+        let subscribed = self.store.cluster().map(|cluster| {
+            let (token, subscribed) = cluster.subscribe(name.clone(), ctx.address().recipient());
+            self.shared = Some(Shared {
+                cluster: cluster.clone(),
+                token,
+                catching_up: false,
+                early: Vec::new(),
+                shown_count: None,
+                count_owed: false,
+                lease_asked_at: None,
+            });
+            subscribed
+        });
         let load = async move {
+            if let Some(subscribed) = subscribed {
+                subscribed.await.map_err(LoadError::Store)?;
+            }
             let stored = store.load(name).await.map_err(LoadError::Store)?;
             if !picture::needs_render(&stored) {
                 return picture::restore(&stored, size).map_err(LoadError::Damaged);
@@ -882,6 +1220,9 @@ impl Actor for CanvasServer {
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
         log::debug!("room={} stopped", self.name);
+        if let Some(shared) = &self.shared {
+            shared.cluster.unsubscribe(&self.name, shared.token);
+        }
     }
 }
 
@@ -919,6 +1260,9 @@ impl Handler<Join> for CanvasServer {
         if self.members.len() >= self.settings.max_clients_per_room {
             return self.refuse_join(join, CloseCode::Again, "the room is full");
         }
+        if self.shared.is_some() && self.store.health().is_failing() {
+            return self.refuse_join(join, CloseCode::Again, UNREACHABLE_REASON);
+        }
         let from_server = self.settings.newcomer_picture == PictureSource::Server;
         let awaiting_snapshot = from_server || !self.members.is_empty();
         let welcome = ServerMessage::Welcome {
@@ -951,6 +1295,9 @@ impl Handler<Join> for CanvasServer {
             direct: direct::find(join.id),
         });
         self.population.store(self.members.len(), Ordering::Relaxed);
+        if let Some(shared) = &mut self.shared {
+            shared.count_owed = true;
+        }
         self.count_changed(ctx);
         if from_server {
             self.send_picture(join.id, ctx);
@@ -996,6 +1343,10 @@ impl Handler<Draw> for CanvasServer {
         if !self.storable(draw.from, ctx) {
             return;
         }
+        if let Some(cluster) = self.cluster() {
+            let frame = ServerMessage::Draw(&draw.segment).encode();
+            return self.publish(cluster, draw.from, frame, ctx);
+        }
         let frame = self.broadcast(&ServerMessage::Draw(&draw.segment), Some(draw.from), ctx);
         self.stats
             .broadcast_seconds
@@ -1010,6 +1361,10 @@ impl Handler<Clear> for CanvasServer {
     fn handle(&mut self, clear: Clear, ctx: &mut Context<Self>) {
         if !self.storable(clear.from, ctx) {
             return;
+        }
+        if let Some(cluster) = self.cluster() {
+            let frame = ServerMessage::Clear.encode();
+            return self.publish(cluster, clear.from, frame, ctx);
         }
         let frame = self.broadcast(&ServerMessage::Clear, Some(clear.from), ctx);
         self.record(Op::Clear, frame, ctx);
@@ -1044,6 +1399,13 @@ impl Handler<Shutdown> for CanvasServer {
         if !self.members.is_empty() {
             return;
         }
+        if let Some(cluster) = self.cluster() {
+            // This node's members leave the room-wide count now, not when its entry expires.
+            let presence = cluster.presence(&self.name, 0);
+            actix::spawn(async move {
+                let _ = presence.await;
+            });
+        }
         log::debug!(
             "room={} unloading: {} operations since the checkpoint, blank: {}",
             self.name,
@@ -1059,7 +1421,7 @@ impl Handler<Shutdown> for CanvasServer {
             return ctx.stop();
         }
         // With nothing on disk (--storage memory) the room's picture goes with it.
-        if self.recorded.is_empty() || self.store.path().is_none() {
+        if self.recorded.is_empty() || !self.store.keeps_pictures() {
             return ctx.stop();
         }
         // Every operation is already stored; folding them into a last checkpoint keeps what the

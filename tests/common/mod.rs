@@ -397,6 +397,7 @@ pub fn snapshot(tag: u8) -> String {
 }
 
 /// A decoded PNG: 8-bit straight-alpha RGBA, row by row.
+#[derive(PartialEq, Eq)]
 pub struct Image {
     pub width: u32,
     pub height: u32,
@@ -467,4 +468,147 @@ pub fn http_get(url: &str) -> (u16, String, Vec<u8>) {
     std::io::Read::read_to_end(&mut response.into_reader(), &mut body)
         .unwrap_or_else(|e| panic!("the body of GET {url}: {e}"));
     (status, content_type, body)
+}
+
+/// A real `redis-server` (Debian's package) of the test's own: a free loopback port, a temporary
+/// directory, AOF on; killed when dropped. Never the system's service.
+pub struct Redis {
+    child: Option<Child>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        let dir = tempfile::Builder::new()
+            .prefix("livecanvas-redis-")
+            .tempdir()
+            .expect("a temporary directory for Redis");
+        let port = free_port();
+        let mut redis = Redis {
+            child: None,
+            port,
+            dir,
+        };
+        redis.restart();
+        redis
+    }
+
+    /// `redis://127.0.0.1:PORT/0`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Starts it (again) on the same port and directory: what the AOF holds is read back.
+    pub fn restart(&mut self) {
+        let port = self.port.to_string();
+        let dir = self.dir.path().to_str().expect("a UTF-8 temporary path");
+        let mut command = Command::new(redis_binary());
+        command
+            .args(["--port", &port, "--bind", "127.0.0.1", "--dir", dir])
+            .args(["--save", "", "--appendonly", "yes"])
+            // Every write is on disk before Redis answers: a kill loses nothing in these tests
+            // (production's everysec may lose the last second).
+            .args(["--appendfsync", "always", "--daemonize", "no"])
+            .args(["--loglevel", "warning"])
+            .stdout(Stdio::null());
+        die_with_parent(&mut command);
+        self.child = Some(command.spawn().expect(
+            "redis-server starts (install Debian's redis-server package: apt-get install redis-server)",
+        ));
+        let deadline = std::time::Instant::now() + EVENT_DEADLINE;
+        while !self.answers_ping() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not answer on port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills it at once (SIGKILL).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// One command over RESP (e.g. `["INFO", "commandstats"]`): a status or integer line, or a
+    /// bulk string's text.
+    pub fn command(&self, args: &[&str]) -> String {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("Redis");
+        stream
+            .set_read_timeout(Some(EVENT_DEADLINE))
+            .expect("a read timeout");
+        let mut request = format!("*{}\r\n", args.len());
+        for arg in args {
+            request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+        }
+        stream
+            .write_all(request.as_bytes())
+            .expect("write to Redis");
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("an answer from Redis");
+        let Some(len) = line.strip_prefix('$') else {
+            return line;
+        };
+        let len: usize = len.trim().parse().unwrap_or(0);
+        let mut body = vec![0u8; len + 2];
+        reader
+            .read_exact(&mut body)
+            .expect("a whole answer from Redis");
+        String::from_utf8_lossy(&body[..len]).into_owned()
+    }
+
+    fn answers_ping(&self) -> bool {
+        std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            && self.command(&["PING"]).starts_with("+PONG")
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn redis_binary() -> String {
+    std::env::var("LIVECANVAS_TEST_REDIS").unwrap_or_else(|_| "redis-server".into())
+}
+
+/// A loopback port nobody listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free port")
+}
+
+/// GET `url`'s status, without failing on 5xx.
+pub fn http_status(url: &str) -> u16 {
+    match ureq::get(url).timeout(Duration::from_secs(5)).call() {
+        Ok(response) => response.status(),
+        Err(ureq::Error::Status(code, _)) => code,
+        Err(err) => panic!("{url}: {err}"),
+    }
+}
+
+/// Polls `url` until it answers `status` (a state with no event to wait for), at most
+/// `deadline`.
+pub fn wait_for_status(url: &str, status: u16, deadline: Duration) {
+    let start = std::time::Instant::now();
+    loop {
+        let now = http_status(url);
+        if now == status {
+            return;
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "{url} still answers {now}, not {status}, after {deadline:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -1,4 +1,4 @@
-//! `Store`: the persistence of every room's canvas, in one SQLite database.
+//! `Store` on SQLite: the persistence of every room's canvas for a single node, in one database.
 //!
 //! It owns `<data_dir>/livecanvas.db` and the one thread ("livecanvas-store") that holds the
 //! connection to it. Rooms and HTTP handlers never touch the disk: they buffer ops and queue
@@ -175,7 +175,7 @@ pub struct StoreHealth {
 }
 
 impl StoreHealth {
-    fn new(max_held_bytes: u64) -> StoreHealth {
+    pub(crate) fn new(max_held_bytes: u64) -> StoreHealth {
         StoreHealth {
             max_held_bytes,
             ..StoreHealth::default()
@@ -207,7 +207,7 @@ impl StoreHealth {
         self.failures.load(Ordering::Relaxed)
     }
 
-    fn failed(&self, reason: String, held_bytes: u64) {
+    pub(crate) fn failed(&self, reason: String, held_bytes: u64) {
         self.failures.fetch_add(1, Ordering::Relaxed);
         self.held_bytes.store(held_bytes, Ordering::Relaxed);
         *lock(&self.reason) = Some(reason);
@@ -218,7 +218,7 @@ impl StoreHealth {
         self.held_bytes.store(held_bytes, Ordering::Relaxed);
     }
 
-    fn recovered(&self) {
+    pub(crate) fn recovered(&self) {
         self.held_bytes.store(0, Ordering::Relaxed);
         *lock(&self.reason) = None;
         self.failing.store(false, Ordering::Relaxed);
@@ -265,6 +265,8 @@ pub enum StoreError {
     },
     /// The room is not on disk and `limit` rooms already are.
     TooManyRooms { limit: usize },
+    /// The cluster's Redis could not be reached, or did not answer in time.
+    Redis { detail: String },
     /// The store was closed, or its thread died: nothing more can be read or written.
     Stopped { path: PathBuf },
     /// The store's thread did not answer within `waited` (a disk that hangs).
@@ -334,6 +336,7 @@ impl fmt::Display for StoreError {
             StoreError::TooManyRooms { limit } => {
                 write!(f, "too many rooms are stored (the limit is {limit})")
             }
+            StoreError::Redis { detail } => write!(f, "the cluster's Redis: {detail}"),
             StoreError::NoAnswer { path, waited } => write!(
                 f,
                 "the storage of {} did not answer within {}s",
@@ -2232,7 +2235,7 @@ mod tests {
         let mut child = std::process::Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
-                "storage::tests::crash_child",
+                "storage::sqlite::tests::crash_child",
                 "--ignored",
                 "--nocapture",
                 "--test-threads=1",

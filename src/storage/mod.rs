@@ -1,0 +1,142 @@
+//! `Store`: where every room's canvas is kept, and how its operations reach the other nodes.
+//!
+//! Two backends behind one handle: SQLite (`sqlite`, one node: the room orders its own operations
+//! and the store writes them) and Redis (`redis`, a cluster: Redis orders each room's operations
+//! and every node's room follows that order). Rooms, the registry and the HTTP routes hold a
+//! `Store` and ask it; only where the order comes from differs, and [`Store::cluster`] says which.
+//! It must never block the caller: every method queues or returns a future.
+
+mod redis;
+mod sqlite;
+
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytestring::ByteString;
+
+pub use self::redis::{CatchUp, Cluster, Relayed, RelayedOp, CHECKPOINT_LEASE};
+pub use sqlite::{
+    StoreError, StoreHealth, StoreOptions, StoredRoom, FILE_NAME, PNG_SIGNATURE, SCHEMA_VERSION,
+};
+
+/// The handle every room and handler shares: cheap to clone.
+#[derive(Clone)]
+pub enum Store {
+    /// One node: an SQLite database (or nothing, with `--storage memory`).
+    Sqlite(sqlite::Store),
+    /// One node of a cluster sharing rooms through Redis.
+    Redis(Cluster),
+}
+
+type Answer<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'static>>;
+
+impl Store {
+    /// Opens the SQLite database in `data_dir` (see [`sqlite::Store::open`]).
+    pub fn open(data_dir: &Path, options: StoreOptions) -> Result<Store, StoreError> {
+        sqlite::Store::open(data_dir, options).map(Store::Sqlite)
+    }
+
+    /// Nothing kept: a room's canvas lives while the room is open.
+    pub fn memory() -> Store {
+        Store::Sqlite(sqlite::Store::memory())
+    }
+
+    /// The cluster this node belongs to, if any: its rooms publish operations through it and
+    /// apply them as Redis orders them.
+    pub fn cluster(&self) -> Option<&Cluster> {
+        match self {
+            Store::Sqlite(_) => None,
+            Store::Redis(cluster) => Some(cluster),
+        }
+    }
+
+    /// Whether operations can be kept now (what `/readyz`, the metrics and the rooms check).
+    pub fn health(&self) -> &StoreHealth {
+        match self {
+            Store::Sqlite(store) => store.health(),
+            Store::Redis(cluster) => cluster.health(),
+        }
+    }
+
+    /// Whether a room's picture outlives the room (not with `--storage memory`).
+    pub fn keeps_pictures(&self) -> bool {
+        match self {
+            Store::Sqlite(store) => store.path().is_some(),
+            Store::Redis(_) => true,
+        }
+    }
+
+    /// The database file, for SQLite on disk.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            Store::Sqlite(store) => store.path(),
+            Store::Redis(_) => None,
+        }
+    }
+
+    /// Queues an operation a single node accepted (a cluster's rooms append through
+    /// [`Cluster::append`] instead, which gives the number).
+    pub fn append(&self, room: &Arc<str>, seq: u64, op: ByteString) {
+        if let Store::Sqlite(store) = self {
+            store.append(room, seq, op);
+        }
+    }
+
+    /// Stores a checkpoint (the picture after operation `seq`; empty `png`: blank).
+    pub fn checkpoint(&self, room: &Arc<str>, seq: u64, width: u32, height: u32, png: Vec<u8>) {
+        match self {
+            Store::Sqlite(store) => store.checkpoint(room, seq, width, height, png),
+            Store::Redis(cluster) => cluster.checkpoint(room, seq, png),
+        }
+    }
+
+    /// Frees a blank, emptied room's place. A cluster keeps it: another node may still have
+    /// members in it, and its operation numbers must never start again.
+    pub fn forget(&self, room: &Arc<str>, up_to_seq: u64) {
+        if let Store::Sqlite(store) = self {
+            store.forget(room, up_to_seq);
+        }
+    }
+
+    /// Loads a room, creating its entry (or `TooManyRooms`).
+    pub fn load(&self, room: Arc<str>) -> Answer<StoredRoom> {
+        match self {
+            Store::Sqlite(store) => Box::pin(store.load(room)),
+            Store::Redis(cluster) => Box::pin(cluster.load(room)),
+        }
+    }
+
+    /// Reads a room without creating it.
+    pub fn read(&self, room: Arc<str>) -> Answer<Option<StoredRoom>> {
+        match self {
+            Store::Sqlite(store) => Box::pin(store.read(room)),
+            Store::Redis(cluster) => Box::pin(cluster.read(room)),
+        }
+    }
+
+    /// Resolves once everything queued is written (Redis has it already).
+    pub fn flush(&self) -> Answer<()> {
+        match self {
+            Store::Sqlite(store) => Box::pin(store.flush()),
+            Store::Redis(_) => Box::pin(async { Ok(()) }),
+        }
+    }
+
+    /// Number of rooms stored.
+    pub fn room_count(&self) -> Answer<usize> {
+        match self {
+            Store::Sqlite(store) => Box::pin(store.room_count()),
+            Store::Redis(cluster) => Box::pin(cluster.room_count()),
+        }
+    }
+
+    /// Writes what is queued and closes (SQLite); a cluster's operations are in Redis already.
+    pub fn close(&self) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        match self {
+            Store::Sqlite(store) => Box::pin(store.close()),
+            Store::Redis(_) => Box::pin(async {}),
+        }
+    }
+}

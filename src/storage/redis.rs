@@ -1,0 +1,956 @@
+//! `Cluster`: the rooms of every node that shares one Redis (`--redis-url`).
+//!
+//! It owns this node's two links to Redis: a connection manager for commands (reconnecting by
+//! itself) and one Pub/Sub connection (`follow`, reconnected here with backoff) on which every
+//! room open on this node hears its room's channel. It must never hold a room's order itself (Redis
+//! gives it: one script per operation assigns the room's next number, appends the operation to the
+//! room's stream and publishes it, atomically), never retry an operation whose answer was lost (it
+//! could be applied twice; the sender is told it was not kept and catching up shows it if it was),
+//! and never wait on Redis without a bound.
+//!
+//! # Data model (every key of room R holds `{R}`, so one room lives in one Redis Cluster slot)
+//!
+//! - `livecanvas:{R}:meta`, a hash: `seq` (the last operation's number), `cp_seq` and `png` (the
+//!   last checkpoint: the picture after operation `cp_seq`; no `png` while blank), `members` and
+//!   `members_v` (the last room-wide count published, and its version).
+//! - `livecanvas:{R}:ops`, a stream: operation `n` has ID `0-n`, fields `o` (the JSON broadcast for
+//!   it) and `f` (the sender's client id, so that nobody gets their own back). A stored checkpoint
+//!   trims what it covers (`XTRIM MINID`).
+//! - `livecanvas:{R}:lease`: the node rendering R's checkpoint (`SET NX PX`), so only one does.
+//! - `livecanvas:{R}:presence`, a hash: node → `count:deadline_ms`. Nodes refresh their entries
+//!   every heartbeat; an entry past its deadline (a node that died) is dropped by the next script
+//!   that sums them.
+//! - `livecanvas:rooms`, a set of room names: `--max-stored-rooms` counts it.
+//! - Channel `livecanvas:{R}:live`: `o:<seq>:<from>:<json>` (an operation), `c:<version>:<count>` (the
+//!   room-wide count changed), `k:<seq>` (a checkpoint at `seq` was stored).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink, PubSubStream};
+use ::redis::{Client, FromRedisValue, RedisError, Script, Value};
+use actix::prelude::*;
+use bytestring::ByteString;
+use futures_util::StreamExt;
+use uuid::Uuid;
+
+use super::sqlite::{StoreError, StoreHealth, StoredRoom};
+
+/// Every key and channel starts with this.
+pub const KEY_PREFIX: &str = "livecanvas:";
+
+/// A command or a subscription Redis has not answered in this long has failed.
+const REDIS_ANSWER_TIMEOUT: Duration = Duration::from_secs(3);
+/// Connecting to Redis gives up after this long (then retries with backoff).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Reconnection backoff: the first wait, doubling up to the last.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+/// The Pub/Sub link is pinged this often: a Redis that stopped answering without closing the
+/// connection is noticed within about this plus `REDIS_ANSWER_TIMEOUT`.
+const PING_INTERVAL: Duration = Duration::from_secs(1);
+/// At most this many appends go to Redis in one pipeline (one round trip).
+const MAX_APPENDS_PER_TRIP: usize = 256;
+/// How long a node may hold a room's checkpoint lease (rendering takes well under a second).
+pub const CHECKPOINT_LEASE: Duration = Duration::from_secs(30);
+
+/// Appends an operation: its number, its place in the stream, its publication.
+/// KEYS: meta, ops. ARGV: sender, json, channel.
+const APPEND: &str = r"
+local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+redis.call('XADD', KEYS[2], '0-' .. seq, 'o', ARGV[2], 'f', ARGV[1])
+redis.call('PUBLISH', ARGV[3], 'o:' .. seq .. ':' .. ARGV[1] .. ':' .. ARGV[2])
+return seq
+";
+
+/// Reads a room: its checkpoint and the operations after it, in one atomic step (a checkpoint
+/// stored between two reads would trim operations the first read did not cover). Creates the
+/// room's entry in the room set unless `max_rooms` are stored (then answers `too_many`).
+/// KEYS: meta, ops, rooms. ARGV: room, max_rooms (0: read only, never create).
+const LOAD: &str = r"
+local existed = redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1
+if not existed then
+  if tonumber(ARGV[2]) == 0 then return {'missing'} end
+  if redis.call('SCARD', KEYS[3]) >= tonumber(ARGV[2]) then return {'too_many'} end
+  redis.call('SADD', KEYS[3], ARGV[1])
+end
+local m = redis.call('HMGET', KEYS[1], 'cp_seq', 'png', 'seq')
+local cp = tonumber(m[1] or '0')
+local ops = redis.call('XRANGE', KEYS[2], '0-' .. (cp + 1), '+')
+return {existed and 'existed' or 'created', tostring(cp), m[2] or '', m[3] or '0', ops}
+";
+
+/// The operations after `last`, or why there is no such list: a checkpoint already covers some
+/// of them (`behind`), or Redis has fewer operations than the node (`ahead`: Redis lost some).
+/// KEYS: meta, ops. ARGV: last.
+const AFTER: &str = r"
+local m = redis.call('HMGET', KEYS[1], 'cp_seq', 'seq')
+local cp, head, last = tonumber(m[1] or '0'), tonumber(m[2] or '0'), tonumber(ARGV[1])
+if head < last then return {'ahead', tostring(head)} end
+if cp > last then return {'behind', tostring(cp)} end
+return {'ops', tostring(head), redis.call('XRANGE', KEYS[2], '0-' .. (last + 1), '+')}
+";
+
+/// Stores a checkpoint unless another node holds the lease or a newer one is stored, trims the
+/// operations it covers and tells the room's nodes. KEYS: meta, ops, lease.
+/// ARGV: seq, png (empty: blank), node, channel.
+const CHECKPOINT: &str = r"
+local holder = redis.call('GET', KEYS[3])
+if holder and holder ~= ARGV[3] then return 0 end
+local seq = tonumber(ARGV[1])
+if seq <= tonumber(redis.call('HGET', KEYS[1], 'cp_seq') or '0') then
+  redis.call('DEL', KEYS[3])
+  return 0
+end
+redis.call('HSET', KEYS[1], 'cp_seq', ARGV[1])
+if ARGV[2] == '' then redis.call('HDEL', KEYS[1], 'png') else redis.call('HSET', KEYS[1], 'png', ARGV[2]) end
+redis.call('XTRIM', KEYS[2], 'MINID', '0-' .. (seq + 1))
+redis.call('DEL', KEYS[3])
+redis.call('PUBLISH', ARGV[4], 'k:' .. ARGV[1])
+return 1
+";
+
+/// Sets this node's member count in a room (0: removes it) and sums the live entries, dropping
+/// those past their deadline; publishes the sum when it changed. KEYS: presence, meta.
+/// ARGV: node, count, ttl_ms, channel. Answers `{version, total}`: every change of the total
+/// takes the next version, so that a node never shows an older count after a newer one.
+const PRESENCE: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if tonumber(ARGV[2]) > 0 then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ':' .. (now + tonumber(ARGV[3])))
+else
+  redis.call('HDEL', KEYS[1], ARGV[1])
+end
+local total = 0
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  local count, deadline = string.match(all[i + 1], '^(%d+):(%d+)$')
+  if count == nil or tonumber(deadline) < now then
+    redis.call('HDEL', KEYS[1], all[i])
+  else
+    total = total + tonumber(count)
+  end
+end
+local version = tonumber(redis.call('HGET', KEYS[2], 'members_v') or '0')
+if tostring(total) ~= (redis.call('HGET', KEYS[2], 'members') or '') then
+  version = redis.call('HINCRBY', KEYS[2], 'members_v', 1)
+  redis.call('HSET', KEYS[2], 'members', total)
+  redis.call('PUBLISH', ARGV[4], 'c:' .. version .. ':' .. total)
+end
+return {version, total}
+";
+
+/// What the cluster tells a room open on this node.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub enum Relayed {
+    /// Operation `seq` of the room, accepted by some node for member `from`.
+    Op {
+        seq: u64,
+        from: Option<Uuid>,
+        frame: ByteString,
+    },
+    /// The room-wide member count changed (`version` grows with every change).
+    Count { version: u64, total: u64 },
+    /// A checkpoint at `seq` was stored.
+    Checkpoint(u64),
+    /// The link to Redis is back: what was published meanwhile was missed, catch up.
+    Resync,
+    /// The link to Redis is lost.
+    Lost,
+}
+
+/// What a room missed, read back from its stream.
+pub enum CatchUp {
+    /// The operations after the room's last one, in order.
+    Ops(Vec<RelayedOp>),
+    /// A checkpoint covers operations the room never had: it must start again from Redis.
+    Behind,
+    /// Redis has fewer operations than the room (it lost its last ones): it must start again.
+    Ahead,
+}
+
+/// One operation as stored in a room's stream.
+#[derive(Debug, Clone)]
+pub struct RelayedOp {
+    pub seq: u64,
+    pub from: Option<Uuid>,
+    pub frame: ByteString,
+}
+
+/// One operation on its way to Redis, and where its number goes.
+struct Append {
+    keys: [String; 2],
+    args: [Vec<u8>; 3],
+    reply: tokio::sync::oneshot::Sender<Result<u64, StoreError>>,
+}
+
+/// A room open on this node: where its channel's messages go.
+struct Subscriber {
+    token: u64,
+    room: Recipient<Relayed>,
+}
+
+/// The handle to the cluster: cheap to clone, shared by every room.
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    node: Arc<str>,
+    /// Appends in the order the rooms made them, for `write_appends`.
+    appends: tokio::sync::mpsc::UnboundedSender<Append>,
+    client: Client,
+    /// Created on the system's runtime by `start` (its driver task lives there).
+    conn: Mutex<Option<ConnectionManager>>,
+    health: StoreHealth,
+    rooms: Mutex<HashMap<Arc<str>, Subscriber>>,
+    /// The live Pub/Sub link's subscribing half, while there is one.
+    sink: Mutex<Option<PubSubSink>>,
+    /// The appends' receiving end, until `start` hands it to `write_appends`.
+    queued: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Append>>>,
+    next_token: AtomicU64,
+    max_rooms: usize,
+    presence_ttl: Duration,
+    scripts: Scripts,
+}
+
+impl Inner {
+    fn conn(&self) -> Result<ConnectionManager, StoreError> {
+        lock(&self.conn)
+            .clone()
+            .ok_or_else(|| redis_error("not started"))
+    }
+}
+
+struct Scripts {
+    append: Script,
+    load: Script,
+    after: Script,
+    checkpoint: Script,
+    presence: Script,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn meta_key(room: &str) -> String {
+    format!("{KEY_PREFIX}{{{room}}}:meta")
+}
+fn ops_key(room: &str) -> String {
+    format!("{KEY_PREFIX}{{{room}}}:ops")
+}
+fn lease_key(room: &str) -> String {
+    format!("{KEY_PREFIX}{{{room}}}:lease")
+}
+fn presence_key(room: &str) -> String {
+    format!("{KEY_PREFIX}{{{room}}}:presence")
+}
+fn rooms_key() -> String {
+    format!("{KEY_PREFIX}rooms")
+}
+/// The room's channel.
+pub fn channel(room: &str) -> String {
+    format!("{KEY_PREFIX}{{{room}}}:live")
+}
+/// The room a channel belongs to.
+fn room_of(channel: &str) -> Option<&str> {
+    channel
+        .strip_prefix(KEY_PREFIX)?
+        .strip_prefix('{')?
+        .strip_suffix("}:live")
+}
+
+fn redis_error(err: impl std::fmt::Display) -> StoreError {
+    StoreError::Redis {
+        detail: err.to_string(),
+    }
+}
+
+/// `future`, or a `StoreError` once `REDIS_ANSWER_TIMEOUT` has passed.
+async fn bounded<T>(
+    what: &str,
+    future: impl Future<Output = Result<T, RedisError>>,
+) -> Result<T, StoreError> {
+    match tokio::time::timeout(REDIS_ANSWER_TIMEOUT, future).await {
+        Ok(result) => result.map_err(redis_error),
+        Err(_) => Err(redis_error(format_args!(
+            "{what}: no answer within {}s",
+            REDIS_ANSWER_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+impl Cluster {
+    /// A handle for the Redis at `url` (checked here; nothing is connected until `start`).
+    pub fn new(
+        url: &str,
+        node: &str,
+        max_rooms: usize,
+        presence_ttl: Duration,
+    ) -> Result<Cluster, StoreError> {
+        let client = Client::open(url).map_err(|err| StoreError::Redis {
+            detail: format!("--redis-url is not usable: {err}"),
+        })?;
+        let health = StoreHealth::new(0);
+        health.failed("not connected to Redis yet".into(), 0);
+        let (appends, queued) = tokio::sync::mpsc::unbounded_channel();
+        let cluster = Cluster {
+            inner: Arc::new(Inner {
+                node: Arc::from(node),
+                appends,
+                client,
+                conn: Mutex::new(None),
+                health,
+                rooms: Mutex::new(HashMap::new()),
+                sink: Mutex::new(None),
+                queued: Mutex::new(None),
+                next_token: AtomicU64::new(1),
+                max_rooms,
+                presence_ttl,
+                scripts: Scripts {
+                    append: Script::new(APPEND),
+                    load: Script::new(LOAD),
+                    after: Script::new(AFTER),
+                    checkpoint: Script::new(CHECKPOINT),
+                    presence: Script::new(PRESENCE),
+                },
+            }),
+        };
+        *lock(&cluster.inner.queued) = Some(queued);
+        Ok(cluster)
+    }
+
+    /// Starts the links to Redis, on the current (the system's) runtime: the connection manager
+    /// and the Pub/Sub follower, which connects, and reconnects, with backoff.
+    pub fn start(&self) -> Result<(), StoreError> {
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(REDIS_ANSWER_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(RETRY_MAX);
+        let conn = ConnectionManager::new_lazy_with_config(self.inner.client.clone(), config)
+            .map_err(redis_error)?;
+        *lock(&self.inner.conn) = Some(conn);
+        actix::spawn(self.clone().follow());
+        if let Some(queued) = lock(&self.inner.queued).take() {
+            actix::spawn(self.clone().write_appends(queued));
+        }
+        Ok(())
+    }
+
+    /// Sends the rooms' appends to Redis in the order they were made: a room's operations keep
+    /// their sender's order, which futures racing each other to the connection would not. What
+    /// queued up during one round trip goes in the next, as one pipeline.
+    async fn write_appends(self, mut queued: tokio::sync::mpsc::UnboundedReceiver<Append>) {
+        while let Some(first) = queued.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < MAX_APPENDS_PER_TRIP {
+                match queued.try_recv() {
+                    Ok(append) => batch.push(append),
+                    Err(_) => break,
+                }
+            }
+            let mut results = self.run_appends(&batch).await;
+            if results.iter().any(is_no_script) {
+                // Redis restarted and forgot the script: none of these ran; load it, go again.
+                let load = self.inner.scripts.append.prepare_invoke();
+                if let Ok(mut conn) = self.inner.conn() {
+                    let _ = bounded("loading scripts", load.load_async(&mut conn)).await;
+                }
+                results = self.run_appends(&batch).await;
+            }
+            for (append, result) in batch.into_iter().zip(results) {
+                let _ = append.reply.send(result);
+            }
+        }
+    }
+
+    async fn run_appends(&self, batch: &[Append]) -> Vec<Result<u64, StoreError>> {
+        let mut pipe = ::redis::pipe();
+        pipe.ignore_errors();
+        for append in batch {
+            pipe.cmd("EVALSHA")
+                .arg(self.inner.scripts.append.get_hash())
+                .arg(append.keys.len())
+                .arg(&append.keys[..])
+                .arg(&append.args[..]);
+        }
+        let answers = async {
+            let mut conn = self.inner.conn()?;
+            bounded(
+                "appending",
+                pipe.query_async::<Vec<Result<u64, RedisError>>>(&mut conn),
+            )
+            .await
+        };
+        match answers.await {
+            Ok(answers) if answers.len() == batch.len() => answers
+                .into_iter()
+                .map(|answer| {
+                    answer.map_err(|err| match err.code() {
+                        Some(NO_SCRIPT) => redis_error(NO_SCRIPT),
+                        _ => redis_error(err),
+                    })
+                })
+                .collect(),
+            Ok(_) => batch
+                .iter()
+                .map(|_| Err(redis_error("a short answer to a pipeline")))
+                .collect(),
+            Err(err) => batch.iter().map(|_| Err(redis_error(&err))).collect(),
+        }
+    }
+
+    pub fn node(&self) -> &str {
+        &self.inner.node
+    }
+
+    /// Whether this node can reach Redis (failing: joins and draws are refused).
+    pub fn health(&self) -> &StoreHealth {
+        &self.inner.health
+    }
+
+    /// Follows the rooms' channels for as long as the server runs: connect, subscribe every open
+    /// room, tell them to catch up, route what arrives; on loss, tell them and try again.
+    async fn follow(self) {
+        let mut wait = RETRY_FIRST;
+        loop {
+            match self.connect().await {
+                Ok(stream) => {
+                    wait = RETRY_FIRST;
+                    log::info!("node={} connected to Redis", self.inner.node);
+                    self.inner.health.recovered();
+                    self.tell_every_room(|| Relayed::Resync);
+                    let why = self.route(stream).await;
+                    self.lost(why);
+                }
+                Err(err) => self.lost(err.to_string()),
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(RETRY_MAX);
+        }
+    }
+
+    async fn connect(&self) -> Result<PubSubStream, StoreError> {
+        let pubsub = tokio::time::timeout(CONNECT_TIMEOUT, self.inner.client.get_async_pubsub())
+            .await
+            .map_err(|_| redis_error("connecting timed out"))?
+            .map_err(redis_error)?;
+        let (mut sink, stream) = pubsub.split();
+        let channels: Vec<String> = lock(&self.inner.rooms).keys().map(|r| channel(r)).collect();
+        if !channels.is_empty() {
+            bounded("subscribing", sink.subscribe(channels)).await?;
+        }
+        // Scripts are not kept across a Redis restart: load them before the rooms use them, so
+        // that no append falls back to EVAL (a retry that could overtake the next one).
+        let mut conn = self.inner.conn()?;
+        for script in [
+            &self.inner.scripts.append,
+            &self.inner.scripts.load,
+            &self.inner.scripts.after,
+            &self.inner.scripts.checkpoint,
+            &self.inner.scripts.presence,
+        ] {
+            let invocation = script.prepare_invoke();
+            bounded("loading scripts", invocation.load_async(&mut conn)).await?;
+        }
+        *lock(&self.inner.sink) = Some(sink);
+        Ok(stream)
+    }
+
+    /// Routes messages to their rooms until the link fails; returns why.
+    async fn route(&self, mut stream: PubSubStream) -> String {
+        let mut ping = tokio::time::interval(PING_INTERVAL);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                message = stream.next() => match message {
+                    Some(message) => self.deliver(&message),
+                    None => return "the connection to Redis closed".into(),
+                },
+                _ = ping.tick() => {
+                    let Some(mut sink) = lock(&self.inner.sink).clone() else {
+                        return "the connection to Redis is gone".into();
+                    };
+                    if let Err(err) = bounded("ping", sink.ping::<Value>()).await {
+                        return err.to_string();
+                    }
+                }
+            }
+        }
+    }
+
+    fn lost(&self, why: String) {
+        let was_connected = lock(&self.inner.sink).take().is_some();
+        if was_connected || !self.inner.health.is_failing() {
+            log::error!(
+                "node={} lost Redis: {why}; joins and draws are refused until it is back",
+                self.inner.node
+            );
+        } else {
+            log::debug!("node={} cannot reach Redis: {why}", self.inner.node);
+        }
+        self.inner
+            .health
+            .failed(format!("cannot reach Redis: {why}"), 0);
+        if was_connected {
+            self.tell_every_room(|| Relayed::Lost);
+        }
+    }
+
+    fn tell_every_room(&self, message: impl Fn() -> Relayed) {
+        for subscriber in lock(&self.inner.rooms).values() {
+            subscriber.room.do_send(message());
+        }
+    }
+
+    fn deliver(&self, message: &::redis::Msg) {
+        let Some(room) = room_of(message.get_channel_name()) else {
+            return;
+        };
+        let Some(relayed) = parse_message(message.get_payload_bytes()) else {
+            log::warn!("room={room}: an unreadable message on its channel was ignored");
+            return;
+        };
+        if let Some(subscriber) = lock(&self.inner.rooms).get(room) {
+            subscriber.room.do_send(relayed);
+        }
+    }
+
+    /// Routes the room's channel to `room` from now on; resolves once Redis confirmed the
+    /// subscription (so that a load after it misses nothing). The token unsubscribes.
+    pub fn subscribe(
+        &self,
+        name: Arc<str>,
+        room: Recipient<Relayed>,
+    ) -> (u64, impl Future<Output = Result<(), StoreError>> + 'static) {
+        let token = self.inner.next_token.fetch_add(1, Ordering::Relaxed);
+        lock(&self.inner.rooms).insert(name.clone(), Subscriber { token, room });
+        let sink = lock(&self.inner.sink).clone();
+        let subscribed = async move {
+            let Some(mut sink) = sink else {
+                return Err(redis_error("not connected"));
+            };
+            bounded("subscribing", sink.subscribe(channel(&name))).await
+        };
+        (token, subscribed)
+    }
+
+    /// The room with `token` closed: its channel is no longer followed (unless it reopened).
+    pub fn unsubscribe(&self, name: &Arc<str>, token: u64) {
+        let mut rooms = lock(&self.inner.rooms);
+        if rooms.get(name).is_none_or(|s| s.token != token) {
+            return;
+        }
+        rooms.remove(name);
+        drop(rooms);
+        if let Some(mut sink) = lock(&self.inner.sink).clone() {
+            let channel = channel(name);
+            actix::spawn(async move {
+                let _ = bounded("unsubscribing", sink.unsubscribe(channel)).await;
+            });
+        }
+    }
+
+    /// Runs one of the scripts with `keys` and `args`, bounded; the future owns what it needs.
+    fn invoke<T: FromRedisValue + Send + 'static>(
+        &self,
+        what: &'static str,
+        script: fn(&Scripts) -> &Script,
+        keys: Vec<String>,
+        args: Vec<Vec<u8>>,
+    ) -> impl Future<Output = Result<T, StoreError>> + Send + 'static {
+        let inner = self.inner.clone();
+        async move {
+            let mut conn = inner.conn()?;
+            let mut invocation = script(&inner.scripts).prepare_invoke();
+            for key in keys {
+                invocation.key(key);
+            }
+            for arg in args {
+                invocation.arg(arg);
+            }
+            bounded(what, invocation.invoke_async(&mut conn)).await
+        }
+    }
+
+    /// Runs one command, bounded.
+    fn query<T: FromRedisValue + Send + 'static>(
+        &self,
+        what: &'static str,
+        command: ::redis::Cmd,
+    ) -> impl Future<Output = Result<T, StoreError>> + Send + 'static {
+        let inner = self.inner.clone();
+        async move {
+            let mut conn = inner.conn()?;
+            bounded(what, command.query_async(&mut conn)).await
+        }
+    }
+
+    /// Appends an operation to the room; resolves to its number once Redis has it (every node
+    /// then gets it on the room's channel, this one included).
+    pub fn append(
+        &self,
+        room: &str,
+        from: Option<Uuid>,
+        frame: &str,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send + 'static {
+        let from = from.map_or_else(|| "-".to_string(), |id| id.to_string());
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let append = Append {
+            keys: [meta_key(room), ops_key(room)],
+            args: [
+                from.into_bytes(),
+                frame.as_bytes().to_vec(),
+                channel(room).into_bytes(),
+            ],
+            reply,
+        };
+        // Queued now, in the caller's order, not when the future is first polled.
+        let queued = self.inner.appends.send(append).is_ok();
+        async move {
+            if !queued {
+                return Err(redis_error("the node is stopping"));
+            }
+            answer
+                .await
+                .unwrap_or_else(|_| Err(redis_error("the node is stopping")))
+        }
+    }
+
+    /// Loads a room (creating its entry unless `max_rooms` are stored).
+    pub fn load(
+        &self,
+        room: Arc<str>,
+    ) -> impl Future<Output = Result<StoredRoom, StoreError>> + Send + 'static {
+        let read = self.read_room(room, self.inner.max_rooms.max(1));
+        async move {
+            match read.await? {
+                Some(stored) => Ok(stored),
+                None => Err(redis_error("the room vanished while loading")),
+            }
+        }
+    }
+
+    /// Reads a room without creating it: `None` if Redis has no such room.
+    pub fn read(
+        &self,
+        room: Arc<str>,
+    ) -> impl Future<Output = Result<Option<StoredRoom>, StoreError>> + Send + 'static {
+        self.read_room(room, 0)
+    }
+
+    fn read_room(
+        &self,
+        room: Arc<str>,
+        max_rooms: usize,
+    ) -> impl Future<Output = Result<Option<StoredRoom>, StoreError>> + Send + 'static {
+        let answer = self.invoke::<Value>(
+            "loading",
+            |s| &s.load,
+            vec![meta_key(&room), ops_key(&room), rooms_key()],
+            vec![room.as_bytes().to_vec(), max_rooms.to_string().into_bytes()],
+        );
+        let limit = self.inner.max_rooms;
+        async move { parse_load(answer.await?, limit, &room) }
+    }
+
+    /// What the room missed after operation `last`.
+    pub fn after(
+        &self,
+        room: &str,
+        last: u64,
+    ) -> impl Future<Output = Result<CatchUp, StoreError>> + Send + 'static {
+        let answer = self.invoke::<Value>(
+            "catching up",
+            |s| &s.after,
+            vec![meta_key(room), ops_key(room)],
+            vec![last.to_string().into_bytes()],
+        );
+        async move { parse_after(answer.await?).map_err(redis_error) }
+    }
+
+    /// Takes the room's checkpoint lease: `true` if this node may render the checkpoint now.
+    pub fn lease(&self, room: &str) -> impl Future<Output = bool> + Send + 'static {
+        let mut command = ::redis::cmd("SET");
+        command
+            .arg(lease_key(room))
+            .arg(&*self.inner.node)
+            .arg("NX")
+            .arg("PX")
+            .arg(CHECKPOINT_LEASE.as_millis() as u64);
+        let answer = self.query::<Value>("leasing", command);
+        async move { matches!(answer.await, Ok(Value::Okay)) }
+    }
+
+    /// Stores a checkpoint (in the background; a failure is logged: the operations stay in the
+    /// stream and the next checkpoint covers them).
+    pub fn checkpoint(&self, room: &Arc<str>, seq: u64, png: Vec<u8>) {
+        let stored = self.invoke::<i64>(
+            "storing a checkpoint",
+            |s| &s.checkpoint,
+            vec![meta_key(room), ops_key(room), lease_key(room)],
+            vec![
+                seq.to_string().into_bytes(),
+                png,
+                self.inner.node.as_bytes().to_vec(),
+                channel(room).into_bytes(),
+            ],
+        );
+        let room = room.clone();
+        actix::spawn(async move {
+            match stored.await {
+                Ok(1) => log::debug!("room={room} checkpoint at {seq} stored"),
+                Ok(_) => log::debug!("room={room} checkpoint at {seq} not needed"),
+                Err(err) => log::warn!("room={room} checkpoint at {seq} not stored: {err}"),
+            }
+        });
+    }
+
+    /// The room's stored checkpoint: its operation number and PNG (empty: blank).
+    pub fn stored_checkpoint(
+        &self,
+        room: &str,
+    ) -> impl Future<Output = Result<(u64, Vec<u8>), StoreError>> + Send + 'static {
+        let mut command = ::redis::cmd("HMGET");
+        command.arg(meta_key(room)).arg("cp_seq").arg("png");
+        let answer = self.query::<(Option<u64>, Option<Vec<u8>>)>("reading a checkpoint", command);
+        async move {
+            let (seq, png) = answer.await?;
+            Ok((seq.unwrap_or(0), png.unwrap_or_default()))
+        }
+    }
+
+    /// Sets this node's member count in the room; resolves to the room-wide count's version and
+    /// value.
+    pub fn presence(
+        &self,
+        room: &str,
+        members: usize,
+    ) -> impl Future<Output = Result<(u64, u64), StoreError>> + Send + 'static {
+        self.invoke(
+            "counting members",
+            |s| &s.presence,
+            vec![presence_key(room), meta_key(room)],
+            vec![
+                self.inner.node.as_bytes().to_vec(),
+                members.to_string().into_bytes(),
+                (self.inner.presence_ttl.as_millis() as u64)
+                    .to_string()
+                    .into_bytes(),
+                channel(room).into_bytes(),
+            ],
+        )
+    }
+
+    /// Number of rooms stored.
+    pub fn room_count(&self) -> impl Future<Output = Result<usize, StoreError>> + Send + 'static {
+        let mut command = ::redis::cmd("SCARD");
+        command.arg(rooms_key());
+        self.query("counting rooms", command)
+    }
+}
+
+/// Redis's error code for a script it does not have (after a restart).
+const NO_SCRIPT: &str = "NOSCRIPT";
+
+fn is_no_script(result: &Result<u64, StoreError>) -> bool {
+    matches!(result, Err(StoreError::Redis { detail }) if detail == NO_SCRIPT)
+}
+
+/// `o:<seq>:<from>:<json>`, `c:<version>:<count>` or `k:<seq>`.
+fn parse_message(payload: &[u8]) -> Option<Relayed> {
+    let text = std::str::from_utf8(payload).ok()?;
+    let (kind, rest) = text.split_once(':')?;
+    match kind {
+        "o" => {
+            let mut parts = rest.splitn(3, ':');
+            let seq = parts.next()?.parse().ok()?;
+            let from = parts.next()?;
+            let frame = parts.next()?;
+            Some(Relayed::Op {
+                seq,
+                from: Uuid::parse_str(from).ok(),
+                frame: ByteString::from(frame.to_string()),
+            })
+        }
+        "c" => {
+            let (version, total) = rest.split_once(':')?;
+            Some(Relayed::Count {
+                version: version.parse().ok()?,
+                total: total.parse().ok()?,
+            })
+        }
+        "k" => rest.parse().ok().map(Relayed::Checkpoint),
+        _ => None,
+    }
+}
+
+fn text(value: &Value) -> Option<String> {
+    match value {
+        Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
+        Value::SimpleString(text) => Some(text.clone()),
+        Value::Int(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn number(value: &Value) -> Result<u64, String> {
+    text(value)
+        .and_then(|t| t.parse().ok())
+        .ok_or_else(|| format!("not a number: {value:?}"))
+}
+
+fn parse_load(answer: Value, limit: usize, room: &str) -> Result<Option<StoredRoom>, StoreError> {
+    let unexpected = || redis_error(format_args!("room={room}: an unexpected answer to a load"));
+    let Value::Array(parts) = answer else {
+        return Err(unexpected());
+    };
+    match parts.first().and_then(text).as_deref() {
+        Some("missing") => return Ok(None),
+        Some("too_many") => return Err(StoreError::TooManyRooms { limit }),
+        Some("existed" | "created") => {}
+        _ => return Err(unexpected()),
+    }
+    let [status, cp_seq, png, _head, ops] = parts.as_slice() else {
+        return Err(unexpected());
+    };
+    let checkpoint = match png {
+        Value::BulkString(bytes) if !bytes.is_empty() => Some(bytes.clone()),
+        _ => None,
+    };
+    let ops = parse_entries(ops).map_err(redis_error)?;
+    let stored_bytes = checkpoint.as_ref().map_or(0, |p| p.len() as u64)
+        + ops.iter().map(|op| op.frame.len() as u64).sum::<u64>();
+    Ok(Some(StoredRoom {
+        checkpoint,
+        checkpoint_seq: number(cp_seq).map_err(redis_error)?,
+        ops: ops
+            .into_iter()
+            .map(|op| (op.seq, op.frame.to_string()))
+            .collect(),
+        stored_bytes,
+        existed: text(status).as_deref() == Some("existed"),
+    }))
+}
+
+fn parse_after(answer: Value) -> Result<CatchUp, String> {
+    let Value::Array(parts) = answer else {
+        return Err("an unexpected answer".into());
+    };
+    match parts.first().and_then(text).as_deref() {
+        Some("ahead") => Ok(CatchUp::Ahead),
+        Some("behind") => Ok(CatchUp::Behind),
+        Some("ops") => parts
+            .get(2)
+            .ok_or_else(|| "an unexpected answer".to_string())
+            .and_then(parse_entries)
+            .map(CatchUp::Ops),
+        _ => Err("an unexpected answer".into()),
+    }
+}
+
+/// XRANGE's answer: `[[id, [field, value, ...]], ...]`, IDs `0-<seq>`.
+fn parse_entries(value: &Value) -> Result<Vec<RelayedOp>, String> {
+    let Value::Array(entries) = value else {
+        return Err("an unexpected stream answer".into());
+    };
+    entries
+        .iter()
+        .map(|entry| {
+            let Value::Array(pair) = entry else {
+                return Err("an unexpected stream entry".to_string());
+            };
+            let [id, Value::Array(fields)] = pair.as_slice() else {
+                return Err("an unexpected stream entry".to_string());
+            };
+            let id = text(id).ok_or("an unreadable stream ID")?;
+            let seq = id
+                .strip_prefix("0-")
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| format!("an unexpected stream ID {id}"))?;
+            let (mut frame, mut from) = (None, None);
+            for pair in fields.chunks(2) {
+                if let [name, value] = pair {
+                    match text(name).as_deref() {
+                        Some("o") => frame = text(value),
+                        Some("f") => from = text(value).and_then(|f| Uuid::parse_str(&f).ok()),
+                        _ => {}
+                    }
+                }
+            }
+            let frame = frame.ok_or_else(|| format!("operation {seq} has no JSON"))?;
+            Ok(RelayedOp {
+                seq,
+                from,
+                frame: ByteString::from(frame),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rooms_keys_share_one_cluster_slot_and_its_channel_names_it() {
+        for key in [
+            meta_key("a-b"),
+            ops_key("a-b"),
+            lease_key("a-b"),
+            presence_key("a-b"),
+        ] {
+            assert!(key.contains("{a-b}"), "{key}");
+        }
+        assert_eq!(room_of(&channel("a-b")), Some("a-b"));
+        assert_eq!(room_of("livecanvas:rooms"), None);
+    }
+
+    #[test]
+    fn channel_messages_parse_and_garbage_does_not() {
+        let id = Uuid::new_v4();
+        let frame = r#"{"type":"draw","x":1}"#;
+        match parse_message(format!("o:7:{id}:{frame}").as_bytes()) {
+            Some(Relayed::Op {
+                seq: 7,
+                from,
+                frame: f,
+            }) => {
+                assert_eq!(from, Some(id));
+                assert_eq!(&*f, frame);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse_message(b"c:3:12"),
+            Some(Relayed::Count {
+                version: 3,
+                total: 12
+            })
+        ));
+        assert!(matches!(
+            parse_message(b"k:40"),
+            Some(Relayed::Checkpoint(40))
+        ));
+        for garbage in [
+            &b"x:1"[..],
+            b"o:nope:-:{}",
+            b"c:",
+            b"c:12",
+            b"\xff\xfe",
+            b"",
+        ] {
+            assert!(parse_message(garbage).is_none(), "{garbage:?}");
+        }
+    }
+}

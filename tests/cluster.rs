@@ -1,0 +1,318 @@
+//! Several livecanvas processes sharing rooms through one real `redis-server` (`--redis-url`):
+//! one order of strokes per room on every node, room-wide counts, the picture kept in Redis, and
+//! what happens when a node or Redis dies.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::{draw_at, http_get, wait_for_status, Client, Image, Redis, Server, EVENT_DEADLINE};
+use serde_json::Value;
+
+/// How long the state of a node (ready or not) may take to follow Redis's.
+const RECOVERY_DEADLINE: Duration = Duration::from_secs(20);
+
+/// A node of the cluster at `redis`, with a short heartbeat so that a dead node's members leave
+/// the count within seconds; ready (connected to Redis) when returned, as a load balancer's
+/// health check would wait for.
+fn node(redis: &Redis, name: &str, extra: &[&str]) -> Server {
+    let server = unready_node(redis, name, extra);
+    wait_for_status(&server.http_url("/readyz"), 200, RECOVERY_DEADLINE);
+    server
+}
+
+fn unready_node(redis: &Redis, name: &str, extra: &[&str]) -> Server {
+    let url = redis.url();
+    let mut args = vec![
+        "--redis-url",
+        &url,
+        "--node-id",
+        name,
+        "--heartbeat-interval",
+        "1s",
+        "--client-timeout",
+        "3s",
+    ];
+    args.extend_from_slice(extra);
+    Server::start_with(&args)
+}
+
+/// The next `n` draws this client gets, as their startX (each test draws at distinct x).
+async fn next_draws(client: &mut Client, n: usize) -> Vec<i64> {
+    let mut xs = Vec::new();
+    while xs.len() < n {
+        let message = client.next_json().await;
+        match message["type"].as_str() {
+            Some("draw") => xs.push(start_x(&message)),
+            Some("batch") => {
+                for inner in message["messages"]
+                    .as_array()
+                    .expect("a batch has messages")
+                {
+                    if inner["type"] == "draw" {
+                        xs.push(start_x(inner));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    xs
+}
+
+fn start_x(draw: &Value) -> i64 {
+    draw["startX"].as_f64().expect("a draw has startX") as i64
+}
+
+/// A newcomer's picture: whether it starts from a checkpoint, and the draws after it, up to the
+/// draw at `last_x`.
+async fn picture_until(client: &mut Client, last_x: i64) -> Vec<i64> {
+    let first = client.next_event().await;
+    assert!(
+        first["type"] == "canvasEmpty" || first["type"] == "canvasState",
+        "a newcomer first gets its picture: {first}"
+    );
+    let mut xs = Vec::new();
+    loop {
+        let draw = client.next_of_type("draw").await;
+        xs.push(start_x(&draw));
+        if start_x(&draw) == last_x {
+            return xs;
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f)
+        .await
+        .expect("the blocking task")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strokes_cross_nodes_in_one_order_and_never_come_back_to_their_sender() {
+    let redis = Redis::start();
+    let (n1, n2) = (node(&redis, "n1", &[]), node(&redis, "n2", &[]));
+    let mut a = n1.join("order").await;
+    let mut b = n2.join("order").await;
+    let mut watch1 = n1.join("order").await;
+    let mut watch2 = n2.join("order").await;
+    for client in [&mut a, &mut b, &mut watch1, &mut watch2] {
+        client.wait_for_count(4).await;
+    }
+    // Both draw at once, interleaved: Redis decides one order, every node follows it.
+    for i in 0..20 {
+        a.send_json(draw_at(f64::from(100 + i), 10.0)).await;
+        b.send_json(draw_at(f64::from(500 + i), 10.0)).await;
+    }
+    let seen1 = next_draws(&mut watch1, 40).await;
+    let seen2 = next_draws(&mut watch2, 40).await;
+    assert_eq!(
+        seen1, seen2,
+        "both nodes deliver the room's strokes in one order"
+    );
+    let of_a: Vec<i64> = seen1.iter().copied().filter(|x| *x < 500).collect();
+    assert_eq!(
+        of_a,
+        (100..120).collect::<Vec<_>>(),
+        "a's strokes keep a's order"
+    );
+    // Each sender gets exactly the other's 20 strokes, never one of its own.
+    assert!(next_draws(&mut a, 20).await.iter().all(|x| *x >= 500));
+    assert!(next_draws(&mut b, 20).await.iter().all(|x| *x < 500));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_count_is_room_wide_and_follows_leavers_on_any_node() {
+    let redis = Redis::start();
+    let (n1, n2) = (node(&redis, "n1", &[]), node(&redis, "n2", &[]));
+    let mut a = n1.join("count").await;
+    a.wait_for_count(1).await;
+    let mut b = n2.join("count").await;
+    let c = n2.join("count").await;
+    a.wait_for_count(3).await;
+    b.wait_for_count(3).await;
+    drop(c);
+    a.wait_for_count(2).await;
+    b.wait_for_count(2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newcomer_on_a_third_node_gets_both_nodes_strokes_and_every_node_serves_one_png() {
+    let redis = Redis::start();
+    let (n1, n2, n3) = (
+        node(&redis, "n1", &[]),
+        node(&redis, "n2", &[]),
+        node(&redis, "n3", &[]),
+    );
+    let mut a = n1.join("picture").await;
+    let mut b = n2.join("picture").await;
+    a.wait_for_count(2).await;
+    b.wait_for_count(2).await;
+    a.send_json(draw_at(100.0, 100.0)).await;
+    assert_eq!(next_draws(&mut b, 1).await, [100]);
+    b.send_json(draw_at(200.0, 200.0)).await;
+    assert_eq!(next_draws(&mut a, 1).await, [200]);
+    // n3 opens the room from Redis: its picture holds both nodes' strokes.
+    let mut newcomer = n3.join("picture").await;
+    let state = newcomer.next_of_type("canvasState").await;
+    let picture = Image::from_data_url(state["data"].as_str().expect("a data URL"));
+    assert!(
+        picture.pixel(105, 100)[3] > 0,
+        "n1's stroke is in the picture"
+    );
+    assert!(
+        picture.pixel(205, 200)[3] > 0,
+        "n2's stroke is in the picture"
+    );
+    let pngs: Vec<Image> = blocking(move || {
+        [&n1, &n2, &n3]
+            .iter()
+            .map(|n| {
+                let (status, _, body) = http_get(&n.http_url("/api/rooms/picture/canvas.png"));
+                assert_eq!(status, 200);
+                Image::decode(&body)
+            })
+            .collect()
+    })
+    .await;
+    assert!(pngs[0].pixel(105, 100)[3] > 0 && pngs[0].pixel(205, 200)[3] > 0);
+    assert!(
+        pngs.windows(2).all(|w| w[0] == w[1]),
+        "every node serves the same pixels"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_leaves_the_others_relaying_and_its_strokes_in_the_room() {
+    let redis = Redis::start();
+    let mut n1 = node(&redis, "n1", &[]);
+    let n2 = node(&redis, "n2", &[]);
+    let mut a = n1.join("crash").await;
+    let mut b = n2.join("crash").await;
+    let mut c = n2.join("crash").await;
+    b.wait_for_count(3).await;
+    for i in 0..10 {
+        a.send_json(draw_at(f64::from(100 + i), 50.0)).await;
+    }
+    // What n1 relayed before it died: b saw it.
+    assert_eq!(next_draws(&mut b, 10).await, (100..110).collect::<Vec<_>>());
+    n1.kill_now();
+    // Its member drops out of the count without a word from it (within the client timeout).
+    b.wait_for_count(2).await;
+    // The survivors keep drawing together.
+    b.send_json(draw_at(300.0, 50.0)).await;
+    assert_eq!(next_draws(&mut c, 11).await.last(), Some(&300));
+    // a reconnects (through the load balancer) to n2 and gets the whole picture.
+    let mut back = n2.join("crash").await;
+    let picture = picture_until(&mut back, 300).await;
+    let mut expected: Vec<i64> = (100..110).collect();
+    expected.push(300);
+    assert_eq!(picture, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_makes_nodes_unready_then_they_recover_with_the_picture_intact() {
+    let mut redis = Redis::start();
+    let n1 = node(&redis, "n1", &[]);
+    let n2 = node(&redis, "n2", &[]);
+    let ready1 = n1.http_url("/readyz");
+    let ready = ready1.clone();
+    blocking(move || wait_for_status(&ready, 200, RECOVERY_DEADLINE)).await;
+    let mut a = n1.join("outage").await;
+    let mut b = n2.join("outage").await;
+    a.wait_for_count(2).await;
+    b.wait_for_count(2).await;
+    a.send_json(draw_at(100.0, 60.0)).await;
+    assert_eq!(next_draws(&mut b, 1).await, [100]);
+
+    redis.kill();
+    // Members are told, joins are refused with 1013, readiness says so, nothing crashes.
+    let notice = a.next_of_type("error").await;
+    assert_eq!(notice["code"], "storage_unavailable", "{notice}");
+    let ready = ready1.clone();
+    blocking(move || wait_for_status(&ready, 503, RECOVERY_DEADLINE)).await;
+    let (mut refused, _) = tokio_tungstenite::connect_async(n1.ws_url("outage"))
+        .await
+        .expect("the upgrade itself succeeds");
+    let close = loop {
+        use futures_util::StreamExt;
+        match tokio::time::timeout(EVENT_DEADLINE, refused.next()).await {
+            Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(frame))))) => {
+                break frame
+            }
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(u16::from(close.code), 1013, "{close:?}");
+    a.send_json(draw_at(150.0, 60.0)).await;
+    let refusal = a.next_of_type("error").await;
+    assert_eq!(
+        refusal["code"], "storage_unavailable",
+        "a stroke is refused aloud: {refusal}"
+    );
+
+    redis.restart();
+    let ready = ready1.clone();
+    blocking(move || wait_for_status(&ready, 200, RECOVERY_DEADLINE)).await;
+    let ready2 = n2.http_url("/readyz");
+    blocking(move || wait_for_status(&ready2, 200, RECOVERY_DEADLINE)).await;
+    // Drawing works again across nodes, and the room still holds what was drawn before.
+    a.send_json(draw_at(200.0, 60.0)).await;
+    assert_eq!(next_draws(&mut b, 1).await, [200]);
+    let mut newcomer = n2.join("outage").await;
+    assert_eq!(picture_until(&mut newcomer, 200).await, [100, 200]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_started_before_redis_is_unready_until_redis_comes() {
+    let mut redis = Redis::start();
+    redis.kill();
+    let n1 = unready_node(&redis, "n1", &[]);
+    let ready = n1.http_url("/readyz");
+    assert_eq!(common::http_status(&ready), 503);
+    redis.restart();
+    blocking(move || wait_for_status(&ready, 200, RECOVERY_DEADLINE)).await;
+    let mut a = n1.join("late").await;
+    a.wait_for_count(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_and_unbatched_members_on_different_nodes_get_the_same_strokes() {
+    let redis = Redis::start();
+    let (n1, n2) = (node(&redis, "n1", &[]), node(&redis, "n2", &[]));
+    let mut plain = n1.join("mixed").await;
+    let mut batched = Client::join(&format!("{}?batch=1", n2.ws_url("mixed"))).await;
+    let mut sender = n2.join("mixed").await;
+    sender.wait_for_count(3).await;
+    for i in 0..30 {
+        sender.send_json(draw_at(f64::from(100 + i), 70.0)).await;
+    }
+    let expected: Vec<i64> = (100..130).collect();
+    assert_eq!(next_draws(&mut plain, 30).await, expected);
+    assert_eq!(next_draws(&mut batched, 30).await, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_client_of_a_cluster_node_is_answered_and_nobody_else_is_touched() {
+    let redis = Redis::start();
+    let (n1, n2) = (node(&redis, "n1", &[]), node(&redis, "n2", &[]));
+    let mut rude = n1.join("hostile").await;
+    let mut other = n2.join("hostile").await;
+    other.wait_for_count(2).await;
+    rude.send_text("{not json").await;
+    let answer = rude.next_of_type("error").await;
+    assert_eq!(answer["code"], "invalid_json", "{answer}");
+    rude.send_json(serde_json::json!({"type":"draw","startX":-5e9}))
+        .await;
+    assert_eq!(rude.next_of_type("error").await["type"], "error");
+    rude.send_text(&"x".repeat(70 * 1024)).await;
+    assert_eq!(u16::from(rude.expect_close().await.code), 1009);
+    // The other node's member saw none of it and still draws with the room.
+    let mut newcomer = n1.join("hostile").await;
+    other.send_json(draw_at(400.0, 80.0)).await;
+    assert_eq!(picture_until(&mut newcomer, 400).await, [400]);
+    let xs: HashSet<i64> = next_draws(&mut other, 0).await.into_iter().collect();
+    assert!(xs.is_empty());
+}
