@@ -1025,6 +1025,7 @@ impl CanvasServer {
             member.tell(Kick {
                 code: CloseCode::Restart,
                 reason: "the room is reloading from the cluster; reconnect",
+                hand_over: false,
             });
         }
         self.population.store(0, Ordering::Relaxed);
@@ -1328,6 +1329,7 @@ impl Handler<Evict> for CanvasServer {
             member.tell(Kick {
                 code: CloseCode::Policy,
                 reason: "too slow: stopped reading",
+                hand_over: false,
             });
         }
     }
@@ -1452,6 +1454,7 @@ impl Handler<CloseAll> for CanvasServer {
             member.tell(Kick {
                 code: CloseCode::Away,
                 reason: "server restarting",
+                hand_over: true,
             });
         }
     }

@@ -210,6 +210,9 @@ pub struct WithdrawSnapshotRequest;
 pub struct Kick {
     pub code: CloseCode,
     pub reason: &'static str,
+    /// The server is stopping: strokes the client sent before it saw the close still go to the
+    /// room (see `WsSession::handing_over`).
+    pub hand_over: bool,
 }
 
 /// A connection the HTTP side has admitted to a room and answered with 101; it becomes a
@@ -483,8 +486,13 @@ pub struct WsSession {
     id: Uuid,
     /// Frames for the client: encoded into its buffer and written as the socket takes them.
     out: Writer,
-    /// Set once a close frame is queued: nothing more is written, and nothing read is handled.
+    /// Set once a close frame is queued: nothing more is written, and nothing read is handled
+    /// (but while `handing_over`).
     closing: bool,
+    /// Closed because the server is stopping: what the client sent before it read the close
+    /// (strokes on the wire) is still handed to the room, up to the client's own close frame, so
+    /// that a rolling restart loses no stroke.
+    handing_over: bool,
     /// Where the closing handshake stands (see [`LINGER_TIMEOUT`]).
     linger: Linger,
     /// Set to end the socket's writing half right after the close frame (see [`SocketWriter`]).
@@ -532,6 +540,7 @@ impl WsSession {
             id: Uuid::new_v4(),
             out,
             closing: false,
+            handing_over: false,
             linger: Linger::default(),
             half_close,
             direct,
@@ -982,7 +991,14 @@ impl StreamHandler<Result<Incoming, ProtocolError>> for WsSession {
             Ok(Incoming::InvalidUtf8) => {
                 return self.close(ctx, CloseCode::Invalid, "text is not valid UTF-8")
             }
-            Ok(Incoming::Frame(frame)) if self.closing => return self.linger_on(&frame, ctx),
+            Ok(Incoming::Frame(frame)) if self.closing => {
+                if let (true, ws::Frame::Text(bytes)) = (self.handing_over, &frame) {
+                    if let Ok(text) = std::str::from_utf8(bytes) {
+                        self.on_text(text, ctx);
+                    }
+                }
+                return self.linger_on(&frame, ctx);
+            }
             Ok(Incoming::Frame(frame)) => frame,
             // What a closing session cannot parse ends its reading (see `ClientFrames`).
             Err(_) if self.closing => return,
@@ -1147,8 +1163,12 @@ impl Handler<Kick> for WsSession {
 
     fn handle(&mut self, kick: Kick, ctx: &mut Self::Context) {
         self.handling_room_message();
-        // The room has already let this session go; do not tell it again.
-        self.room = None;
+        if kick.hand_over {
+            self.handing_over = true;
+        } else {
+            // The room has already let this session go; do not tell it again.
+            self.room = None;
+        }
         self.close(ctx, kick.code, kick.reason);
     }
 }

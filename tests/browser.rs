@@ -1057,3 +1057,50 @@ async fn the_server_renders_the_picture_as_the_browser_draws_it() {
         "fewer than 0.5% of the painted pixels differ in colour: {difference:?}"
     );
 }
+
+// ---- a cluster ----
+
+/// A node of a cluster on `redis`, ready (connected) when returned.
+async fn cluster_node(redis: &common::Redis, name: &str) -> Server {
+    let url = redis.url();
+    let server = Server::start_with(&["--redis-url", &url, "--node-id", name]);
+    let ready = server.http_url("/readyz");
+    tokio::task::spawn_blocking(move || common::wait_for_status(&ready, 200, DEADLINE))
+        .await
+        .expect("the readiness poll ran");
+    server
+}
+
+#[tokio::test]
+async fn two_pages_on_two_cluster_nodes_draw_together() {
+    let redis = common::Redis::start();
+    let node1 = cluster_node(&redis, "n1").await;
+    let node2 = cluster_node(&redis, "n2").await;
+    let driver = Driver::start();
+    let room = room_name("cluster");
+    let alice = Browser::open(&driver, &room_url(&node1, "cluster")).await;
+    let bob = Browser::open(&driver, &room_url(&node2, "cluster")).await;
+    for page in [&alice, &bob] {
+        page.wait_until(
+            "document.getElementById('people').dataset.count === '2'",
+            "#people counts both nodes' pages",
+        )
+        .await;
+    }
+
+    draw_red_middle_stroke(&alice).await;
+    bob.wait_for_pixels(
+        &ON_STROKE,
+        Px::Paint(RED_RGB),
+        "Bob's board on the other node shows Alice's stroke",
+    )
+    .await;
+    bob.assert_pixels(&FAR_FROM_STROKE, Px::Blank, "Bob's board away from it")
+        .await;
+
+    // Both nodes render the room the same: the picture lives in Redis.
+    let want: &[(&[(f64, f64)], Px)] = &[(&ON_STROKE, Px::Paint(RED_RGB))];
+    let one = wait_for_server_picture(&node1, &room, want, "node 1 has the stroke").await;
+    let two = wait_for_server_picture(&node2, &room, want, "node 2 has the stroke").await;
+    assert!(one == two, "both nodes serve the same pixels");
+}

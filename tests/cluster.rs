@@ -316,3 +316,129 @@ async fn a_hostile_client_of_a_cluster_node_is_answered_and_nobody_else_is_touch
     let xs: HashSet<i64> = next_draws(&mut other, 0).await.into_iter().collect();
     assert!(xs.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_trims_the_rooms_stream_and_newcomers_still_get_everything() {
+    let redis = Redis::start();
+    let few = ["--checkpoint-ops", "5"];
+    let (n1, n2) = (node(&redis, "n1", &few), node(&redis, "n2", &few));
+    let mut a = n1.join("trim").await;
+    let mut b = n2.join("trim").await;
+    b.wait_for_count(2).await;
+    for i in 0..12 {
+        a.send_json(draw_at(f64::from(100 + 20 * i), 300.0)).await;
+    }
+    assert_eq!(next_draws(&mut b, 12).await.len(), 12);
+    // One node stored a checkpoint and trimmed what it covers (Redis memory stays bounded).
+    let stream = "livecanvas:{trim}:ops";
+    let deadline = std::time::Instant::now() + RECOVERY_DEADLINE;
+    loop {
+        let length: u64 = redis
+            .command(&["XLEN", stream])
+            .trim_start_matches(':')
+            .trim()
+            .parse()
+            .expect("XLEN");
+        if length < 5 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{stream} still holds {length} operations"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let cp_seq = redis.command(&["HGET", "livecanvas:{trim}:meta", "cp_seq"]);
+    assert!(
+        cp_seq.trim().parse::<u64>().expect("a checkpoint number") >= 5,
+        "{cp_seq}"
+    );
+    // A newcomer on a node that opens the room afresh gets every stroke.
+    let n3 = node(&redis, "n3", &few);
+    let mut newcomer = n3.join("trim").await;
+    let state = newcomer.next_of_type("canvasState").await;
+    let picture = Image::from_data_url(state["data"].as_str().expect("a data URL"));
+    for i in 0..12 {
+        assert!(
+            picture.pixel(105 + 20 * i, 300)[3] > 0,
+            "stroke {i} is in the picture"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_outlives_every_node_that_served_it() {
+    let redis = Redis::start();
+    let (mut n1, mut n2) = (node(&redis, "n1", &[]), node(&redis, "n2", &[]));
+    let mut a = n1.join("lasting").await;
+    let mut b = n2.join("lasting").await;
+    b.wait_for_count(2).await;
+    a.send_json(draw_at(100.0, 400.0)).await;
+    b.send_json(draw_at(300.0, 400.0)).await;
+    assert_eq!(next_draws(&mut a, 1).await, [300]);
+    assert_eq!(next_draws(&mut b, 1).await, [100]);
+    n1.kill_now();
+    n2.kill_now();
+    let n3 = node(&redis, "n3", &[]);
+    let mut newcomer = n3.join("lasting").await;
+    let state = newcomer.next_of_type("canvasState").await;
+    let picture = Image::from_data_url(state["data"].as_str().expect("a data URL"));
+    assert!(picture.pixel(105, 400)[3] > 0 && picture.pixel(305, 400)[3] > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stopped_for_a_rolling_restart_hands_its_members_to_another_without_a_lost_stroke() {
+    let redis = Redis::start();
+    let (mut n1, n2) = (node(&redis, "n1", &[]), node(&redis, "n2", &[]));
+    let mut a = n1.join("rolling").await;
+    let mut b = n2.join("rolling").await;
+    b.wait_for_count(2).await;
+    for i in 0..20 {
+        a.send_json(draw_at(f64::from(100 + i), 500.0)).await;
+    }
+    n1.terminate();
+    assert_eq!(
+        u16::from(a.expect_close().await.code),
+        1001,
+        "n1 says it is going away"
+    );
+    assert!(n1.wait_for_exit(RECOVERY_DEADLINE).is_some(), "n1 stops");
+    // Everything a sent before the stop was taken, even what was still on the wire when the
+    // stop began: b saw it all, and so does a on reconnecting.
+    assert_eq!(next_draws(&mut b, 20).await, (100..120).collect::<Vec<_>>());
+    let mut back = n2.join("rolling").await;
+    assert_eq!(
+        picture_until(&mut back, 119).await,
+        (100..120).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crowds_come_draw_and_go_across_two_long_lived_nodes_and_the_next_newcomer_is_served() {
+    let redis = Redis::start();
+    let (n1, n2) = (node(&redis, "n1", &[]), node(&redis, "n2", &[]));
+    let nodes = [&n1, &n2];
+    for round in 0..6 {
+        let mut crowd = Vec::new();
+        for i in 0..12 {
+            crowd.push(nodes[i % 2].join("crowd").await);
+        }
+        for client in &mut crowd {
+            client.wait_for_count(12).await;
+        }
+        for (i, client) in crowd.iter_mut().enumerate() {
+            client
+                .send_json(draw_at((100 * round + 5 * i) as f64, 600.0))
+                .await;
+        }
+        // Everyone gets the other eleven strokes of the round.
+        for client in &mut crowd {
+            assert_eq!(next_draws(client, 11).await.len(), 11);
+        }
+        drop(crowd);
+        for node in nodes {
+            let mut newcomer = node.join("crowd").await;
+            newcomer.wait_for_count(1).await;
+        }
+    }
+}

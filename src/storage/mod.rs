@@ -116,11 +116,17 @@ impl Store {
         }
     }
 
-    /// Resolves once everything queued is written (Redis has it already).
+    /// Resolves once everything queued is written.
     pub fn flush(&self) -> Answer<()> {
         match self {
             Store::Sqlite(store) => Box::pin(store.flush()),
-            Store::Redis(_) => Box::pin(async { Ok(()) }),
+            Store::Redis(cluster) => {
+                let flushed = cluster.flush();
+                Box::pin(async move {
+                    flushed.await;
+                    Ok(())
+                })
+            }
         }
     }
 
@@ -132,11 +138,11 @@ impl Store {
         }
     }
 
-    /// Writes what is queued and closes (SQLite); a cluster's operations are in Redis already.
+    /// Writes what is queued and closes (SQLite); hands what a cluster node accepted to Redis.
     pub fn close(&self) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
         match self {
             Store::Sqlite(store) => Box::pin(store.close()),
-            Store::Redis(_) => Box::pin(async {}),
+            Store::Redis(cluster) => Box::pin(cluster.flush()),
         }
     }
 }

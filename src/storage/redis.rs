@@ -182,6 +182,13 @@ pub struct RelayedOp {
     pub frame: ByteString,
 }
 
+/// What `write_appends` takes, in order.
+enum Job {
+    Append(Append),
+    /// Answered once every append queued before it has its answer (a graceful stop waits).
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
 /// One operation on its way to Redis, and where its number goes.
 struct Append {
     keys: [String; 2],
@@ -204,7 +211,7 @@ pub struct Cluster {
 struct Inner {
     node: Arc<str>,
     /// Appends in the order the rooms made them, for `write_appends`.
-    appends: tokio::sync::mpsc::UnboundedSender<Append>,
+    appends: tokio::sync::mpsc::UnboundedSender<Job>,
     client: Client,
     /// Created on the system's runtime by `start` (its driver task lives there).
     conn: Mutex<Option<ConnectionManager>>,
@@ -213,7 +220,7 @@ struct Inner {
     /// The live Pub/Sub link's subscribing half, while there is one.
     sink: Mutex<Option<PubSubSink>>,
     /// The appends' receiving end, until `start` hands it to `write_appends`.
-    queued: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Append>>>,
+    queued: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Job>>>,
     next_token: AtomicU64,
     max_rooms: usize,
     presence_ttl: Duration,
@@ -350,14 +357,26 @@ impl Cluster {
     /// Sends the rooms' appends to Redis in the order they were made: a room's operations keep
     /// their sender's order, which futures racing each other to the connection would not. What
     /// queued up during one round trip goes in the next, as one pipeline.
-    async fn write_appends(self, mut queued: tokio::sync::mpsc::UnboundedReceiver<Append>) {
+    async fn write_appends(self, mut queued: tokio::sync::mpsc::UnboundedReceiver<Job>) {
+        let mut flushes = Vec::new();
         while let Some(first) = queued.recv().await {
-            let mut batch = vec![first];
-            while batch.len() < MAX_APPENDS_PER_TRIP {
-                match queued.try_recv() {
-                    Ok(append) => batch.push(append),
-                    Err(_) => break,
+            let mut batch = Vec::new();
+            let mut next = Some(first);
+            while let Some(job) = next.take() {
+                match job {
+                    Job::Append(append) => batch.push(append),
+                    // Answered after this batch, which holds everything queued before it.
+                    Job::Flush(done) => flushes.push(done),
                 }
+                if batch.len() < MAX_APPENDS_PER_TRIP {
+                    next = queued.try_recv().ok();
+                }
+            }
+            if batch.is_empty() {
+                flushes.drain(..).for_each(|done| {
+                    let _ = done.send(());
+                });
+                continue;
             }
             let mut results = self.run_appends(&batch).await;
             if results.iter().any(is_no_script) {
@@ -370,6 +389,21 @@ impl Cluster {
             }
             for (append, result) in batch.into_iter().zip(results) {
                 let _ = append.reply.send(result);
+            }
+            flushes.drain(..).for_each(|done| {
+                let _ = done.send(());
+            });
+        }
+    }
+
+    /// Resolves once every operation appended before the call has Redis's answer (at most
+    /// `REDIS_ANSWER_TIMEOUT` per round trip): a stopping node hands over what it accepted.
+    pub fn flush(&self) -> impl Future<Output = ()> + Send + 'static {
+        let (done, flushed) = tokio::sync::oneshot::channel();
+        let queued = self.inner.appends.send(Job::Flush(done)).is_ok();
+        async move {
+            if queued {
+                let _ = flushed.await;
             }
         }
     }
@@ -616,7 +650,7 @@ impl Cluster {
             reply,
         };
         // Queued now, in the caller's order, not when the future is first polled.
-        let queued = self.inner.appends.send(append).is_ok();
+        let queued = self.inner.appends.send(Job::Append(append)).is_ok();
         async move {
             if !queued {
                 return Err(redis_error("the node is stopping"));
