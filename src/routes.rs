@@ -322,13 +322,26 @@ async fn healthz(state: web::Data<AppState>) -> HttpResponse {
     let connections = state.admission.open_connections();
     let rooms = state.stats.rooms.load(Ordering::Relaxed);
     match probe(&state).await {
-        Probe::Served(took) => HttpResponse::Ok().json(json!({
-            "status": "ok",
-            "version": env!("CARGO_PKG_VERSION"),
-            "connections": connections,
-            "rooms": rooms,
-            "probe_ms": took.as_secs_f64() * 1000.0,
-        })),
+        Probe::Served(took) => {
+            let mut body = json!({
+                "status": "ok",
+                "version": env!("CARGO_PKG_VERSION"),
+                "connections": connections,
+                "rooms": rooms,
+                "probe_ms": took.as_secs_f64() * 1000.0,
+            });
+            // A cluster node says which it is, and whether it reaches Redis (liveness does not
+            // depend on Redis: a node without it is alive, only not ready).
+            if let Some(cluster) = state.store.cluster() {
+                body["node"] = json!(cluster.node());
+                body["redis"] = json!(if cluster.health().is_failing() {
+                    "unreachable"
+                } else {
+                    "connected"
+                });
+            }
+            HttpResponse::Ok().json(body)
+        }
         Probe::Failed(reason) => HttpResponse::ServiceUnavailable().json(json!({
             "status": "unhealthy",
             "version": env!("CARGO_PKG_VERSION"),

@@ -272,6 +272,10 @@ async fn a_node_started_before_redis_is_unready_until_redis_comes() {
     let n1 = unready_node(&redis, "n1", &[]);
     let ready = n1.http_url("/readyz");
     assert_eq!(common::http_status(&ready), 503);
+    // Alive (liveness does not depend on Redis), and says what it lacks.
+    let health = n1.health();
+    assert_eq!(health["node"], "n1");
+    assert_eq!(health["redis"], "unreachable");
     redis.restart();
     blocking(move || wait_for_status(&ready, 200, RECOVERY_DEADLINE)).await;
     let mut a = n1.join("late").await;
