@@ -446,3 +446,60 @@ async fn crowds_come_draw_and_go_across_two_long_lived_nodes_and_the_next_newcom
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_in_the_url_is_used_and_a_wrong_one_keeps_the_node_unready() {
+    let redis = Redis::start_with(&["--requirepass", "s3cret"]);
+    let good = format!("redis://:s3cret@127.0.0.1:{}/0", redis.port);
+    let bad = format!("redis://:wrong@127.0.0.1:{}/0", redis.port);
+    let n1 = Server::start_with(&["--redis-url", &good]);
+    let n2 = Server::start_with(&["--redis-url", &bad]);
+    let (ready1, ready2) = (n1.http_url("/readyz"), n2.http_url("/readyz"));
+    blocking(move || wait_for_status(&ready1, 200, RECOVERY_DEADLINE)).await;
+    let (status, _, body) = blocking(move || http_get(&ready2)).await;
+    assert_eq!(status, 503);
+    let body = String::from_utf8_lossy(&body).into_owned();
+    assert!(body.contains("Redis"), "the reason names Redis: {body}");
+    assert!(
+        !body.contains("wrong"),
+        "the password is never shown: {body}"
+    );
+    let mut a = n1.join("secret").await;
+    a.wait_for_count(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rediss_url_reaches_redis_over_tls() {
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("a certificate");
+    let certs = tempfile::tempdir().expect("a directory for the certificate");
+    let (cert, key) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).expect("write the certificate");
+    std::fs::write(&key, certified.signing_key.serialize_pem()).expect("write the key");
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    let tls_port = common::free_port().to_string();
+    // The plain port stays open for the test's own readiness check; the node uses TLS only.
+    let redis = Redis::start_with(&[
+        "--tls-port",
+        &tls_port,
+        "--tls-cert-file",
+        &cert,
+        "--tls-key-file",
+        &key,
+        "--tls-auth-clients",
+        "no",
+    ]);
+    let url = format!("rediss://localhost:{tls_port}/0");
+    // The node trusts the test's certificate as a root (rustls-native-certs reads SSL_CERT_FILE).
+    let n1 = Server::start_with_env(&["--redis-url", &url], &[("SSL_CERT_FILE", &cert)]);
+    let ready = n1.http_url("/readyz");
+    blocking(move || wait_for_status(&ready, 200, RECOVERY_DEADLINE)).await;
+    let mut a = n1.join("tls").await;
+    a.wait_for_count(1).await;
+    let rooms = redis.command(&["SISMEMBER", "livecanvas:rooms", "tls"]);
+    assert_eq!(
+        rooms.trim(),
+        ":1",
+        "the room was created through the TLS connection"
+    );
+}

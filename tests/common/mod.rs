@@ -58,11 +58,17 @@ impl Server {
     /// Starts the binary with extra flags, and waits for the line announcing its address. Unless
     /// the flags name a `--data-dir`, the server gets a fresh one of its own.
     pub fn start_with(args: &[&str]) -> Server {
+        Server::start_with_env(args, &[])
+    }
+
+    /// Like `start_with`, with extra environment variables.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
         let own_data_dir = (!args.contains(&"--data-dir")).then(data_dir);
         let mut command = Command::new(server_binary());
         command
             .args(["--bind", "127.0.0.1:0", "--frontend-dir", &frontend_dir()])
             .args(args)
+            .envs(env.iter().copied())
             .env(
                 "RUST_LOG",
                 std::env::var("TEST_SERVER_LOG").unwrap_or_else(|_| "warn".into()),
@@ -475,20 +481,36 @@ pub fn http_get(url: &str) -> (u16, String, Vec<u8>) {
 pub struct Redis {
     child: Option<Child>,
     pub port: u16,
-    dir: tempfile::TempDir,
+    pub dir: tempfile::TempDir,
+    /// Extra flags, given again on every restart.
+    extra: Vec<String>,
+    /// Set by `--requirepass`: readiness checks authenticate first.
+    password: Option<String>,
 }
 
 impl Redis {
     pub fn start() -> Redis {
+        Redis::start_with(&[])
+    }
+
+    /// With extra `redis-server` flags (e.g. `--requirepass`).
+    pub fn start_with(extra: &[&str]) -> Redis {
         let dir = tempfile::Builder::new()
             .prefix("livecanvas-redis-")
             .tempdir()
             .expect("a temporary directory for Redis");
         let port = free_port();
+        let password = extra
+            .iter()
+            .position(|flag| *flag == "--requirepass")
+            .and_then(|i| extra.get(i + 1))
+            .map(|p| p.to_string());
         let mut redis = Redis {
             child: None,
             port,
             dir,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            password,
         };
         redis.restart();
         redis
@@ -511,6 +533,7 @@ impl Redis {
             // (production's everysec may lose the last second).
             .args(["--appendfsync", "always", "--daemonize", "no"])
             .args(["--loglevel", "warning"])
+            .args(&self.extra)
             .stdout(Stdio::null());
         die_with_parent(&mut command);
         self.child = Some(command.spawn().expect(
@@ -546,11 +569,19 @@ impl Redis {
         for arg in args {
             request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
         }
+        if let Some(password) = &self.password {
+            let auth = format!("*2\r\n$4\r\nAUTH\r\n${}\r\n{password}\r\n", password.len());
+            request.insert_str(0, &auth);
+        }
         stream
             .write_all(request.as_bytes())
             .expect("write to Redis");
         let mut reader = BufReader::new(stream);
         let mut line = String::new();
+        if self.password.is_some() {
+            reader.read_line(&mut line).expect("an answer to AUTH");
+            line.clear();
+        }
         reader.read_line(&mut line).expect("an answer from Redis");
         let Some(len) = line.strip_prefix('$') else {
             return line;
