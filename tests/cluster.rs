@@ -410,6 +410,8 @@ async fn a_node_stopped_for_a_rolling_restart_hands_its_members_to_another_witho
     // Everything a sent before the stop was taken, even what was still on the wire when the
     // stop began: b saw it all, and so does a on reconnecting.
     assert_eq!(next_draws(&mut b, 20).await, (100..120).collect::<Vec<_>>());
+    // n1 took its member out of the count as it stopped.
+    b.wait_for_count(1).await;
     let mut back = n2.join("rolling").await;
     assert_eq!(
         picture_until(&mut back, 119).await,

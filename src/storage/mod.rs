@@ -142,7 +142,7 @@ impl Store {
     pub fn close(&self) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
         match self {
             Store::Sqlite(store) => Box::pin(store.close()),
-            Store::Redis(cluster) => Box::pin(cluster.flush()),
+            Store::Redis(cluster) => Box::pin(cluster.close()),
         }
     }
 }

@@ -396,6 +396,23 @@ impl Cluster {
         }
     }
 
+    /// A graceful stop: every operation accepted is handed to Redis, then this node's members
+    /// leave every room's count at once (not when its entries expire).
+    pub fn close(&self) -> impl Future<Output = ()> + Send + 'static {
+        let flushed = self.flush();
+        let this = self.clone();
+        async move {
+            flushed.await;
+            let rooms: Vec<Arc<str>> = lock(&this.inner.rooms).keys().cloned().collect();
+            let leaving: Vec<_> = rooms.iter().map(|room| this.presence(room, 0)).collect();
+            for left in futures_util::future::join_all(leaving).await {
+                if let Err(err) = left {
+                    log::warn!("node={} left a count behind: {err}", this.inner.node);
+                }
+            }
+        }
+    }
+
     /// Resolves once every operation appended before the call has Redis's answer (at most
     /// `REDIS_ANSWER_TIMEOUT` per round trip): a stopping node hands over what it accepted.
     pub fn flush(&self) -> impl Future<Output = ()> + Send + 'static {
