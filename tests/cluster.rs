@@ -24,16 +24,10 @@ fn node(redis: &Redis, name: &str, extra: &[&str]) -> Server {
 
 fn unready_node(redis: &Redis, name: &str, extra: &[&str]) -> Server {
     let url = redis.url();
-    let mut args = vec![
-        "--redis-url",
-        &url,
-        "--node-id",
-        name,
-        "--heartbeat-interval",
-        "1s",
-        "--client-timeout",
-        "3s",
-    ];
+    let mut args = vec!["--redis-url", &url, "--node-id", name];
+    if !extra.contains(&"--client-timeout") {
+        args.extend(["--heartbeat-interval", "1s", "--client-timeout", "3s"]);
+    }
     args.extend_from_slice(extra);
     Server::start_with(&args)
 }
@@ -504,4 +498,35 @@ async fn a_rediss_url_reaches_redis_over_tls() {
         ":1",
         "the room was created through the TLS connection"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_hangs_without_closing_is_noticed_and_nothing_waits_for_ever() {
+    let redis = Redis::start();
+    // Clients that stop reading while the test waits must outlive the wait.
+    let patient = ["--client-timeout", "60s"];
+    let (n1, n2) = (node(&redis, "n1", &patient), node(&redis, "n2", &patient));
+    let mut a = n1.join("frozen").await;
+    let mut b = n2.join("frozen").await;
+    b.wait_for_count(2).await;
+    redis.freeze();
+    // The node's pings go unanswered: it says so, and refuses what it cannot keep.
+    let notice = a.next_of_type("error").await;
+    assert_eq!(notice["code"], "storage_unavailable", "{notice}");
+    let ready = n1.http_url("/readyz");
+    blocking(move || wait_for_status(&ready, 503, RECOVERY_DEADLINE)).await;
+    // Liveness does not hang on Redis.
+    let health = blocking({
+        let url = n1.http_url("/healthz");
+        move || common::http_status(&url)
+    })
+    .await;
+    assert_eq!(health, 200);
+    redis.thaw();
+    let ready = n1.http_url("/readyz");
+    blocking(move || wait_for_status(&ready, 200, RECOVERY_DEADLINE)).await;
+    let ready = n2.http_url("/readyz");
+    blocking(move || wait_for_status(&ready, 200, RECOVERY_DEADLINE)).await;
+    a.send_json(draw_at(100.0, 90.0)).await;
+    assert_eq!(next_draws(&mut b, 1).await, [100]);
 }
