@@ -530,3 +530,23 @@ async fn a_redis_that_hangs_without_closing_is_noticed_and_nothing_waits_for_eve
     a.send_json(draw_at(100.0, 90.0)).await;
     assert_eq!(next_draws(&mut b, 1).await, [100]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_closing_and_opening_again_on_a_node_keeps_hearing_the_other_nodes() {
+    let redis = Redis::start();
+    let (n1, n2) = (node(&redis, "n1", &[]), node(&redis, "n2", &[]));
+    let mut b = n2.join("flicker").await;
+    for i in 0..15 {
+        // Each visit opens the room on n1 again (its last member left the time before).
+        let mut a = n1.join("flicker").await;
+        a.wait_for_count(2).await;
+        b.send_json(draw_at(f64::from(100 + i), 95.0)).await;
+        assert_eq!(
+            next_draws(&mut a, 1).await,
+            [i64::from(100 + i)],
+            "visit {i} hears n2"
+        );
+        drop(a);
+        b.wait_for_count(1).await;
+    }
+}

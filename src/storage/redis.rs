@@ -219,6 +219,9 @@ struct Inner {
     rooms: Mutex<HashMap<Arc<str>, Subscriber>>,
     /// The live Pub/Sub link's subscribing half, while there is one.
     sink: Mutex<Option<PubSubSink>>,
+    /// Held while a subscription changes, so that a closing room's UNSUBSCRIBE can never reach
+    /// Redis after the SUBSCRIBE of the same room opening again (it would silence the new one).
+    subscribing: tokio::sync::Mutex<()>,
     /// The appends' receiving end, until `start` hands it to `write_appends`.
     queued: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Job>>>,
     next_token: AtomicU64,
@@ -319,6 +322,7 @@ impl Cluster {
                 health,
                 rooms: Mutex::new(HashMap::new()),
                 sink: Mutex::new(None),
+                subscribing: tokio::sync::Mutex::new(()),
                 queued: Mutex::new(None),
                 next_token: AtomicU64::new(1),
                 max_rooms,
@@ -497,6 +501,7 @@ impl Cluster {
             .map_err(|_| redis_error("connecting timed out"))?
             .map_err(redis_error)?;
         let (mut sink, stream) = pubsub.split();
+        let in_turn = self.inner.subscribing.lock().await;
         let channels: Vec<String> = lock(&self.inner.rooms).keys().map(|r| channel(r)).collect();
         if !channels.is_empty() {
             bounded("subscribing", sink.subscribe(channels)).await?;
@@ -515,6 +520,7 @@ impl Cluster {
             bounded("loading scripts", invocation.load_async(&mut conn)).await?;
         }
         *lock(&self.inner.sink) = Some(sink);
+        drop(in_turn);
         Ok(stream)
     }
 
@@ -586,9 +592,10 @@ impl Cluster {
     ) -> (u64, impl Future<Output = Result<(), StoreError>> + 'static) {
         let token = self.inner.next_token.fetch_add(1, Ordering::Relaxed);
         lock(&self.inner.rooms).insert(name.clone(), Subscriber { token, room });
-        let sink = lock(&self.inner.sink).clone();
+        let inner = self.inner.clone();
         let subscribed = async move {
-            let Some(mut sink) = sink else {
+            let _in_turn = inner.subscribing.lock().await;
+            let Some(mut sink) = lock(&inner.sink).clone() else {
                 return Err(redis_error("not connected"));
             };
             bounded("subscribing", sink.subscribe(channel(&name))).await
@@ -604,12 +611,18 @@ impl Cluster {
         }
         rooms.remove(name);
         drop(rooms);
-        if let Some(mut sink) = lock(&self.inner.sink).clone() {
-            let channel = channel(name);
-            actix::spawn(async move {
-                let _ = bounded("unsubscribing", sink.unsubscribe(channel)).await;
-            });
-        }
+        let (inner, name) = (self.inner.clone(), name.clone());
+        actix::spawn(async move {
+            let _in_turn = inner.subscribing.lock().await;
+            // The room may have opened again meanwhile: its subscription is the same channel.
+            if lock(&inner.rooms).contains_key(&name) {
+                return;
+            }
+            let sink = lock(&inner.sink).clone();
+            if let Some(mut sink) = sink {
+                let _ = bounded("unsubscribing", sink.unsubscribe(channel(&name))).await;
+            }
+        });
     }
 
     /// Runs one of the scripts with `keys` and `args`, bounded; the future owns what it needs.
