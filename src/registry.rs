@@ -99,6 +99,9 @@ pub struct RoomRegistry {
     placements: HashMap<Arc<str>, Placement>,
     /// Counts room closures, so that only the last of a burst schedules a trim that runs.
     closures: u64,
+    /// The server is stopping (`CloseAllRooms`): a room opened from now on is closed at once, so a
+    /// join that raced the stop is answered 1001 instead of being left open.
+    stopping: bool,
 }
 
 /// How long a thread stays promised to a room that has not opened; far longer than the join a
@@ -138,6 +141,7 @@ impl RoomRegistry {
             rooms: HashMap::new(),
             arbiters,
             next_arbiter: 0,
+            stopping: false,
             placements: HashMap::new(),
             closures: 0,
         }
@@ -228,6 +232,10 @@ impl RoomRegistry {
             ctx.address(),
             population.clone(),
         );
+        if self.stopping {
+            // Before any join: the room's mailbox handles this first.
+            addr.do_send(CloseAll);
+        }
         RoomEntry {
             addr,
             arbiter,
@@ -396,6 +404,7 @@ impl Handler<CloseAllRooms> for RoomRegistry {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, _: CloseAllRooms, _ctx: &mut Context<Self>) -> Self::Result {
+        self.stopping = true;
         let closing: Vec<_> = self
             .rooms
             .values()

@@ -294,6 +294,8 @@ pub struct CanvasServer {
     told_unstorable: bool,
     /// The cluster state, when this node shares the room through Redis.
     shared: Option<Shared>,
+    /// The server is stopping (`CloseAll`): joins are answered 1001.
+    closing: bool,
 }
 
 /// A cluster room's state: Redis orders its operations, this node follows.
@@ -346,6 +348,7 @@ impl CanvasServer {
             count_stale: false,
             told_unstorable: false,
             shared: None,
+            closing: false,
         }
     }
 
@@ -1255,6 +1258,9 @@ impl Handler<Join> for CanvasServer {
 
     fn handle(&mut self, join: Join, ctx: &mut Context<Self>) {
         self.joins_seen += 1;
+        if self.closing {
+            return self.refuse_join(join, CloseCode::Away, "server restarting");
+        }
         if let Availability::Refused { code, reason } = self.availability {
             return self.refuse_join(join, code, reason);
         }
@@ -1447,6 +1453,7 @@ impl Handler<CloseAll> for CanvasServer {
     type Result = ();
 
     fn handle(&mut self, _: CloseAll, ctx: &mut Context<Self>) {
+        self.closing = true;
         // What the members were sent before the close reaches them before it.
         self.flush_tick(ctx);
         self.pending.clear();

@@ -285,3 +285,80 @@ fn the_healthcheck_subcommand_fails_when_nothing_answers() {
     assert_eq!(code, Some(1));
     assert!(stderr.contains(&bind), "{stderr}");
 }
+
+/// A connection upgraded just before SIGTERM joins a room that opens after every room was told to
+/// close: it must still get 1001, and the stop must not wait out its grace for it (it did: the
+/// final commit was then skipped).
+#[test]
+fn a_join_racing_the_stop_is_told_1001_and_the_stop_does_not_wait_for_it() {
+    use std::io::{Read, Write};
+    let mut server = Server::start_with(&["--shutdown-grace", "8s"]);
+    let mut socket = std::net::TcpStream::connect(server.addr).expect("connect");
+    socket
+        .write_all(
+            b"GET /ws/racing HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .expect("send the upgrade");
+    let mut head = [0u8; 12];
+    socket.read_exact(&mut head).expect("the 101");
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{head:?}");
+    let stopping = std::time::Instant::now();
+    // At once (not through `kill(1)`, which takes long enough for the join to win the race).
+    let pid = libc::pid_t::try_from(server.pid()).expect("a pid");
+    // SAFETY: signalling our own child process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    // Read until the server's close frame (opcode 8) and its code, 1001.
+    socket
+        .set_read_timeout(Some(Duration::from_secs(8)))
+        .expect("a read timeout");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let code = loop {
+        let n = socket
+            .read(&mut buf)
+            .expect("the server closes before its grace ends");
+        assert!(n > 0, "the connection ended without a close frame");
+        seen.extend_from_slice(&buf[..n]);
+        if let Some(at) = close_frame_at(&seen) {
+            if seen.len() >= at + 4 {
+                break u16::from_be_bytes([seen[at + 2], seen[at + 3]]);
+            }
+        }
+    };
+    assert_eq!(code, 1001);
+    assert!(
+        server.wait_for_exit(Duration::from_secs(8)).is_some(),
+        "the server exits"
+    );
+    assert!(
+        stopping.elapsed() < Duration::from_secs(6),
+        "the stop waited {:?}, as if a connection were left open",
+        stopping.elapsed()
+    );
+}
+
+/// Where a server close frame (FIN + opcode 8, unmasked) starts in what the server sent, walking
+/// its frames from the first (after the 101's headers were consumed, the rest begins at a frame).
+fn close_frame_at(bytes: &[u8]) -> Option<usize> {
+    let start = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(0, |p| p + 4);
+    let mut at = start;
+    while at + 2 <= bytes.len() {
+        let len = match bytes[at + 1] & 0x7f {
+            126 if at + 4 <= bytes.len() => {
+                4 + usize::from(u16::from_be_bytes([bytes[at + 2], bytes[at + 3]]))
+            }
+            127 => return None, // not sent before a close by this server
+            126 => return None,
+            n => 2 + usize::from(n),
+        };
+        if bytes[at] == 0x88 {
+            return Some(at);
+        }
+        at += len;
+    }
+    None
+}
