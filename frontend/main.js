@@ -41,10 +41,7 @@ refreshCursor();
 attachInput(canvas, {
   toLogical: (x, y) => board.toLogical(x, y),
   brush: () => toolbar.brush,
-  onSegment: (seg) => {
-    sync.local(seg);
-    connection.send(seg);
-  },
+  onSegment: (seg) => sync.local(seg),
 });
 
 setupClear({
@@ -52,10 +49,7 @@ setupClear({
   dialog: $('clear-dialog'),
   confirmButton: $('clear-confirm'),
   cancelButton: $('clear-cancel'),
-  onConfirm: () => {
-    sync.local({ type: 'clear' });
-    connection.send({ type: 'clear' });
-  },
+  onConfirm: () => sync.local({ type: 'clear' }),
 });
 setupDownload({ button: $('download'), board, room, toast: status.toast });
 setupRoomSwitch({ form: $('room-form'), input: $('room-input'), room, toast: status.toast });

@@ -4,8 +4,15 @@
 // it), so by default every welcome has awaitingSnapshot. Only under `--newcomer-picture peer` does
 // it ask a member instead, with `canvasRequest`, which this module answers with the master canvas
 // (and a page alone in the room gets awaitingSnapshot false and no picture).
+// What is drawn while disconnected (a node restarting, a network blip) is kept, up to a bound, and
+// drawn over the fresh picture and sent once the page is back in sync, so a reconnect loses no
+// stroke.
 
 import { toSegment, decodeImage, DEFAULT_WIDTH, DEFAULT_HEIGHT } from './board.js';
+
+// At most this many operations drawn while disconnected are kept to send later: the server's
+// default --draw-burst, so that sending them all at once is never rate-limited.
+export const MAX_OFFLINE_OPS = 400;
 
 export class Sync {
   #board;
@@ -16,6 +23,7 @@ export class Sync {
   #awaiting = false;
   #loading = false;
   #queue = [];
+  #offline = []; // drawn here while disconnected: sent once back in sync
 
   constructor({ board, send, onSynced }) {
     this.#board = board;
@@ -31,12 +39,13 @@ export class Sync {
     const width = Number.isInteger(msg.width) ? msg.width : DEFAULT_WIDTH;
     const height = Number.isInteger(msg.height) ? msg.height : DEFAULT_HEIGHT;
     // Resizing clears; otherwise keep what is on screen until the picture arrives: it beats a blank
-    // board meanwhile, and the picture replaces it (strokes drawn while disconnected never reached
-    // the server, so they go). Under `--newcomer-picture peer` a page alone in the room gets no
+    // board meanwhile, and the picture replaces it (strokes drawn while disconnected are drawn over
+    // it again, and sent). Under `--newcomer-picture peer` a page alone in the room gets no
     // picture, and keeps what it shows.
     if (width !== this.#board.width || height !== this.#board.height) this.#board.setSize(width, height);
     this.#awaiting = msg.awaitingSnapshot === true;
-    this.#onSynced(!this.#awaiting);
+    if (this.#awaiting) this.#onSynced(false);
+    else this.#finish();
   }
 
   disconnected() {
@@ -59,10 +68,23 @@ export class Sync {
     }
   }
 
-  /** A draw or clear made here: shown at once, and replayed over the snapshot if one is pending. */
+  /**
+   * A draw or clear made here: shown at once, sent, and replayed over the snapshot if one is
+   * pending. A draw that cannot be sent (no connection) is kept and sent once back in sync; a clear
+   * is not (sent later, it would wipe what others drew meanwhile, unseen).
+   */
   local(op) {
     this.#apply(op);
-    if (this.#awaiting && this.#clientId !== null) this.#queue.push(op);
+    if (this.#clientId !== null && this.#send(op)) {
+      if (this.#awaiting) this.#queue.push(op);
+    } else if (op.type !== 'clear' && this.#offline.length < MAX_OFFLINE_OPS) {
+      this.#offline.push(op);
+    }
+  }
+
+  /** Operations drawn while disconnected and not sent yet. */
+  get unsent() {
+    return this.#offline.length;
   }
 
   async snapshot(msg) {
@@ -114,6 +136,12 @@ export class Sync {
     this.#queue = [];
     this.#awaiting = false;
     for (const op of queue) this.#apply(op);
+    const offline = this.#offline;
+    this.#offline = [];
+    for (const op of offline) {
+      this.#apply(op);
+      if (!this.#send(op)) this.#offline.push(op); // lost the connection again: next time
+    }
     this.#onSynced(true);
   }
 }

@@ -804,6 +804,47 @@ async fn the_page_reconnects_by_itself_after_a_server_restart_and_shows_the_pict
 }
 
 #[tokio::test]
+async fn a_stroke_drawn_while_the_server_restarts_reaches_the_room_once_the_page_is_back() {
+    let data = common::data_dir();
+    let data_path = data.path().to_str().expect("a UTF-8 data directory");
+    let mut server = Server::start_with(&["--data-dir", data_path]);
+    let driver = Driver::start();
+    let url = room_url(&server, "offline");
+    let alice = Browser::open(&driver, &url).await;
+    let bob = Browser::open(&driver, &url).await;
+
+    let addr = server.addr;
+    server.terminate();
+    assert!(server.wait_for_exit(DEADLINE).is_some(), "the server stops");
+    drop(server);
+    alice
+        .wait_until(
+            "document.getElementById('status').dataset.state === 'reconnecting'",
+            "Alice's page knows it is disconnected",
+        )
+        .await;
+    // Drawn with nobody to send it to: the page keeps it.
+    draw_red_middle_stroke(&alice).await;
+    alice
+        .wait_for_pixels(&ON_STROKE, Px::Paint(RED_RGB), "Alice sees her stroke")
+        .await;
+
+    let server = start_server_on(addr, data.path());
+    bob.wait_for_pixels(
+        &ON_STROKE,
+        Px::Paint(RED_RGB),
+        "Bob gets the stroke Alice drew while the server was down",
+    )
+    .await;
+    alice
+        .assert_shows_only_the_red_stroke("Alice's board once back in sync")
+        .await;
+    let room = room_name("offline");
+    let want: &[(&[(f64, f64)], Px)] = &[(&ON_STROKE, Px::Paint(RED_RGB))];
+    wait_for_server_picture(&server, &room, want, "the server keeps the stroke").await;
+}
+
+#[tokio::test]
 async fn a_drawing_survives_closing_every_page_and_restarting_the_server() {
     let data = common::data_dir();
     let data_path = data.path().to_str().expect("a UTF-8 data directory");
