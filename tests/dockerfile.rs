@@ -776,3 +776,819 @@ fn find_hadolint() -> Option<PathBuf> {
 fn running_in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
 }
+
+// =============================================================================================
+// Cluster deployment: compose.cluster.yaml and deploy/haproxy.cfg
+// =============================================================================================
+//
+// Read as text like the files above, and checked against each other, the Dockerfile and the crate:
+// the nodes share the Redis service and run with the same settings, HAProxy mounts its config,
+// sends traffic to exactly the compose file's nodes on the port they listen on, checks `/readyz`
+// (a route the server has), holds no stickiness, and keeps idle WebSockets open longer than the
+// server's heartbeat.
+
+const CLUSTER_COMPOSE: &str = "compose.cluster.yaml";
+const HAPROXY_CFG: &str = "deploy/haproxy.cfg";
+
+#[test]
+fn cluster_nodes_share_the_redis_service() {
+    let compose = ClusterCompose::load();
+    let nodes = compose.nodes();
+    assert!(
+        nodes.len() >= 2,
+        "{CLUSTER_COMPOSE}: a cluster needs at least two livecanvas services, found {:?}",
+        names(&nodes)
+    );
+    let mut ids = Vec::new();
+    for (name, node) in &nodes {
+        let env = environment(node);
+        let url = env
+            .get("LIVECANVAS_REDIS_URL")
+            .unwrap_or_else(|| panic!("{name}: no LIVECANVAS_REDIS_URL"));
+        let host = redis_url_host(url);
+        let redis = compose
+            .service(&host)
+            .unwrap_or_else(|| panic!("{name}: LIVECANVAS_REDIS_URL={url} names no service"));
+        assert!(
+            scalar(redis, "image").starts_with("redis:"),
+            "{name}: LIVECANVAS_REDIS_URL={url} names a service that is not Redis"
+        );
+        assert!(
+            node.get("depends_on")
+                .is_some_and(|d| d.get(&host).is_some() || d.has_item(&host)),
+            "{name}: does not depend on {host}"
+        );
+        assert!(
+            node.get("volumes").is_none(),
+            "{name}: mounts a volume, but in cluster mode the canvases live in Redis"
+        );
+        let id = env
+            .get("LIVECANVAS_NODE_ID")
+            .unwrap_or_else(|| panic!("{name}: no LIVECANVAS_NODE_ID"));
+        assert!(
+            !ids.contains(id),
+            "{name}: LIVECANVAS_NODE_ID={id} is taken"
+        );
+        ids.push(id.clone());
+    }
+}
+
+#[test]
+fn cluster_nodes_run_with_the_same_settings() {
+    let compose = ClusterCompose::load();
+    let nodes = compose.nodes();
+    let (first_name, first) = nodes.first().expect("no livecanvas service");
+    let settings = |node: &Yaml| {
+        let mut env = environment(node);
+        env.remove("LIVECANVAS_NODE_ID");
+        let mut env: Vec<_> = env.into_iter().collect();
+        env.sort();
+        (
+            env,
+            node.get("build").map(Yaml::to_string),
+            node.get("image").map(Yaml::to_string),
+            node.get("command").map(Yaml::to_string),
+        )
+    };
+    for (name, node) in &nodes[1..] {
+        assert!(
+            settings(node) == settings(first),
+            "{name} and {first_name} differ in more than LIVECANVAS_NODE_ID: every node must \
+             serve the same canvas with the same limits"
+        );
+    }
+}
+
+#[test]
+fn cluster_nodes_set_only_options_the_server_has() {
+    let help = server_help();
+    for (name, node) in ClusterCompose::load().nodes() {
+        for key in environment(&node).keys() {
+            if key.starts_with("LIVECANVAS_") {
+                assert!(
+                    help.contains(&format!("[env: {key}=")),
+                    "{name}: {key} is not an option of the server (`livecanvas --help`)"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn cluster_nodes_raise_the_per_ip_limits_and_stop_gracefully() {
+    let help = server_help();
+    for (name, node) in ClusterCompose::load().nodes() {
+        let env = environment(&node);
+        // Behind HAProxy every client's TCP peer is HAProxy.
+        for (flag, var) in [
+            (
+                "--max-connections-per-ip",
+                "LIVECANVAS_MAX_CONNECTIONS_PER_IP",
+            ),
+            (
+                "--connection-rate-per-ip",
+                "LIVECANVAS_CONNECTION_RATE_PER_IP",
+            ),
+            (
+                "--connection-burst-per-ip",
+                "LIVECANVAS_CONNECTION_BURST_PER_IP",
+            ),
+        ] {
+            let default: u64 = help_default(&help, flag).parse().unwrap();
+            let set: u64 = env
+                .get(var)
+                .unwrap_or_else(|| panic!("{name}: {var} is not set (default {default})"))
+                .parse()
+                .unwrap_or_else(|_| panic!("{name}: {var} is not a number"));
+            assert!(
+                set > default,
+                "{name}: {var}={set} is not above the default {default}: behind a proxy every \
+                 client shares the proxy's address"
+            );
+        }
+        let grace = env
+            .get("LIVECANVAS_SHUTDOWN_GRACE")
+            .map_or_else(|| help_default(&help, "--shutdown-grace"), String::clone);
+        let stop = node
+            .get("stop_grace_period")
+            .map(Yaml::to_string)
+            .unwrap_or_else(|| "10s".into()); // compose's default
+        assert!(
+            duration_ms(&stop) > duration_ms(&grace),
+            "{name}: stop_grace_period {stop} is not longer than the server's shutdown grace \
+             {grace}: SIGKILL would cut the graceful stop"
+        );
+    }
+}
+
+#[test]
+fn cluster_redis_keeps_an_append_only_file_on_a_named_volume() {
+    let compose = ClusterCompose::load();
+    let node = &compose.nodes()[0].1;
+    let host = redis_url_host(&environment(node)["LIVECANVAS_REDIS_URL"]);
+    let redis = compose.service(&host).unwrap();
+    let command = words_of(&scalar(redis, "command"));
+    let after = |flag: &str| {
+        command
+            .windows(2)
+            .find(|w| w[0] == flag)
+            .map(|w| w[1].as_str())
+    };
+    assert_eq!(
+        after("--appendonly"),
+        Some("yes"),
+        "{host}: run with --appendonly yes ({command:?})"
+    );
+    assert!(
+        after("--appendfsync").is_some_and(|v| v == "everysec" || v == "always"),
+        "{host}: --appendfsync should be everysec or always ({command:?})"
+    );
+    let volume = redis
+        .get("volumes")
+        .and_then(|v| v.items().iter().find_map(|i| i.strip_suffix(":/data")))
+        .unwrap_or_else(|| panic!("{host}: nothing mounted at /data, where Redis writes"));
+    assert!(
+        compose.top("volumes").and_then(|v| v.get(volume)).is_some(),
+        "{host}: {volume} is not a named volume declared at the top level"
+    );
+    let check = redis
+        .get("healthcheck")
+        .and_then(|h| h.get("test"))
+        .map(Yaml::to_string)
+        .unwrap_or_default();
+    assert!(
+        check.contains("redis-cli") && check.contains("ping"),
+        "{host}: no `redis-cli ping` healthcheck"
+    );
+}
+
+#[test]
+fn cluster_haproxy_mounts_its_config_and_publishes_its_frontend() {
+    let compose = ClusterCompose::load();
+    let haproxy = compose.haproxy();
+    assert!(
+        Path::new(ROOT).join(HAPROXY_CFG).is_file(),
+        "{HAPROXY_CFG} does not exist"
+    );
+    let mount = format!("./{HAPROXY_CFG}:/usr/local/etc/haproxy/haproxy.cfg:ro");
+    assert!(
+        haproxy.get("volumes").is_some_and(|v| v.has_item(&mount)),
+        "{CLUSTER_COMPOSE}: haproxy does not mount `{mount}` (the official image's config path, \
+         read-only)"
+    );
+    let cfg = HaproxyCfg::load();
+    let frontend = cfg.frontend_of("livecanvas");
+    let bind = frontend.value("bind").expect("the frontend binds nothing");
+    let port = port_of(&bind[0]);
+    let published = haproxy
+        .get("ports")
+        .map(|p| p.items().to_vec())
+        .unwrap_or_default();
+    assert!(
+        published
+            .iter()
+            .any(|p| p.rsplit(':').next().and_then(|t| t.parse().ok()) == Some(port)),
+        "{CLUSTER_COMPOSE}: haproxy does not publish its frontend's port {port} ({published:?})"
+    );
+}
+
+#[test]
+fn cluster_haproxy_sends_traffic_to_exactly_the_compose_nodes() {
+    let compose = ClusterCompose::load();
+    let dockerfile = Dockerfile::load();
+    let cfg = HaproxyCfg::load();
+    let backend = cfg.section("backend", "livecanvas");
+    let servers: Vec<&Vec<String>> = backend.all("server").collect();
+    assert!(!servers.is_empty(), "{HAPROXY_CFG}: no server lines");
+    let mut named = Vec::new();
+    for server in &servers {
+        let address = server.get(1).unwrap_or_else(|| panic!("server {server:?}"));
+        let (host, port) = address.rsplit_once(':').expect("server without a port");
+        let node = compose
+            .nodes()
+            .into_iter()
+            .find(|(name, _)| name == host)
+            .unwrap_or_else(|| {
+                panic!("{HAPROXY_CFG}: server {address} names no livecanvas service")
+            })
+            .1;
+        let listens = environment(&node).get("LIVECANVAS_BIND").map_or_else(
+            || dockerfile.exposed_port(dockerfile.last_stage()),
+            |bind| port_of(bind),
+        );
+        assert_eq!(
+            port.parse::<u16>().ok(),
+            Some(listens),
+            "{HAPROXY_CFG}: server {address}, but {host} listens on {listens}"
+        );
+        named.push(host.to_string());
+    }
+    for (name, _) in compose.nodes() {
+        assert!(
+            named.contains(&name),
+            "{CLUSTER_COMPOSE}: {name} gets no traffic: no server line in {HAPROXY_CFG}"
+        );
+    }
+}
+
+#[test]
+fn cluster_haproxy_checks_readiness_on_a_route_the_server_has() {
+    let cfg = HaproxyCfg::load();
+    let backend = cfg.section("backend", "livecanvas");
+    let httpchk = backend
+        .all("option")
+        .find(|w| w.first().is_some_and(|w| w == "httpchk"))
+        .unwrap_or_else(|| panic!("{HAPROXY_CFG}: no `option httpchk`"));
+    let path = httpchk.last().unwrap();
+    assert_eq!(
+        path, "/readyz",
+        "{HAPROXY_CFG}: health checks must ask /readyz (ready for new clients), not {path}"
+    );
+    let route = format!(".route(\"{path}\"");
+    assert!(
+        files_under(&Path::new(ROOT).join("src"))
+            .iter()
+            .any(|f| std::fs::read_to_string(f)
+                .unwrap_or_default()
+                .contains(&route)),
+        "no `{route}` in src/: the server has no {path} to answer the health check"
+    );
+    assert!(
+        backend
+            .all("http-check")
+            .any(|w| w.join(" ") == "expect status 200"),
+        "{HAPROXY_CFG}: `http-check expect status 200` is missing"
+    );
+    let checked_by_default = backend
+        .all("default-server")
+        .any(|w| w.iter().any(|w| w == "check"));
+    for server in backend.all("server") {
+        assert!(
+            checked_by_default || server.iter().any(|w| w == "check"),
+            "{HAPROXY_CFG}: server {} is never checked",
+            server[0]
+        );
+    }
+}
+
+#[test]
+fn cluster_haproxy_checks_the_port_that_answers_readyz() {
+    let compose = ClusterCompose::load();
+    let dockerfile = Dockerfile::load();
+    let cfg = HaproxyCfg::load();
+    let backend = cfg.section("backend", "livecanvas");
+    let after_port = |words: &[String]| {
+        words
+            .windows(2)
+            .find(|w| w[0] == "port")
+            .map(|w| w[1].parse::<u16>().expect("check port"))
+    };
+    let default_port = backend.all("default-server").find_map(|w| after_port(w));
+    for server in backend.all("server") {
+        let host = server[1].rsplit_once(':').unwrap().0;
+        let Some((_, node)) = compose.nodes().into_iter().find(|(n, _)| n == host) else {
+            continue; // cluster_haproxy_sends_traffic_to_exactly_the_compose_nodes says so
+        };
+        let env = environment(&node);
+        let main = env.get("LIVECANVAS_BIND").map_or_else(
+            || dockerfile.exposed_port(dockerfile.last_stage()),
+            |bind| port_of(bind),
+        );
+        let operations = env.get("LIVECANVAS_METRICS_BIND").map(|b| port_of(b));
+        let checked = after_port(server).or(default_port).unwrap_or(main);
+        assert!(
+            checked == main || Some(checked) == operations,
+            "{HAPROXY_CFG}: {host} is checked on port {checked}, where it does not listen (public \
+             {main}, operations {operations:?})"
+        );
+        if let Some(bind) = env.get("LIVECANVAS_METRICS_BIND") {
+            assert!(
+                bind.starts_with("0.0.0.0:") || bind.starts_with("[::]:"),
+                "{host}: LIVECANVAS_METRICS_BIND={bind} cannot be reached from HAProxy's container"
+            );
+        }
+    }
+}
+
+#[test]
+fn cluster_haproxy_holds_no_stickiness_and_keeps_websockets_open() {
+    let cfg = HaproxyCfg::load();
+    let backend = cfg.section("backend", "livecanvas");
+    assert_eq!(
+        backend.value("balance").map(|w| w.join(" ")).as_deref(),
+        Some("leastconn"),
+        "{HAPROXY_CFG}: WebSockets are long-lived: balance leastconn"
+    );
+    for sticky in ["cookie", "stick", "stick-table", "hash-type"] {
+        assert!(
+            backend.value(sticky).is_none(),
+            "{HAPROXY_CFG}: `{sticky}`: any node serves any room, no stickiness"
+        );
+    }
+    let heartbeat = help_default(&server_help(), "--heartbeat-interval");
+    let tunnel = cfg
+        .timeout("tunnel")
+        .unwrap_or_else(|| panic!("{HAPROXY_CFG}: no `timeout tunnel`"));
+    assert!(
+        tunnel > 2 * duration_ms(&heartbeat),
+        "{HAPROXY_CFG}: timeout tunnel of {tunnel} ms would cut WebSockets that only carry the \
+         server's pings (every {heartbeat})"
+    );
+    for timeout in ["connect", "client", "server", "client-fin"] {
+        assert!(
+            cfg.timeout(timeout).is_some(),
+            "{HAPROXY_CFG}: no `timeout {timeout}`"
+        );
+    }
+}
+
+#[test]
+fn cluster_haproxy_forwards_the_client_address_only_if_the_server_reads_it() {
+    let cfg = HaproxyCfg::load();
+    let forwards = cfg
+        .sections
+        .iter()
+        .flat_map(|s| s.all("option"))
+        .any(|w| w.first().is_some_and(|w| w == "forwardfor"));
+    // The header by name, or actix-web's reader of it.
+    let reads = files_under(&Path::new(ROOT).join("src")).iter().any(|f| {
+        let text = std::fs::read_to_string(f)
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        text.contains("x-forwarded-for") || text.contains("realip_remote_addr")
+    });
+    assert!(
+        !forwards || reads,
+        "{HAPROXY_CFG}: `option forwardfor`, but the server never reads X-Forwarded-For (it \
+         limits by TCP peer)"
+    );
+}
+
+#[test]
+fn cluster_haproxy_accepts_its_config() {
+    let Some(haproxy) = on_path("haproxy") else {
+        let how = "install Debian's haproxy package (.ci/run does)";
+        if running_in_ci() {
+            panic!("haproxy is not installed (CI is set, so this fails); {how}");
+        }
+        eprintln!("notice: haproxy not on PATH, {HAPROXY_CFG} not checked by `haproxy -c`; {how}");
+        return;
+    };
+    let output = Command::new(&haproxy)
+        .args(["-c", "-f", HAPROXY_CFG])
+        .current_dir(ROOT)
+        .output()
+        .expect("run haproxy -c");
+    assert!(
+        output.status.success(),
+        "haproxy -c -f {HAPROXY_CFG} ({}):\n{}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn the_cluster_file_readers_read_what_they_are_given() {
+    let yaml = Yaml::parse(
+        "name: x\nservices:\n  a:\n    image: \"redis:7\"\n    ports:\n      - \"1:2\"\n      \
+         - 3:4\n    environment:\n      K: 'v'\n      E:\n  b:\n    depends_on:\n    - a\n",
+    );
+    let a = yaml.get("services").and_then(|s| s.get("a")).unwrap();
+    assert_eq!(scalar(a, "image"), "redis:7");
+    assert_eq!(a.get("ports").unwrap().items(), ["1:2", "3:4"]);
+    let env = environment(a);
+    assert_eq!((env["K"].as_str(), env["E"].as_str()), ("v", ""));
+    let b = yaml.get("services").and_then(|s| s.get("b")).unwrap();
+    assert!(b.get("depends_on").unwrap().has_item("a"));
+    assert_eq!(words_of("[\"a\", \"b c\"]"), ["a", "b c"]);
+    assert_eq!(words_of("a  b"), ["a", "b"]);
+
+    let cfg = HaproxyCfg::parse(
+        "global\n    maxconn 5 # note\n# a comment\ndefaults\n    timeout tunnel 1h\n    \
+         timeout client 30s\n    timeout connect 500\nbackend x\n    server a a:1 check\n",
+    );
+    assert_eq!(cfg.timeout("tunnel"), Some(3_600_000));
+    assert_eq!(cfg.timeout("client"), Some(30_000));
+    assert_eq!(cfg.timeout("connect"), Some(500));
+    assert_eq!(
+        cfg.section("global", "")
+            .value("maxconn")
+            .unwrap()
+            .as_slice(),
+        ["5"]
+    );
+    assert_eq!(cfg.section("backend", "x").all("server").count(), 1);
+    assert_eq!(redis_url_host("redis://:pw@cache:6379/0"), "cache");
+    assert_eq!(redis_url_host("rediss://cache"), "cache");
+    assert_eq!(duration_ms("250ms") + duration_ms("1m"), 60_250);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cluster files, as far as these tests read them
+// ---------------------------------------------------------------------------------------------
+
+/// Block-style YAML as compose files are written: mappings, lists of scalars, scalars (quotes
+/// removed; a flow list like `["a", "b"]` stays one scalar, see `words_of`). Anchors, flow
+/// mappings and multi-line scalars are not read (the reader panics on what it cannot place).
+#[derive(Debug, Clone, PartialEq)]
+enum Yaml {
+    Scalar(String),
+    Map(Vec<(String, Yaml)>),
+    List(Vec<String>),
+}
+
+impl Yaml {
+    fn parse(text: &str) -> Yaml {
+        let lines: Vec<(usize, &str)> = yaml_lines(text)
+            .into_iter()
+            .map(|l| (l.len() - l.trim_start().len(), l.trim()))
+            .collect();
+        let mut at = 0;
+        let yaml = Self::block(&lines, &mut at, 0);
+        assert_eq!(at, lines.len(), "cannot read YAML line {:?}", lines.get(at));
+        yaml
+    }
+
+    fn block(lines: &[(usize, &str)], at: &mut usize, indent: usize) -> Yaml {
+        if lines.get(*at).is_some_and(|(_, l)| l.starts_with("- ")) {
+            let mut items = Vec::new();
+            while let Some((i, l)) = lines.get(*at).filter(|(i, _)| *i == indent) {
+                let item = l
+                    .strip_prefix("- ")
+                    .unwrap_or_else(|| panic!("YAML line {i}: {l:?} in a list"));
+                assert!(
+                    !item.contains(": ") && !item.ends_with(':'),
+                    "list of mappings ({item:?}): not read by this reader"
+                );
+                items.push(unquote(item));
+                *at += 1;
+            }
+            return Yaml::List(items);
+        }
+        let mut entries = Vec::new();
+        while let Some(&(i, l)) = lines.get(*at) {
+            if i < indent {
+                break;
+            }
+            assert_eq!(i, indent, "YAML {l:?}: unexpected indentation");
+            let (key, rest) = l
+                .split_once(':')
+                .unwrap_or_else(|| panic!("YAML {l:?}: not `key: value`"));
+            let rest = rest.trim();
+            *at += 1;
+            let value = if !rest.is_empty() {
+                assert!(
+                    !rest.starts_with(['&', '*', '|', '>', '{']),
+                    "YAML {l:?}: anchors, block scalars and flow mappings are not read"
+                );
+                Yaml::Scalar(unquote(rest))
+            } else {
+                match lines.get(*at) {
+                    Some(&(next, _)) if next > indent => Self::block(lines, at, next),
+                    // A list may sit at its key's own indentation.
+                    Some(&(next, n)) if next == indent && n.starts_with("- ") => {
+                        Self::block(lines, at, next)
+                    }
+                    _ => Yaml::Scalar(String::new()),
+                }
+            };
+            entries.push((unquote(key.trim()), value));
+        }
+        Yaml::Map(entries)
+    }
+
+    fn get(&self, key: &str) -> Option<&Yaml> {
+        match self {
+            Yaml::Map(entries) => entries.iter().find(|(k, _)| k == key).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    fn entries(&self) -> &[(String, Yaml)] {
+        match self {
+            Yaml::Map(entries) => entries,
+            _ => &[],
+        }
+    }
+
+    fn items(&self) -> &[String] {
+        match self {
+            Yaml::List(items) => items,
+            _ => &[],
+        }
+    }
+
+    fn has_item(&self, item: &str) -> bool {
+        self.items().iter().any(|i| i == item)
+    }
+}
+
+impl std::fmt::Display for Yaml {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Yaml::Scalar(s) => f.write_str(s),
+            other => write!(f, "{other:?}"),
+        }
+    }
+}
+
+fn unquote(s: &str) -> String {
+    let s = s.trim();
+    for q in ['"', '\''] {
+        if let Some(inner) = s.strip_prefix(q).and_then(|s| s.strip_suffix(q)) {
+            return inner.to_string();
+        }
+    }
+    s.to_string()
+}
+
+fn scalar(yaml: &Yaml, key: &str) -> String {
+    match yaml.get(key) {
+        Some(Yaml::Scalar(s)) => s.clone(),
+        other => panic!("`{key}` is not a scalar: {other:?}"),
+    }
+}
+
+/// A command or test: the JSON form `["a", "b"]`, or words.
+fn words_of(s: &str) -> Vec<String> {
+    json_array(s).unwrap_or_else(|| words(s))
+}
+
+/// A service's `environment:` (mapping or `KEY=value` list).
+fn environment(service: &Yaml) -> HashMap<String, String> {
+    match service.get("environment") {
+        Some(Yaml::Map(entries)) => entries
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_string()))
+            .collect(),
+        Some(Yaml::List(items)) => items
+            .iter()
+            .map(|i| {
+                let (k, v) = i.split_once('=').unwrap_or((i, ""));
+                (k.to_string(), v.to_string())
+            })
+            .collect(),
+        _ => HashMap::new(),
+    }
+}
+
+fn names(services: &[(String, Yaml)]) -> Vec<&str> {
+    services.iter().map(|(n, _)| n.as_str()).collect()
+}
+
+/// The host of `redis://[user:password@]host[:port][/db]`.
+fn redis_url_host(url: &str) -> String {
+    let rest = url
+        .strip_prefix("redis://")
+        .or_else(|| url.strip_prefix("rediss://"))
+        .unwrap_or_else(|| panic!("{url}: not a redis:// URL"));
+    let authority = rest.split('/').next().unwrap();
+    let host_port = authority.rsplit('@').next().unwrap();
+    host_port.split(':').next().unwrap().to_string()
+}
+
+struct ClusterCompose {
+    yaml: Yaml,
+}
+
+impl ClusterCompose {
+    fn load() -> Self {
+        ClusterCompose {
+            yaml: Yaml::parse(&read(CLUSTER_COMPOSE)),
+        }
+    }
+
+    fn top(&self, key: &str) -> Option<&Yaml> {
+        self.yaml.get(key)
+    }
+
+    fn services(&self) -> &[(String, Yaml)] {
+        self.top("services")
+            .unwrap_or_else(|| panic!("{CLUSTER_COMPOSE}: no services"))
+            .entries()
+    }
+
+    fn service(&self, name: &str) -> Option<&Yaml> {
+        self.services()
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, s)| s)
+    }
+
+    /// The services built from this repository's Dockerfile.
+    fn nodes(&self) -> Vec<(String, Yaml)> {
+        self.services()
+            .iter()
+            .filter(|(_, s)| {
+                s.get("build").is_some_and(|b| match b {
+                    Yaml::Scalar(ctx) => clean(ctx).is_empty(),
+                    other => other
+                        .get("context")
+                        .is_some_and(|c| clean(&c.to_string()).is_empty()),
+                })
+            })
+            .cloned()
+            .collect()
+    }
+
+    fn haproxy(&self) -> &Yaml {
+        self.services()
+            .iter()
+            .find(|(_, s)| {
+                s.get("image")
+                    .is_some_and(|i| i.to_string().starts_with("haproxy:"))
+            })
+            .map(|(_, s)| s)
+            .unwrap_or_else(|| panic!("{CLUSTER_COMPOSE}: no service runs an haproxy: image"))
+    }
+}
+
+/// HAProxy's configuration: sections (`global`, `defaults`, `frontend NAME`, …) of lines of words,
+/// comments removed.
+struct HaproxyCfg {
+    sections: Vec<CfgSection>,
+}
+
+struct CfgSection {
+    kind: String,
+    name: String,
+    /// (keyword, the words after it)
+    lines: Vec<(String, Vec<String>)>,
+}
+
+impl CfgSection {
+    /// The words after `keyword`, for each line that starts with it.
+    fn all<'a>(&'a self, keyword: &'a str) -> impl Iterator<Item = &'a Vec<String>> + 'a {
+        self.lines
+            .iter()
+            .filter(move |(k, _)| k == keyword)
+            .map(|(_, words)| words)
+    }
+
+    /// The words after the last `keyword`.
+    fn value(&self, keyword: &str) -> Option<&Vec<String>> {
+        self.lines
+            .iter()
+            .rev()
+            .find(|(k, _)| k == keyword)
+            .map(|(_, words)| words)
+    }
+}
+
+impl HaproxyCfg {
+    fn load() -> Self {
+        Self::parse(&read(HAPROXY_CFG))
+    }
+
+    fn parse(text: &str) -> Self {
+        let mut sections: Vec<CfgSection> = Vec::new();
+        for line in text.lines() {
+            let content = line.split('#').next().unwrap();
+            let mut words = content.split_whitespace().map(str::to_string);
+            let Some(keyword) = words.next() else {
+                continue;
+            };
+            let rest: Vec<String> = words.collect();
+            if line.starts_with(char::is_whitespace) {
+                sections
+                    .last_mut()
+                    .unwrap_or_else(|| panic!("{line:?} is outside any section"))
+                    .lines
+                    .push((keyword, rest));
+            } else {
+                sections.push(CfgSection {
+                    kind: keyword,
+                    name: rest.first().cloned().unwrap_or_default(),
+                    lines: Vec::new(),
+                });
+            }
+        }
+        HaproxyCfg { sections }
+    }
+
+    fn section(&self, kind: &str, name: &str) -> &CfgSection {
+        self.sections
+            .iter()
+            .find(|s| s.kind == kind && s.name == name)
+            .unwrap_or_else(|| panic!("{HAPROXY_CFG}: no `{kind} {name}` section"))
+    }
+
+    /// The frontend whose default backend is `backend`.
+    fn frontend_of(&self, backend: &str) -> &CfgSection {
+        self.sections
+            .iter()
+            .find(|s| {
+                s.kind == "frontend" && s.value("default_backend").is_some_and(|b| b[0] == backend)
+            })
+            .unwrap_or_else(|| panic!("{HAPROXY_CFG}: no frontend sends to {backend}"))
+    }
+
+    /// `timeout NAME` in the `defaults` section, in milliseconds.
+    fn timeout(&self, name: &str) -> Option<u64> {
+        self.sections
+            .iter()
+            .filter(|s| s.kind == "defaults")
+            .flat_map(|s| s.all("timeout"))
+            .filter(|w| w.len() == 2 && w[0] == name)
+            .last()
+            .map(|w| duration_ms(&w[1]))
+    }
+}
+
+/// `500`, `250ms`, `10s`, `1m`, `1h`, `1d` in milliseconds (HAProxy's bare numbers are ms).
+fn duration_ms(text: &str) -> u64 {
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let number: u64 = text[..digits]
+        .parse()
+        .unwrap_or_else(|_| panic!("{text:?}: not a duration"));
+    let unit = match &text[digits..] {
+        "" | "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        other => panic!("{text:?}: unit {other:?} not read here"),
+    };
+    number * unit
+}
+
+fn server_help() -> String {
+    let output = Command::new(BIN)
+        .arg("--help")
+        .env_clear()
+        .output()
+        .expect("run livecanvas --help");
+    assert!(output.status.success(), "livecanvas --help failed");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The `[default: …]` of `flag` in `livecanvas --help`.
+fn help_default(help: &str, flag: &str) -> String {
+    let after = &help[help
+        .find(&format!("{flag} <"))
+        .unwrap_or_else(|| panic!("--help does not list {flag}"))..];
+    // Up to the next option.
+    let end = ["\n      --", "\n  -"]
+        .iter()
+        .filter_map(|next| after[1..].find(next))
+        .min()
+        .map_or(after.len(), |at| at + 1);
+    let after = &after[..end];
+    let at = after
+        .find("[default: ")
+        .unwrap_or_else(|| panic!("{flag} has no default"))
+        + "[default: ".len();
+    after[at..at + after[at..].find(']').unwrap()].to_string()
+}
+
+fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
