@@ -389,6 +389,15 @@ impl CanvasServer {
         }
     }
 
+    /// Tells member `to` why what it sent was not taken (and counts it).
+    fn reject(&self, to: Uuid, rejection: &Rejection, ctx: &mut Context<Self>) {
+        self.stats
+            .errors
+            .with_label_values(&[rejection.code.as_str()])
+            .inc();
+        self.send_to(to, &rejection.to_server_message(), ctx);
+    }
+
     fn send_to(&self, id: Uuid, message: &ServerMessage<'_>, ctx: &mut Context<Self>) {
         if let Some(member) = self.member(id) {
             let frame = message.encode();
@@ -584,11 +593,7 @@ impl CanvasServer {
             field: None,
             message: "no canvasRequest for that client is waiting on you".into(),
         };
-        self.stats
-            .errors
-            .with_label_values(&[rejection.code.as_str()])
-            .inc();
-        self.send_to(from, &rejection.to_server_message(), ctx);
+        self.reject(from, &rejection, ctx);
     }
 
     fn loaded(&mut self, result: Result<Restored, LoadError>, ctx: &mut Context<Self>) {
@@ -671,11 +676,7 @@ impl CanvasServer {
             REFUSED_NOTICE
         };
         let rejection = Rejection::storage_unavailable(notice);
-        self.stats
-            .errors
-            .with_label_values(&[rejection.code.as_str()])
-            .inc();
-        self.send_to(from, &rejection.to_server_message(), ctx);
+        self.reject(from, &rejection, ctx);
         false
     }
 
@@ -911,11 +912,7 @@ impl CanvasServer {
             "this room's canvas is at its size limit ({} bytes); clear it to draw again",
             self.settings.storage.max_room_bytes
         ));
-        self.stats
-            .errors
-            .with_label_values(&[rejection.code.as_str()])
-            .inc();
-        self.send_to(from, &rejection.to_server_message(), ctx);
+        self.reject(from, &rejection, ctx);
     }
 }
 
@@ -936,11 +933,7 @@ impl CanvasServer {
             if let Err(err) = result {
                 log::warn!("room={} client={from} stroke not kept: {err}", room.name);
                 let rejection = Rejection::storage_unavailable(UNREACHABLE_REFUSED_NOTICE);
-                room.stats
-                    .errors
-                    .with_label_values(&[rejection.code.as_str()])
-                    .inc();
-                room.send_to(from, &rejection.to_server_message(), ctx);
+                room.reject(from, &rejection, ctx);
             }
         }));
     }
