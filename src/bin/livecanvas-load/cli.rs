@@ -48,6 +48,17 @@ THE SERVER'S LIMITS
   (idle-crowd with more than 20000 clients also needs a larger --max-connections, and both
   processes need an open-file limit above the number of connections.)
 
+SEVERAL NODES (a cluster sharing rooms through Redis)
+  --url takes several URLs, comma-separated or with the flag repeated (e.g.
+  --url ws://127.0.0.1:18080/ws,ws://127.0.0.1:18081/ws): every room's clients take turns over
+  them, so that each room has members (and senders) on every node. Client i is member p = i / rooms
+  of room r = i % rooms and connects to URL number (r + p) % URLs (with one room: i % URLs).
+  Everything else is the same: all clients live in this process, so latency, losses and
+  duplicates are measured across nodes; expected deliveries assume each room is one room across
+  all nodes (against independent servers, the deliveries between nodes show as lost).
+  --server-pid takes the nodes' pids, comma-separated: their CPU time and context switches are
+  added up (and the CPU time is also given per pid in --json).
+
 WHAT IS MEASURED
   Client i joins room load-(i % rooms) at URL/load-N (with ?batch=1 under --batch); the first
   --senders-per-room clients of each room draw. A segment's sender and sequence number are encoded
@@ -68,9 +79,10 @@ WHAT IS MEASURED
   report also gives that process's user+sys CPU time and the context switches of all its threads
   (/proc/PID/task/*/status, voluntary + nonvoluntary) over the window from the moment the clients
   are told to start drawing (100 ms before the first segment) to the end of the drain, with the
-  deliveries and frames received in that same window (window_*, server_window_* in --json).
+  deliveries and frames received in that same window (window_*, server_window_* in --json); with
+  several pids (PID1,PID2,...) the sums over all of them.
 
-  Loopback only: the URL's host must be 127.0.0.1, localhost or [::1] (exit code 2 otherwise).";
+  Loopback only: every URL's host must be 127.0.0.1, localhost or [::1] (exit code 2 otherwise).";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -85,9 +97,11 @@ pub struct Args {
     #[command(subcommand)]
     pub mode: Option<Mode>,
 
-    /// WebSocket endpoint; each client appends `/{room}` (loopback only).
-    #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
-    pub url: String,
+    /// WebSocket endpoint; each client appends `/{room}` (loopback only). Several (comma-separated,
+    /// or the flag repeated): the nodes of a cluster, each room's clients spread over them (see
+    /// SEVERAL NODES below).
+    #[arg(long, value_delimiter = ',', default_value = "ws://127.0.0.1:8080/ws")]
+    pub url: Vec<String>,
 
     /// Named scenario setting the defaults of the options below.
     #[arg(long, value_enum)]
@@ -143,9 +157,10 @@ pub struct Args {
 
     /// Process id of the server (on this machine): its CPU time and context switches (all its
     /// threads) from the start of the drawing to the end of the drain go into the report, the
-    /// window its deliveries and frames are counted over.
-    #[arg(long)]
-    pub server_pid: Option<u32>,
+    /// window its deliveries and frames are counted over. Several (comma-separated, or the flag
+    /// repeated), e.g. the nodes of a cluster: their figures are added up.
+    #[arg(long, value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -246,7 +261,8 @@ impl Target {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub preset: Option<Preset>,
-    pub target: Target,
+    /// One per `--url`, in the order given (at least one).
+    pub targets: Vec<Target>,
     pub clients: usize,
     pub rooms: usize,
     pub senders_per_room: usize,
@@ -258,17 +274,34 @@ pub struct Settings {
     pub json: bool,
     pub progress: bool,
     pub threads: Option<usize>,
-    pub server_pid: Option<u32>,
+    /// `--server-pid`: empty without, several for the nodes of a cluster.
+    pub server_pids: Vec<u32>,
 }
 
 impl Settings {
     pub fn batch(&self) -> bool {
-        self.target.batch
+        self.targets[0].batch
     }
 
     /// Room of client `index`, and its place among that room's clients.
     pub fn placement(&self, index: usize) -> (usize, usize) {
         (index % self.rooms, index / self.rooms)
+    }
+
+    /// Which of the targets client `index` connects to: a room's clients take turns over the
+    /// URLs, its first client on URL `room % URLs`, so that every room has members (and, with as
+    /// many senders per room as URLs, a sender) on every node, and the URLs get equal shares.
+    /// With one room this is `index % URLs`. (Plain `index % URLs` would put all of a room's
+    /// clients on one node whenever the URLs divide the rooms: many-rooms' 1000 rooms on 2 nodes.)
+    pub fn url_index(&self, index: usize) -> usize {
+        let (room, local) = self.placement(index);
+        (room + local) % self.targets.len()
+    }
+
+    /// The URLs' bases, comma-separated (one URL: that URL).
+    pub fn urls(&self) -> String {
+        let bases: Vec<&str> = self.targets.iter().map(|t| t.base.as_str()).collect();
+        bases.join(",")
     }
 
     /// Clients assigned to `room`.
@@ -339,10 +372,27 @@ pub fn resolve(args: Args) -> Result<Settings, String> {
     if args.threads == Some(0) {
         return Err("--threads must be at least 1".into());
     }
-    let target = parse_target(&args.url, args.batch)?;
+    if args.url.is_empty() || args.url.iter().any(|url| url.trim().is_empty()) {
+        return Err(format!("--url: an empty URL in {:?}", args.url.join(",")));
+    }
+    let targets = args
+        .url
+        .iter()
+        .map(|url| parse_target(url.trim(), args.batch))
+        .collect::<Result<Vec<_>, _>>()?;
+    if args.server_pid.contains(&0) {
+        return Err("--server-pid: 0 is not a process id".into());
+    }
+    // A pid given twice would count its process twice.
+    let mut server_pids: Vec<u32> = Vec::new();
+    for pid in args.server_pid {
+        if !server_pids.contains(&pid) {
+            server_pids.push(pid);
+        }
+    }
     Ok(Settings {
         preset: args.preset,
-        target,
+        targets,
         clients,
         rooms,
         senders_per_room,
@@ -354,7 +404,7 @@ pub fn resolve(args: Args) -> Result<Settings, String> {
         json: args.json,
         progress: !args.quiet,
         threads: args.threads,
-        server_pid: args.server_pid,
+        server_pids,
     })
 }
 
@@ -465,5 +515,126 @@ mod tests {
         );
         assert_eq!(settings.placement(4), (1, 1));
         assert_eq!(settings.total_senders(), 6);
+    }
+
+    #[test]
+    fn one_url_is_what_it_always_was() {
+        let args = Args::parse_from(["livecanvas-load", "--url", "ws://127.0.0.1:18080/ws"]);
+        let settings = resolve(args).unwrap();
+        assert_eq!(settings.targets.len(), 1);
+        assert_eq!(settings.urls(), "ws://127.0.0.1:18080/ws");
+        assert!((0..settings.clients).all(|i| settings.url_index(i) == 0));
+        assert!(settings.server_pids.is_empty());
+        let settings = resolve(Args::parse_from(["livecanvas-load"])).unwrap();
+        assert_eq!(settings.urls(), "ws://127.0.0.1:8080/ws");
+    }
+
+    #[test]
+    fn several_urls_comma_separated_or_repeated_and_several_pids() {
+        let comma = Args::parse_from([
+            "livecanvas-load",
+            "--url",
+            "ws://127.0.0.1:18080/ws,ws://127.0.0.1:18081/ws",
+            "--server-pid",
+            "10,11",
+            "--server-pid",
+            "10",
+        ]);
+        let repeated = Args::parse_from([
+            "livecanvas-load",
+            "--url",
+            "ws://127.0.0.1:18080/ws",
+            "--url",
+            "ws://127.0.0.1:18081/ws/",
+            "--batch",
+        ]);
+        for (args, batch) in [(comma, false), (repeated, true)] {
+            let settings = resolve(args).unwrap();
+            assert_eq!(
+                settings.urls(),
+                "ws://127.0.0.1:18080/ws,ws://127.0.0.1:18081/ws"
+            );
+            assert_eq!(
+                settings.targets[settings.url_index(1)].room_url(0),
+                format!(
+                    "ws://127.0.0.1:18081/ws/load-0{}",
+                    if batch { "?batch=1" } else { "" }
+                )
+            );
+        }
+        let settings = resolve(Args::parse_from([
+            "livecanvas-load",
+            "--server-pid",
+            "10,11",
+            "--server-pid",
+            "10",
+        ]))
+        .unwrap();
+        assert_eq!(settings.server_pids, [10, 11]);
+        // One bad URL among several is refused like a single one.
+        for url in [
+            "ws://127.0.0.1:18080/ws,ws://10.0.0.1:18081/ws",
+            "ws://127.0.0.1:18080/ws,",
+        ] {
+            let args = Args::parse_from(["livecanvas-load", "--url", url]);
+            assert!(resolve(args).is_err(), "{url} must be refused");
+        }
+    }
+
+    /// Clients per URL, and per room and URL, for `clients` in `rooms` over `urls` URLs.
+    fn spread(
+        clients: usize,
+        rooms: usize,
+        urls: usize,
+    ) -> (Settings, Vec<usize>, Vec<Vec<usize>>) {
+        let url_list = (0..urls)
+            .map(|n| format!("ws://127.0.0.1:{}/ws", 18080 + n))
+            .collect::<Vec<_>>()
+            .join(",");
+        let args = Args::parse_from([
+            "livecanvas-load".to_string(),
+            "--clients".into(),
+            clients.to_string(),
+            "--rooms".into(),
+            rooms.to_string(),
+            "--url".into(),
+            url_list,
+        ]);
+        let settings = resolve(args).unwrap();
+        let mut per_url = vec![0; urls];
+        let mut per_room = vec![vec![0; urls]; rooms];
+        for i in 0..clients {
+            let url = settings.url_index(i);
+            per_url[url] += 1;
+            per_room[settings.placement(i).0][url] += 1;
+        }
+        (settings, per_url, per_room)
+    }
+
+    #[test]
+    fn several_urls_spread_every_room_over_every_node() {
+        // busy-room: one room, client i on URL i % 2.
+        let (settings, per_url, _) = spread(500, 1, 2);
+        assert!((0..500).all(|i| settings.url_index(i) == i % 2));
+        assert_eq!(per_url, [250, 250]);
+
+        // many-rooms: 1000 rooms of 10 on 2 nodes. i % 2 would put every room on one node; here
+        // each room has 5 members on each, and its 2 senders (members 0 and 1) on different ones.
+        let (settings, per_url, per_room) = spread(10_000, 1000, 2);
+        assert_eq!(per_url, [5000, 5000]);
+        assert!(per_room.iter().all(|room| room == &[5, 5]));
+        for room in 0..1000 {
+            let senders: Vec<usize> = (0..2)
+                .map(|member| settings.url_index(member * 1000 + room))
+                .collect();
+            assert_eq!(senders, [room % 2, (room + 1) % 2]);
+        }
+
+        // Uneven numbers: 3 nodes, 7 rooms, 50 clients; every room of 3 or more members reaches
+        // every node, and no node has more than one client more than another.
+        let (_, per_url, per_room) = spread(50, 7, 3);
+        assert!(per_url.iter().max().unwrap() - per_url.iter().min().unwrap() <= 1);
+        assert!(per_room.iter().all(|room| room.iter().all(|&n| n >= 2)));
+        assert_eq!(per_url.iter().sum::<usize>(), 50);
     }
 }

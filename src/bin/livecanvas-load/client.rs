@@ -83,12 +83,15 @@ pub struct Counters {
 
 pub struct Shared {
     pub settings: Settings,
-    pub addr: SocketAddr,
+    /// The address each target (`settings.targets`) answered on.
+    pub addrs: Vec<SocketAddr>,
     pub epoch: Instant,
     pub connect_gate: Semaphore,
     pub counters: Counters,
     /// Clients joined per room (before the plan).
     pub room_members: Vec<AtomicUsize>,
+    /// Clients joined per target (`settings.targets`).
+    pub url_joined: Vec<AtomicUsize>,
     /// End-to-end latency, microseconds.
     pub latency: Mutex<Histogram<u64>>,
     /// The same, for segments sent in the first second of drawing.
@@ -112,12 +115,15 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Shared {
-    pub fn new(settings: Settings, addr: SocketAddr) -> Shared {
+    pub fn new(settings: Settings, addrs: Vec<SocketAddr>) -> Shared {
         Shared {
             connect_gate: Semaphore::new(settings.connect_concurrency),
             room_members: (0..settings.rooms).map(|_| AtomicUsize::new(0)).collect(),
+            url_joined: (0..settings.targets.len())
+                .map(|_| AtomicUsize::new(0))
+                .collect(),
             settings,
-            addr,
+            addrs,
             epoch: Instant::now(),
             counters: Counters::default(),
             latency: Mutex::new(histogram()),
@@ -189,8 +195,8 @@ pub(crate) async fn send_text(ws: &mut Ws, text: String) -> Result<(), String> {
     }
 }
 
-async fn connect(shared: &Shared, url: &str) -> Result<Ws, String> {
-    connect_to(shared.addr, url, READ_BUFFER_BYTES).await
+async fn connect(addr: SocketAddr, url: &str) -> Result<Ws, String> {
+    connect_to(addr, url, READ_BUFFER_BYTES).await
 }
 
 /// A WebSocket client of `url` over TCP to `addr` (Nagle off, writes unbuffered), reading into a
@@ -269,7 +275,8 @@ impl Tally {
 pub async fn run(shared: Arc<Shared>, index: usize, mut phase: watch::Receiver<Phase>) {
     let settings = &shared.settings;
     let (room, local) = settings.placement(index);
-    let url = settings.target.room_url(room);
+    let node = settings.url_index(index);
+    let url = settings.targets[node].room_url(room);
 
     // Connect phase: at most `connect_concurrency` handshakes at once.
     let (mut ws, asked) = {
@@ -277,7 +284,7 @@ pub async fn run(shared: Arc<Shared>, index: usize, mut phase: watch::Receiver<P
             return;
         };
         let asked = Instant::now();
-        match timeout(settings.connect_timeout, connect(&shared, &url)).await {
+        match timeout(settings.connect_timeout, connect(shared.addrs[node], &url)).await {
             Ok(Ok(ws)) => (ws, asked),
             Ok(Err(reason)) => return shared.connect_failed(reason),
             Err(_) => return shared.connect_failed("timed out connecting".into()),
@@ -295,6 +302,7 @@ pub async fn run(shared: Arc<Shared>, index: usize, mut phase: watch::Receiver<P
     }
     lock(&shared.join_time).saturating_record(asked.elapsed().as_micros() as u64);
     shared.room_members[room].fetch_add(1, Ordering::Relaxed);
+    shared.url_joined[node].fetch_add(1, Ordering::Relaxed);
     shared.counters.open.fetch_add(1, Ordering::Relaxed);
     shared.counters.joined.fetch_add(1, Ordering::Relaxed);
 

@@ -139,9 +139,14 @@ async fn find_server(target: &Target) -> Option<SocketAddr> {
 }
 
 async fn run(settings: Settings) -> ExitCode {
-    let Some(addr) = find_server(&settings.target).await else {
-        return ExitCode::FAILURE;
-    };
+    // Every URL must answer (each client connects to the one `Settings::url_index` gives it).
+    let mut addrs = Vec::with_capacity(settings.targets.len());
+    for target in &settings.targets {
+        let Some(addr) = find_server(target).await else {
+            return ExitCode::FAILURE;
+        };
+        addrs.push(addr);
+    }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     if settings.progress {
         eprintln!(
@@ -151,11 +156,11 @@ async fn run(settings: Settings) -> ExitCode {
             settings.total_senders(),
             settings.rate,
             humantime::format_duration(settings.duration),
-            settings.target.base,
+            settings.urls(),
             if settings.batch() { " (batched)" } else { "" }
         );
     }
-    let shared = Arc::new(Shared::new(settings.clone(), addr));
+    let shared = Arc::new(Shared::new(settings.clone(), addrs));
     let (phase_tx, phase_rx) = watch::channel(Phase::Connecting);
     let tasks: Vec<_> = (0..settings.clients)
         .map(|index| tokio::spawn(client::run(shared.clone(), index, phase_rx.clone())))
@@ -229,10 +234,17 @@ async fn run(settings: Settings) -> ExitCode {
         members,
         sent_at,
     });
-    let server_start = settings.server_pid.and_then(ServerSample::read);
-    if let (Some(pid), None) = (settings.server_pid, &server_start) {
-        eprintln!("livecanvas-load: warning: cannot read /proc/{pid}: no server figures");
-    }
+    let read_server = || {
+        if settings.server_pids.is_empty() {
+            return None;
+        }
+        ServerSample::read(&settings.server_pids)
+            .inspect_err(|pid| {
+                eprintln!("livecanvas-load: warning: cannot read /proc/{pid}: no server figures")
+            })
+            .ok()
+    };
+    let server_start = read_server();
     let _ = phase_tx.send(Phase::Run(plan));
     let cpu_start = cpu_time();
     let machine_start = machine_ticks();
@@ -260,7 +272,7 @@ async fn run(settings: Settings) -> ExitCode {
         sleep(Duration::from_millis(10)).await;
     }
     let drained_s = deadline.elapsed().as_secs_f64();
-    let server_end = settings.server_pid.and_then(ServerSample::read);
+    let server_end = server_start.as_ref().and_then(|_| read_server());
     let window = Window {
         seconds: wall_start.elapsed().as_secs_f64(),
         received: shared.counters.received.load(Ordering::Relaxed),
@@ -295,7 +307,12 @@ async fn run(settings: Settings) -> ExitCode {
     };
     let report = Report {
         preset: settings.preset.map(Preset::name),
-        url: settings.target.base.clone(),
+        urls: settings.targets.iter().map(|t| t.base.clone()).collect(),
+        url_joined: shared
+            .url_joined
+            .iter()
+            .map(|joined| joined.load(Ordering::Relaxed))
+            .collect(),
         batch: settings.batch(),
         clients: settings.clients,
         rooms: settings.rooms,
@@ -318,7 +335,7 @@ async fn run(settings: Settings) -> ExitCode {
         duplicated: c.duplicated.load(Ordering::Relaxed),
         frames: c.frames.load(Ordering::Relaxed),
         window,
-        server_pid: settings.server_pid,
+        server_pids: settings.server_pids.clone(),
         latency: Latency::of(&lock(&shared.latency)),
         first_second: Latency::of(&lock(&shared.first_second)),
         show_first_second: settings.preset == Some(Preset::JoinStorm),

@@ -46,21 +46,36 @@ pub fn machine_busy_percent(before: Option<(u64, u64)>, after: Option<(u64, u64)
     Some(busy1.saturating_sub(busy0) as f64 / total as f64 * 100.0)
 }
 
-/// One reading of another process (the server, `--server-pid`): its CPU time, which includes
-/// the threads that already ended, and each thread's context switches (`/proc/PID/task/*/status`;
-/// those of a thread are gone with it).
+/// One reading of other processes (the server, or the nodes of a cluster: `--server-pid`): their
+/// CPU time, which includes the threads that already ended, and each thread's context switches
+/// (`/proc/PID/task/*/status`; those of a thread are gone with it).
 #[derive(Debug, Clone)]
 pub struct ServerSample {
-    /// user + system, in USER_HZ ticks (100 per second).
-    cpu_ticks: u64,
-    /// Thread id -> (voluntary, nonvoluntary) context switches.
+    /// Per process, in the order given: pid and user + system time in USER_HZ ticks (100 per
+    /// second).
+    cpu_ticks: Vec<(u32, u64)>,
+    /// Thread id -> (voluntary, nonvoluntary) context switches, the threads of every process
+    /// (thread ids are unique on the machine).
     switches: BTreeMap<u32, (u64, u64)>,
 }
 
 impl ServerSample {
-    pub fn read(pid: u32) -> Option<ServerSample> {
-        let cpu_ticks = cpu_ticks(&format!("/proc/{pid}/stat"))?;
-        let mut switches = BTreeMap::new();
+    /// Reads every process of `pids`; `Err(pid)` names the first one that could not be read.
+    pub fn read(pids: &[u32]) -> Result<ServerSample, u32> {
+        let mut sample = ServerSample {
+            cpu_ticks: Vec::with_capacity(pids.len()),
+            switches: BTreeMap::new(),
+        };
+        for &pid in pids {
+            let ticks = cpu_ticks(&format!("/proc/{pid}/stat")).ok_or(pid)?;
+            sample.cpu_ticks.push((pid, ticks));
+            sample.add_switches(pid).ok_or(pid)?;
+        }
+        Ok(sample)
+    }
+
+    /// Adds the context switches of every thread of `pid`.
+    fn add_switches(&mut self, pid: u32) -> Option<()> {
         for entry in std::fs::read_dir(format!("/proc/{pid}/task"))
             .ok()?
             .flatten()
@@ -79,7 +94,7 @@ impl ServerSample {
                     .and_then(|value| value.trim().parse::<u64>().ok())
                     .unwrap_or(0)
             };
-            switches.insert(
+            self.switches.insert(
                 tid,
                 (
                     field("voluntary_ctxt_switches:"),
@@ -87,17 +102,17 @@ impl ServerSample {
                 ),
             );
         }
-        Some(ServerSample {
-            cpu_ticks,
-            switches,
-        })
+        Some(())
     }
 }
 
-/// What the server did between two readings.
-#[derive(Debug, Clone, Copy)]
+/// What the server (all its processes) did between two readings.
+#[derive(Debug, Clone)]
 pub struct ServerWindow {
+    /// All processes together.
     pub cpu_s: f64,
+    /// Each process's part of `cpu_s`: pid and seconds.
+    pub cpu_s_per_pid: Vec<(u32, f64)>,
     pub voluntary_switches: u64,
     pub nonvoluntary_switches: u64,
     /// Threads of the first reading missing from the second: their switches after the first
@@ -118,8 +133,21 @@ impl ServerWindow {
             voluntary += v1.saturating_sub(v0);
             nonvoluntary += n1.saturating_sub(n0);
         }
+        let cpu_s_per_pid: Vec<(u32, f64)> = after
+            .cpu_ticks
+            .iter()
+            .map(|&(pid, ticks1)| {
+                let ticks0 = before
+                    .cpu_ticks
+                    .iter()
+                    .find(|&&(p, _)| p == pid)
+                    .map_or(ticks1, |&(_, t)| t);
+                (pid, ticks1.saturating_sub(ticks0) as f64 / 100.0)
+            })
+            .collect();
         ServerWindow {
-            cpu_s: after.cpu_ticks.saturating_sub(before.cpu_ticks) as f64 / 100.0,
+            cpu_s: cpu_s_per_pid.iter().map(|&(_, s)| s).sum(),
+            cpu_s_per_pid,
             voluntary_switches: voluntary,
             nonvoluntary_switches: nonvoluntary,
             threads_gone: before
@@ -138,7 +166,7 @@ impl ServerWindow {
 
 /// The counters at the end of the drain, and the server over the same window (from the moment
 /// the clients were told to start drawing to the end of the drain).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Window {
     pub seconds: f64,
     /// Deliveries (in order) received in the window.
@@ -190,7 +218,10 @@ pub fn si(value: f64) -> String {
 #[derive(Debug)]
 pub struct Report {
     pub preset: Option<&'static str>,
-    pub url: String,
+    /// One per `--url`.
+    pub urls: Vec<String>,
+    /// Clients joined at each URL.
+    pub url_joined: Vec<usize>,
     pub batch: bool,
     pub clients: usize,
     pub rooms: usize,
@@ -211,7 +242,8 @@ pub struct Report {
     /// Text frames received from the start of the drawing to the stop.
     pub frames: u64,
     pub window: Window,
-    pub server_pid: Option<u32>,
+    /// `--server-pid` (several: a cluster's nodes, their figures added up).
+    pub server_pids: Vec<u32>,
     pub latency: Latency,
     pub first_second: Latency,
     pub show_first_second: bool,
@@ -284,14 +316,25 @@ impl Report {
 
     pub fn to_json(&self) -> serde_json::Value {
         let mut value = self.counts_json();
-        let server = self.window.server;
+        let server = self.window.server.as_ref();
         let window = json!({
             "frames_received": self.frames,
             "window_s": self.window.seconds,
             "window_deliveries": self.window.received,
             "window_frames": self.window.frames,
-            "server_pid": self.server_pid,
+            // The pid when there is one (as before several were possible); all of them below.
+            "server_pid": match self.server_pids[..] {
+                [pid] => Some(pid),
+                _ => None,
+            },
+            "server_pids": self.server_pids,
             "server_window_cpu_s": server.map(|s| s.cpu_s),
+            "server_window_cpu_s_per_pid": server.map(|s| {
+                s.cpu_s_per_pid
+                    .iter()
+                    .map(|(pid, cpu_s)| (pid.to_string(), *cpu_s))
+                    .collect::<BTreeMap<_, _>>()
+            }),
             "server_window_ctx_switches": server.map(|s| s.switches()),
             "server_window_voluntary_ctx_switches": server.map(|s| s.voluntary_switches),
             "server_window_nonvoluntary_ctx_switches": server.map(|s| s.nonvoluntary_switches),
@@ -309,7 +352,10 @@ impl Report {
     fn counts_json(&self) -> serde_json::Value {
         json!({
             "preset": self.preset,
-            "url": self.url,
+            // One URL: that URL, as before; several: comma-separated (and one by one below).
+            "url": self.urls.join(","),
+            "urls": self.urls,
+            "url_clients_joined": self.url_joined,
             "batch": self.batch,
             "clients": self.clients,
             "rooms": self.rooms,
@@ -355,7 +401,7 @@ impl Report {
             "livecanvas-load report ({}{}) against {}",
             self.preset.unwrap_or("custom"),
             if self.batch { ", batched" } else { "" },
-            self.url
+            self.urls.join(", ")
         );
         let _ = writeln!(
             out,
@@ -377,6 +423,11 @@ impl Report {
             fmt_ms(self.join.p99),
             fmt_ms(self.join.max)
         );
+        if self.urls.len() > 1 {
+            for (url, joined) in self.urls.iter().zip(&self.url_joined) {
+                let _ = writeln!(out, "              {joined} joined at {url}");
+            }
+        }
         for (reason, count) in &self.connect_failures {
             let _ = writeln!(out, "              {count} x {reason}");
         }
@@ -421,7 +472,7 @@ impl Report {
                 0.0
             }
         );
-        if let Some(server) = self.window.server {
+        if let Some(server) = &self.window.server {
             let per = |value: f64| {
                 if self.window.received > 0 {
                     format!("{:.2}", value / self.window.received as f64)
@@ -429,11 +480,20 @@ impl Report {
                     "-".into()
                 }
             };
+            let pids = server
+                .cpu_s_per_pid
+                .iter()
+                .map(|(pid, cpu_s)| format!("{pid} ({cpu_s:.2} s)"))
+                .collect::<Vec<_>>();
             let _ = writeln!(
                 out,
                 "  server      pid {}: {:.2} s CPU and {} context switches over {:.2} s of drawing and \
                  drain: {} us CPU and {} context switches per delivery",
-                self.server_pid.unwrap_or(0),
+                if pids.len() > 1 {
+                    pids.join(" + ")
+                } else {
+                    self.server_pids.first().map_or("?".into(), u32::to_string)
+                },
                 server.cpu_s,
                 server.switches(),
                 self.window.seconds,
@@ -479,5 +539,41 @@ impl Report {
             let _ = writeln!(out, "{warning}");
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn several_server_processes_are_added_up() {
+        let before = ServerSample {
+            cpu_ticks: vec![(10, 100), (11, 50)],
+            switches: BTreeMap::from([(10, (5, 1)), (11, (7, 0)), (12, (1, 1))]),
+        };
+        let after = ServerSample {
+            cpu_ticks: vec![(10, 130), (11, 60)],
+            switches: BTreeMap::from([(10, (9, 2)), (11, (17, 0)), (13, (2, 0))]),
+        };
+        let window = ServerWindow::between(&before, &after);
+        assert_eq!(window.cpu_s_per_pid, [(10, 0.3), (11, 0.1)]);
+        assert!((window.cpu_s - 0.4).abs() < 1e-9);
+        // Threads 10 and 11 (one per process) counted from the first reading, 13 from zero.
+        assert_eq!(
+            (window.voluntary_switches, window.nonvoluntary_switches),
+            (4 + 10 + 2, 1)
+        );
+        assert_eq!((window.threads_gone, window.threads_new), (1, 1));
+    }
+
+    #[test]
+    fn every_pid_must_be_readable() {
+        let me = std::process::id();
+        let sample = ServerSample::read(&[me]).expect("this process's /proc");
+        assert_eq!(sample.cpu_ticks.len(), 1);
+        assert!(sample.switches.contains_key(&me));
+        // pid_max is at most 2^22: this one cannot exist.
+        assert_eq!(ServerSample::read(&[me, 1 << 23]).err(), Some(1 << 23));
     }
 }
