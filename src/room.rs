@@ -239,6 +239,10 @@ const UNREACHABLE_NOTICE: &str = "the server lost its connection to the shared s
 /// What a cluster member whose stroke could not be kept is told.
 const UNREACHABLE_REFUSED_NOTICE: &str = "the server cannot reach its shared store right now; \
     this stroke was not kept, try again in a moment";
+/// What a cluster member is told when its node has as many strokes on their way to Redis as it
+/// may (Redis, or the machine, cannot keep up with what is drawn).
+const SATURATED_NOTICE: &str = "the server is saving strokes as fast as it can; this stroke was \
+    not kept, try again in a moment";
 /// Why a cluster node refuses joins while it cannot reach Redis.
 const UNREACHABLE_REASON: &str = "the server cannot reach its shared store; try again";
 /// A cluster node that was refused a room's checkpoint lease asks again no sooner than this.
@@ -657,27 +661,35 @@ impl CanvasServer {
     /// Whether an operation may be accepted now: not while the store holds as much as it may
     /// (the sender is told, now and then). Nothing refused is relayed or kept.
     fn storable(&mut self, from: Uuid, ctx: &mut Context<Self>) -> bool {
-        if !self.store.health().must_refuse() {
+        let notice = if self.store.health().must_refuse() {
+            if self.shared.is_some() {
+                UNREACHABLE_REFUSED_NOTICE
+            } else {
+                REFUSED_NOTICE
+            }
+        } else if self.shared.as_ref().is_some_and(|s| s.cluster.saturated()) {
+            SATURATED_NOTICE
+        } else {
             return true;
-        }
+        };
+        self.refuse_now_and_then(from, notice, ctx);
+        false
+    }
+
+    /// Tells `from` that its stroke was not kept, at most once per `REFUSAL_NOTICE_INTERVAL`
+    /// (a member who keeps drawing is not sent one error per stroke).
+    fn refuse_now_and_then(&mut self, from: Uuid, notice: &str, ctx: &mut Context<Self>) {
         let Some(member) = self.members.iter_mut().find(|m| m.id == from) else {
-            return false;
+            return;
         };
         if member
             .refused_at
             .is_some_and(|at| at.elapsed() < REFUSAL_NOTICE_INTERVAL)
         {
-            return false;
+            return;
         }
         member.refused_at = Some(Instant::now());
-        let notice = if self.shared.is_some() {
-            UNREACHABLE_REFUSED_NOTICE
-        } else {
-            REFUSED_NOTICE
-        };
-        let rejection = Rejection::storage_unavailable(notice);
-        self.reject(from, &rejection, ctx);
-        false
+        self.reject(from, &Rejection::storage_unavailable(notice), ctx);
     }
 
     /// Tells every member, once per outage, that what they draw is not on disk yet.
@@ -932,8 +944,7 @@ impl CanvasServer {
         ctx.spawn(append.into_actor(self).map(move |result, room, ctx| {
             if let Err(err) = result {
                 log::warn!("room={} client={from} stroke not kept: {err}", room.name);
-                let rejection = Rejection::storage_unavailable(UNREACHABLE_REFUSED_NOTICE);
-                room.reject(from, &rejection, ctx);
+                room.refuse_now_and_then(from, UNREACHABLE_REFUSED_NOTICE, ctx);
             }
         }));
     }

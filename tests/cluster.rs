@@ -550,3 +550,35 @@ async fn a_room_closing_and_opening_again_on_a_node_keeps_hearing_the_other_node
         b.wait_for_count(1).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_cannot_hand_strokes_to_redis_fast_enough_refuses_more_aloud_instead_of_queueing(
+) {
+    let redis = Redis::start();
+    let fast = [
+        "--client-timeout",
+        "60s",
+        "--draws-per-second",
+        "100000",
+        "--draw-burst",
+        "100000",
+        "--flood-close-after",
+        "100000",
+    ];
+    let n1 = node(&redis, "n1", &fast);
+    let mut a = n1.join("saturated").await;
+    a.wait_for_count(1).await;
+    // Redis stops answering (without closing): what the node reads piles up on its way there,
+    // up to its bound (8,192), and then is refused.
+    redis.freeze();
+    for i in 0..9_000 {
+        a.send_json(draw_at(f64::from(i % 1500), 100.0)).await;
+    }
+    let refusal = a.next_of_type("error").await;
+    assert_eq!(refusal["code"], "storage_unavailable", "{refusal}");
+    let message = refusal["message"].as_str().expect("a message");
+    assert!(message.contains("as fast as it can"), "{message}");
+    redis.thaw();
+    let ready = n1.http_url("/readyz");
+    blocking(move || wait_for_status(&ready, 200, RECOVERY_DEADLINE)).await;
+}

@@ -54,6 +54,12 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 const PING_INTERVAL: Duration = Duration::from_secs(1);
 /// At most this many appends go to Redis in one pipeline (one round trip).
 const MAX_APPENDS_PER_TRIP: usize = 256;
+/// At most this many appends may be on their way to Redis from one node; beyond, strokes are
+/// refused (aloud) rather than queued: a node that reads strokes faster than Redis takes them
+/// would otherwise queue without bound (measured: 3-4 s of delay and 560,000 deliveries late when
+/// a 2-core machine was overloaded). At tens of thousands of strokes a second, this is a fraction
+/// of a second of them.
+pub const MAX_APPENDS_IN_FLIGHT: usize = 8_192;
 /// How long a node may hold a room's checkpoint lease (rendering takes well under a second).
 pub const CHECKPOINT_LEASE: Duration = Duration::from_secs(30);
 
@@ -212,6 +218,8 @@ struct Inner {
     node: Arc<str>,
     /// Appends in the order the rooms made them, for `write_appends`.
     appends: tokio::sync::mpsc::UnboundedSender<Job>,
+    /// Appends queued or on the wire, not answered yet (at most `MAX_APPENDS_IN_FLIGHT`).
+    in_flight: std::sync::atomic::AtomicUsize,
     client: Client,
     /// Created on the system's runtime by `start` (its driver task lives there).
     conn: Mutex<Option<ConnectionManager>>,
@@ -317,6 +325,7 @@ impl Cluster {
             inner: Arc::new(Inner {
                 node: Arc::from(node),
                 appends,
+                in_flight: std::sync::atomic::AtomicUsize::new(0),
                 client,
                 conn: Mutex::new(None),
                 health,
@@ -391,9 +400,11 @@ impl Cluster {
                 }
                 results = self.run_appends(&batch).await;
             }
+            let answered = batch.len();
             for (append, result) in batch.into_iter().zip(results) {
                 let _ = append.reply.send(result);
             }
+            self.inner.in_flight.fetch_sub(answered, Ordering::Relaxed);
             flushes.drain(..).for_each(|done| {
                 let _ = done.send(());
             });
@@ -660,6 +671,12 @@ impl Cluster {
         }
     }
 
+    /// As many appends are on their way to Redis as may be: refuse strokes until some are
+    /// answered.
+    pub fn saturated(&self) -> bool {
+        self.inner.in_flight.load(Ordering::Relaxed) >= MAX_APPENDS_IN_FLIGHT
+    }
+
     /// Appends an operation to the room; resolves to its number once Redis has it (every node
     /// then gets it on the room's channel, this one included).
     pub fn append(
@@ -680,7 +697,11 @@ impl Cluster {
             reply,
         };
         // Queued now, in the caller's order, not when the future is first polled.
+        self.inner.in_flight.fetch_add(1, Ordering::Relaxed);
         let queued = self.inner.appends.send(Job::Append(append)).is_ok();
+        if !queued {
+            self.inner.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
         async move {
             if !queued {
                 return Err(redis_error("the node is stopping"));
