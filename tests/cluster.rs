@@ -582,3 +582,35 @@ async fn a_node_that_cannot_hand_strokes_to_redis_fast_enough_refuses_more_aloud
     let ready = n1.http_url("/readyz");
     blocking(move || wait_for_status(&ready, 200, RECOVERY_DEADLINE)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rooms_size_in_redis_is_bounded_by_the_room_size_limit_on_every_node() {
+    let redis = Redis::start();
+    let small = ["--max-room-bytes", "2000", "--checkpoint-idle", "1h"];
+    let (n1, n2) = (node(&redis, "n1", &small), node(&redis, "n2", &small));
+    let mut a = n1.join("bounded").await;
+    let mut b = n2.join("bounded").await;
+    b.wait_for_count(2).await;
+    let mut refused = None;
+    for i in 0..100 {
+        a.send_json(draw_at(f64::from(10 * i), 120.0)).await;
+        // Each stroke either reaches b on the other node or is refused to a.
+        tokio::select! {
+            draw = b.next_of_type("draw") => assert_eq!(start_x(&draw), i64::from(10 * i)),
+            error = a.next_of_type("error") => { refused = Some((i, error)); break; }
+        }
+    }
+    let (at, error) = refused.expect("the room filled up");
+    assert!(at > 3, "refused only at stroke {at}");
+    assert_eq!(error["code"], "room_full", "{error}");
+    // The other node refuses too: it counts the same operations.
+    b.send_json(draw_at(5.0, 130.0)).await;
+    assert_eq!(b.next_of_type("error").await["code"], "room_full");
+    let length = redis.command(&["XLEN", "livecanvas:{bounded}:ops"]);
+    let length: u64 = length.trim_start_matches(':').trim().parse().expect("XLEN");
+    assert_eq!(
+        length,
+        u64::try_from(at).expect("a count"),
+        "Redis holds what was taken, no more"
+    );
+}
