@@ -221,6 +221,10 @@ pub struct Config {
     /// This node's name in the cluster (logs, /healthz, Redis presence); random when unset.
     #[arg(long, env = "LIVECANVAS_NODE_ID")]
     pub node_id: Option<String>,
+
+    /// Testing only: strokes a cluster node may have on their way to Redis before it refuses more.
+    #[arg(long, env = "LIVECANVAS_REDIS_MAX_IN_FLIGHT", hide = true, default_value_t = crate::storage::MAX_APPENDS_IN_FLIGHT)]
+    pub redis_max_in_flight: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -244,6 +248,8 @@ pub enum PictureSource {
 pub struct ClusterSettings {
     pub redis_url: String,
     pub node_id: String,
+    /// Strokes on their way to Redis beyond which more are refused.
+    pub max_in_flight: usize,
 }
 
 impl std::fmt::Debug for ClusterSettings {
@@ -361,9 +367,13 @@ impl Config {
                 "--node-id must be 1 to {MAX_NODE_ID_CHARS} letters, digits, '-', '_' or '.'"
             ));
         }
+        if self.redis_max_in_flight == 0 {
+            return Err("--redis-max-in-flight must be at least 1".into());
+        }
         Ok(Some(ClusterSettings {
             redis_url: url,
             node_id,
+            max_in_flight: self.redis_max_in_flight,
         }))
     }
 

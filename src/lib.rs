@@ -114,6 +114,7 @@ pub fn open_store(settings: &Settings) -> Result<Store, StoreError> {
             &cluster.node_id,
             settings.storage.max_stored_rooms,
             presence_ttl,
+            cluster.max_in_flight,
         )?;
         handle.start()?;
         log::info!(

@@ -16,7 +16,9 @@ use std::sync::Arc;
 
 use bytestring::ByteString;
 
-pub use self::redis::{CatchUp, Cluster, Relayed, RelayedOp, CHECKPOINT_LEASE};
+pub use self::redis::{
+    CatchUp, Cluster, Relayed, RelayedOp, CHECKPOINT_LEASE, MAX_APPENDS_IN_FLIGHT,
+};
 pub use sqlite::{
     StoreError, StoreHealth, StoreOptions, StoredRoom, FILE_NAME, PNG_SIGNATURE, SCHEMA_VERSION,
 };

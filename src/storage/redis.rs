@@ -218,8 +218,10 @@ struct Inner {
     node: Arc<str>,
     /// Appends in the order the rooms made them, for `write_appends`.
     appends: tokio::sync::mpsc::UnboundedSender<Job>,
-    /// Appends queued or on the wire, not answered yet (at most `MAX_APPENDS_IN_FLIGHT`).
+    /// Appends queued or on the wire, not answered yet (at most `max_in_flight`).
     in_flight: std::sync::atomic::AtomicUsize,
+    /// `MAX_APPENDS_IN_FLIGHT` unless a test says otherwise.
+    max_in_flight: usize,
     client: Client,
     /// Created on the system's runtime by `start` (its driver task lives there).
     conn: Mutex<Option<ConnectionManager>>,
@@ -314,6 +316,7 @@ impl Cluster {
         node: &str,
         max_rooms: usize,
         presence_ttl: Duration,
+        max_in_flight: usize,
     ) -> Result<Cluster, StoreError> {
         let client = Client::open(url).map_err(|err| StoreError::Redis {
             detail: format!("--redis-url is not usable: {err}"),
@@ -326,6 +329,7 @@ impl Cluster {
                 node: Arc::from(node),
                 appends,
                 in_flight: std::sync::atomic::AtomicUsize::new(0),
+                max_in_flight,
                 client,
                 conn: Mutex::new(None),
                 health,
@@ -674,7 +678,7 @@ impl Cluster {
     /// As many appends are on their way to Redis as may be: refuse strokes until some are
     /// answered.
     pub fn saturated(&self) -> bool {
-        self.inner.in_flight.load(Ordering::Relaxed) >= MAX_APPENDS_IN_FLIGHT
+        self.inner.in_flight.load(Ordering::Relaxed) >= self.inner.max_in_flight
     }
 
     /// Appends an operation to the room; resolves to its number once Redis has it (every node
