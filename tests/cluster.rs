@@ -618,3 +618,40 @@ async fn a_rooms_size_in_redis_is_bounded_by_the_room_size_limit_on_every_node()
         "Redis holds what was taken, no more"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_answers_but_refuses_writes_makes_the_node_unready_until_it_takes_them_again()
+{
+    let redis = Redis::start();
+    let patient = ["--client-timeout", "60s"];
+    let n1 = node(&redis, "n1", &patient);
+    let mut a = n1.join("full").await;
+    a.wait_for_count(1).await;
+    // Out of memory under `noeviction`: pings still answer, every write is refused.
+    assert!(redis
+        .command(&["CONFIG", "SET", "maxmemory-policy", "noeviction"])
+        .starts_with("+OK"));
+    assert!(redis
+        .command(&["CONFIG", "SET", "maxmemory", "1"])
+        .starts_with("+OK"));
+    let notice = a.next_of_type("error").await;
+    assert_eq!(notice["code"], "storage_unavailable", "{notice}");
+    let ready = n1.http_url("/readyz");
+    let (status, _, body) = blocking(move || {
+        wait_for_status(&ready, 503, RECOVERY_DEADLINE);
+        http_get(&ready)
+    })
+    .await;
+    assert_eq!(status, 503);
+    let body = String::from_utf8_lossy(&body).into_owned();
+    assert!(body.contains("refuses writes"), "{body}");
+    assert!(redis
+        .command(&["CONFIG", "SET", "maxmemory", "0"])
+        .starts_with("+OK"));
+    let ready = n1.http_url("/readyz");
+    blocking(move || wait_for_status(&ready, 200, RECOVERY_DEADLINE)).await;
+    let mut b = n1.join("full").await;
+    b.wait_for_count(2).await;
+    a.send_json(draw_at(100.0, 140.0)).await;
+    assert_eq!(next_draws(&mut b, 1).await, [100]);
+}

@@ -21,6 +21,8 @@
 //!   every heartbeat; an entry past its deadline (a node that died) is dropped by the next script
 //!   that sums them.
 //! - `livecanvas:rooms`, a set of room names: `--max-stored-rooms` counts it.
+//! - `livecanvas:node:<node>`: written by each node every second (10 s lifetime), proving that
+//!   Redis takes writes.
 //! - Channel `livecanvas:{R}:live`: `o:<seq>:<from>:<json>` (an operation), `c:<version>:<count>` (the
 //!   room-wide count changed), `k:<seq>` (a checkpoint at `seq` was stored).
 
@@ -60,6 +62,8 @@ const MAX_APPENDS_PER_TRIP: usize = 256;
 /// a 2-core machine was overloaded). At tens of thousands of strokes a second, this is a fraction
 /// of a second of them.
 pub const MAX_APPENDS_IN_FLIGHT: usize = 8_192;
+/// The key each node writes every `PING_INTERVAL` to prove Redis takes writes lives this long.
+const NODE_KEY_LIFETIME: Duration = Duration::from_secs(10);
 /// How long a node may hold a room's checkpoint lease (rendering takes well under a second).
 pub const CHECKPOINT_LEASE: Duration = Duration::from_secs(30);
 
@@ -287,6 +291,12 @@ fn room_of(channel: &str) -> Option<&str> {
         .strip_prefix(KEY_PREFIX)?
         .strip_prefix('{')?
         .strip_suffix("}:live")
+}
+
+fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn redis_error(err: impl std::fmt::Display) -> StoreError {
@@ -534,6 +544,8 @@ impl Cluster {
             let invocation = script.prepare_invoke();
             bounded("loading scripts", invocation.load_async(&mut conn)).await?;
         }
+        // Connected is not enough: ready means strokes can be kept.
+        self.check_writes().await.map_err(redis_error)?;
         *lock(&self.inner.sink) = Some(sink);
         drop(in_turn);
         Ok(stream)
@@ -556,8 +568,27 @@ impl Cluster {
                     if let Err(err) = bounded("ping", sink.ping::<Value>()).await {
                         return err.to_string();
                     }
+                    if let Err(why) = self.check_writes().await {
+                        return why;
+                    }
                 }
             }
+        }
+    }
+
+    /// Whether Redis takes a write now: a Redis that answers pings but refuses writes (out of
+    /// memory under `noeviction`, a replica, a full disk with AOF) keeps no stroke, and the node
+    /// must say so rather than report ready.
+    async fn check_writes(&self) -> Result<(), String> {
+        let mut command = ::redis::cmd("SET");
+        command
+            .arg(format!("{KEY_PREFIX}node:{}", self.inner.node))
+            .arg(unix_millis())
+            .arg("PX")
+            .arg(NODE_KEY_LIFETIME.as_millis() as u64);
+        match self.query::<Value>("checking writes", command).await {
+            Ok(_) => Ok(()),
+            Err(err) => Err(format!("Redis refuses writes: {err}")),
         }
     }
 
