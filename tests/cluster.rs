@@ -655,3 +655,49 @@ async fn a_redis_that_answers_but_refuses_writes_makes_the_node_unready_until_it
     a.send_json(draw_at(100.0, 140.0)).await;
     assert_eq!(next_draws(&mut b, 1).await, [100]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_comes_back_without_the_rooms_last_strokes_makes_its_members_reload() {
+    // No AOF: a restart loses everything, as a crash of Redis without persistence would.
+    let mut redis = Redis::start_with(&["--appendonly", "no"]);
+    let patient = ["--client-timeout", "60s"];
+    let n1 = node(&redis, "n1", &patient);
+    let mut a = n1.join("amnesia").await;
+    let mut b = n1.join("amnesia").await;
+    b.wait_for_count(2).await;
+    a.send_json(draw_at(100.0, 150.0)).await;
+    assert_eq!(next_draws(&mut b, 1).await, [100]);
+    redis.kill();
+    redis.restart();
+    // The node cannot pretend its room matches Redis: its members reconnect and get the room as
+    // Redis has it (blank).
+    assert_eq!(u16::from(b.expect_close().await.code), 1012);
+    let ready = n1.http_url("/readyz");
+    blocking(move || wait_for_status(&ready, 200, RECOVERY_DEADLINE)).await;
+    let mut attempts = 0;
+    let mut again = loop {
+        // The old room may still be on its way out: a join it refuses (1013) is tried again.
+        attempts += 1;
+        assert!(attempts <= 50, "the room never opened again");
+        let (mut ws, _) = tokio_tungstenite::connect_async(n1.ws_url("amnesia"))
+            .await
+            .expect("the upgrade succeeds");
+        use futures_util::StreamExt;
+        match tokio::time::timeout(EVENT_DEADLINE, ws.next()).await {
+            Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(text)))) => {
+                let welcome: Value = serde_json::from_str(&text).expect("JSON");
+                assert_eq!(welcome["type"], "welcome");
+                break Client {
+                    ws,
+                    id: welcome["clientId"].as_str().expect("an id").to_owned(),
+                    welcome,
+                };
+            }
+            Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(frame))))) => {
+                assert_eq!(u16::from(frame.code), 1013, "{frame:?}");
+            }
+            other => panic!("expected a welcome or a 1013, got {other:?}"),
+        }
+    };
+    assert_eq!(again.next_event().await["type"], "canvasEmpty");
+}
