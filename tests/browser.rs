@@ -55,10 +55,7 @@ impl Driver {
                 "{path} is missing, so the browser tests cannot run: {INSTALL_HINT}"
             );
         }
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free loopback port")
-            .port();
+        let port = common::free_port();
         let child = Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
             .stdin(Stdio::null())

@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{draw_at, http_get, wait_for_status, Client, Image, Redis, Server, EVENT_DEADLINE};
+use common::{draw_at, http_get, wait_for_status, Client, Image, Redis, Server};
 use serde_json::Value;
 
 /// How long the state of a node (ready or not) may take to follow Redis's.
@@ -226,18 +226,8 @@ async fn a_redis_restart_makes_nodes_unready_then_they_recover_with_the_picture_
     assert_eq!(notice["code"], "storage_unavailable", "{notice}");
     let ready = ready1.clone();
     blocking(move || wait_for_status(&ready, 503, RECOVERY_DEADLINE)).await;
-    let (mut refused, _) = tokio_tungstenite::connect_async(n1.ws_url("outage"))
-        .await
-        .expect("the upgrade itself succeeds");
-    let close = loop {
-        use futures_util::StreamExt;
-        match tokio::time::timeout(EVENT_DEADLINE, refused.next()).await {
-            Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(frame))))) => {
-                break frame
-            }
-            Ok(Some(Ok(_))) => continue,
-            other => panic!("expected a close frame, got {other:?}"),
-        }
+    let Err(close) = Client::join_or_close(&n1.ws_url("outage")).await else {
+        panic!("a join while Redis is gone was welcomed");
     };
     assert_eq!(u16::from(close.code), 1013, "{close:?}");
     a.send_json(draw_at(150.0, 60.0)).await;
@@ -679,24 +669,9 @@ async fn a_redis_that_comes_back_without_the_rooms_last_strokes_makes_its_member
         // The old room may still be on its way out: a join it refuses (1013) is tried again.
         attempts += 1;
         assert!(attempts <= 50, "the room never opened again");
-        let (mut ws, _) = tokio_tungstenite::connect_async(n1.ws_url("amnesia"))
-            .await
-            .expect("the upgrade succeeds");
-        use futures_util::StreamExt;
-        match tokio::time::timeout(EVENT_DEADLINE, ws.next()).await {
-            Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(text)))) => {
-                let welcome: Value = serde_json::from_str(&text).expect("JSON");
-                assert_eq!(welcome["type"], "welcome");
-                break Client {
-                    ws,
-                    id: welcome["clientId"].as_str().expect("an id").to_owned(),
-                    welcome,
-                };
-            }
-            Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(frame))))) => {
-                assert_eq!(u16::from(frame.code), 1013, "{frame:?}");
-            }
-            other => panic!("expected a welcome or a 1013, got {other:?}"),
+        match Client::join_or_close(&n1.ws_url("amnesia")).await {
+            Ok(client) => break client,
+            Err(close) => assert_eq!(u16::from(close.code), 1013, "{close:?}"),
         }
     };
     assert_eq!(again.next_event().await["type"], "canvasEmpty");

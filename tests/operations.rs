@@ -276,10 +276,7 @@ fn the_healthcheck_subcommand_passes_against_a_running_server() {
 
 #[test]
 fn the_healthcheck_subcommand_fails_when_nothing_answers() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port();
+    let port = common::free_port();
     let bind = format!("127.0.0.1:{port}");
     let (code, stderr) = run_binary(&["--bind", &bind, "healthcheck", "--timeout", "1s"]);
     assert_eq!(code, Some(1));

@@ -228,6 +228,15 @@ pub struct Client {
 impl Client {
     /// Connects and reads the `welcome`.
     pub async fn join(url: &str) -> Client {
+        match Client::join_or_close(url).await {
+            Ok(client) => client,
+            Err(close) => panic!("the join was refused: {close:?}"),
+        }
+    }
+
+    /// Connects and reads the first message: the `welcome` of a member, or the close frame of a
+    /// join the server refused (after the upgrade).
+    pub async fn join_or_close(url: &str) -> Result<Client, CloseFrame> {
         let (ws, _) = tokio_tungstenite::connect_async(url)
             .await
             .expect("the upgrade succeeds");
@@ -236,11 +245,15 @@ impl Client {
             id: String::new(),
             welcome: Value::Null,
         };
-        let welcome = client.next_json().await;
+        let welcome = match client.next_message().await {
+            Message::Text(text) => serde_json::from_str::<Value>(&text).expect("JSON"),
+            Message::Close(Some(frame)) => return Err(frame),
+            other => panic!("expected a welcome or a close frame, got {other:?}"),
+        };
         assert_eq!(welcome["type"], "welcome", "first message: {welcome}");
         client.id = welcome["clientId"].as_str().expect("clientId").to_owned();
         client.welcome = welcome;
-        client
+        Ok(client)
     }
 
     pub async fn send_json(&mut self, value: Value) {
