@@ -20,6 +20,12 @@ SERVER=${BENCH_SERVER:-"$ROOT/target/release/livecanvas"}
 SEED_DIR=${BENCH_SEED_DIR:-"$ROOT/../shared/tools/seed-loadgen"}
 SEED_TARGET=${BENCH_SEED_TARGET:-/tmp/seed-loadgen-target}
 log() { echo "[cluster-seed] $*" >&2; }
+die() {
+  log "$*"
+  exit 2
+}
+# shellcheck source=bench/lib.sh
+source "$BENCH_DIR/lib.sh"
 
 [[ -x $SERVER ]] || { log "no $SERVER: cargo build --release first"; exit 2; }
 command -v haproxy >/dev/null || { log "haproxy is not installed (apt-get install haproxy)"; exit 2; }
@@ -31,12 +37,6 @@ if [[ ! -x $SEED ]]; then
   (cd "$SEED_DIR" && CARGO_TARGET_DIR="$SEED_TARGET" cargo build --release -q)
 fi
 
-free_port() {
-  python3 -c 'import socket
-s = socket.socket()
-s.bind(("127.0.0.1", 0))
-print(s.getsockname()[1])'
-}
 work=$(mktemp -d "${TMPDIR:-/tmp}/livecanvas-cluster-seed.XXXXXX")
 pids=()
 cleanup() {

@@ -151,25 +151,6 @@ cleanup_cluster() {
 }
 trap cleanup_cluster EXIT
 
-# free_port: a TCP port on 127.0.0.1 that nothing listens on (the kernel's pick) and that this
-# script has not handed out yet.
-used_ports=" "
-free_port() {
-  local port tries=0
-  while ((tries++ < 50)); do
-    port=$(python3 -c 'import socket
-s = socket.socket()
-s.bind(("127.0.0.1", 0))
-print(s.getsockname()[1])')
-    if [[ $used_ports != *" $port "* ]] && ! port_open "$port"; then
-      used_ports+="$port "
-      echo "$port"
-      return 0
-    fi
-  done
-  die "no free port found"
-}
-
 start_redis() {
   redis_port=$(free_port)
   redis_dir=$(mktemp -d "${TMPDIR:-/tmp}/livecanvas-bench-redis.XXXXXX")

@@ -66,6 +66,23 @@ idle_clients_allowed() {
 }
 
 port_open() { timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2> /dev/null; }
+
+# free_port: a TCP port on 127.0.0.1 that nothing listens on (the kernel's pick). Callers take it
+# with $(free_port), a subshell: nothing is remembered between calls.
+free_port() {
+  local port tries=0
+  while ((tries++ < 50)); do
+    port=$(python3 -c 'import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])')
+    if ! port_open "$port"; then
+      echo "$port"
+      return 0
+    fi
+  done
+  die "no free port found"
+}
 dir_bytes() { find "$1" -type f -printf '%s\n' 2> /dev/null | awk '{ s += $1 } END { print s + 0 }'; }
 peak_rss_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
