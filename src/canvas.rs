@@ -15,7 +15,7 @@ use tiny_skia::{
     Transform,
 };
 
-use crate::protocol::{CanvasSize, Segment, Tool, MAX_CANVAS_SIDE_PX};
+use crate::protocol::{CanvasSize, Segment, StrokeId, Tool, MAX_CANVAS_SIDE_PX};
 
 /// The largest side of a PNG that [`Canvas::decode_png`] will look at.
 pub const MAX_PNG_SIDE_PX: u32 = 16_384;
@@ -27,7 +27,33 @@ pub const MAX_PNG_DECODE_BYTES: usize = 256 * 1024 * 1024;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
     Draw(Segment),
-    Clear,
+    /// With a stroke id, an undoable clear.
+    Clear(Option<StrokeId>),
+    /// Hides a stroke (see `history`); draws nothing itself.
+    Undo(StrokeId),
+    /// Shows an undone stroke again; draws nothing itself.
+    Redo(StrokeId),
+}
+
+impl Op {
+    /// The stroke a draw or clear belongs to.
+    pub fn stroke_id(&self) -> Option<&str> {
+        match self {
+            Op::Draw(segment) => segment.stroke_id.as_deref(),
+            Op::Clear(id) => id.as_deref(),
+            Op::Undo(_) | Op::Redo(_) => None,
+        }
+    }
+
+    /// The `type` of its message, for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::Draw(_) => "draw",
+            Op::Clear(_) => "clear",
+            Op::Undo(_) => "undo",
+            Op::Redo(_) => "redo",
+        }
+    }
 }
 
 /// Why a PNG could not be turned into a canvas.
@@ -108,7 +134,9 @@ impl Canvas {
     pub fn apply(&mut self, op: &Op) {
         match op {
             Op::Draw(segment) => self.draw(segment),
-            Op::Clear => self.clear(),
+            Op::Clear(_) => self.clear(),
+            // Visibility is the caller's business (`picture::render`).
+            Op::Undo(_) | Op::Redo(_) => {}
         }
     }
 
@@ -450,6 +478,7 @@ mod tests {
             end_y: to.1,
             size,
             tool,
+            stroke_id: None,
         }
     }
 
@@ -525,7 +554,7 @@ mod tests {
         let mut canvas = Canvas::blank(SMALL);
         canvas.apply(&Op::Draw(pen("#123456", (0.0, 0.0), (100.0, 100.0), 40.0)));
         assert!(!all_transparent(&canvas));
-        canvas.apply(&Op::Clear);
+        canvas.apply(&Op::Clear(None));
         assert!(all_transparent(&canvas));
         assert!(canvas.is_blank());
     }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::history::UndoLimits;
 use crate::protocol::{CanvasSize, MAX_CANVAS_SIDE_PX};
 
 /// A real-time shared drawing canvas.
@@ -188,6 +189,20 @@ pub struct Config {
     #[arg(long, env = "LIVECANVAS_CHECKPOINT_IDLE", default_value = "2s", value_parser = humantime::parse_duration)]
     pub checkpoint_idle: Duration,
 
+    /// How many of their own strokes each person can undo: a stroke is final once its author drew
+    /// this many newer ones.
+    #[arg(long, env = "LIVECANVAS_UNDO_STROKES", default_value_t = 100)]
+    pub undo_strokes: u64,
+
+    /// How long a stroke can be undone after it was drawn.
+    #[arg(long, env = "LIVECANVAS_UNDO_WINDOW", default_value = "30m", value_parser = humantime::parse_duration)]
+    pub undo_window: Duration,
+
+    /// How many operations a room keeps undoable after its checkpoint: a stroke is final once the
+    /// room took this many operations after it. Bounds what a newcomer is sent.
+    #[arg(long, env = "LIVECANVAS_UNDO_MAX_OPS", default_value_t = 20_000)]
+    pub undo_max_ops: u64,
+
     /// Most rooms kept on disk; a new room beyond it is refused (close 1013). Blank rooms are not kept.
     #[arg(long, env = "LIVECANVAS_MAX_STORED_ROOMS", default_value_t = 100_000)]
     pub max_stored_rooms: usize,
@@ -272,6 +287,8 @@ pub struct StorageSettings {
     pub flush_interval: Duration,
     pub checkpoint_ops: usize,
     pub checkpoint_idle: Duration,
+    /// How far back each person can undo.
+    pub undo: UndoLimits,
     pub max_stored_rooms: usize,
     pub max_room_bytes: u64,
     pub max_unstored_bytes: u64,
@@ -507,6 +524,11 @@ impl Config {
                 flush_interval: self.flush_interval,
                 checkpoint_ops: self.checkpoint_ops,
                 checkpoint_idle: self.checkpoint_idle,
+                undo: UndoLimits {
+                    strokes: self.undo_strokes,
+                    window: self.undo_window,
+                    ops: self.undo_max_ops,
+                },
                 max_stored_rooms: self.max_stored_rooms,
                 max_room_bytes: self.max_room_bytes,
                 max_unstored_bytes: self.max_unstored_bytes,

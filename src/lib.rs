@@ -10,6 +10,7 @@ pub mod canvas;
 pub mod config;
 mod direct;
 pub mod health;
+pub mod history;
 pub mod limits;
 pub mod logging;
 pub mod picture;

@@ -5,6 +5,7 @@
 //! everything here is plain blocking code meant for `spawn_blocking`: it must never be called on a
 //! room's own thread, and never trust stored bytes (a damaged room is an error, not a panic).
 
+use std::collections::HashSet;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -12,8 +13,10 @@ use base64::Engine as _;
 use tokio::sync::Semaphore;
 
 use crate::canvas::{Canvas, CanvasError, Op};
+use crate::history::{History, Meta, UndoLimits};
 use crate::protocol::{
-    decode_client_message, CanvasSize, ClientMessage, MAX_CANVAS_SIDE_PX, PNG_DATA_URL_PREFIX,
+    decode_client_message, CanvasSize, ClientMessage, StrokeId, MAX_CANVAS_SIDE_PX,
+    PNG_DATA_URL_PREFIX,
 };
 use crate::storage::StoredRoom;
 
@@ -169,29 +172,55 @@ impl Picture {
     }
 }
 
-/// The canvas `base` shows with `ops` drawn over it. Only the operations after the last clear
-/// are drawn, over a blank canvas.
-pub fn render(base: &Picture, ops: &[Op], size: CanvasSize) -> Result<Canvas, CanvasError> {
-    let last_clear = ops.iter().rposition(|op| matches!(op, Op::Clear));
+/// The strokes `ops` leave undone: each undo hides its stroke, each redo shows it again.
+pub fn undone(ops: &[Op]) -> HashSet<StrokeId> {
+    let mut hidden = HashSet::new();
+    for op in ops {
+        match op {
+            Op::Undo(id) => {
+                hidden.insert(id.clone());
+            }
+            Op::Redo(id) => {
+                hidden.remove(id);
+            }
+            Op::Draw(_) | Op::Clear(_) => {}
+        }
+    }
+    hidden
+}
+
+/// The canvas `base` shows with `ops` drawn over it, leaving out the strokes in `hidden`. Only
+/// the operations after the last clear shown are drawn, over a blank canvas.
+pub fn render(
+    base: &Picture,
+    ops: &[Op],
+    hidden: &HashSet<StrokeId>,
+    size: CanvasSize,
+) -> Result<Canvas, CanvasError> {
+    let shown = |op: &Op| op.stroke_id().is_none_or(|id| !hidden.contains(id));
+    let last_clear = ops
+        .iter()
+        .rposition(|op| matches!(op, Op::Clear(_)) && shown(op));
     let (mut canvas, ops) = match last_clear {
         Some(index) => (Canvas::blank(size), &ops[index + 1..]),
         None if base.blank => (Canvas::blank(size), ops),
         None => (Canvas::decode_png(&base.png, size)?, ops),
     };
-    for op in ops {
+    for op in ops.iter().filter(|op| shown(op)) {
         canvas.apply(op);
     }
     Ok(canvas)
 }
 
-/// The next checkpoint: `base` with `ops` drawn over it, as of operation `seq`.
+/// The next checkpoint: `base` with `ops` drawn over it (leaving out `hidden`), as of `seq`.
 pub fn compose(
     base: &Picture,
     ops: &[Op],
+    hidden: &HashSet<StrokeId>,
     seq: u64,
     size: CanvasSize,
 ) -> Result<Picture, CanvasError> {
-    Picture::from_canvas(&render(base, ops, size)?, seq)
+    Picture::from_canvas(&render(base, ops, hidden, size)?, seq)
 }
 
 /// Whether restoring `stored` draws anything: a room with nothing stored opens blank without
@@ -202,14 +231,39 @@ pub fn needs_render(stored: &StoredRoom) -> bool {
 
 /// A room as read back from the store, ready to serve.
 pub struct Restored {
+    /// What the room starts from: the stored checkpoint with every settled operation after it
+    /// drawn in.
     pub picture: Picture,
-    /// Operations the stored checkpoint did not cover (now drawn into `picture`).
+    /// Operations after `picture` that may still be undone (or follow one that may), in order.
+    pub tail: Vec<StoredOp>,
+    /// The strokes of `tail`.
+    pub history: History,
+    /// Operations the stored checkpoint did not cover that are now drawn into `picture`.
     pub replayed: usize,
+    /// The last operation read (some may have been left out).
+    pub last_seq: u64,
 }
 
-/// Rebuilds a room's picture from what the store kept: its checkpoint with every later operation
-/// drawn over it. Fails, naming what is damaged, rather than starting blank over a stored picture.
-pub fn restore(stored: &StoredRoom, size: CanvasSize) -> Result<Restored, String> {
+/// An operation read back from the store.
+pub struct StoredOp {
+    pub seq: u64,
+    pub op: Op,
+    pub meta: Option<Meta>,
+    /// Its message, as it is relayed (without the stored meta).
+    pub json: String,
+}
+
+/// Rebuilds a room from what the store kept: its checkpoint with every settled operation drawn
+/// over it, and the operations that may still be undone kept apart, with their history. An
+/// operation the history refuses (an undo that lost a race on another node) is left out, as it was
+/// when it was live. Fails, naming what is damaged, rather than starting blank over a stored
+/// picture.
+pub fn restore(
+    stored: &StoredRoom,
+    size: CanvasSize,
+    limits: UndoLimits,
+    now_ms: u64,
+) -> Result<Restored, String> {
     let base = match &stored.checkpoint {
         Some(png) => {
             // Decoded to prove it readable; kept as stored (encoding it again would cost as much
@@ -227,43 +281,64 @@ pub fn restore(stored: &StoredRoom, size: CanvasSize) -> Result<Restored, String
         }
         None => Picture::blank(stored.checkpoint_seq),
     };
-    let ops = stored
-        .ops
-        .iter()
-        .map(|(seq, json)| {
-            parse_stored_op(json)
-                .map_err(|err| format!("its operation #{seq} is unreadable: {err}"))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let seq = stored
+    let mut history = History::new(limits);
+    let mut ops = Vec::with_capacity(stored.ops.len());
+    for (seq, text) in &stored.ops {
+        let (op, meta, json) = parse_stored_op(text)
+            .map_err(|err| format!("its operation #{seq} is unreadable: {err}"))?;
+        if history.admit(*seq, &op, meta.as_ref()).is_ok() {
+            ops.push(StoredOp {
+                seq: *seq,
+                op,
+                meta,
+                json: json.to_owned(),
+            });
+        }
+    }
+    let last_seq = stored
         .ops
         .last()
         .map_or(stored.checkpoint_seq, |(seq, _)| *seq);
-    let picture = if ops.is_empty() {
+    let listed: Vec<(u64, &Op)> = ops.iter().map(|s| (s.seq, &s.op)).collect();
+    let settled = history.settled_count(&listed, now_ms);
+    let all: Vec<Op> = ops.iter().map(|s| s.op.clone()).collect();
+    let tail = ops.split_off(settled);
+    // The picture is as of the operation before the first one kept apart (or the last one read).
+    let seq = tail.first().map_or(last_seq, |first| first.seq - 1);
+    let picture = if settled == 0 {
         base
     } else {
-        compose(&base, &ops, seq, size).map_err(|err| format!("it cannot be drawn: {err}"))?
+        compose(&base, &all[..settled], &undone(&all), seq, size)
+            .map_err(|err| format!("it cannot be drawn: {err}"))?
     };
+    history.forget_through(picture.seq);
     Ok(Restored {
         picture,
-        replayed: ops.len(),
+        tail,
+        history,
+        replayed: settled,
+        last_seq,
     })
 }
 
-/// A stored operation is the message that was broadcast for it, checked again as if a client had
-/// sent it. Coordinates are checked against the largest canvas, so that a room stored before a
-/// change of `--canvas-width`/`--canvas-height` still loads.
-pub fn parse_stored_op(json: &str) -> Result<Op, String> {
+/// A stored operation is its meta (if any) and the message that was broadcast for it, checked
+/// again as if a client had sent it. Coordinates are checked against the largest canvas, so that
+/// a room stored before a change of `--canvas-width`/`--canvas-height` still loads.
+pub fn parse_stored_op(text: &str) -> Result<(Op, Option<Meta>, &str), String> {
+    let (meta, json) = Meta::split(text)?;
     let any_size = CanvasSize {
         width: MAX_CANVAS_SIDE_PX,
         height: MAX_CANVAS_SIDE_PX,
     };
-    match decode_client_message(json, any_size) {
-        Ok(ClientMessage::Draw(segment)) => Ok(Op::Draw(segment)),
-        Ok(ClientMessage::Clear) => Ok(Op::Clear),
-        Ok(_) => Err("not a draw or clear".into()),
-        Err(rejection) => Err(rejection.message),
-    }
+    let op = match decode_client_message(json, any_size) {
+        Ok(ClientMessage::Draw(segment)) => Op::Draw(segment),
+        Ok(ClientMessage::Clear(id)) => Op::Clear(id),
+        Ok(ClientMessage::Undo(id)) => Op::Undo(id),
+        Ok(ClientMessage::Redo(id)) => Op::Redo(id),
+        Ok(_) => return Err("not a draw, clear, undo or redo".into()),
+        Err(rejection) => return Err(rejection.message),
+    };
+    Ok((op, meta, json))
 }
 
 #[cfg(test)]
@@ -285,15 +360,46 @@ mod tests {
             end_y: y,
             size: 6.0,
             tool: Tool::Pen,
+            stroke_id: None,
         })
+    }
+
+    fn stroke(id: &str, color: &str, y: f64, tool: Tool) -> Op {
+        let Op::Draw(mut segment) = line(color, y) else {
+            unreachable!()
+        };
+        segment.stroke_id = Some(id.into());
+        segment.tool = tool;
+        Op::Draw(segment)
     }
 
     fn encoded(op: &Op) -> String {
         let message = match op {
             Op::Draw(segment) => ServerMessage::Draw(segment),
-            Op::Clear => ServerMessage::Clear,
+            Op::Clear(id) => ServerMessage::Clear {
+                stroke_id: id.as_deref(),
+            },
+            Op::Undo(id) => ServerMessage::Undo { stroke_id: id },
+            Op::Redo(id) => ServerMessage::Redo { stroke_id: id },
         };
         message.encode().to_string()
+    }
+
+    fn none() -> HashSet<StrokeId> {
+        HashSet::new()
+    }
+
+    const LIMITS: UndoLimits = UndoLimits {
+        strokes: 100,
+        window: Duration::from_secs(1800),
+        ops: 20_000,
+    };
+
+    fn meta(at_ms: u64) -> Meta {
+        Meta {
+            author: crate::history::AuthorId::from_secret("r", "0123456789abcdef"),
+            at_ms,
+        }
     }
 
     #[test]
@@ -303,9 +409,9 @@ mod tests {
             line("#00ff00", 20.0),
             line("#0000ff", 30.0),
         ];
-        let once = compose(&Picture::blank(0), &ops, 3, SIZE).unwrap();
-        let first = compose(&Picture::blank(0), &ops[..1], 1, SIZE).unwrap();
-        let twice = compose(&first, &ops[1..], 3, SIZE).unwrap();
+        let once = compose(&Picture::blank(0), &ops, &none(), 3, SIZE).unwrap();
+        let first = compose(&Picture::blank(0), &ops[..1], &none(), 1, SIZE).unwrap();
+        let twice = compose(&first, &ops[1..], &none(), 3, SIZE).unwrap();
         let a = Canvas::decode_png(&once.png, SIZE).unwrap();
         let b = Canvas::decode_png(&twice.png, SIZE).unwrap();
         for (x, y) in [(30, 10), (30, 20), (30, 30), (2, 2)] {
@@ -315,16 +421,37 @@ mod tests {
 
     #[test]
     fn a_clear_makes_everything_before_it_irrelevant() {
-        let base = compose(&Picture::blank(0), &[line("#ff0000", 10.0)], 1, SIZE).unwrap();
+        let base = compose(
+            &Picture::blank(0),
+            &[line("#ff0000", 10.0)],
+            &none(),
+            1,
+            SIZE,
+        )
+        .unwrap();
         assert!(!base.blank);
-        let cleared = compose(&base, &[line("#00ff00", 20.0), Op::Clear], 3, SIZE).unwrap();
+        let cleared = compose(
+            &base,
+            &[line("#00ff00", 20.0), Op::Clear(None)],
+            &none(),
+            3,
+            SIZE,
+        )
+        .unwrap();
         assert!(cleared.blank);
         assert_eq!(cleared.seq, 3);
     }
 
     #[test]
     fn a_data_url_carries_the_png() {
-        let picture = compose(&Picture::blank(0), &[line("#123456", 10.0)], 1, SIZE).unwrap();
+        let picture = compose(
+            &Picture::blank(0),
+            &[line("#123456", 10.0)],
+            &none(),
+            1,
+            SIZE,
+        )
+        .unwrap();
         let encoded = picture.data_url.strip_prefix(PNG_DATA_URL_PREFIX).unwrap();
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(encoded)
@@ -334,9 +461,104 @@ mod tests {
 
     #[test]
     fn stored_operations_are_the_broadcast_messages_read_back() {
-        for op in [line("#abcdef", 12.5), Op::Clear] {
-            assert_eq!(parse_stored_op(&encoded(&op)).unwrap(), op);
+        for op in [line("#abcdef", 12.5), Op::Clear(None)] {
+            assert_eq!(parse_stored_op(&encoded(&op)).unwrap().0, op);
         }
+    }
+
+    #[test]
+    fn stored_operations_of_strokes_keep_their_author_and_time() {
+        for op in [
+            stroke("s1", "#abcdef", 12.5, Tool::Pen),
+            Op::Clear(Some("c1".into())),
+            Op::Undo("s1".into()),
+            Op::Redo("s1".into()),
+        ] {
+            let json = encoded(&op);
+            let stored = Meta::stored(Some(&meta(42)), &json);
+            assert_eq!(
+                parse_stored_op(&stored).unwrap(),
+                (op, Some(meta(42)), json.as_str())
+            );
+        }
+    }
+
+    fn rendered(ops: &[Op]) -> Canvas {
+        render(&Picture::blank(0), ops, &undone(ops), SIZE).unwrap()
+    }
+
+    #[test]
+    fn an_undone_stroke_is_left_out_and_a_redone_one_drawn_again() {
+        let a = stroke("a", "#ff0000", 10.0, Tool::Pen);
+        let b = stroke("b", "#0000ff", 30.0, Tool::Pen);
+        let undone_a = rendered(&[a.clone(), b.clone(), Op::Undo("a".into())]);
+        assert_eq!(undone_a.pixel(30, 10), [0, 0, 0, 0]);
+        assert_eq!(undone_a.pixel(30, 30), [0, 0, 255, 255]);
+        let redone = rendered(&[a, b, Op::Undo("a".into()), Op::Redo("a".into())]);
+        assert_eq!(redone.pixel(30, 10), [255, 0, 0, 255]);
+    }
+
+    #[test]
+    fn undoing_an_eraser_stroke_brings_back_what_it_erased() {
+        let paint = stroke("p", "#ff0000", 10.0, Tool::Pen);
+        let eraser = stroke("e", "#000000", 10.0, Tool::Eraser);
+        let erased = rendered(&[paint.clone(), eraser.clone()]);
+        assert_eq!(erased.pixel(30, 10), [0, 0, 0, 0]);
+        let back = rendered(&[paint, eraser, Op::Undo("e".into())]);
+        assert_eq!(back.pixel(30, 10), [255, 0, 0, 255]);
+    }
+
+    #[test]
+    fn undoing_a_clear_brings_back_everything_before_it() {
+        let base = compose(
+            &Picture::blank(0),
+            &[line("#00ff00", 20.0)],
+            &none(),
+            1,
+            SIZE,
+        )
+        .unwrap();
+        let ops = [
+            stroke("a", "#ff0000", 10.0, Tool::Pen),
+            Op::Clear(Some("c".into())),
+            Op::Undo("c".into()),
+        ];
+        let canvas = render(&base, &ops, &undone(&ops), SIZE).unwrap();
+        assert_eq!(canvas.pixel(30, 20), [0, 255, 0, 255]);
+        assert_eq!(canvas.pixel(30, 10), [255, 0, 0, 255]);
+        let cleared = render(&base, &ops[..2], &undone(&ops[..2]), SIZE).unwrap();
+        assert!(cleared.is_blank());
+    }
+
+    #[test]
+    fn a_restored_room_keeps_what_may_still_be_undone_apart_from_its_picture() {
+        let now = 10_000_000;
+        let stored = StoredRoom {
+            checkpoint: None,
+            checkpoint_seq: 0,
+            ops: vec![
+                (1, encoded(&line("#ff0000", 10.0))),
+                (
+                    2,
+                    Meta::stored(
+                        Some(&meta(now)),
+                        &encoded(&stroke("b", "#0000ff", 30.0, Tool::Pen)),
+                    ),
+                ),
+            ],
+            stored_bytes: 0,
+            existed: true,
+        };
+        let restored = restore(&stored, SIZE, LIMITS, now).unwrap();
+        assert_eq!((restored.picture.seq, restored.replayed), (1, 1));
+        assert_eq!(restored.tail.len(), 1);
+        assert_eq!(restored.last_seq, 2);
+        // Long after, it is settled: all of it is in the picture.
+        let later = now + 3_600_000;
+        let restored = restore(&stored, SIZE, LIMITS, later).unwrap();
+        assert_eq!((restored.picture.seq, restored.tail.len()), (2, 0));
+        let canvas = Canvas::decode_png(&restored.picture.png, SIZE).unwrap();
+        assert_eq!(canvas.pixel(30, 30), [0, 0, 255, 255]);
     }
 
     #[test]
@@ -348,7 +570,7 @@ mod tests {
             stored_bytes: 0,
             existed: true,
         };
-        let err = restore(&stored, SIZE).err().unwrap();
+        let err = restore(&stored, SIZE, LIMITS, 0).err().unwrap();
         assert!(err.contains("checkpoint"), "{err}");
         let stored = StoredRoom {
             checkpoint: None,
@@ -357,13 +579,20 @@ mod tests {
             stored_bytes: 0,
             existed: true,
         };
-        let err = restore(&stored, SIZE).err().unwrap();
+        let err = restore(&stored, SIZE, LIMITS, 0).err().unwrap();
         assert!(err.contains("#2"), "{err}");
     }
 
     #[test]
     fn a_restored_room_includes_every_stored_operation() {
-        let base = compose(&Picture::blank(0), &[line("#ff0000", 10.0)], 1, SIZE).unwrap();
+        let base = compose(
+            &Picture::blank(0),
+            &[line("#ff0000", 10.0)],
+            &none(),
+            1,
+            SIZE,
+        )
+        .unwrap();
         let stored = StoredRoom {
             checkpoint: Some(base.png.to_vec()),
             checkpoint_seq: 1,
@@ -371,7 +600,7 @@ mod tests {
             stored_bytes: 0,
             existed: true,
         };
-        let restored = restore(&stored, SIZE).unwrap();
+        let restored = restore(&stored, SIZE, LIMITS, 0).unwrap();
         assert_eq!((restored.picture.seq, restored.replayed), (2, 1));
         let canvas = Canvas::decode_png(&restored.picture.png, SIZE).unwrap();
         assert_eq!(canvas.pixel(30, 10), [255, 0, 0, 255]);

@@ -20,6 +20,8 @@ pub const MIN_SIZE_PX: f64 = 1.0;
 pub const MAX_SIZE_PX: f64 = 64.0;
 pub const DEFAULT_SIZE_PX: f64 = 2.0;
 pub const MAX_ROOM_NAME_CHARS: usize = 64;
+/// A `strokeId` is 1-64 characters of `A-Z a-z 0-9 _ -`, chosen by the client.
+pub const MAX_STROKE_ID_CHARS: usize = 64;
 /// The largest canvas side the server accepts, in logical pixels.
 pub const MAX_CANVAS_SIDE_PX: u32 = 8192;
 /// The only accepted form of a picture in `canvasState`.
@@ -50,13 +52,24 @@ pub struct Segment {
     pub end_y: f64,
     pub size: f64,
     pub tool: Tool,
+    /// The stroke (one pointer press) this segment belongs to, for undo; relayed as sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stroke_id: Option<StrokeId>,
 }
+
+/// A client-chosen stroke name, already checked by [`is_valid_stroke_id`].
+pub type StrokeId = Box<str>;
 
 /// A client frame after decoding and validation.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientMessage {
     Draw(Segment),
-    Clear,
+    /// With a `strokeId`, the one who cleared may undo it.
+    Clear(Option<StrokeId>),
+    /// Removes the sender's own stroke (or clear) for everyone.
+    Undo(StrokeId),
+    /// Brings back the sender's own undone stroke.
+    Redo(StrokeId),
     /// A peer's answer to a `canvasRequest`: the picture for newcomer `client_id`.
     CanvasState {
         client_id: Uuid,
@@ -78,6 +91,10 @@ pub enum ErrorCode {
     /// The server cannot store drawing now (disk full, I/O errors): strokes are kept in memory
     /// until it can, and refused once too many are waiting.
     StorageUnavailable,
+    /// Undo or redo of a stroke someone else drew.
+    NotYours,
+    /// Undo or redo of a stroke that is past the undo history, unknown, or already in that state.
+    CannotUndo,
 }
 
 impl ErrorCode {
@@ -90,6 +107,8 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::RoomFull => "room_full",
             ErrorCode::StorageUnavailable => "storage_unavailable",
+            ErrorCode::NotYours => "not_yours",
+            ErrorCode::CannotUndo => "cannot_undo",
         }
     }
 }
@@ -127,6 +146,18 @@ impl Rejection {
         Rejection::new(ErrorCode::RoomFull, message)
     }
 
+    pub fn not_yours(message: &str) -> Self {
+        Rejection::new(ErrorCode::NotYours, message)
+    }
+
+    pub fn cannot_undo(message: &str) -> Self {
+        Rejection::new(ErrorCode::CannotUndo, message)
+    }
+
+    pub fn stroke_id(message: &str) -> Self {
+        Rejection::field("strokeId", message)
+    }
+
     pub fn storage_unavailable(message: &str) -> Self {
         Rejection::new(ErrorCode::StorageUnavailable, message)
     }
@@ -159,7 +190,16 @@ pub enum ServerMessage<'a> {
         client_count: usize,
     },
     Draw(&'a Segment),
-    Clear,
+    Clear {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        stroke_id: Option<&'a str>,
+    },
+    Undo {
+        stroke_id: &'a str,
+    },
+    Redo {
+        stroke_id: &'a str,
+    },
     CanvasRequest {
         client_id: Uuid,
     },
@@ -185,7 +225,9 @@ impl ServerMessage<'_> {
             ServerMessage::Welcome { .. } => "welcome",
             ServerMessage::ClientCount { .. } => "clientCount",
             ServerMessage::Draw(_) => "draw",
-            ServerMessage::Clear => "clear",
+            ServerMessage::Clear { .. } => "clear",
+            ServerMessage::Undo { .. } => "undo",
+            ServerMessage::Redo { .. } => "redo",
             ServerMessage::CanvasRequest { .. } => "canvasRequest",
             ServerMessage::CanvasState { .. } => "canvasState",
             ServerMessage::CanvasEmpty { .. } => "canvasEmpty",
@@ -252,6 +294,7 @@ struct Incoming {
     tool: Option<String>,
     client_id: Option<String>,
     data: Option<String>,
+    stroke_id: Option<String>,
 }
 
 /// Decodes and validates one client text frame.
@@ -263,7 +306,9 @@ pub fn decode_client_message(text: &str, canvas: CanvasSize) -> Result<ClientMes
     match incoming.kind.as_deref() {
         // The original demo's clients send draws without a type.
         None | Some("draw") => validate_draw(&incoming, canvas).map(ClientMessage::Draw),
-        Some("clear") => Ok(ClientMessage::Clear),
+        Some("clear") => optional_stroke_id(&incoming).map(ClientMessage::Clear),
+        Some("undo") => required_stroke_id(&incoming).map(ClientMessage::Undo),
+        Some("redo") => required_stroke_id(&incoming).map(ClientMessage::Redo),
         Some("canvasState") => validate_canvas_state(incoming),
         Some(other) => Err(Rejection::new(
             ErrorCode::UnknownType,
@@ -284,7 +329,7 @@ fn explain_decode_failure(text: &str, typed_error: &serde_json::Error) -> Reject
             return Rejection::new(ErrorCode::InvalidJson, format!("not valid JSON: {err}"));
         }
     };
-    const STRING_FIELDS: [&str; 5] = ["type", "color", "tool", "clientId", "data"];
+    const STRING_FIELDS: [&str; 6] = ["type", "color", "tool", "clientId", "data", "strokeId"];
     const NUMBER_FIELDS: [&str; 5] = ["startX", "startY", "endX", "endY", "size"];
     let raw = |field: &str| fields.get(field).map(|value| value.get());
     for field in STRING_FIELDS {
@@ -362,7 +407,30 @@ fn validate_draw(incoming: &Incoming, canvas: CanvasSize) -> Result<Segment, Rej
         end_y,
         size,
         tool,
+        stroke_id: optional_stroke_id(incoming)?,
     })
+}
+
+fn optional_stroke_id(incoming: &Incoming) -> Result<Option<StrokeId>, Rejection> {
+    match incoming.stroke_id.as_deref() {
+        None => Ok(None),
+        Some(id) if is_valid_stroke_id(id) => Ok(Some(id.into())),
+        Some(_) => Err(Rejection::stroke_id(
+            "strokeId must be 1-64 characters of A-Z a-z 0-9 _ -",
+        )),
+    }
+}
+
+fn required_stroke_id(incoming: &Incoming) -> Result<StrokeId, Rejection> {
+    optional_stroke_id(incoming)?.ok_or_else(|| Rejection::stroke_id("strokeId is required"))
+}
+
+/// Stroke ids share room names' alphabet: safe in JSON, logs and URLs without escaping.
+pub fn is_valid_stroke_id(id: &str) -> bool {
+    (1..=MAX_STROKE_ID_CHARS).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 fn validate_canvas_state(incoming: Incoming) -> Result<ClientMessage, Rejection> {
@@ -494,6 +562,7 @@ mod tests {
                 end_y: 202.0,
                 size: DEFAULT_SIZE_PX,
                 tool: Tool::Pen,
+                stroke_id: None,
             }))
         );
     }
@@ -508,6 +577,7 @@ mod tests {
             end_y: 4.0,
             size: 8.0,
             tool: Tool::Eraser,
+            stroke_id: None,
         };
         let json: serde_json::Value =
             serde_json::from_str(&ServerMessage::Draw(&segment).encode()).unwrap();

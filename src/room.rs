@@ -28,8 +28,9 @@ use uuid::Uuid;
 use crate::canvas::{CanvasError, Op};
 use crate::config::{PictureSource, Settings};
 use crate::direct::{self, Direct, Written};
+use crate::history::{self, AuthorId, History, Meta};
 use crate::picture::{self, Picture, Priority, RenderFailed, Restored};
-use crate::protocol::{batch_frame, ErrorCode, Rejection, Segment, ServerMessage};
+use crate::protocol::{batch_frame, ErrorCode, Rejection, Segment, ServerMessage, StrokeId};
 use crate::registry::{RoomIdle, RoomRegistry};
 use crate::session::{
     Deliver, DeliverRest, DeliverTick, Kick, RequestSnapshot, WithdrawSnapshotRequest, WsSession,
@@ -76,8 +77,20 @@ pub struct Leave {
 #[rtype(result = "()")]
 pub struct Draw {
     pub from: Uuid,
+    pub author: AuthorId,
     pub segment: Segment,
     pub received: Instant,
+}
+
+/// Member `from` undoes (or redoes) a stroke of theirs.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Toggle {
+    pub from: Uuid,
+    pub author: AuthorId,
+    pub stroke_id: StrokeId,
+    /// `false`: redo.
+    pub undo: bool,
 }
 
 /// The server is stopping: close every member with 1001.
@@ -90,6 +103,9 @@ pub struct CloseAll;
 #[rtype(result = "()")]
 pub struct Clear {
     pub from: Uuid,
+    pub author: AuthorId,
+    /// With one, the clear can be undone by whoever cleared.
+    pub stroke_id: Option<StrokeId>,
 }
 
 /// Member `from` answers a `canvasRequest` for newcomer `for_client`.
@@ -128,7 +144,8 @@ pub struct CurrentCanvas;
 struct Recorded {
     seq: u64,
     op: Op,
-    /// The bytes broadcast for it: sent again to newcomers, and stored as they are.
+    /// The bytes broadcast for it: sent again to newcomers, and stored after its meta (who sent
+    /// it and when, which the history keeps).
     frame: ByteString,
 }
 
@@ -270,6 +287,11 @@ pub struct CanvasServer {
     picture: Picture,
     /// Operations after `picture`, oldest first.
     recorded: Vec<Recorded>,
+    /// The strokes of `recorded`: who may undo what.
+    history: History,
+    /// How many of `recorded` the last checkpoint had to leave out (they could still be undone):
+    /// the next one is due `--checkpoint-ops` operations after them.
+    unsettled: usize,
     /// The sequence number of the last accepted operation.
     last_seq: u64,
     /// When the last operation was accepted: a room quiet for `--checkpoint-idle` is checkpointed.
@@ -327,6 +349,7 @@ impl CanvasServer {
         store: Store,
         population: Arc<AtomicUsize>,
     ) -> Self {
+        let undo_limits = settings.storage.undo;
         CanvasServer {
             name,
             settings,
@@ -336,6 +359,8 @@ impl CanvasServer {
             availability: Availability::Loading,
             picture: Picture::blank(0),
             recorded: Vec::new(),
+            history: History::new(undo_limits),
+            unsettled: 0,
             last_seq: 0,
             last_op_at: Instant::now(),
             composing: false,
@@ -603,13 +628,25 @@ impl CanvasServer {
     fn loaded(&mut self, result: Result<Restored, LoadError>, ctx: &mut Context<Self>) {
         match result {
             Ok(restored) => {
-                self.last_seq = restored.picture.seq;
-                self.stored_bytes = restored.picture.stored_len();
+                self.last_seq = restored.last_seq;
                 if restored.replayed > 0 && !restored.picture.blank && self.shared.is_none() {
                     // Fold what a crash or stop left after the checkpoint into a new one.
                     self.store_checkpoint(&restored.picture);
                 }
                 self.picture = restored.picture;
+                self.history = restored.history;
+                self.recorded = restored
+                    .tail
+                    .into_iter()
+                    .map(|stored| Recorded {
+                        seq: stored.seq,
+                        op: stored.op,
+                        frame: ByteString::from(stored.json),
+                    })
+                    .collect();
+                self.unsettled = self.recorded.len();
+                self.count_stored_bytes();
+                self.arm_idle_checkpoint(ctx);
                 self.availability = Availability::Ready;
                 if self.shared.is_some() {
                     // Every node refreshes its entry each heartbeat, so that one that died drops
@@ -712,24 +749,60 @@ impl CanvasServer {
     }
 
     /// Accepts an operation: stored, and kept until the next checkpoint covers it.
-    fn record(&mut self, op: Op, frame: ByteString, ctx: &mut Context<Self>) {
+    fn record(&mut self, op: Op, meta: Option<Meta>, frame: ByteString, ctx: &mut Context<Self>) {
         let seq = self.last_seq + 1;
-        self.store.append(&self.name, seq, frame.clone());
-        self.keep(seq, op, frame, ctx);
+        self.store
+            .append(&self.name, seq, stored_form(meta.as_ref(), &frame));
+        self.keep(seq, op, meta, frame, ctx);
     }
 
     /// Keeps operation `seq` until a checkpoint covers it.
-    fn keep(&mut self, seq: u64, op: Op, frame: ByteString, ctx: &mut Context<Self>) {
+    fn keep(
+        &mut self,
+        seq: u64,
+        op: Op,
+        meta: Option<Meta>,
+        frame: ByteString,
+        ctx: &mut Context<Self>,
+    ) {
         self.last_seq = seq;
         self.stored_bytes += frame.len() as u64;
-        let is_clear = matches!(op, Op::Clear);
+        self.history.record(seq, &op, meta.as_ref());
+        // A clear nobody can undo makes everything before it moot: checkpoint at once.
+        let final_clear = matches!(op, Op::Clear(None));
         self.recorded.push(Recorded { seq, op, frame });
         self.last_op_at = Instant::now();
         self.warn_if_unstored(ctx);
-        if is_clear || self.recorded.len() >= self.settings.storage.checkpoint_ops {
+        if final_clear
+            || self.recorded.len() >= self.unsettled + self.settings.storage.checkpoint_ops
+        {
             self.start_checkpoint(ctx);
         }
         self.arm_idle_checkpoint(ctx);
+    }
+
+    /// Whether `op` from `author` may be the room's next operation (undo rights, stroke ids);
+    /// the sender is told why not.
+    fn admissible(
+        &self,
+        from: Uuid,
+        op: &Op,
+        meta: Option<&Meta>,
+        ctx: &mut Context<Self>,
+    ) -> bool {
+        match self.history.check(self.last_seq + 1, op, meta) {
+            Ok(()) => true,
+            Err(rejection) => {
+                self.reject(from, &rejection, ctx);
+                false
+            }
+        }
+    }
+
+    /// How many of `recorded` a checkpoint may bake now (nothing that may still be undone).
+    fn settled_count(&self) -> usize {
+        let ops: Vec<(u64, &Op)> = self.recorded.iter().map(|r| (r.seq, &r.op)).collect();
+        self.history.settled_count(&ops, history::now_ms())
     }
 
     /// Checkpoints once drawing has paused for `--checkpoint-idle`. Armed by drawing, not
@@ -748,10 +821,28 @@ impl CanvasServer {
             if room.recorded.is_empty() {
                 return;
             }
+            if room.settled_count() == 0 {
+                // Everything left may still be undone: wake when time settles the oldest stroke
+                // (count and depth settle it only with new operations, which arm this again).
+                return room.arm_settling(ctx);
+            }
             if room.last_op_at.elapsed() >= every {
                 room.start_checkpoint(ctx);
             }
-            // Until a checkpoint covers everything (one may be rendering, or have failed).
+            // Until a checkpoint covers everything settled (one may be rendering, or have failed).
+            room.arm_idle_checkpoint(ctx);
+        });
+    }
+
+    /// Checkpoints when the oldest stroke's undo window ends, if nothing else does first.
+    fn arm_settling(&mut self, ctx: &mut Context<Self>) {
+        let Some(at_ms) = self.history.next_settling_at_ms() else {
+            return;
+        };
+        self.idle_check_armed = true;
+        let wait = Duration::from_millis(at_ms.saturating_sub(history::now_ms()));
+        ctx.run_later(wait, |room, ctx| {
+            room.idle_check_armed = false;
             room.arm_idle_checkpoint(ctx);
         });
     }
@@ -759,6 +850,10 @@ impl CanvasServer {
     /// Renders a new checkpoint from the last one and the operations since, on a blocking thread.
     fn start_checkpoint(&mut self, ctx: &mut Context<Self>) {
         if self.composing || self.recorded.is_empty() {
+            return;
+        }
+        if self.settled_count() == 0 {
+            self.unsettled = self.recorded.len();
             return;
         }
         if let Some(shared) = &mut self.shared {
@@ -788,47 +883,51 @@ impl CanvasServer {
         if self.composing || self.recorded.is_empty() {
             return;
         }
+        let Some(render) = self.render_checkpoint() else {
+            return;
+        };
         self.composing = true;
         log::debug!(
             "room={} checkpointing {} operations",
             self.name,
             self.recorded.len()
         );
-        ctx.spawn(
-            self.render_checkpoint()
-                .into_actor(self)
-                .map(|result, room, ctx| {
-                    room.composing = false;
-                    match result {
-                        Ok(Ok(picture)) => room.checkpointed(picture, ctx),
-                        Ok(Err(err)) => {
-                            log::error!("room={} checkpoint failed: {err}", room.name)
-                        }
-                        Err(err) => {
-                            log::error!("room={} checkpoint not rendered: {err}", room.name)
-                        }
-                    }
-                }),
-        );
+        ctx.spawn(render.into_actor(self).map(|result, room, ctx| {
+            room.composing = false;
+            match result {
+                Ok(Ok(picture)) => room.checkpointed(picture, ctx),
+                Ok(Err(err)) => log::error!("room={} checkpoint failed: {err}", room.name),
+                Err(err) => log::error!("room={} checkpoint not rendered: {err}", room.name),
+            }
+        }));
     }
 
-    /// The next checkpoint, rendered off this thread: the last one with every operation since.
+    /// The next checkpoint, rendered off this thread: the last one with every settled operation
+    /// since (`None`: nothing is settled yet). Strokes undone by then are left out for good.
     fn render_checkpoint(
         &self,
-    ) -> impl std::future::Future<Output = Result<Result<Picture, CanvasError>, RenderFailed>> + 'static
-    {
+    ) -> Option<
+        impl std::future::Future<Output = Result<Result<Picture, CanvasError>, RenderFailed>> + 'static,
+    > {
+        let settled = self.settled_count();
+        let last = self.recorded.get(settled.checked_sub(1)?)?;
         let base = self.picture.clone();
-        let ops: Vec<Op> = self.recorded.iter().map(|r| r.op.clone()).collect();
-        let (seq, size) = (self.last_seq, self.settings.canvas);
-        picture::render_off_thread(Priority::Background, move || {
-            picture::compose(&base, &ops, seq, size)
-        })
+        let all: Vec<Op> = self.recorded.iter().map(|r| r.op.clone()).collect();
+        let (seq, size) = (last.seq, self.settings.canvas);
+        Some(picture::render_off_thread(
+            Priority::Background,
+            move || {
+                let hidden = picture::undone(&all);
+                picture::compose(&base, &all[..settled], &hidden, seq, size)
+            },
+        ))
     }
 
     fn checkpointed(&mut self, picture: Picture, ctx: &mut Context<Self>) {
         self.store_checkpoint(&picture);
         self.adopt(picture);
-        if self.recorded.len() >= self.settings.storage.checkpoint_ops {
+        self.unsettled = self.recorded.len().saturating_sub(self.settled_count());
+        if self.recorded.len() >= self.unsettled + self.settings.storage.checkpoint_ops {
             self.start_checkpoint(ctx);
         }
     }
@@ -836,7 +935,12 @@ impl CanvasServer {
     /// Takes `picture` as the room's checkpoint: the operations it covers are dropped.
     fn adopt(&mut self, picture: Picture) {
         self.recorded.retain(|r| r.seq > picture.seq);
+        self.history.forget_through(picture.seq);
         self.picture = picture;
+        self.count_stored_bytes();
+    }
+
+    fn count_stored_bytes(&mut self) {
         self.stored_bytes = self.picture.stored_len()
             + self
                 .recorded
@@ -856,13 +960,14 @@ impl CanvasServer {
         );
     }
 
-    /// What the canvas is now: whether it starts blank (no picture, or a clear since), and the
-    /// operations to draw over that start.
+    /// What the canvas is now: whether it starts blank (no picture, or a clear nobody can undo
+    /// since), and the operations to draw over that start (undone ones and their undos included:
+    /// a newcomer may see them redone).
     fn current(&self) -> (bool, &[Recorded]) {
         match self
             .recorded
             .iter()
-            .rposition(|r| matches!(r.op, Op::Clear))
+            .rposition(|r| matches!(r.op, Op::Clear(None)))
         {
             Some(index) => (true, &self.recorded[index + 1..]),
             None => (self.picture.blank, &self.recorded[..]),
@@ -968,13 +1073,19 @@ impl CanvasServer {
 
     fn apply(&mut self, relayed: RelayedOp, ctx: &mut Context<Self>) {
         match picture::parse_stored_op(&relayed.frame) {
-            Ok(op) => {
-                let kind = match op {
-                    Op::Draw(_) => "draw",
-                    Op::Clear => "clear",
-                };
-                let frame = self.broadcast_frame(kind, relayed.frame, relayed.from, ctx);
-                self.keep(relayed.seq, op, frame, ctx);
+            Ok((op, meta, json)) => {
+                let json = relayed.frame.slice_ref(json);
+                if let Err(rejection) = self.history.check(relayed.seq, &op, meta.as_ref()) {
+                    // Lost a race on another node (its stroke settled, or was taken): every node
+                    // leaves it out alike, and its sender, if here, is told.
+                    if let Some(from) = relayed.from {
+                        self.reject(from, &rejection, ctx);
+                    }
+                    self.last_seq = relayed.seq;
+                    return;
+                }
+                let frame = self.broadcast_frame(op.kind(), json, relayed.from, ctx);
+                self.keep(relayed.seq, op, meta, frame, ctx);
             }
             Err(why) => {
                 // Not ours to repair; skipping it keeps the order of everything after it.
@@ -1085,6 +1196,7 @@ impl CanvasServer {
         self.composing = true;
         let read = cluster.stored_checkpoint(&self.name);
         let size = self.settings.canvas;
+        let limits = self.settings.storage.undo;
         let restore = async move {
             let (checkpoint_seq, png) = read.await.map_err(|err| err.to_string())?;
             let stored = StoredRoom {
@@ -1093,7 +1205,7 @@ impl CanvasServer {
                 ..StoredRoom::default()
             };
             picture::render_off_thread(Priority::Background, move || {
-                picture::restore(&stored, size)
+                picture::restore(&stored, size, limits, history::now_ms())
             })
             .await
             .map_err(|err| err.to_string())?
@@ -1132,6 +1244,14 @@ impl Handler<Relayed> for CanvasServer {
             }
             Relayed::Lost => self.warn_if_unstored(ctx),
         }
+    }
+}
+
+/// What the store keeps of an operation: its frame, after its meta when it has one.
+fn stored_form(meta: Option<&Meta>, frame: &ByteString) -> ByteString {
+    match meta {
+        None => frame.clone(),
+        Some(_) => ByteString::from(Meta::stored(meta, frame)),
     }
 }
 
@@ -1183,6 +1303,7 @@ impl Actor for CanvasServer {
         let store = self.store.clone();
         let name = self.name.clone();
         let size = self.settings.canvas;
+        let limits = self.settings.storage.undo;
         // A cluster room hears its channel before it reads the room: nothing published after the
         // read is missed, and what the read already holds is skipped by its number.
         let subscribed = self.store.cluster().map(|cluster| {
@@ -1204,10 +1325,11 @@ impl Actor for CanvasServer {
             }
             let stored = store.load(name).await.map_err(LoadError::Store)?;
             if !picture::needs_render(&stored) {
-                return picture::restore(&stored, size).map_err(LoadError::Damaged);
+                return picture::restore(&stored, size, limits, history::now_ms())
+                    .map_err(LoadError::Damaged);
             }
             picture::render_off_thread(Priority::Foreground, move || {
-                picture::restore(&stored, size)
+                picture::restore(&stored, size, limits, history::now_ms())
             })
             .await
             .map_err(LoadError::Render)?
@@ -1355,15 +1477,62 @@ impl Handler<Draw> for CanvasServer {
         if !self.storable(draw.from, ctx) {
             return;
         }
-        if let Some(cluster) = self.cluster() {
-            let frame = ServerMessage::Draw(&draw.segment).encode();
-            return self.publish(cluster, draw.from, frame, ctx);
+        let meta = draw.segment.stroke_id.is_some().then(|| Meta {
+            author: draw.author,
+            at_ms: history::now_ms(),
+        });
+        let frame = ServerMessage::Draw(&draw.segment).encode();
+        let op = Op::Draw(draw.segment);
+        if !self.admissible(draw.from, &op, meta.as_ref(), ctx) {
+            return;
         }
-        let frame = self.broadcast(&ServerMessage::Draw(&draw.segment), Some(draw.from), ctx);
+        if let Some(cluster) = self.cluster() {
+            return self.publish(cluster, draw.from, stored_form(meta.as_ref(), &frame), ctx);
+        }
+        let frame = self.broadcast_frame("draw", frame, Some(draw.from), ctx);
         self.stats
             .broadcast_seconds
             .observe(draw.received.elapsed().as_secs_f64());
-        self.record(Op::Draw(draw.segment), frame, ctx);
+        self.record(op, meta, frame, ctx);
+    }
+}
+
+impl Handler<Toggle> for CanvasServer {
+    type Result = ();
+
+    fn handle(&mut self, toggle: Toggle, ctx: &mut Context<Self>) {
+        if !self.storable(toggle.from, ctx) {
+            return;
+        }
+        let meta = Some(Meta {
+            author: toggle.author,
+            at_ms: history::now_ms(),
+        });
+        let (op, message) = if toggle.undo {
+            let message = ServerMessage::Undo {
+                stroke_id: &toggle.stroke_id,
+            };
+            (Op::Undo(toggle.stroke_id.clone()), message)
+        } else {
+            let message = ServerMessage::Redo {
+                stroke_id: &toggle.stroke_id,
+            };
+            (Op::Redo(toggle.stroke_id.clone()), message)
+        };
+        if !self.admissible(toggle.from, &op, meta.as_ref(), ctx) {
+            return;
+        }
+        let frame = message.encode();
+        if let Some(cluster) = self.cluster() {
+            return self.publish(
+                cluster,
+                toggle.from,
+                stored_form(meta.as_ref(), &frame),
+                ctx,
+            );
+        }
+        let frame = self.broadcast_frame(op.kind(), frame, Some(toggle.from), ctx);
+        self.record(op, meta, frame, ctx);
     }
 }
 
@@ -1374,12 +1543,23 @@ impl Handler<Clear> for CanvasServer {
         if !self.storable(clear.from, ctx) {
             return;
         }
-        if let Some(cluster) = self.cluster() {
-            let frame = ServerMessage::Clear.encode();
-            return self.publish(cluster, clear.from, frame, ctx);
+        let meta = clear.stroke_id.is_some().then(|| Meta {
+            author: clear.author,
+            at_ms: history::now_ms(),
+        });
+        let frame = ServerMessage::Clear {
+            stroke_id: clear.stroke_id.as_deref(),
         }
-        let frame = self.broadcast(&ServerMessage::Clear, Some(clear.from), ctx);
-        self.record(Op::Clear, frame, ctx);
+        .encode();
+        let op = Op::Clear(clear.stroke_id);
+        if !self.admissible(clear.from, &op, meta.as_ref(), ctx) {
+            return;
+        }
+        if let Some(cluster) = self.cluster() {
+            return self.publish(cluster, clear.from, stored_form(meta.as_ref(), &frame), ctx);
+        }
+        let frame = self.broadcast_frame("clear", frame, Some(clear.from), ctx);
+        self.record(op, meta, frame, ctx);
     }
 }
 
@@ -1427,8 +1607,8 @@ impl Handler<Shutdown> for CanvasServer {
         if !matches!(self.availability, Availability::Ready) {
             return ctx.stop();
         }
-        // A blank room frees its place on disk.
-        if self.is_blank() {
+        // A blank room frees its place on disk (unless an undo could bring something back).
+        if self.is_blank() && !self.history.has_undoable(self.last_seq, history::now_ms()) {
             self.store.forget(&self.name, self.last_seq);
             return ctx.stop();
         }
@@ -1441,7 +1621,10 @@ impl Handler<Shutdown> for CanvasServer {
         // Spawned, not `wait`ed: an idle checkpoint may still be in flight, and a `wait` would
         // hold it (and whatever it holds) unpolled until this one finished (issue 12). The
         // spawned future keeps the actor alive until it ends.
-        let render = self.render_checkpoint();
+        let Some(render) = self.render_checkpoint() else {
+            // All of it may still be undone: it stays stored as operations.
+            return ctx.stop();
+        };
         ctx.spawn(render.into_actor(self).map(move |result, room, ctx| {
             match result {
                 Ok(Ok(picture)) => room.store_checkpoint(&picture),
@@ -1510,6 +1693,7 @@ mod tests {
             color: "#ff0000".into(),
             size: 4.0,
             tool: Tool::Pen,
+            stroke_id: None,
         }
     }
 
@@ -1541,6 +1725,7 @@ mod tests {
             // --checkpoint-ops 1: this draw starts a checkpoint, which waits for a permit.
             let draw = Draw {
                 from: Uuid::new_v4(),
+                author: AuthorId::random(),
                 segment: segment(),
                 received: Instant::now(),
             };

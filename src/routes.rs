@@ -16,6 +16,7 @@ use serde_json::json;
 use crate::canvas::Op;
 use crate::config::Settings;
 use crate::health::{HealthProbe, Probe};
+use crate::history::{self, AuthorId};
 use crate::limits::{Admission, Refusal};
 use crate::picture::{self, Picture, Priority, RenderFailed};
 use crate::protocol::is_valid_room_name;
@@ -113,10 +114,12 @@ async fn ws_room(
     upgrade(&room, req, &state)
 }
 
-/// `?batch=1` on the WebSocket URL asks for batched delivery.
+/// `?batch=1` on the WebSocket URL asks for batched delivery; `?author=` is the browser's secret
+/// for undo (see `history`).
 #[derive(serde::Deserialize)]
 struct UpgradeQuery {
     batch: Option<String>,
+    author: Option<String>,
 }
 
 /// Admits the connection and answers 101; the session starts once the upgrade has the socket
@@ -147,13 +150,28 @@ fn upgrade(room: &str, req: HttpRequest, state: &AppState) -> HttpResponse {
     let peer = req
         .peer_addr()
         .map_or_else(|| "unknown".to_owned(), |addr| addr.to_string());
-    let batched = web::Query::<UpgradeQuery>::from_query(req.query_string())
-        .is_ok_and(|query| matches!(query.batch.as_deref(), Some("1" | "true")));
+    let query = web::Query::<UpgradeQuery>::from_query(req.query_string()).ok();
+    let batched = query
+        .as_ref()
+        .is_some_and(|query| matches!(query.batch.as_deref(), Some("1" | "true")));
+    let author = match query.as_ref().and_then(|query| query.author.as_deref()) {
+        None => None,
+        Some(secret) if history::is_valid_author_secret(secret) => {
+            Some(AuthorId::from_secret(room, secret))
+        }
+        Some(_) => {
+            return HttpResponse::BadRequest().json(json!({
+                "error": "invalid_author",
+                "message": "author must be 16-128 characters of A-Z a-z 0-9 _ -",
+            }))
+        }
+    };
     slot.fill(Admitted {
         room_name: room.into(),
         peer,
         permit: Some(permit),
         batched,
+        author,
         settings: state.settings.clone(),
         stats: state.stats.clone(),
         registry: state.registry.clone(),
@@ -206,7 +224,7 @@ async fn canvas_png(
     };
     let size = state.settings.canvas;
     let rendered = picture::render_off_thread(Priority::Foreground, move || {
-        picture::render(&base, &ops, size).map(|canvas| {
+        picture::render(&base, &ops, &picture::undone(&ops), size).map(|canvas| {
             if transparent {
                 canvas.encode_png()
             } else {
@@ -268,12 +286,15 @@ async fn current_canvas(
             ));
         }
     };
-    let size = state.settings.canvas;
+    let (size, limits) = (state.settings.canvas, state.settings.storage.undo);
     let restored = picture::render_off_thread(Priority::Foreground, move || {
-        picture::restore(&stored, size)
+        picture::restore(&stored, size, limits, history::now_ms())
     });
     match restored.await {
-        Ok(Ok(restored)) => Ok(Some((restored.picture, Vec::new()))),
+        Ok(Ok(restored)) => {
+            let tail = restored.tail.into_iter().map(|stored| stored.op).collect();
+            Ok(Some((restored.picture, tail)))
+        }
         Ok(Err(why)) => {
             log::error!("room={name} has a damaged stored canvas: {why}");
             Err(picture_error(

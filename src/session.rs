@@ -28,12 +28,13 @@ use uuid::Uuid;
 
 use crate::config::Settings;
 use crate::direct::{self, Direct, SharedTcp};
+use crate::history::AuthorId;
 use crate::limits::{ConnectionPermit, DrawLimiter, Throttle};
 use crate::protocol::{
     batch_frame, check_png_snapshot, decode_client_message, ClientMessage, Rejection, ServerMessage,
 };
 use crate::registry::{JoinRoom, PlaceSession, RoomRegistry, TooManyRooms};
-use crate::room::{CanvasServer, Clear, Draw, JoinAnswer, Leave, SnapshotReply};
+use crate::room::{CanvasServer, Clear, Draw, JoinAnswer, Leave, SnapshotReply, Toggle};
 use crate::stats::Stats;
 use crate::utf8_guard::{announced_length, Utf8Guard};
 
@@ -224,6 +225,8 @@ pub struct Admitted {
     /// a client.
     pub permit: Option<ConnectionPermit>,
     pub batched: bool,
+    /// Who this browser is, for undo (`?author=`); `None`: a new author per connection.
+    pub author: Option<AuthorId>,
     pub settings: Arc<Settings>,
     pub stats: Arc<Stats>,
     pub registry: Addr<RoomRegistry>,
@@ -349,6 +352,7 @@ pub async fn connect_in_memory(
         peer: peer.to_owned(),
         permit: None,
         batched: false,
+        author: None,
         settings: settings.clone(),
         stats: stats.clone(),
         registry: registry.clone(),
@@ -484,6 +488,8 @@ impl<R: AsyncRead + Unpin> futures_util::Stream for ClientFrames<R> {
 
 pub struct WsSession {
     id: Uuid,
+    /// Who the browser is, for undo rights.
+    author: AuthorId,
     /// Frames for the client: encoded into its buffer and written as the socket takes them.
     out: Writer,
     /// Set once a close frame is queued: nothing more is written, and nothing read is handled
@@ -532,12 +538,14 @@ impl WsSession {
             peer,
             permit,
             batched,
+            author,
             settings,
             stats,
             registry,
         } = admitted;
         WsSession {
             id: Uuid::new_v4(),
+            author: author.unwrap_or_else(AuthorId::random),
             out,
             closing: false,
             handing_over: false,
@@ -777,21 +785,46 @@ impl WsSession {
             return;
         };
         let from = self.id;
+        let message_kind = match &message {
+            ClientMessage::Undo(_) => "undo",
+            ClientMessage::Redo(_) => "redo",
+            _ => "",
+        };
         match message {
             ClientMessage::Draw(segment) => {
                 if self.throttle(ctx) {
                     self.stats.messages_in.with_label_values(&["draw"]).inc();
                     room.do_send(Draw {
                         from,
+                        author: self.author,
                         segment,
                         received: Instant::now(),
                     });
                 }
             }
-            ClientMessage::Clear => {
+            ClientMessage::Clear(stroke_id) => {
                 if self.throttle(ctx) {
                     self.stats.messages_in.with_label_values(&["clear"]).inc();
-                    room.do_send(Clear { from });
+                    room.do_send(Clear {
+                        from,
+                        author: self.author,
+                        stroke_id,
+                    });
+                }
+            }
+            ClientMessage::Undo(stroke_id) | ClientMessage::Redo(stroke_id) => {
+                let undo = matches!(message_kind, "undo");
+                if self.throttle(ctx) {
+                    self.stats
+                        .messages_in
+                        .with_label_values(&[message_kind])
+                        .inc();
+                    room.do_send(Toggle {
+                        from,
+                        author: self.author,
+                        stroke_id,
+                        undo,
+                    });
                 }
             }
             ClientMessage::CanvasState { client_id, data } => {

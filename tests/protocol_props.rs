@@ -6,9 +6,9 @@
 
 use base64::Engine as _;
 use livecanvas::protocol::{
-    check_png_snapshot, decode_client_message, is_valid_room_name, CanvasSize, ClientMessage,
-    ErrorCode, Rejection, Segment, ServerMessage, Tool, COORDINATE_MARGIN_PX, DEFAULT_SIZE_PX,
-    MAX_ROOM_NAME_CHARS, MAX_SIZE_PX, MIN_SIZE_PX, PNG_DATA_URL_PREFIX,
+    check_png_snapshot, decode_client_message, is_valid_room_name, is_valid_stroke_id, CanvasSize,
+    ClientMessage, ErrorCode, Rejection, Segment, ServerMessage, Tool, COORDINATE_MARGIN_PX,
+    DEFAULT_SIZE_PX, MAX_ROOM_NAME_CHARS, MAX_SIZE_PX, MIN_SIZE_PX, PNG_DATA_URL_PREFIX,
 };
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -16,8 +16,9 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 /// Every field name the protocol knows.
-const PROTOCOL_FIELDS: [&str; 10] = [
+const PROTOCOL_FIELDS: [&str; 11] = [
     "type", "color", "startX", "startY", "endX", "endY", "size", "tool", "clientId", "data",
+    "strokeId",
 ];
 /// The fields of a draw that a value can be out of range in.
 const DRAW_FIELDS: [&str; 7] = ["startX", "startY", "endX", "endY", "size", "color", "tool"];
@@ -116,7 +117,15 @@ fn check_decoder_contract(text: &str, canvas: CanvasSize) -> Result<(), TestCase
         Ok(ClientMessage::CanvasState { data, .. }) => {
             prop_assert!(data.starts_with(PNG_DATA_URL_PREFIX), "data {data:?}");
         }
-        Ok(ClientMessage::Clear) => {}
+        Ok(ClientMessage::Clear(id)) => {
+            prop_assert!(
+                id.as_deref().is_none_or(is_valid_stroke_id),
+                "strokeId {id:?}"
+            );
+        }
+        Ok(ClientMessage::Undo(id) | ClientMessage::Redo(id)) => {
+            prop_assert!(is_valid_stroke_id(&id), "strokeId {id:?}");
+        }
         Err(rejection) => assert_rejection_well_formed(&rejection)?,
     }
     Ok(())
@@ -497,6 +506,7 @@ fn valid_draw() -> impl Strategy<Value = ValidDraw> {
                         } else {
                             Tool::Pen
                         },
+                        stroke_id: None,
                     };
                     ValidDraw {
                         canvas,
@@ -872,6 +882,7 @@ fn coordinates_exactly_on_the_margin_are_accepted() {
             end_y: 1000.0,
             size: DEFAULT_SIZE_PX,
             tool: Tool::Pen,
+            stroke_id: None,
         }))
     );
 }
