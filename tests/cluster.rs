@@ -676,3 +676,94 @@ async fn a_redis_that_comes_back_without_the_rooms_last_strokes_makes_its_member
     };
     assert_eq!(again.next_event().await["type"], "canvasEmpty");
 }
+
+// ---- undo across nodes ----
+
+const ADA: &str = "ada-secret-0123456789abcdef";
+const BOB: &str = "bob-secret-0123456789abcdef";
+
+/// Joins as the browser with `secret` and reads the picture the node sends first.
+async fn join_as(server: &Server, room: &str, secret: &str) -> Client {
+    let mut client = Client::join(&format!("{}?author={secret}", server.ws_url(room))).await;
+    let first = client.next_event().await;
+    assert!(
+        first["type"] == "canvasEmpty" || first["type"] == "canvasState",
+        "{first}"
+    );
+    client
+}
+
+/// Stroke `id`: one red segment across y.
+fn stroke_segment(id: &str, y: f64) -> Value {
+    serde_json::json!({"type":"draw","strokeId":id,"color":"#ff0000","startX":100.0,"startY":y,
+        "endX":700.0,"endY":y,"size":10,"tool":"pen"})
+}
+
+/// Whether the node's picture of `room` has red at (400, y), once the node has caught up: each
+/// node applies what Redis relays in its own time, so this polls until `want` (or the deadline).
+async fn node_shows(server: &Server, room: &str, y: u32, want: bool) -> bool {
+    let url = server.http_url(&format!(
+        "/api/rooms/{room}/canvas.png?background=transparent"
+    ));
+    let deadline = tokio::time::Instant::now() + common::EVENT_DEADLINE;
+    loop {
+        let url = url.clone();
+        let (status, _, body) = blocking(move || http_get(&url)).await;
+        let shows = status == 200 && Image::decode(&body).pixel(400, y) == [255, 0, 0, 255];
+        if shows == want || tokio::time::Instant::now() >= deadline {
+            return shows;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undo_on_one_node_removes_the_stroke_on_every_node() {
+    let redis = Redis::start();
+    let (n1, n2) = (node(&redis, "n1", &[]), node(&redis, "n2", &[]));
+    let mut ada = join_as(&n1, "undo", ADA).await;
+    let mut bob = join_as(&n2, "undo", BOB).await;
+    ada.wait_for_count(2).await;
+    ada.send_json(stroke_segment("s1", 100.0)).await;
+    ada.send_json(stroke_segment("s2", 200.0)).await;
+    assert_eq!(bob.next_of_type("draw").await["strokeId"], "s1");
+    assert_eq!(bob.next_of_type("draw").await["strokeId"], "s2");
+
+    let error = {
+        bob.send_json(serde_json::json!({"type":"undo","strokeId":"s1"}))
+            .await;
+        bob.next_of_type("error").await
+    };
+    assert_eq!(error["code"], "not_yours", "{error}");
+    ada.send_json(serde_json::json!({"type":"undo","strokeId":"s1"}))
+        .await;
+    assert_eq!(
+        bob.next_of_type("undo").await,
+        serde_json::json!({"type":"undo","strokeId":"s1"})
+    );
+    for server in [&n1, &n2] {
+        assert!(
+            !node_shows(server, "undo", 100, false).await,
+            "undone on every node"
+        );
+        assert!(node_shows(server, "undo", 200, true).await);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_author_can_undo_on_another_node_what_it_drew_on_the_first() {
+    let redis = Redis::start();
+    let (n1, n2) = (node(&redis, "n1", &[]), node(&redis, "n2", &[]));
+    let mut watcher = join_as(&n2, "undo-moved", BOB).await;
+    let mut ada = join_as(&n1, "undo-moved", ADA).await;
+    watcher.wait_for_count(2).await;
+    ada.send_json(stroke_segment("s1", 100.0)).await;
+    assert_eq!(watcher.next_of_type("draw").await["strokeId"], "s1");
+    drop(ada);
+    // Ada's page comes back through the load balancer, to the other node.
+    let mut ada = join_as(&n2, "undo-moved", ADA).await;
+    ada.send_json(serde_json::json!({"type":"undo","strokeId":"s1"}))
+        .await;
+    assert_eq!(watcher.next_of_type("undo").await["strokeId"], "s1");
+    assert!(!node_shows(&n1, "undo-moved", 100, false).await);
+}
