@@ -155,6 +155,18 @@ impl History {
     /// Whether `op`, sent with `meta`, may be the room's next operation. An operation without a
     /// stroke (an old client's) always may.
     pub fn check(&self, seq: u64, op: &Op, meta: Option<&Meta>) -> Result<(), Rejection> {
+        let stroke = match op {
+            Op::Undo(id) | Op::Redo(id) => Some(&**id),
+            other => other.stroke_id(),
+        };
+        self.check_unnamed(seq, op, meta)
+            .map_err(|rejection| match stroke {
+                Some(id) => rejection.about_stroke(id),
+                None => rejection,
+            })
+    }
+
+    fn check_unnamed(&self, seq: u64, op: &Op, meta: Option<&Meta>) -> Result<(), Rejection> {
         let Some(meta) = meta else {
             return match op {
                 Op::Undo(_) | Op::Redo(_) => Err(Rejection::cannot_undo(

@@ -119,6 +119,8 @@ pub struct Rejection {
     pub code: ErrorCode,
     pub field: Option<&'static str>,
     pub message: String,
+    /// The stroke an undo, redo or draw was refused for, so the page knows which to put back.
+    pub stroke_id: Option<StrokeId>,
 }
 
 impl Rejection {
@@ -127,6 +129,7 @@ impl Rejection {
             code,
             field: None,
             message: message.into(),
+            stroke_id: None,
         }
     }
 
@@ -135,7 +138,14 @@ impl Rejection {
             code: ErrorCode::InvalidField,
             field: Some(field),
             message: message.into(),
+            stroke_id: None,
         }
+    }
+
+    /// Names the stroke this refusal is about.
+    pub fn about_stroke(mut self, id: &str) -> Self {
+        self.stroke_id = Some(id.into());
+        self
     }
 
     pub fn rate_limited(message: String) -> Self {
@@ -167,6 +177,7 @@ impl Rejection {
             code: self.code,
             field: self.field,
             message: &self.message,
+            stroke_id: self.stroke_id.as_deref(),
         }
     }
 }
@@ -215,6 +226,8 @@ pub enum ServerMessage<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         field: Option<&'static str>,
         message: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        stroke_id: Option<&'a str>,
     },
 }
 

@@ -621,6 +621,7 @@ impl CanvasServer {
             code: ErrorCode::UnexpectedSnapshot,
             field: None,
             message: "no canvasRequest for that client is waiting on you".into(),
+            stroke_id: None,
         };
         self.reject(from, &rejection, ctx);
     }

@@ -134,6 +134,10 @@ async fn someone_elses_stroke_cannot_be_undone_or_drawn_into() {
 
     let error = error_for(&mut bob, json!({"type":"undo","strokeId":"s1"})).await;
     assert_eq!(error["code"], "not_yours", "{error}");
+    assert_eq!(
+        error["strokeId"], "s1",
+        "the refusal names the stroke: {error}"
+    );
     let error = error_for(&mut bob, segment("s1", 2, 0)).await;
     assert_eq!(
         (&error["code"], &error["field"]),
