@@ -16,6 +16,9 @@
 #                      tail-batch     the default server but --checkpoint-idle 1h, and the room
 #                                     topped up to 499 operations after its checkpoint (the most a
 #                                     quiet room holds with --checkpoint-ops 500): the worst case
+#                      undo-batch     the default server; the seeders draw as the page does
+#                                     (strokeIds, one browser each), so the room keeps its undoable
+#                                     history (up to --undo-max-ops, 20,000) out of its checkpoint
 #   --port P         the server's port (default 18082; the script refuses a port in use)
 #   --no-build       do not run cargo build first (the binaries must exist)
 #   -h, --help       this text
@@ -30,13 +33,13 @@ BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$BENCH_DIR")
 LOADGEN=${BENCH_LOADGEN:-"$ROOT/target/release/livecanvas-load"}
 SERVER=${BENCH_SERVER:-"$ROOT/target/release/livecanvas"}
-ALL_CONFIGS="sqlite-batch sqlite memory-batch tail-batch"
+ALL_CONFIGS="sqlite-batch sqlite memory-batch tail-batch undo-batch"
 RUN_BOUND_S=900 # nothing here should take that long; only a hang does
 
 history="0,1000,10000,100000"
 newcomers=50
 cold=10
-configs="sqlite-batch,sqlite,memory-batch,tail-batch"
+configs="sqlite-batch,sqlite,memory-batch,tail-batch,undo-batch"
 port=18082
 build=1
 
@@ -108,6 +111,7 @@ for config in "${config_list[@]}"; do
     tail-batch)
       server_flags+=(--checkpoint-idle 1h --checkpoint-ops 500)
       load_flags+=(--batch --tail 499 --settle 1s) ;;
+    undo-batch) load_flags+=(--batch --undoable --cold "$cold") ;;
   esac
   log "$config: livecanvas ${server_flags[*]}; livecanvas-load join-latency ${load_flags[*]}"
   error="" code=0 rss=null disk=null
@@ -164,6 +168,7 @@ names = {
     "sqlite": "sqlite, unbatched",
     "memory-batch": "memory, batched",
     "tail-batch": "sqlite, batched, +499 ops",
+    "undo-batch": "sqlite, batched, undoable strokes",
 }
 print("| server, newcomers | history (segments) | newcomers get | canvasState KiB | ops after it | "
       "warm p50 | warm p99 | warm max | cold p50 | cold p99 | cold max |")

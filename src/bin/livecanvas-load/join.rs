@@ -125,6 +125,12 @@ pub struct JoinArgs {
     #[arg(long)]
     pub batch: bool,
 
+    /// Seeders draw as the page does, each stroke with a `strokeId` and each seeder a browser of
+    /// its own (`?author=`): the server keeps what may still be undone out of its checkpoints, so
+    /// newcomers get the picture plus the room's undoable history (the worst case of undo).
+    #[arg(long)]
+    pub undoable: bool,
+
     /// Longest a newcomer may take to connect and get its picture.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     pub connect_timeout: Duration,
@@ -153,6 +159,7 @@ pub struct JoinSettings {
     pub connect_timeout: Duration,
     pub json: bool,
     pub progress: bool,
+    pub undoable: bool,
 }
 
 /// Validates; `Err` is a one-line message for exit code 2.
@@ -199,6 +206,7 @@ pub fn resolve(args: JoinArgs) -> Result<JoinSettings, String> {
         connect_timeout: args.connect_timeout,
         json: args.json,
         progress: !args.quiet,
+        undoable: args.undoable,
     })
 }
 
@@ -745,15 +753,18 @@ impl Run<'_> {
         };
         let mut seeders = Vec::with_capacity(seeder_count);
         for i in 0..seeder_count {
-            let seeder = join_member(
-                addr,
-                &member_url,
-                s.connect_timeout,
-                false,
-                seed_base + 1 + i as u64,
-            )
-            .await
-            .map_err(|err| format!("seeder {i} could not join: {err}"))?;
+            let seed = seed_base + 1 + i as u64;
+            let url = if s.undoable {
+                format!("{member_url}&author=seeder-{seed}-0123456789abcdef")
+            } else {
+                member_url.clone()
+            };
+            let mut seeder = join_member(addr, &url, s.connect_timeout, false, seed)
+                .await
+                .map_err(|err| format!("seeder {i} could not join: {err}"))?;
+            if s.undoable {
+                seeder.scribbler.give_stroke_ids(format!("s{seed}"));
+            }
             seeders.push(seeder);
         }
         let started = Instant::now();

@@ -254,6 +254,10 @@ pub struct Scribbler {
     color: &'static str,
     size: u32,
     eraser: bool,
+    /// `Some(prefix)`: every segment carries a `strokeId` (`prefix-<stroke number>`), as the page's
+    /// do, so the server keeps the strokes undoable.
+    stroke_ids: Option<String>,
+    strokes: u64,
 }
 
 const PALETTE: [&str; 12] = [
@@ -275,7 +279,14 @@ impl Scribbler {
             color: PALETTE[0],
             size: 2,
             eraser: false,
+            stroke_ids: None,
+            strokes: 0,
         }
+    }
+
+    /// From now on, gives every stroke an id starting with `prefix`.
+    pub fn give_stroke_ids(&mut self, prefix: String) {
+        self.stroke_ids = Some(prefix);
     }
 
     /// splitmix64
@@ -318,6 +329,7 @@ impl Scribbler {
             self.eraser = self.next_u64().is_multiple_of(20);
             self.color = self.pick(&PALETTE);
             self.size = self.pick(&SIZES) * if self.eraser { 2 } else { 1 };
+            self.strokes += 1;
         }
         self.left -= 1;
         self.heading += (self.unit() - 0.5) * 0.9;
@@ -326,8 +338,12 @@ impl Scribbler {
         self.x = Self::place(x0 + step * self.heading.cos(), self.width);
         self.y = Self::place(y0 + step * self.heading.sin(), self.height);
         let tool = if self.eraser { "eraser" } else { "pen" };
+        let stroke = match &self.stroke_ids {
+            Some(prefix) => format!(r#","strokeId":"{prefix}-{}""#, self.strokes),
+            None => String::new(),
+        };
         format!(
-            r#"{{"type":"draw","color":"{}","startX":{x0},"startY":{y0},"endX":{},"endY":{},"size":{},"tool":"{tool}"}}"#,
+            r#"{{"type":"draw","color":"{}","startX":{x0},"startY":{y0},"endX":{},"endY":{},"size":{},"tool":"{tool}"{stroke}}}"#,
             self.color, self.x, self.y, self.size
         )
     }
