@@ -33,7 +33,8 @@ use crate::picture::{self, Picture, Priority, RenderFailed, Restored};
 use crate::protocol::{batch_frame, ErrorCode, Rejection, Segment, ServerMessage, StrokeId};
 use crate::registry::{RoomIdle, RoomRegistry};
 use crate::session::{
-    Deliver, DeliverRest, DeliverTick, Kick, RequestSnapshot, WithdrawSnapshotRequest, WsSession,
+    Deliver, DeliverMany, DeliverRest, DeliverTick, Kick, RequestSnapshot, WithdrawSnapshotRequest,
+    WsSession,
 };
 use crate::stats::Stats;
 use crate::storage::{CatchUp, Cluster, Relayed, RelayedOp, Store, StoreError, StoredRoom};
@@ -271,6 +272,10 @@ const UNSTORED_NOTICE: &str = "the server cannot save drawings right now; stroke
 /// What a member whose stroke was refused is told.
 const REFUSED_NOTICE: &str = "the server cannot save drawings right now and has as many waiting \
     as it may keep; this stroke was not kept, try again in a moment";
+
+/// A newcomer's operations after its picture up to this many go one by one (directly to its
+/// socket when they can); more go in one message.
+const FEW_OPS_AFTER_PICTURE: usize = 64;
 
 /// Count updates go out at most this often: the first change at once, later ones gathered, so
 /// that a crowd joining at once costs a few frames per member, not one per join.
@@ -1002,8 +1007,16 @@ impl CanvasServer {
         };
         self.count_out(first.kind(), &frame, 1);
         Self::deliver(member, frame, &self.to_write, ctx);
-        for recorded in since {
-            Self::deliver(member, recorded.frame.clone(), &self.to_write, ctx);
+        if since.len() <= FEW_OPS_AFTER_PICTURE {
+            for recorded in since {
+                Self::deliver(member, recorded.frame.clone(), &self.to_write, ctx);
+            }
+            return;
+        }
+        // Thousands of undoable operations would not fit the member's mailbox one by one.
+        let frames = since.iter().map(|r| r.frame.clone()).collect();
+        if !member.try_tell(DeliverMany(frames)) {
+            ctx.notify(Evict { id: member.id });
         }
     }
 

@@ -180,6 +180,12 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for SocketWriter<W> {
 #[rtype(result = "()")]
 pub struct Deliver(pub ByteString);
 
+/// Many text frames for the client at once, in order (a newcomer's operations after its picture,
+/// which may be thousands while strokes can still be undone): one mailbox slot however many.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DeliverMany(pub Vec<ByteString>);
+
 /// The rest of a frame the room began to write to the socket itself (see `direct`): already
 /// encoded, and written before anything else.
 #[derive(Message)]
@@ -1143,6 +1149,24 @@ impl Handler<Deliver> for WsSession {
             ctx.run_later(self.settings.batch_tick, |session, _| session.flush_batch());
         }
         pending.push(frame);
+    }
+}
+
+impl Handler<DeliverMany> for WsSession {
+    type Result = ();
+
+    fn handle(&mut self, DeliverMany(frames): DeliverMany, ctx: &mut Self::Context) {
+        self.handling_room_message();
+        let Some(pending) = self.batch.as_mut() else {
+            for frame in frames {
+                self.text(frame);
+            }
+            return;
+        };
+        if pending.is_empty() && !frames.is_empty() {
+            ctx.run_later(self.settings.batch_tick, |session, _| session.flush_batch());
+        }
+        pending.extend(frames);
     }
 }
 

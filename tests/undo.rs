@@ -361,7 +361,8 @@ async fn undo_works_across_a_restart_and_the_undone_stroke_stays_gone() {
     let mut ada = join(&server, room, ADA).await;
     let mut bob = join(&server, room, BOB).await;
     ada.send_json(json!({"type":"undo","strokeId":"s1"})).await;
-    assert_eq!(bob.next_event().await["strokeId"], "s1");
+    // Bob first gets the strokes the room keeps after its picture, then the undo.
+    assert_eq!(bob.next_of_type("undo").await["strokeId"], "s1");
     assert!(!shows(&server, room, 1) && shows(&server, room, 2));
     drop((ada, bob));
     stop(server);
@@ -376,4 +377,84 @@ fn stop(mut server: Server) {
     server
         .wait_for_exit(Duration::from_secs(20))
         .expect("the server stops");
+}
+
+/// Draws `ops` into `room` from one client, each acknowledged by a watcher.
+async fn draw_all(server: &Server, room: &str, ops: &[Value]) {
+    let mut drawer = join(server, room, ADA).await;
+    let mut watcher = join(server, room, BOB).await;
+    for op in ops {
+        drawer.send_json(op.clone()).await;
+        watcher.next_event().await;
+    }
+}
+
+fn line(id: &str, y: f64, tool: &str, size: u32) -> Value {
+    json!({"type":"draw","strokeId":id,"color":"#cc2233","startX":100.0,"startY":y,
+           "endX":900.0,"endY":y + 300.0,"size":size,"tool":tool})
+}
+
+#[tokio::test]
+async fn an_undone_eraser_stroke_leaves_exactly_the_picture_drawn_without_it() {
+    let server = Server::start();
+    let pen = line("p", 100.0, "pen", 30);
+    let eraser = json!({"type":"draw","strokeId":"e","color":"#000000","startX":100.0,
+        "startY":400.0,"endX":900.0,"endY":100.0,"size":20,"tool":"eraser"});
+    let later = line("q", 150.0, "pen", 8);
+    draw_all(
+        &server,
+        "undo-exact",
+        &[
+            pen.clone(),
+            eraser,
+            later.clone(),
+            json!({"type":"undo","strokeId":"e"}),
+        ],
+    )
+    .await;
+    draw_all(&server, "undo-never", &[pen, later]).await;
+    let undone = picture(&server, "undo-exact").expect("a picture");
+    let never = picture(&server, "undo-never").expect("a picture");
+    assert!(
+        undone == never,
+        "undoing the eraser must give the picture drawn without it, pixel for pixel"
+    );
+}
+
+#[tokio::test]
+async fn a_newcomer_gets_an_undoable_history_larger_than_its_queue() {
+    // Every segment is one stroke, so none of it may go into a checkpoint.
+    let server = Server::start_with(&["--max-queued-messages", "64", "--draw-burst", "1000"]);
+    let room = "undo-long";
+    let mut ada = join(&server, room, ADA).await;
+    let mut bob = join(&server, room, BOB).await;
+    const SEGMENTS: usize = 300;
+    for i in 0..SEGMENTS {
+        let mut draw = segment("long", 1, 0);
+        draw["startY"] = json!(100.0 + (i % 500) as f64);
+        ada.send_json(draw).await;
+    }
+    for _ in 0..SEGMENTS {
+        bob.next_of_type("draw").await;
+    }
+    for batched in [false, true] {
+        let url = format!(
+            "{}{}",
+            server.ws_url(room),
+            if batched { "?batch=1" } else { "" }
+        );
+        let mut newcomer = Client::join(&url).await;
+        let mut draws = 0;
+        while draws < SEGMENTS {
+            let message = newcomer.next_json().await;
+            draws += match message["type"].as_str() {
+                Some("draw") => 1,
+                Some("batch") => message["messages"]
+                    .as_array()
+                    .map_or(0, |all| all.iter().filter(|m| m["type"] == "draw").count()),
+                _ => 0,
+            };
+        }
+        assert_eq!(draws, SEGMENTS, "batched: {batched}");
+    }
 }
