@@ -305,6 +305,8 @@ pub struct CanvasServer {
     composing: bool,
     /// The idle-checkpoint timer is running.
     idle_check_armed: bool,
+    /// A timer waits for the oldest undoable stroke's window to close.
+    settling_armed: bool,
     /// Bytes the room takes on disk: its checkpoint plus the operations since.
     stored_bytes: u64,
     /// In join order: the longest-present member is asked for snapshots first.
@@ -370,6 +372,7 @@ impl CanvasServer {
             last_op_at: Instant::now(),
             composing: false,
             idle_check_armed: false,
+            settling_armed: false,
             stored_bytes: 0,
             members: Vec::new(),
             population,
@@ -840,15 +843,20 @@ impl CanvasServer {
         });
     }
 
-    /// Checkpoints when the oldest stroke's undo window ends, if nothing else does first.
+    /// Checkpoints when the oldest stroke's undo window ends, if nothing else does first. Apart
+    /// from the idle timer, so that new drawing (which may settle strokes by count) still gets
+    /// its idle checkpoint meanwhile.
     fn arm_settling(&mut self, ctx: &mut Context<Self>) {
+        if self.settling_armed {
+            return;
+        }
         let Some(at_ms) = self.history.next_settling_at_ms() else {
             return;
         };
-        self.idle_check_armed = true;
+        self.settling_armed = true;
         let wait = Duration::from_millis(at_ms.saturating_sub(history::now_ms()));
         ctx.run_later(wait, |room, ctx| {
-            room.idle_check_armed = false;
+            room.settling_armed = false;
             room.arm_idle_checkpoint(ctx);
         });
     }
