@@ -20,6 +20,13 @@ const MARGIN = 100;
 /** At most this many ops are kept in the log; older ones are folded into the base. */
 export const MAX_LOG_OPS = 50000;
 const FOLD_CHUNK = 5000; // folded at once, so folding (a replay of these) is rare
+/**
+ * Cached pictures of the master after the visible ops of a log prefix ("checkpoints"): one every
+ * CHECKPOINT_EVERY ops appended, and one at the earliest op a re-render found changed; at most
+ * MAX_CHECKPOINTS (each is a canvas of the logical size: 5.8 MB at 1600x900).
+ */
+const CHECKPOINT_EVERY = 2000;
+const MAX_CHECKPOINTS = 3;
 /** While a gesture moves the view, a log longer than this is previewed from the master bitmap. */
 const INTERACTIVE_VECTOR_OPS = 5000;
 const SETTLE_MS = 150; // …and drawn crisp once the view stops moving for this long
@@ -117,7 +124,7 @@ export class Board extends EventTarget {
 
   #log = new OpLog();
   #base = null; // a canvas of the logical size, or null (blank)
-  #prefix = null; // { canvas, index }: the master's picture after the visible ops of log[0, index)
+  #checkpoints = []; // [{ canvas, index }] by index: the master's picture after the visible ops of log[0, index)
   #masterDirtyFrom = -1; // the master must be re-rendered (the log changed from this index on)
   #frame = 0; // a pending requestAnimationFrame for the re-render
   #view = new ViewTransform();
@@ -300,7 +307,11 @@ export class Board extends EventTarget {
           };
     if (op.strokeId !== undefined && op.strokeId !== null) entry.strokeId = op.strokeId;
     this.#log.push(entry);
-    if (this.#masterDirtyFrom < 0) paintOp(this.mctx, entry, 1, 1); // else the pending re-render has it
+    if (this.#masterDirtyFrom < 0) {
+      paintOp(this.mctx, entry, 1, 1); // else the pending re-render has it
+      const last = this.#checkpoints.at(-1)?.index ?? 0;
+      if (this.#log.length - last >= CHECKPOINT_EVERY) this.#checkpoint(this.#log.length);
+    }
     if (!this.#frame) {
       const [a, d, e, f] = this.#visibleTransform();
       paintOp(this.vctx, entry, a, d, e, f);
@@ -316,7 +327,8 @@ export class Board extends EventTarget {
   setHidden(strokeId, hidden) {
     const { first, changed } = this.#log.setHidden(strokeId, hidden);
     if (changed >= 0) {
-      if (this.#prefix && this.#prefix.index > changed) this.#prefix = null; // it includes a changed op
+      // A checkpoint past the change includes a changed op: drop it (keep its canvas for reuse).
+      this.#checkpoints = this.#checkpoints.filter((c) => c.index <= changed);
       this.#masterDirtyFrom = this.#masterDirtyFrom < 0 ? changed : Math.min(this.#masterDirtyFrom, changed);
       this.#requestRender();
     }
@@ -417,7 +429,7 @@ export class Board extends EventTarget {
 
   #resetLog() {
     this.#log.reset();
-    this.#prefix = null;
+    this.#checkpoints = [];
     this.#masterDirtyFrom = -1;
   }
 
@@ -442,9 +454,10 @@ export class Board extends EventTarget {
 
   /**
    * Re-renders the master (if the log changed) from the best starting point: after the last
-   * visible clear, else the cached prefix picture (valid up to the earliest op whose visibility
-   * changed), else the base. The prefix is then moved to the earliest changed op, so toggling the
-   * same stroke again (undo, redo) replays only the ops after it.
+   * visible clear, else the latest checkpoint (all are before the earliest op whose visibility
+   * changed), else the base. A checkpoint is then taken at the earliest changed op, so toggling the
+   * same stroke again (undo, redo) replays only the ops after it. Hiding a recent stroke replays at
+   * most CHECKPOINT_EVERY ops plus those after it.
    */
   #renderMaster() {
     const dirtyFrom = this.#masterDirtyFrom;
@@ -452,32 +465,40 @@ export class Board extends EventTarget {
     this.#masterDirtyFrom = -1;
     const log = this.#log;
     const end = log.length;
-    const prefix = this.#prefix;
-    const plan = log.replayPlan(end, prefix ? prefix.index : -1);
+    const cached = this.#checkpoints.filter((c) => c.index <= Math.min(end, dirtyFrom)).at(-1) ?? null;
+    const plan = log.replayPlan(end, cached ? cached.index : -1);
     const ctx = this.mctx;
     wipe(ctx);
     if (plan.start === 'base' && this.#base) blit(ctx, this.#base, 1, 1);
-    if (plan.start === 'cached') blit(ctx, prefix.canvas, 1, 1);
+    if (plan.start === 'cached') blit(ctx, cached.canvas, 1, 1);
     const captureAt = Math.min(end, Math.max(plan.from, dirtyFrom));
-    const capture = !(prefix && prefix.index === captureAt) && captureAt > 0;
+    const capture = captureAt > 0 && !this.#checkpoints.some((c) => c.index === captureAt);
     const entries = log.entries;
     for (let i = plan.from; i <= end; i++) {
-      if (capture && i === captureAt) this.#capturePrefix(i);
+      if (capture && i === captureAt) this.#checkpoint(i);
       if (i === end) break;
       const e = entries[i];
       if (!e.hidden) paintOp(ctx, e.op, 1, 1);
     }
   }
 
-  #capturePrefix(index) {
-    let canvas = this.#prefix?.canvas;
+  /** Copies the master, which shows base + the visible ops of log[0, index), as a checkpoint. */
+  #checkpoint(index) {
+    const list = this.#checkpoints.filter((c) => c.index !== index);
+    let canvas = null;
+    if (list.length >= MAX_CHECKPOINTS) {
+      // Reuse the canvas of the oldest.
+      canvas = list.splice(0, 1)[0].canvas;
+    }
     if (!canvas || canvas.width !== this.width || canvas.height !== this.height) {
       canvas = makeCanvas(this.width, this.height);
     }
     const ctx = canvas.getContext('2d');
     wipe(ctx);
     blit(ctx, this.master, 1, 1);
-    this.#prefix = { canvas, index };
+    list.push({ canvas, index });
+    list.sort((a, b) => a.index - b.index);
+    this.#checkpoints = list;
   }
 
   /**
@@ -542,9 +563,9 @@ export class Board extends EventTarget {
     if (!this.#base) this.#base = makeCanvas(this.width, this.height);
     const ctx = this.#base.getContext('2d');
     for (const op of ops) paintOp(ctx, op, 1, 1);
-    if (this.#prefix) {
-      this.#prefix.index -= count;
-      if (this.#prefix.index < 0) this.#prefix = null;
-    }
+    // A checkpoint at or before the fold is the new base (or older): no longer needed.
+    this.#checkpoints = this.#checkpoints
+      .map((c) => ({ canvas: c.canvas, index: c.index - count }))
+      .filter((c) => c.index > 0);
   }
 }
