@@ -791,3 +791,88 @@ async fn hiding_a_stroke_leaves_exactly_the_picture_of_a_page_that_never_drew_it
         .await;
     assert_eq!(same, json!(true));
 }
+
+/// Applies `n` short deterministic segments, ten per stroke (`k0`, `k1`, …), skipping the strokes in
+/// `skip`; every 997th op is an eraser segment.
+async fn apply_many(page: &Browser, n: usize, skip: &[&str]) {
+    page.js(
+        "const [n, skip] = arguments;
+         const board = window.__livecanvas.board;
+         board.setBase(null);
+         for (let i = 0; i < n; i++) {
+           const strokeId = 'k' + Math.floor(i / 10);
+           if (skip.includes(strokeId)) continue;
+           const x = (i * 37) % 1580 + 10, y = (i * 53) % 880 + 10;
+           board.apply({ type: 'draw', color: ['#e53935', '#1e88e5', '#43a047'][i % 3],
+                         startX: x, startY: y, endX: x + 12, endY: y + 7, size: 3 + (i % 5),
+                         tool: i % 997 === 0 ? 'eraser' : 'pen', strokeId });
+         }",
+        vec![json!(n), json!(skip)],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn hiding_strokes_in_a_long_log_and_after_folding_matches_a_page_that_never_drew_them() {
+    let server = Server::start();
+    let driver = Driver::start();
+    let url = room_url(&server, "zoom-long-log");
+    let alice = Browser::open(&driver, &url).await;
+    let reference = Browser::open(&driver, &url).await;
+
+    // 7,000 ops: checkpoints are taken every 2,000; hide a recent stroke (after the last
+    // checkpoint), then one far back (before every checkpoint), then show the recent one again.
+    apply_many(&alice, 7000, &[]).await;
+    alice
+        .js(
+            "const b = window.__livecanvas.board; b.setHidden('k690', true);",
+            vec![],
+        )
+        .await;
+    apply_many(&reference, 7000, &["k690"]).await;
+    let (a, r) = (digests(&alice).await, digests(&reference).await);
+    assert_eq!(a["master"], r["master"], "a recent stroke hidden");
+    alice
+        .js(
+            "const b = window.__livecanvas.board; b.setHidden('k12', true); b.setHidden('k690', false);",
+            vec![],
+        )
+        .await;
+    apply_many(&reference, 7000, &["k12"]).await;
+    let (a, r) = (digests(&alice).await, digests(&reference).await);
+    assert_eq!(a["master"], r["master"], "a stroke far back hidden");
+
+    // Past MAX_LOG_OPS (50,000) the oldest ops are folded into the base: they can no longer be
+    // hidden, and the picture is unchanged; a recent stroke still can.
+    apply_many(&alice, 55_010, &[]).await;
+    let state = alice
+        .js(
+            "const b = window.__livecanvas.board;
+             return [b.logLength, b.hasStroke('k0'), b.setHidden('k0', true), b.hasStroke('k5500'),
+                     b.setHidden('k5500', true)];",
+            vec![],
+        )
+        .await;
+    assert_eq!(state, json!([45_010, false, false, true, true]));
+    apply_many(&reference, 55_010, &["k5500"]).await;
+    let (a, r) = (digests(&alice).await, digests(&reference).await);
+    assert_eq!(
+        a["master"], r["master"],
+        "after folding, a recent stroke hidden"
+    );
+    // The oldest stroke left in the log (ops 10,000 on): its re-render starts from the base, which
+    // now holds the folded ops.
+    alice
+        .js("window.__livecanvas.board.setHidden('k1000', true);", vec![])
+        .await;
+    apply_many(&reference, 55_010, &["k5500", "k1000"]).await;
+    let (a, r) = (digests(&alice).await, digests(&reference).await);
+    assert_eq!(
+        a["master"], r["master"],
+        "after folding, the oldest stroke in the log hidden"
+    );
+    assert!(
+        r["master"][1].as_u64().unwrap() > 100_000,
+        "the picture has paint: {r}"
+    );
+}
