@@ -863,7 +863,10 @@ async fn hiding_strokes_in_a_long_log_and_after_folding_matches_a_page_that_neve
     // The oldest stroke left in the log (ops 10,000 on): its re-render starts from the base, which
     // now holds the folded ops.
     alice
-        .js("window.__livecanvas.board.setHidden('k1000', true);", vec![])
+        .js(
+            "window.__livecanvas.board.setHidden('k1000', true);",
+            vec![],
+        )
         .await;
     apply_many(&reference, 55_010, &["k5500", "k1000"]).await;
     let (a, r) = (digests(&alice).await, digests(&reference).await);
