@@ -327,7 +327,7 @@ export class Board extends EventTarget {
   setHidden(strokeId, hidden) {
     const { first, changed } = this.#log.setHidden(strokeId, hidden);
     if (changed >= 0) {
-      // A checkpoint past the change includes a changed op: drop it (keep its canvas for reuse).
+      // A checkpoint past the change includes a changed op: drop it.
       this.#checkpoints = this.#checkpoints.filter((c) => c.index <= changed);
       this.#masterDirtyFrom = this.#masterDirtyFrom < 0 ? changed : Math.min(this.#masterDirtyFrom, changed);
       this.#requestRender();
