@@ -228,6 +228,34 @@ async fn ctrl_wheel_zooms_in_and_a_stroke_drawn_zoomed_lands_at_its_logical_plac
         OFF_SHORT.iter().map(|&p| picture.at(p)).collect::<Vec<_>>()
     );
 
+    // A plain wheel pans when zoomed (the zoom stays).
+    let before = to_screen(&alice, (800.0, 450.0)).await;
+    let wheel = WheelActions::new("wheel".to_owned()).then(WheelAction::Scroll {
+        duration: None,
+        x: before.0.round() as i64,
+        y: before.1.round() as i64,
+        delta_x: 0,
+        delta_y: 120,
+    });
+    alice
+        .client
+        .perform_actions(wheel)
+        .await
+        .expect("the browser performs the wheel scroll");
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        let after = to_screen(&alice, (800.0, 450.0)).await;
+        if (before.1 - after.1 - 120.0).abs() < 2.0 && (after.0 - before.0).abs() < 1.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a wheel of 120 px pans the view up by 120 px: the centre went from {before:?} to {after:?}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+    assert_eq!(zoom(&alice).await, z, "a plain wheel does not zoom");
+
     // "Fit" returns to the default mapping: the canvas's size, and the logical ↔ screen mapping.
     alice.click("#zoom-fit").await;
     alice
