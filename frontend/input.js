@@ -1,5 +1,10 @@
 // input.js — owns pointer input on the visible canvas (mouse, touch, pen): turns each pointer
 // move into a line segment in logical coordinates, and a click without movement into a dot.
+// One finger draws; two fingers are a pinch/pan gesture (view.js): a second finger arriving ends
+// the first finger's stroke, and no finger draws again until all are lifted. A touch stroke's first
+// TOUCH_HOLD_MS of segments are held back, so a pinch whose fingers land a moment apart draws nothing.
+
+const TOUCH_HOLD_MS = 80;
 
 /**
  * @param {HTMLCanvasElement} canvas
@@ -8,10 +13,24 @@
  *           onSegment: (seg: object) => void }} opts
  */
 export function attachInput(canvas, { toLogical, brush, onSegment }) {
-  const strokes = new Map(); // pointerId → { last: {x, y}, moved: boolean, brush }
+  const strokes = new Map(); // pointerId → { last: {x, y}, moved, brush, held: segments | null }
+  const touches = new Set(); // touch pointers down on the canvas
+  let gesture = false; // two or more fingers came down: no drawing until all are lifted
+
+  const send = (s, seg) => {
+    if (s.held) s.held.push(seg);
+    else onSegment(seg);
+  };
+  const release = (s) => {
+    if (!s.held) return;
+    const held = s.held;
+    s.held = null;
+    clearTimeout(s.timer);
+    for (const seg of held) onSegment(seg);
+  };
 
   const emit = (s, from, to) => {
-    onSegment({
+    send(s, {
       type: 'draw',
       color: s.brush.color,
       startX: from.x,
@@ -34,6 +53,19 @@ export function attachInput(canvas, { toLogical, brush, onSegment }) {
     // Primary button (mouse left, touch contact, pen tip) or a pen's eraser end (button 5).
     if (e.button !== 0 && e.button !== 5) return;
     e.preventDefault();
+    if (e.pointerType === 'touch') {
+      touches.add(e.pointerId);
+      if (touches.size > 1) gesture = true;
+      if (gesture) {
+        // End every touch stroke where it is; one still held back is dropped.
+        for (const [id, s] of strokes) {
+          if (!s.touch) continue;
+          strokes.delete(id);
+          clearTimeout(s.timer);
+        }
+        return;
+      }
+    }
     try {
       canvas.setPointerCapture(e.pointerId);
     } catch {
@@ -41,7 +73,13 @@ export function attachInput(canvas, { toLogical, brush, onSegment }) {
     }
     const b = { ...brush() };
     if (e.button === 5) b.tool = 'eraser';
-    strokes.set(e.pointerId, { last: toLogical(e.clientX, e.clientY), moved: false, brush: b });
+    const s = { last: toLogical(e.clientX, e.clientY), moved: false, brush: b, held: null, touch: false };
+    if (e.pointerType === 'touch') {
+      s.touch = true;
+      s.held = [];
+      s.timer = setTimeout(() => release(s), TOUCH_HOLD_MS);
+    }
+    strokes.set(e.pointerId, s);
   });
 
   canvas.addEventListener('pointermove', (e) => {
@@ -57,9 +95,22 @@ export function attachInput(canvas, { toLogical, brush, onSegment }) {
     strokes.delete(e.pointerId);
     extendTo(s, toLogical(e.clientX, e.clientY));
     if (!s.moved) emit(s, s.last, s.last);
+    release(s);
   });
 
-  const abandon = (e) => strokes.delete(e.pointerId);
+  const lift = (e) => {
+    if (!touches.delete(e.pointerId)) return;
+    if (touches.size === 0) gesture = false;
+  };
+  const abandon = (e) => {
+    const s = strokes.get(e.pointerId);
+    if (s) {
+      strokes.delete(e.pointerId);
+      release(s); // what was drawn stays drawn
+    }
+  };
+  canvas.addEventListener('pointerup', lift);
+  canvas.addEventListener('pointercancel', lift);
   canvas.addEventListener('pointercancel', abandon);
   canvas.addEventListener('lostpointercapture', abandon);
 

@@ -3,6 +3,7 @@
 import { roomFromPath, wsUrl } from './room.js';
 import { Board } from './board.js';
 import { attachInput } from './input.js';
+import { attachView } from './view.js';
 import { updateCursor } from './cursor.js';
 import { Connection } from './connection.js';
 import { Sync } from './sync.js';
@@ -34,7 +35,7 @@ const sync = new Sync({
 });
 
 const refreshCursor = () => updateCursor(canvas, toolbar.brush, board.displayScale);
-board.onLayout = refreshCursor;
+board.addEventListener('view', refreshCursor);
 toolbar.addEventListener('change', refreshCursor);
 refreshCursor();
 
@@ -43,6 +44,18 @@ attachInput(canvas, {
   brush: () => toolbar.brush,
   onSegment: (seg) => sync.local(seg),
 });
+
+attachView({
+  board,
+  stage: $('stage'),
+  canvas,
+  zoomIn: $('zoom-in'),
+  zoomOut: $('zoom-out'),
+  fit: $('zoom-fit'),
+  label: $('zoom-level'),
+});
+// A hook for the browser tests (and the console): the board and its API.
+window.__livecanvas = { board };
 
 setupClear({
   button: $('clear'),

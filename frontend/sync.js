@@ -99,14 +99,13 @@ export class Sync {
     }
     if (epoch !== this.#epoch) return; // a newer connection took over meanwhile
     this.#loading = false;
-    if (img) this.#board.drawSnapshot(img);
-    else this.#board.clear();
+    this.#board.setBase(img); // null: blank
     this.#finish();
   }
 
   empty(msg) {
     if (!this.#isForUs(msg)) return;
-    this.#board.clear();
+    this.#board.setBase(null);
     this.#finish();
   }
 
@@ -127,8 +126,7 @@ export class Sync {
   }
 
   #apply(op) {
-    if (op.type === 'clear') this.#board.clear();
-    else this.#board.drawSegment(op);
+    this.#board.apply(op);
   }
 
   #finish() {

@@ -126,8 +126,22 @@ impl Px {
 impl Browser {
     /// Opens `url` in a new browser and waits until the page is connected and has its picture.
     pub async fn open(driver: &Arc<Driver>, url: &str) -> Browser {
+        Browser::open_with(driver, url, None).await
+    }
+
+    /// As `open`, in Chromium's mobile emulation of a phone held upright: 390x844 CSS pixels at
+    /// devicePixelRatio 3, with touch input (WebDriver `touch` pointers dispatch touch events).
+    pub async fn open_phone(driver: &Arc<Driver>, url: &str) -> Browser {
+        let phone = json!({
+            "deviceMetrics": { "width": 390, "height": 844, "pixelRatio": 3.0, "touch": true },
+        });
+        Browser::open_with(driver, url, Some(phone)).await
+    }
+
+    /// As `open`, with `goog:chromeOptions.mobileEmulation` set to `mobile` if given.
+    pub async fn open_with(driver: &Arc<Driver>, url: &str, mobile: Option<Value>) -> Browser {
         let profile = Profile::create();
-        let client = new_session(driver, &profile.0).await;
+        let client = new_session_with(driver, &profile.0, mobile).await;
         let session = client
             .session_id()
             .await
@@ -337,10 +351,13 @@ impl Drop for Browser {
 
 /// A new WebDriver session with a fresh Chromium, retried while chromedriver is not listening yet.
 pub async fn new_session(driver: &Driver, profile: &Path) -> Client {
+    new_session_with(driver, profile, None).await
+}
+
+/// As `new_session`, with Chromium's `mobileEmulation` options if given.
+pub async fn new_session_with(driver: &Driver, profile: &Path, mobile: Option<Value>) -> Client {
     let mut capabilities = Capabilities::new();
-    capabilities.insert(
-        "goog:chromeOptions".to_owned(),
-        json!({
+    let mut options = json!({
             "binary": CHROMIUM,
             "args": [
                 "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
@@ -348,8 +365,11 @@ pub async fn new_session(driver: &Driver, profile: &Path) -> Client {
                 "--disable-quic", "--no-first-run", "--window-size=1280,800",
                 format!("--user-data-dir={}", profile.display()),
             ],
-        }),
-    );
+    });
+    if let Some(mobile) = mobile {
+        options["mobileEmulation"] = mobile;
+    }
+    capabilities.insert("goog:chromeOptions".to_owned(), options);
     let deadline = Instant::now() + SESSION_DEADLINE;
     loop {
         let result = ClientBuilder::rustls()
