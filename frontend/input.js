@@ -10,10 +10,10 @@ const TOUCH_HOLD_MS = 80;
  * @param {HTMLCanvasElement} canvas
  * @param {{ toLogical: (x: number, y: number) => {x: number, y: number},
  *           brush: () => {color: string, size: number, tool: string},
- *           onSegment: (seg: object) => void }} opts
+ *           onSegment: (seg: object) => void, newStrokeId: () => string }} opts
  */
-export function attachInput(canvas, { toLogical, brush, onSegment }) {
-  const strokes = new Map(); // pointerId → { last: {x, y}, moved, brush, held: segments | null }
+export function attachInput(canvas, { toLogical, brush, onSegment, newStrokeId }) {
+  const strokes = new Map(); // pointerId → { last: {x, y}, moved, brush, id, held: segments | null }
   const touches = new Set(); // touch pointers down on the canvas
   let gesture = false; // two or more fingers came down: no drawing until all are lifted
 
@@ -39,6 +39,7 @@ export function attachInput(canvas, { toLogical, brush, onSegment }) {
       endY: to.y,
       size: s.brush.size,
       tool: s.brush.tool,
+      strokeId: s.id, // every segment of one pointer press: what undo takes back
     });
   };
 
@@ -73,7 +74,7 @@ export function attachInput(canvas, { toLogical, brush, onSegment }) {
     }
     const b = { ...brush() };
     if (e.button === 5) b.tool = 'eraser';
-    const s = { last: toLogical(e.clientX, e.clientY), moved: false, brush: b, held: null, touch: false };
+    const s = { last: toLogical(e.clientX, e.clientY), moved: false, brush: b, id: newStrokeId(), held: null, touch: false };
     if (e.pointerType === 'touch') {
       s.touch = true;
       s.held = [];

@@ -10,6 +10,8 @@ import { Sync } from './sync.js';
 import { Toolbar } from './toolbar.js';
 import { createStatus } from './status.js';
 import { setupClear, setupDownload, setupRoomSwitch, setupShare } from './actions.js';
+import { authorSecret, newStrokeId } from './author.js';
+import { UndoHistory, setupUndo } from './undo.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -27,12 +29,19 @@ const status = createStatus({
 const canvas = $('board');
 const board = new Board(canvas, $('stage'));
 const toolbar = new Toolbar(document);
-const connection = new Connection(wsUrl(room));
+const connection = new Connection(wsUrl(room, location, { author: authorSecret() }));
 const sync = new Sync({
   board,
   send: (msg) => connection.send(msg),
   onSynced: (synced) => status.setSynced(synced),
 });
+
+const undoHistory = new UndoHistory({
+  room,
+  perform: (msg) => sync.local(msg),
+  show: (strokeId, hidden) => board.setHidden(strokeId, hidden),
+});
+setupUndo({ history: undoHistory, undoButton: $('undo'), redoButton: $('redo') });
 
 const refreshCursor = () => updateCursor(canvas, toolbar.brush, board.displayScale);
 board.addEventListener('view', refreshCursor);
@@ -42,7 +51,11 @@ refreshCursor();
 attachInput(canvas, {
   toLogical: (x, y) => board.toLogical(x, y),
   brush: () => toolbar.brush,
-  onSegment: (seg) => sync.local(seg),
+  onSegment: (seg) => {
+    sync.local(seg);
+    undoHistory.drew(seg.strokeId);
+  },
+  newStrokeId,
 });
 
 attachView({
@@ -62,7 +75,11 @@ setupClear({
   dialog: $('clear-dialog'),
   confirmButton: $('clear-confirm'),
   cancelButton: $('clear-cancel'),
-  onConfirm: () => sync.local({ type: 'clear' }),
+  onConfirm: () => {
+    const strokeId = newStrokeId();
+    sync.local({ type: 'clear', strokeId });
+    undoHistory.drew(strokeId);
+  },
 });
 setupDownload({ button: $('download'), board, room, toast: status.toast });
 setupRoomSwitch({ form: $('room-form'), input: $('room-input'), room, toast: status.toast });
@@ -92,6 +109,8 @@ function handleMessage(msg) {
       break;
     case 'draw':
     case 'clear':
+    case 'undo':
+    case 'redo':
       sync.remote(msg);
       break;
     case 'canvasRequest':
@@ -104,6 +123,10 @@ function handleMessage(msg) {
       sync.empty(msg);
       break;
     case 'error':
+      // A refused undo or redo names its stroke: put it back as it was.
+      if ((msg.code === 'not_yours' || msg.code === 'cannot_undo') && typeof msg.strokeId === 'string') {
+        undoHistory.refused(msg.strokeId);
+      }
       status.toast(typeof msg.message === 'string' && msg.message ? msg.message : `Error: ${msg.code ?? 'unknown'}`, 'error');
       break;
     default:

@@ -24,8 +24,13 @@ export function roomPath(name) {
   return name === DEFAULT_ROOM ? '/' : `/r/${encodeURIComponent(name)}`;
 }
 
-export function wsUrl(room, loc = location) {
+/** The WebSocket URL for `room`, with extra query `params` (e.g. `{ author }`). */
+export function wsUrl(room, loc = location, params = {}) {
   const scheme = loc.protocol === 'https:' ? 'wss' : 'ws';
   // batch=1: the server gathers what it sends us within a short tick into one frame.
-  return `${scheme}://${loc.host}/ws/${encodeURIComponent(room)}?batch=1`;
+  const query = new URLSearchParams({ batch: '1' });
+  for (const [key, value] of Object.entries(params)) {
+    if (typeof value === 'string' && value) query.set(key, value);
+  }
+  return `${scheme}://${loc.host}/ws/${encodeURIComponent(room)}?${query}`;
 }

@@ -9,6 +9,7 @@
 // stroke.
 
 import { toSegment, decodeImage, DEFAULT_WIDTH, DEFAULT_HEIGHT } from './board.js';
+import { isStrokeId } from './author.js';
 
 // At most this many operations drawn while disconnected are kept to send later: the server's
 // default --draw-burst, so that sending them all at once is never rate-limited.
@@ -57,9 +58,9 @@ export class Sync {
     this.#onSynced(false);
   }
 
-  /** A draw or clear from another client. */
+  /** A draw, clear, undo or redo from another client. */
   remote(msg) {
-    const op = msg.type === 'clear' ? { type: 'clear' } : toSegment(msg);
+    const op = toOp(msg);
     if (!op) return;
     if (this.#awaiting) {
       if (this.#clientId !== null) this.#queue.push(op);
@@ -74,12 +75,20 @@ export class Sync {
    * is not (sent later, it would wipe what others drew meanwhile, unseen).
    */
   local(op) {
+    const toggle = op.type === 'undo' || op.type === 'redo';
+    // An undo or redo is not kept for later: the page offers it again once back.
+    if (toggle && this.#clientId === null) return false;
     this.#apply(op);
     if (this.#clientId !== null && this.#send(op)) {
       if (this.#awaiting) this.#queue.push(op);
-    } else if (op.type !== 'clear' && this.#offline.length < MAX_OFFLINE_OPS) {
-      this.#offline.push(op);
+      return true;
     }
+    if (toggle) {
+      this.#apply({ type: op.type === 'undo' ? 'redo' : 'undo', strokeId: op.strokeId });
+      return false;
+    }
+    if (op.type !== 'clear' && this.#offline.length < MAX_OFFLINE_OPS) this.#offline.push(op);
+    return false;
   }
 
   /** Operations drawn while disconnected and not sent yet. */
@@ -126,7 +135,8 @@ export class Sync {
   }
 
   #apply(op) {
-    this.#board.apply(op);
+    if (op.type === 'undo' || op.type === 'redo') this.#board.setHidden(op.strokeId, op.type === 'undo');
+    else this.#board.apply(op);
   }
 
   #finish() {
@@ -141,5 +151,22 @@ export class Sync {
       if (!this.#send(op)) this.#offline.push(op); // lost the connection again: next time
     }
     this.#onSynced(true);
+  }
+}
+
+/** A relayed message as an operation for the board (`null`: not one, or malformed). */
+function toOp(msg) {
+  const strokeId = isStrokeId(msg.strokeId) ? msg.strokeId : undefined;
+  switch (msg.type) {
+    case 'undo':
+    case 'redo':
+      return strokeId ? { type: msg.type, strokeId } : null;
+    case 'clear':
+      return { type: 'clear', strokeId };
+    default: {
+      const segment = toSegment(msg);
+      if (segment) segment.strokeId = strokeId;
+      return segment;
+    }
   }
 }

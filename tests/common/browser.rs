@@ -174,6 +174,26 @@ impl Browser {
         browser
     }
 
+    /// Reloads the page and waits until it is connected and has its picture again.
+    pub async fn reload(&self) {
+        self.client.refresh().await.expect("the page reloads");
+        self.wait_until(
+            "document.getElementById('status').dataset.state === 'connected'",
+            "the reloaded page is connected",
+        )
+        .await;
+        self.wait_until(
+            "document.body.dataset.synced === 'true'",
+            "the reloaded page has its picture",
+        )
+        .await;
+    }
+
+    /// The board shows nothing where the middle stroke goes.
+    pub async fn assert_shows_no_stroke(&self, what: &str) {
+        self.assert_pixels(&ON_STROKE, Px::Blank, what).await;
+    }
+
     /// Runs `script` (a function body; `arguments` holds `args`) in the page.
     pub async fn js(&self, script: &str, args: Vec<Value>) -> Value {
         self.client
