@@ -64,6 +64,17 @@ pub enum ClientMessage {
     },
 }
 
+impl ClientMessage {
+    /// Whether this message changes the room's picture: what a view-only member may not send.
+    /// Every new kind of message that alters the canvas belongs here.
+    pub fn changes_canvas(&self) -> bool {
+        match self {
+            ClientMessage::Draw(_) | ClientMessage::Clear => true,
+            ClientMessage::CanvasState { .. } => false,
+        }
+    }
+}
+
 /// Machine-readable reason for an `error` message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -78,6 +89,8 @@ pub enum ErrorCode {
     /// The server cannot store drawing now (disk full, I/O errors): strokes are kept in memory
     /// until it can, and refused once too many are waiting.
     StorageUnavailable,
+    /// The member joined a private room with its view link: it may not change the picture.
+    ReadOnly,
 }
 
 impl ErrorCode {
@@ -90,6 +103,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::RoomFull => "room_full",
             ErrorCode::StorageUnavailable => "storage_unavailable",
+            ErrorCode::ReadOnly => "read_only",
         }
     }
 }
@@ -131,6 +145,13 @@ impl Rejection {
         Rejection::new(ErrorCode::StorageUnavailable, message)
     }
 
+    pub fn read_only() -> Self {
+        Rejection::new(
+            ErrorCode::ReadOnly,
+            "this is a view-only link: drawing and clearing are not allowed",
+        )
+    }
+
     pub fn to_server_message(&self) -> ServerMessage<'_> {
         ServerMessage::Error {
             code: self.code,
@@ -154,6 +175,9 @@ pub enum ServerMessage<'a> {
         width: u32,
         height: u32,
         awaiting_snapshot: bool,
+        /// Joined with a private room's view link: the server refuses what would change the
+        /// picture. Always sent, so a client never has to guess.
+        read_only: bool,
     },
     ClientCount {
         client_count: usize,

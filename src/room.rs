@@ -46,6 +46,8 @@ pub struct Join {
     pub session: Addr<WsSession>,
     /// The client asked for batched delivery.
     pub batched: bool,
+    /// The client joined with a view link (said in its `welcome`).
+    pub read_only: bool,
     /// Where the room answers, before it sends the member anything else. Not a message to the
     /// session's mailbox: the session waits for this answer with its mailbox held (so that its
     /// `welcome` comes first), and an answer queued behind that wait would never arrive.
@@ -1282,6 +1284,7 @@ impl Handler<Join> for CanvasServer {
             width: self.settings.canvas.width,
             height: self.settings.canvas.height,
             awaiting_snapshot,
+            read_only: join.read_only,
         };
         if join
             .answer

@@ -16,8 +16,9 @@ use serde_json::json;
 use crate::canvas::Op;
 use crate::config::Settings;
 use crate::health::{HealthProbe, Probe};
-use crate::limits::{Admission, Refusal};
+use crate::limits::{Admission, Refusal, RoomCreations};
 use crate::picture::{self, Picture, Priority, RenderFailed};
+use crate::private;
 use crate::protocol::is_valid_room_name;
 use crate::registry::{FindRoom, RoomRegistry};
 use crate::room::CurrentCanvas;
@@ -38,6 +39,7 @@ pub struct AppState {
     /// False once a graceful stop has begun.
     pub ready: Arc<AtomicBool>,
     pub admission: Arc<Admission>,
+    pub room_creations: Arc<RoomCreations>,
     pub settings: Arc<Settings>,
     pub stats: Arc<Stats>,
     pub registry: Addr<RoomRegistry>,
@@ -51,6 +53,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, frontend_dir: &std::path::Path, w
         .route("/r/{room}", web::get().to(room_page))
         .route("/ws", web::get().to(ws_default_room))
         .route("/ws/{room}", web::get().to(ws_room))
+        .route("/api/rooms", web::post().to(private::create_room))
         .route("/api/rooms/{room}/canvas.png", web::get().to(canvas_png))
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz));
@@ -95,11 +98,14 @@ async fn room_page(
     if !is_valid_room_name(&room) {
         return Ok(bad_room(&room));
     }
+    if let Err(denied) = private::check(&room, &req, &state).await {
+        return Ok(denied.page());
+    }
     Ok(page(&state).await?.into_response(&req))
 }
 
 async fn ws_default_room(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    upgrade(DEFAULT_ROOM, req, &state)
+    upgrade(DEFAULT_ROOM, req, &state).await
 }
 
 async fn ws_room(
@@ -110,7 +116,7 @@ async fn ws_room(
     if !is_valid_room_name(&room) {
         return bad_room(&room);
     }
-    upgrade(&room, req, &state)
+    upgrade(&room, req, &state).await
 }
 
 /// `?batch=1` on the WebSocket URL asks for batched delivery.
@@ -119,9 +125,9 @@ struct UpgradeQuery {
     batch: Option<String>,
 }
 
-/// Admits the connection and answers 101; the session starts once the upgrade has the socket
-/// (see `websocket`).
-fn upgrade(room: &str, req: HttpRequest, state: &AppState) -> HttpResponse {
+/// Admits the connection (a private room's only with one of its tokens) and answers 101; the
+/// session starts once the upgrade has the socket (see `websocket`).
+async fn upgrade(room: &str, req: HttpRequest, state: &AppState) -> HttpResponse {
     let permit = match state.admission.admit(&req) {
         Ok(permit) => permit,
         Err(refusal) => {
@@ -131,6 +137,17 @@ fn upgrade(room: &str, req: HttpRequest, state: &AppState) -> HttpResponse {
                 .with_label_values(&[refusal.code()])
                 .inc();
             return refused(&refusal);
+        }
+    };
+    let read_only = match private::check(room, &req, state).await {
+        Ok(access) => access.read_only(),
+        Err(denied) => {
+            state
+                .stats
+                .refusals
+                .with_label_values(&[denied.code()])
+                .inc();
+            return denied.json();
         }
     };
     let handshake = match actix_http::ws::handshake(req.head()) {
@@ -154,6 +171,7 @@ fn upgrade(room: &str, req: HttpRequest, state: &AppState) -> HttpResponse {
         peer,
         permit: Some(permit),
         batched,
+        read_only,
         settings: state.settings.clone(),
         stats: state.stats.clone(),
         registry: state.registry.clone(),
@@ -177,9 +195,13 @@ async fn canvas_png(
     room: web::Path<String>,
     query: web::Query<PictureQuery>,
     state: web::Data<AppState>,
+    req: HttpRequest,
 ) -> HttpResponse {
     if !is_valid_room_name(&room) {
         return bad_room(&room);
+    }
+    if let Err(denied) = private::check(&room, &req, &state).await {
+        return denied.json();
     }
     let transparent = match query.background.as_deref() {
         None | Some("white") => false,

@@ -224,6 +224,8 @@ pub struct Admitted {
     /// a client.
     pub permit: Option<ConnectionPermit>,
     pub batched: bool,
+    /// Joined a private room with its view link: nothing that changes the picture is forwarded.
+    pub read_only: bool,
     pub settings: Arc<Settings>,
     pub stats: Arc<Stats>,
     pub registry: Addr<RoomRegistry>,
@@ -349,6 +351,7 @@ pub async fn connect_in_memory(
         peer: peer.to_owned(),
         permit: None,
         batched: false,
+        read_only: false,
         settings: settings.clone(),
         stats: stats.clone(),
         registry: registry.clone(),
@@ -518,6 +521,8 @@ pub struct WsSession {
     /// `canvasRequest`s sent to this client and not yet answered: while there is one, the client may
     /// send one message up to the snapshot size limit.
     snapshot_requests_open: usize,
+    /// Joined with a view link: what would change the picture is refused (`read_only`).
+    read_only: bool,
 }
 
 impl WsSession {
@@ -532,6 +537,7 @@ impl WsSession {
             peer,
             permit,
             batched,
+            read_only,
             settings,
             stats,
             registry,
@@ -557,6 +563,7 @@ impl WsSession {
             invalid_in_a_row: 0,
             batch: batched.then(Vec::new),
             snapshot_requests_open: 0,
+            read_only,
         }
     }
 
@@ -777,6 +784,13 @@ impl WsSession {
             return;
         };
         let from = self.id;
+        if self.read_only && message.changes_canvas() {
+            // Throttled like the draws it stands for, so a flood of refusals is closed as one.
+            if self.throttle(ctx) {
+                self.send_error(&Rejection::read_only());
+            }
+            return;
+        }
         match message {
             ClientMessage::Draw(segment) => {
                 if self.throttle(ctx) {
@@ -930,6 +944,7 @@ impl Actor for WsSession {
             id: self.id,
             session: ctx.address(),
             batched: self.batch.is_some(),
+            read_only: self.read_only,
         };
         // Nothing the client sends is handled before the room has answered, so `welcome` is
         // always the client's first frame. Both waits are bounded, and neither depends on this
