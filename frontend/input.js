@@ -7,7 +7,7 @@
  *           brush: () => {color: string, size: number, tool: string},
  *           onSegment: (seg: object) => void }} opts
  */
-export function attachInput(canvas, { toLogical, brush, onSegment }) {
+export function attachInput(canvas, { toLogical, brush, onSegment, canDraw = () => true }) {
   const strokes = new Map(); // pointerId → { last: {x, y}, moved: boolean, brush }
 
   const emit = (s, from, to) => {
@@ -33,6 +33,8 @@ export function attachInput(canvas, { toLogical, brush, onSegment }) {
   canvas.addEventListener('pointerdown', (e) => {
     // Primary button (mouse left, touch contact, pen tip) or a pen's eraser end (button 5).
     if (e.button !== 0 && e.button !== 5) return;
+    // A view-only page (or one not yet told it may draw) neither draws nor sends anything.
+    if (!canDraw()) return;
     e.preventDefault();
     try {
       canvas.setPointerCapture(e.pointerId);

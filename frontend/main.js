@@ -9,6 +9,7 @@ import { Sync } from './sync.js';
 import { Toolbar } from './toolbar.js';
 import { createStatus } from './status.js';
 import { setupClear, setupDownload, setupRoomSwitch, setupShare } from './actions.js';
+import { PrivateRoom, setupNewPrivateRoom, setupPrivateShare, tokenFromSearch } from './private.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -26,7 +27,9 @@ const status = createStatus({
 const canvas = $('board');
 const board = new Board(canvas, $('stage'));
 const toolbar = new Toolbar(document);
-const connection = new Connection(wsUrl(room));
+const token = tokenFromSearch();
+const privateRoom = new PrivateRoom({ token, badge: $('view-only') });
+const connection = new Connection(wsUrl(room, location, token));
 const sync = new Sync({
   board,
   send: (msg) => connection.send(msg),
@@ -42,6 +45,7 @@ attachInput(canvas, {
   toLogical: (x, y) => board.toLogical(x, y),
   brush: () => toolbar.brush,
   onSegment: (seg) => sync.local(seg),
+  canDraw: () => privateRoom.canDraw(),
 });
 
 setupClear({
@@ -53,7 +57,22 @@ setupClear({
 });
 setupDownload({ button: $('download'), board, room, toast: status.toast });
 setupRoomSwitch({ form: $('room-form'), input: $('room-input'), room, toast: status.toast });
-setupShare({ button: $('share'), urlField: $('share-url'), room, toast: status.toast });
+if (privateRoom.isPrivate) {
+  setupPrivateShare({
+    button: $('share'),
+    dialog: $('share-dialog'),
+    editRow: $('share-edit'),
+    viewRow: $('share-view'),
+    note: $('share-note'),
+    closeButton: $('share-close'),
+    room,
+    privateRoom,
+    toast: status.toast,
+  });
+} else {
+  setupShare({ button: $('share'), urlField: $('share-url'), room, toast: status.toast });
+}
+setupNewPrivateRoom({ button: $('new-private'), toast: status.toast });
 
 connection.addEventListener('state', (e) => status.setConnection(e.detail));
 connection.addEventListener('close', () => sync.disconnected());
@@ -72,6 +91,7 @@ connection.addEventListener('message', (e) => {
 function handleMessage(msg) {
   switch (msg.type) {
     case 'welcome':
+      privateRoom.welcome(msg);
       sync.welcome(msg);
       break;
     case 'clientCount':

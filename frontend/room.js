@@ -24,8 +24,10 @@ export function roomPath(name) {
   return name === DEFAULT_ROOM ? '/' : `/r/${encodeURIComponent(name)}`;
 }
 
-export function wsUrl(room, loc = location) {
+export function wsUrl(room, loc = location, token = null) {
   const scheme = loc.protocol === 'https:' ? 'wss' : 'ws';
   // batch=1: the server gathers what it sends us within a short tick into one frame.
-  return `${scheme}://${loc.host}/ws/${encodeURIComponent(room)}?batch=1`;
+  // token: a private room's edit or view token, from the page's own URL.
+  const auth = token ? `&token=${encodeURIComponent(token)}` : '';
+  return `${scheme}://${loc.host}/ws/${encodeURIComponent(room)}?batch=1${auth}`;
 }
