@@ -622,6 +622,22 @@ mod tests {
     }
 
     #[test]
+    fn only_draw_and_clear_change_the_canvas() {
+        assert!(decode(r#"{"type":"clear"}"#).unwrap().changes_canvas());
+        assert!(
+            decode(r##"{"color":"#000","startX":1,"startY":1,"endX":2,"endY":2}"##)
+                .unwrap()
+                .changes_canvas()
+        );
+        let snapshot = ClientMessage::CanvasState {
+            client_id: uuid::Uuid::nil(),
+            data: String::new(),
+        };
+        assert!(!snapshot.changes_canvas());
+        assert_eq!(ErrorCode::ReadOnly.as_str(), "read_only");
+    }
+
+    #[test]
     fn unknown_types_are_refused_by_name() {
         let rejection = decode(r#"{"type":"teleport"}"#).unwrap_err();
         assert_eq!(rejection.code, ErrorCode::UnknownType);

@@ -246,7 +246,7 @@ const UNREACHABLE_REFUSED_NOTICE: &str = "the server cannot reach its shared sto
 const SATURATED_NOTICE: &str = "the server is saving strokes as fast as it can; this stroke was \
     not kept, try again in a moment";
 /// Why a cluster node refuses joins while it cannot reach Redis.
-const UNREACHABLE_REASON: &str = "the server cannot reach its shared store; try again";
+pub(crate) const UNREACHABLE_REASON: &str = "the server cannot reach its shared store; try again";
 /// A cluster node that was refused a room's checkpoint lease asks again no sooner than this.
 const LEASE_RETRY: Duration = Duration::from_secs(1);
 

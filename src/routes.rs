@@ -139,8 +139,14 @@ async fn upgrade(room: &str, req: HttpRequest, state: &AppState) -> HttpResponse
             return refused(&refusal);
         }
     };
-    let read_only = match private::check(room, &req, state).await {
-        Ok(access) => access.read_only(),
+    let (read_only, refuse) = match private::check(room, &req, state).await {
+        Ok(access) => (access.read_only(), None),
+        // While the store is known to be down, every join is closed with 1013 after the upgrade
+        // (what clients expect of an outage): this one too, without joining, as it cannot be told
+        // whether the room is private.
+        Err(private::Denied::Unavailable) if state.store.health().is_failing() => {
+            (true, Some(crate::room::UNREACHABLE_REASON))
+        }
         Err(denied) => {
             state
                 .stats
@@ -172,6 +178,7 @@ async fn upgrade(room: &str, req: HttpRequest, state: &AppState) -> HttpResponse
         permit: Some(permit),
         batched,
         read_only,
+        refuse,
         settings: state.settings.clone(),
         stats: state.stats.clone(),
         registry: state.registry.clone(),

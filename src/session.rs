@@ -226,6 +226,9 @@ pub struct Admitted {
     pub batched: bool,
     /// Joined a private room with its view link: nothing that changes the picture is forwarded.
     pub read_only: bool,
+    /// Closed with 1013 and this reason as soon as it starts, without joining: the store is down,
+    /// so whether the room is private cannot be known (and every join is refused meanwhile).
+    pub refuse: Option<&'static str>,
     pub settings: Arc<Settings>,
     pub stats: Arc<Stats>,
     pub registry: Addr<RoomRegistry>,
@@ -352,6 +355,7 @@ pub async fn connect_in_memory(
         permit: None,
         batched: false,
         read_only: false,
+        refuse: None,
         settings: settings.clone(),
         stats: stats.clone(),
         registry: registry.clone(),
@@ -523,6 +527,8 @@ pub struct WsSession {
     snapshot_requests_open: usize,
     /// Joined with a view link: what would change the picture is refused (`read_only`).
     read_only: bool,
+    /// See [`Admitted::refuse`].
+    refuse: Option<&'static str>,
 }
 
 impl WsSession {
@@ -538,6 +544,7 @@ impl WsSession {
             permit,
             batched,
             read_only,
+            refuse,
             settings,
             stats,
             registry,
@@ -564,6 +571,7 @@ impl WsSession {
             batch: batched.then(Vec::new),
             snapshot_requests_open: 0,
             read_only,
+            refuse,
         }
     }
 
@@ -935,6 +943,9 @@ impl Actor for WsSession {
         // A client that stops reading stops this actor being polled, so its mailbox fills: the room
         // sees that (its sends fail) and drops it instead of queueing without bound.
         ctx.set_mailbox_capacity(self.settings.max_queued_messages);
+        if let Some(reason) = self.refuse.take() {
+            return self.close(ctx, CloseCode::Again, reason);
+        }
         if let Some(direct) = &self.direct {
             direct::register(self.id, direct);
         }

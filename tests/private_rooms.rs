@@ -383,3 +383,22 @@ async fn redis_holds_the_tokens_digests_and_never_the_tokens() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_redis_is_gone_a_private_room_lets_nobody_in_and_closes_joins_with_1013() {
+    let mut redis = Redis::start();
+    let n1 = node(&redis, "n1");
+    let (created, n1) = blocking(move || (create(&n1), n1)).await;
+    redis.kill();
+    let ready = n1.http_url("/readyz");
+    blocking(move || wait_for_status(&ready, 503, Duration::from_secs(20))).await;
+    for url in [
+        n1.ws_url(&created.room),
+        ws_url(&n1, &created.room, &created.view),
+    ] {
+        let Err(close) = Client::join_or_close(&url).await else {
+            panic!("{url}: welcomed while Redis is gone");
+        };
+        assert_eq!(u16::from(close.code), 1013, "{close:?}");
+    }
+}
