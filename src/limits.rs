@@ -1,7 +1,8 @@
 //! Admission and throttling: who may open a connection, and how fast a connection may draw.
 //!
 //! This module owns the server-wide connection counts (total and per IP address), the per-IP rate of
-//! connection attempts, the Origin check, and the per-connection draw rate. Counts are released by
+//! connection attempts, the Origin check, the per-connection draw rate, and the per-IP rate of
+//! private room creation. Counts are released by
 //! dropping a [`ConnectionPermit`], so no path can forget to. It must never block on I/O and never
 //! keep state for an address that has no connection and no recent attempt.
 
