@@ -12,7 +12,7 @@ const TOUCH_HOLD_MS = 80;
  *           brush: () => {color: string, size: number, tool: string},
  *           onSegment: (seg: object) => void, newStrokeId: () => string }} opts
  */
-export function attachInput(canvas, { toLogical, brush, onSegment, newStrokeId }) {
+export function attachInput(canvas, { toLogical, brush, onSegment, newStrokeId, canDraw = () => true }) {
   const strokes = new Map(); // pointerId → { last: {x, y}, moved, brush, id, held: segments | null }
   const touches = new Set(); // touch pointers down on the canvas
   let gesture = false; // two or more fingers came down: no drawing until all are lifted
@@ -53,6 +53,8 @@ export function attachInput(canvas, { toLogical, brush, onSegment, newStrokeId }
   canvas.addEventListener('pointerdown', (e) => {
     // Primary button (mouse left, touch contact, pen tip) or a pen's eraser end (button 5).
     if (e.button !== 0 && e.button !== 5) return;
+    // A view-only page (or one not yet told it may draw) neither draws nor sends anything.
+    if (!canDraw()) return;
     e.preventDefault();
     if (e.pointerType === 'touch') {
       touches.add(e.pointerId);

@@ -12,6 +12,7 @@ import { createStatus } from './status.js';
 import { setupClear, setupDownload, setupRoomSwitch, setupShare } from './actions.js';
 import { authorSecret, newStrokeId } from './author.js';
 import { UndoHistory, setupUndo } from './undo.js';
+import { PrivateRoom, setupNewPrivateRoom, setupPrivateShare, tokenFromSearch } from './private.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -29,7 +30,9 @@ const status = createStatus({
 const canvas = $('board');
 const board = new Board(canvas, $('stage'));
 const toolbar = new Toolbar(document);
-const connection = new Connection(wsUrl(room, location, { author: authorSecret() }));
+const token = tokenFromSearch();
+const privateRoom = new PrivateRoom({ token, badge: $('view-only') });
+const connection = new Connection(wsUrl(room, location, { author: authorSecret(), token }));
 const sync = new Sync({
   board,
   send: (msg) => connection.send(msg),
@@ -56,6 +59,7 @@ attachInput(canvas, {
     undoHistory.drew(seg.strokeId);
   },
   newStrokeId,
+  canDraw: () => privateRoom.canDraw(),
 });
 
 attachView({
@@ -83,7 +87,22 @@ setupClear({
 });
 setupDownload({ button: $('download'), board, room, toast: status.toast });
 setupRoomSwitch({ form: $('room-form'), input: $('room-input'), room, toast: status.toast });
-setupShare({ button: $('share'), urlField: $('share-url'), room, toast: status.toast });
+if (privateRoom.isPrivate) {
+  setupPrivateShare({
+    button: $('share'),
+    dialog: $('share-dialog'),
+    editRow: $('share-edit'),
+    viewRow: $('share-view'),
+    note: $('share-note'),
+    closeButton: $('share-close'),
+    room,
+    privateRoom,
+    toast: status.toast,
+  });
+} else {
+  setupShare({ button: $('share'), urlField: $('share-url'), room, toast: status.toast });
+}
+setupNewPrivateRoom({ button: $('new-private'), toast: status.toast });
 
 connection.addEventListener('state', (e) => status.setConnection(e.detail));
 connection.addEventListener('close', () => sync.disconnected());
@@ -102,6 +121,7 @@ connection.addEventListener('message', (e) => {
 function handleMessage(msg) {
   switch (msg.type) {
     case 'welcome':
+      privateRoom.welcome(msg);
       sync.welcome(msg);
       break;
     case 'clientCount':

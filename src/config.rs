@@ -102,6 +102,18 @@ pub struct Config {
     #[arg(long, env = "LIVECANVAS_CONNECTION_BURST_PER_IP", default_value_t = 30)]
     pub connection_burst_per_ip: u32,
 
+    /// Private rooms one IP address may create per minute, sustained (429 beyond).
+    #[arg(
+        long,
+        env = "LIVECANVAS_ROOM_CREATIONS_PER_MINUTE",
+        default_value_t = 10
+    )]
+    pub room_creations_per_minute: u32,
+
+    /// Private rooms one IP address may create at once before the rate applies.
+    #[arg(long, env = "LIVECANVAS_ROOM_CREATION_BURST", default_value_t = 3)]
+    pub room_creation_burst: u32,
+
     /// Most clients in one room (close 1013 beyond).
     #[arg(long, env = "LIVECANVAS_MAX_CLIENTS_PER_ROOM", default_value_t = 1_000)]
     pub max_clients_per_room: usize,
@@ -317,6 +329,8 @@ pub struct Settings {
     pub max_connections_per_ip: usize,
     pub connection_rate_per_ip: u32,
     pub connection_burst_per_ip: u32,
+    pub room_creations_per_minute: u32,
+    pub room_creation_burst: u32,
     pub max_clients_per_room: usize,
     pub max_rooms: usize,
     pub draws_per_second: u32,
@@ -443,6 +457,11 @@ impl Config {
                 "--connection-burst-per-ip",
                 self.connection_burst_per_ip as usize,
             ),
+            (
+                "--room-creations-per-minute",
+                self.room_creations_per_minute as usize,
+            ),
+            ("--room-creation-burst", self.room_creation_burst as usize),
             ("--max-clients-per-room", self.max_clients_per_room),
             ("--max-rooms", self.max_rooms),
             ("--draws-per-second", self.draws_per_second as usize),
@@ -502,6 +521,8 @@ impl Config {
             max_connections_per_ip: self.max_connections_per_ip,
             connection_rate_per_ip: self.connection_rate_per_ip,
             connection_burst_per_ip: self.connection_burst_per_ip,
+            room_creations_per_minute: self.room_creations_per_minute,
+            room_creation_burst: self.room_creation_burst,
             max_clients_per_room: self.max_clients_per_room,
             max_rooms: self.max_rooms,
             draws_per_second: self.draws_per_second,

@@ -6,6 +6,7 @@
 //! [`websocket`] hands to their sessions. This file wires them together and owns the server's
 //! lifecycle: bind, serve, and the graceful stop on a signal.
 
+pub mod access;
 pub mod canvas;
 pub mod config;
 mod direct;
@@ -14,6 +15,7 @@ pub mod history;
 pub mod limits;
 pub mod logging;
 pub mod picture;
+pub mod private;
 pub mod protocol;
 pub mod registry;
 pub mod room;
@@ -62,6 +64,7 @@ pub async fn run(settings: Settings, store: Store) -> std::io::Result<()> {
     let registry = RoomRegistry::new(settings.clone(), stats.clone(), store.clone()).start();
     let state = AppState {
         admission: limits::Admission::new(settings.clone()),
+        room_creations: Arc::new(limits::RoomCreations::new(&settings)),
         settings: settings.clone(),
         stats,
         registry: registry.clone(),

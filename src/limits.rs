@@ -1,7 +1,8 @@
 //! Admission and throttling: who may open a connection, and how fast a connection may draw.
 //!
 //! This module owns the server-wide connection counts (total and per IP address), the per-IP rate of
-//! connection attempts, the Origin check, and the per-connection draw rate. Counts are released by
+//! connection attempts, the Origin check, the per-connection draw rate, and the per-IP rate of
+//! private room creation. Counts are released by
 //! dropping a [`ConnectionPermit`], so no path can forget to. It must never block on I/O and never
 //! keep state for an address that has no connection and no recent attempt.
 
@@ -95,9 +96,7 @@ impl Admission {
     /// Checks an upgrade request; on success the permit holds its place until dropped.
     pub fn admit(self: &Arc<Self>, req: &HttpRequest) -> Result<ConnectionPermit, Refusal> {
         self.check_origin(req)?;
-        let ip = req
-            .peer_addr()
-            .map_or(IpAddr::from([0, 0, 0, 0]), |addr| addr.ip());
+        let ip = client_ip(req);
         if self.attempts.check_key(&ip).is_err() {
             return Err(Refusal::TooFast);
         }
@@ -185,6 +184,41 @@ fn quota(per_second: u32, burst: u32) -> Quota {
     let per_second = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
     let burst = NonZeroU32::new(burst).unwrap_or(per_second);
     Quota::per_second(per_second).allow_burst(burst)
+}
+
+/// How fast one IP address may create private rooms (`--room-creations-per-minute`, with a
+/// burst of `--room-creation-burst`): each creation writes to the store, so an unbounded rate
+/// would let one client fill it.
+pub struct RoomCreations {
+    per_address: DefaultKeyedRateLimiter<IpAddr>,
+}
+
+impl RoomCreations {
+    pub fn new(settings: &Settings) -> Self {
+        let per_minute =
+            NonZeroU32::new(settings.room_creations_per_minute).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(settings.room_creation_burst).unwrap_or(NonZeroU32::MIN);
+        RoomCreations {
+            per_address: RateLimiter::keyed(Quota::per_minute(per_minute).allow_burst(burst)),
+        }
+    }
+
+    /// Whether the request's address may create a room now (the same address as the connection
+    /// limits use: the TCP peer).
+    pub fn allow(&self, req: &HttpRequest) -> bool {
+        let ip = client_ip(req);
+        let allowed = self.per_address.check_key(&ip).is_ok();
+        if self.per_address.len() > ATTEMPT_TABLE_SWEEP_AT {
+            self.per_address.retain_recent();
+        }
+        allowed
+    }
+}
+
+/// The address limits count against: the TCP peer (no proxy header is trusted).
+fn client_ip(req: &HttpRequest) -> IpAddr {
+    req.peer_addr()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |addr| addr.ip())
 }
 
 /// What the draw limiter says about one message.

@@ -77,6 +77,20 @@ pub enum ClientMessage {
     },
 }
 
+impl ClientMessage {
+    /// Whether this message changes the room's picture: what a view-only member may not send.
+    /// Every new kind of message that alters the canvas belongs here.
+    pub fn changes_canvas(&self) -> bool {
+        match self {
+            ClientMessage::Draw(_)
+            | ClientMessage::Clear(_)
+            | ClientMessage::Undo(_)
+            | ClientMessage::Redo(_) => true,
+            ClientMessage::CanvasState { .. } => false,
+        }
+    }
+}
+
 /// Machine-readable reason for an `error` message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -95,6 +109,8 @@ pub enum ErrorCode {
     NotYours,
     /// Undo or redo of a stroke that is past the undo history, unknown, or already in that state.
     CannotUndo,
+    /// The member joined a private room with its view link: it may not change the picture.
+    ReadOnly,
 }
 
 impl ErrorCode {
@@ -109,6 +125,7 @@ impl ErrorCode {
             ErrorCode::StorageUnavailable => "storage_unavailable",
             ErrorCode::NotYours => "not_yours",
             ErrorCode::CannotUndo => "cannot_undo",
+            ErrorCode::ReadOnly => "read_only",
         }
     }
 }
@@ -172,6 +189,13 @@ impl Rejection {
         Rejection::new(ErrorCode::StorageUnavailable, message)
     }
 
+    pub fn read_only() -> Self {
+        Rejection::new(
+            ErrorCode::ReadOnly,
+            "this is a view-only link: drawing and clearing are not allowed",
+        )
+    }
+
     pub fn to_server_message(&self) -> ServerMessage<'_> {
         ServerMessage::Error {
             code: self.code,
@@ -196,6 +220,9 @@ pub enum ServerMessage<'a> {
         width: u32,
         height: u32,
         awaiting_snapshot: bool,
+        /// Joined with a private room's view link: the server refuses what would change the
+        /// picture. Always sent, so a client never has to guess.
+        read_only: bool,
     },
     ClientCount {
         client_count: usize,
@@ -678,6 +705,22 @@ mod tests {
         ] {
             assert!(!is_valid_room_name(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn only_draw_and_clear_change_the_canvas() {
+        assert!(decode(r#"{"type":"clear"}"#).unwrap().changes_canvas());
+        assert!(
+            decode(r##"{"color":"#000","startX":1,"startY":1,"endX":2,"endY":2}"##)
+                .unwrap()
+                .changes_canvas()
+        );
+        let snapshot = ClientMessage::CanvasState {
+            client_id: uuid::Uuid::nil(),
+            data: String::new(),
+        };
+        assert!(!snapshot.changes_canvas());
+        assert_eq!(ErrorCode::ReadOnly.as_str(), "read_only");
     }
 
     #[test]

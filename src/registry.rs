@@ -37,6 +37,8 @@ pub struct JoinRoom {
     pub session: Addr<WsSession>,
     /// The client asked for batched delivery.
     pub batched: bool,
+    /// The client joined with a view link.
+    pub read_only: bool,
 }
 
 /// The server is stopping: every room closes its members with 1001. Answers once all rooms have.
@@ -352,6 +354,7 @@ impl Handler<JoinRoom> for RoomRegistry {
             id: join.id,
             session: join.session,
             batched: join.batched,
+            read_only: join.read_only,
             answer,
         });
         let room = entry.addr.clone();

@@ -48,6 +48,8 @@ pub struct Join {
     pub session: Addr<WsSession>,
     /// The client asked for batched delivery.
     pub batched: bool,
+    /// The client joined with a view link (said in its `welcome`).
+    pub read_only: bool,
     /// Where the room answers, before it sends the member anything else. Not a message to the
     /// session's mailbox: the session waits for this answer with its mailbox held (so that its
     /// `welcome` comes first), and an answer queued behind that wait would never arrive.
@@ -262,7 +264,7 @@ const UNREACHABLE_REFUSED_NOTICE: &str = "the server cannot reach its shared sto
 const SATURATED_NOTICE: &str = "the server is saving strokes as fast as it can; this stroke was \
     not kept, try again in a moment";
 /// Why a cluster node refuses joins while it cannot reach Redis.
-const UNREACHABLE_REASON: &str = "the server cannot reach its shared store; try again";
+pub(crate) const UNREACHABLE_REASON: &str = "the server cannot reach its shared store; try again";
 /// A cluster node that was refused a room's checkpoint lease asks again no sooner than this.
 const LEASE_RETRY: Duration = Duration::from_secs(1);
 
@@ -1426,6 +1428,7 @@ impl Handler<Join> for CanvasServer {
             width: self.settings.canvas.width,
             height: self.settings.canvas.height,
             awaiting_snapshot,
+            read_only: join.read_only,
         };
         if join
             .answer

@@ -17,8 +17,9 @@ use crate::canvas::Op;
 use crate::config::Settings;
 use crate::health::{HealthProbe, Probe};
 use crate::history::{self, AuthorId};
-use crate::limits::{Admission, Refusal};
+use crate::limits::{Admission, Refusal, RoomCreations};
 use crate::picture::{self, Picture, Priority, RenderFailed};
+use crate::private;
 use crate::protocol::is_valid_room_name;
 use crate::registry::{FindRoom, RoomRegistry};
 use crate::room::CurrentCanvas;
@@ -39,6 +40,7 @@ pub struct AppState {
     /// False once a graceful stop has begun.
     pub ready: Arc<AtomicBool>,
     pub admission: Arc<Admission>,
+    pub room_creations: Arc<RoomCreations>,
     pub settings: Arc<Settings>,
     pub stats: Arc<Stats>,
     pub registry: Addr<RoomRegistry>,
@@ -52,6 +54,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, frontend_dir: &std::path::Path, w
         .route("/r/{room}", web::get().to(room_page))
         .route("/ws", web::get().to(ws_default_room))
         .route("/ws/{room}", web::get().to(ws_room))
+        .route("/api/rooms", web::post().to(private::create_room))
         .route("/api/rooms/{room}/canvas.png", web::get().to(canvas_png))
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz));
@@ -96,11 +99,14 @@ async fn room_page(
     if !is_valid_room_name(&room) {
         return Ok(bad_room(&room));
     }
+    if let Err(denied) = private::check(&room, &req, &state).await {
+        return Ok(denied.page());
+    }
     Ok(page(&state).await?.into_response(&req))
 }
 
 async fn ws_default_room(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    upgrade(DEFAULT_ROOM, req, &state)
+    upgrade(DEFAULT_ROOM, req, &state).await
 }
 
 async fn ws_room(
@@ -111,7 +117,7 @@ async fn ws_room(
     if !is_valid_room_name(&room) {
         return bad_room(&room);
     }
-    upgrade(&room, req, &state)
+    upgrade(&room, req, &state).await
 }
 
 /// `?batch=1` on the WebSocket URL asks for batched delivery; `?author=` is the browser's secret
@@ -122,9 +128,9 @@ struct UpgradeQuery {
     author: Option<String>,
 }
 
-/// Admits the connection and answers 101; the session starts once the upgrade has the socket
-/// (see `websocket`).
-fn upgrade(room: &str, req: HttpRequest, state: &AppState) -> HttpResponse {
+/// Admits the connection (a private room's only with one of its tokens) and answers 101; the
+/// session starts once the upgrade has the socket (see `websocket`).
+async fn upgrade(room: &str, req: HttpRequest, state: &AppState) -> HttpResponse {
     let permit = match state.admission.admit(&req) {
         Ok(permit) => permit,
         Err(refusal) => {
@@ -134,6 +140,23 @@ fn upgrade(room: &str, req: HttpRequest, state: &AppState) -> HttpResponse {
                 .with_label_values(&[refusal.code()])
                 .inc();
             return refused(&refusal);
+        }
+    };
+    let (read_only, refuse) = match private::check(room, &req, state).await {
+        Ok(access) => (access.read_only(), None),
+        // While the store is known to be down, every join is closed with 1013 after the upgrade
+        // (what clients expect of an outage): this one too, without joining, as it cannot be told
+        // whether the room is private.
+        Err(private::Denied::Unavailable) if state.store.health().is_failing() => {
+            (true, Some(crate::room::UNREACHABLE_REASON))
+        }
+        Err(denied) => {
+            state
+                .stats
+                .refusals
+                .with_label_values(&[denied.code()])
+                .inc();
+            return denied.json();
         }
     };
     let handshake = match actix_http::ws::handshake(req.head()) {
@@ -172,6 +195,8 @@ fn upgrade(room: &str, req: HttpRequest, state: &AppState) -> HttpResponse {
         permit: Some(permit),
         batched,
         author,
+        read_only,
+        refuse,
         settings: state.settings.clone(),
         stats: state.stats.clone(),
         registry: state.registry.clone(),
@@ -195,9 +220,13 @@ async fn canvas_png(
     room: web::Path<String>,
     query: web::Query<PictureQuery>,
     state: web::Data<AppState>,
+    req: HttpRequest,
 ) -> HttpResponse {
     if !is_valid_room_name(&room) {
         return bad_room(&room);
+    }
+    if let Err(denied) = private::check(&room, &req, &state).await {
+        return denied.json();
     }
     let transparent = match query.background.as_deref() {
         None | Some("white") => false,

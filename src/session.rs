@@ -233,6 +233,11 @@ pub struct Admitted {
     pub batched: bool,
     /// Who this browser is, for undo (`?author=`); `None`: a new author per connection.
     pub author: Option<AuthorId>,
+    /// Joined a private room with its view link: nothing that changes the picture is forwarded.
+    pub read_only: bool,
+    /// Closed with 1013 and this reason as soon as it starts, without joining: the store is down,
+    /// so whether the room is private cannot be known (and every join is refused meanwhile).
+    pub refuse: Option<&'static str>,
     pub settings: Arc<Settings>,
     pub stats: Arc<Stats>,
     pub registry: Addr<RoomRegistry>,
@@ -359,6 +364,8 @@ pub async fn connect_in_memory(
         permit: None,
         batched: false,
         author: None,
+        read_only: false,
+        refuse: None,
         settings: settings.clone(),
         stats: stats.clone(),
         registry: registry.clone(),
@@ -530,6 +537,10 @@ pub struct WsSession {
     /// `canvasRequest`s sent to this client and not yet answered: while there is one, the client may
     /// send one message up to the snapshot size limit.
     snapshot_requests_open: usize,
+    /// Joined with a view link: what would change the picture is refused (`read_only`).
+    read_only: bool,
+    /// See [`Admitted::refuse`].
+    refuse: Option<&'static str>,
 }
 
 impl WsSession {
@@ -545,6 +556,8 @@ impl WsSession {
             permit,
             batched,
             author,
+            read_only,
+            refuse,
             settings,
             stats,
             registry,
@@ -571,6 +584,8 @@ impl WsSession {
             invalid_in_a_row: 0,
             batch: batched.then(Vec::new),
             snapshot_requests_open: 0,
+            read_only,
+            refuse,
         }
     }
 
@@ -796,6 +811,13 @@ impl WsSession {
             ClientMessage::Redo(_) => "redo",
             _ => "",
         };
+        if self.read_only && message.changes_canvas() {
+            // Throttled like the draws it stands for, so a flood of refusals is closed as one.
+            if self.throttle(ctx) {
+                self.send_error(&Rejection::read_only());
+            }
+            return;
+        }
         match message {
             ClientMessage::Draw(segment) => {
                 if self.throttle(ctx) {
@@ -960,6 +982,9 @@ impl Actor for WsSession {
         // A client that stops reading stops this actor being polled, so its mailbox fills: the room
         // sees that (its sends fail) and drops it instead of queueing without bound.
         ctx.set_mailbox_capacity(self.settings.max_queued_messages);
+        if let Some(reason) = self.refuse.take() {
+            return self.close(ctx, CloseCode::Again, reason);
+        }
         if let Some(direct) = &self.direct {
             direct::register(self.id, direct);
         }
@@ -969,6 +994,7 @@ impl Actor for WsSession {
             id: self.id,
             session: ctx.address(),
             batched: self.batch.is_some(),
+            read_only: self.read_only,
         };
         // Nothing the client sends is handled before the room has answered, so `welcome` is
         // always the client's first frame. Both waits are bounded, and neither depends on this

@@ -16,11 +16,14 @@ use std::sync::Arc;
 
 use bytestring::ByteString;
 
+use crate::access::AccessHashes;
+
 pub use self::redis::{
     CatchUp, Cluster, Relayed, RelayedOp, CHECKPOINT_LEASE, MAX_APPENDS_IN_FLIGHT,
 };
 pub use sqlite::{
-    StoreError, StoreHealth, StoreOptions, StoredRoom, FILE_NAME, PNG_SIGNATURE, SCHEMA_VERSION,
+    Creation, StoreError, StoreHealth, StoreOptions, StoredRoom, FILE_NAME, PNG_SIGNATURE,
+    SCHEMA_VERSION,
 };
 
 /// The handle every room and handler shares: cheap to clone.
@@ -129,6 +132,26 @@ impl Store {
                     Ok(())
                 })
             }
+        }
+    }
+
+    /// Records a new private room's token digests (durably: answered once kept).
+    pub fn create_private_room(&self, room: Arc<str>, hashes: AccessHashes) -> Answer<Creation> {
+        match self {
+            Store::Sqlite(store) => Box::pin(store.create_private_room(room, hashes)),
+            Store::Redis(cluster) => Box::pin(cluster.create_private_room(&room, hashes)),
+        }
+    }
+
+    /// A private room's token digests, `None` for a public room. SQLite answers from memory at
+    /// once; a cluster asks Redis (bounded by its answer timeout).
+    pub fn room_access(&self, room: &str) -> Answer<Option<AccessHashes>> {
+        match self {
+            Store::Sqlite(store) => {
+                let access = store.room_access(room);
+                Box::pin(async move { Ok(access) })
+            }
+            Store::Redis(cluster) => Box::pin(cluster.room_access(room)),
         }
     }
 

@@ -20,6 +20,10 @@
 //! - `livecanvas:{R}:presence`, a hash: node → `count:deadline_ms`. Nodes refresh their entries
 //!   every heartbeat; an entry past its deadline (a node that died) is dropped by the next script
 //!   that sums them.
+//! - `livecanvas:{R}:access`, a hash: `edit` and `view`, the SHA-256 digests (32 raw bytes) of a
+//!   private room's tokens, never the tokens. Present only for a private room; written once, when
+//!   the room is created (which also enters R in `livecanvas:rooms`), and kept as long as the
+//!   room's other keys (a cluster never deletes a room).
 //! - `livecanvas:rooms`, a set of room names: `--max-stored-rooms` counts it.
 //! - `livecanvas:node:<node>`: written by each node every second (10 s lifetime), proving that
 //!   Redis takes writes.
@@ -39,7 +43,8 @@ use bytestring::ByteString;
 use futures_util::StreamExt;
 use uuid::Uuid;
 
-use super::sqlite::{StoreError, StoreHealth, StoredRoom};
+use super::sqlite::{Creation, StoreError, StoreHealth, StoredRoom};
+use crate::access::AccessHashes;
 
 /// Every key and channel starts with this.
 pub const KEY_PREFIX: &str = "livecanvas:";
@@ -120,6 +125,19 @@ if ARGV[2] == '' then redis.call('HDEL', KEYS[1], 'png') else redis.call('HSET',
 redis.call('XTRIM', KEYS[2], 'MINID', '0-' .. (seq + 1))
 redis.call('DEL', KEYS[3])
 redis.call('PUBLISH', ARGV[4], 'k:' .. ARGV[1])
+return 1
+";
+
+/// Creates a private room: its token digests, and its entry in the room set, unless a room of
+/// that name exists (answers 0) or `max_rooms` are stored (answers -1). KEYS: access, rooms.
+/// ARGV: room, edit digest, view digest, max_rooms.
+const CREATE_PRIVATE: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then
+  return 0
+end
+if redis.call('SCARD', KEYS[2]) >= tonumber(ARGV[4]) then return -1 end
+redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[1], 'edit', ARGV[2], 'view', ARGV[3])
 return 1
 ";
 
@@ -258,6 +276,7 @@ struct Scripts {
     after: Script,
     checkpoint: Script,
     presence: Script,
+    create_private: Script,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -277,6 +296,9 @@ fn lease_key(room: &str) -> String {
 }
 fn presence_key(room: &str) -> String {
     format!("{KEY_PREFIX}{{{room}}}:presence")
+}
+fn access_key(room: &str) -> String {
+    format!("{KEY_PREFIX}{{{room}}}:access")
 }
 fn rooms_key() -> String {
     format!("{KEY_PREFIX}rooms")
@@ -356,6 +378,7 @@ impl Cluster {
                     after: Script::new(AFTER),
                     checkpoint: Script::new(CHECKPOINT),
                     presence: Script::new(PRESENCE),
+                    create_private: Script::new(CREATE_PRIVATE),
                 },
             }),
         };
@@ -870,6 +893,59 @@ impl Cluster {
                 channel(room).into_bytes(),
             ],
         )
+    }
+
+    /// Records a new private room (see `CREATE_PRIVATE`).
+    pub fn create_private_room(
+        &self,
+        room: &str,
+        hashes: AccessHashes,
+    ) -> impl Future<Output = Result<Creation, StoreError>> + Send + 'static {
+        let answer = self.invoke::<i64>(
+            "creating a private room",
+            |s| &s.create_private,
+            vec![access_key(room), rooms_key()],
+            vec![
+                room.as_bytes().to_vec(),
+                hashes.edit.to_vec(),
+                hashes.view.to_vec(),
+                self.inner.max_rooms.max(1).to_string().into_bytes(),
+            ],
+        );
+        let limit = self.inner.max_rooms;
+        async move {
+            match answer.await? {
+                1 => Ok(Creation::Created),
+                0 => Ok(Creation::NameTaken),
+                _ => Err(StoreError::TooManyRooms { limit }),
+            }
+        }
+    }
+
+    /// A private room's token digests; `None` for a public room. One bounded round trip: not
+    /// cached, so that a room created on another node is private here at once.
+    pub fn room_access(
+        &self,
+        room: &str,
+    ) -> impl Future<Output = Result<Option<AccessHashes>, StoreError>> + Send + 'static {
+        let mut command = ::redis::cmd("HMGET");
+        command.arg(access_key(room)).arg("edit").arg("view");
+        let answer = self.query::<(Option<Vec<u8>>, Option<Vec<u8>>)>("reading access", command);
+        let room = room.to_owned();
+        async move {
+            match answer.await? {
+                (None, None) => Ok(None),
+                (Some(edit), Some(view)) => match AccessHashes::from_slices(&edit, &view) {
+                    Some(hashes) => Ok(Some(hashes)),
+                    None => Err(redis_error(format_args!(
+                        "the token digests of private room {room:?} are damaged"
+                    ))),
+                },
+                _ => Err(redis_error(format_args!(
+                    "private room {room:?} has only one token digest"
+                ))),
+            }
+        }
     }
 
     /// Number of rooms stored.

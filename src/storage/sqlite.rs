@@ -23,6 +23,13 @@
 //!   WITHOUT ROWID`: every accepted op after the checkpoint, as the JSON text that was broadcast
 //!   (`{"type":"draw",...}`, `{"type":"clear"}`). A checkpoint deletes the ops it covers in the
 //!   same transaction.
+//! - `room_access(room TEXT PRIMARY KEY, edit_hash BLOB NOT NULL, view_hash BLOB NOT NULL,
+//!   created_at INTEGER) WITHOUT ROWID`: the private rooms, with the SHA-256 digests of their
+//!   edit and view tokens (never the tokens). Created if missing when a database is opened (it
+//!   was added after version 1, and older code ignores it). A row is never deleted: forgetting a
+//!   blank room's picture must not turn a private room public. Every row is read into memory at
+//!   open, so the check on a WebSocket upgrade never waits for the disk; the writer adds a row to
+//!   that map once it is committed. Rows count toward `max_rooms` of their own.
 //! - `PRAGMA user_version` is the schema version, 1. A database with another version (or with
 //!   tables but no version: not ours) is refused.
 //!
@@ -64,6 +71,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytestring::ByteString;
 use rusqlite::config::DbConfig;
+use std::sync::RwLock;
+
+use crate::access::AccessHashes;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
 use tokio::sync::oneshot;
 
@@ -134,6 +144,30 @@ const CREATE_SCHEMA: &str = "
     ) WITHOUT ROWID;
     PRAGMA user_version = 1;
 ";
+
+/// The private rooms' table; added to a version-1 database that lacks it (see the module doc).
+const CREATE_ACCESS_TABLE: &str = "
+    CREATE TABLE IF NOT EXISTS room_access (
+        room TEXT PRIMARY KEY,
+        edit_hash BLOB NOT NULL,
+        view_hash BLOB NOT NULL,
+        created_at INTEGER
+    ) WITHOUT ROWID;
+";
+
+/// Private rooms a memory store (`--storage memory`) keeps at most.
+const MAX_MEMORY_PRIVATE_ROOMS: usize = 10_000;
+
+/// Every private room's token digests, by room: shared by the handles and the writer.
+type AccessMap = Arc<RwLock<HashMap<Arc<str>, AccessHashes>>>;
+
+/// Whether a private room was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Creation {
+    Created,
+    /// A room of that name exists (public or private): pick another name.
+    NameTaken,
+}
 
 /// Tuning of a `Store` opened on disk.
 #[derive(Debug, Clone)]
@@ -384,6 +418,8 @@ pub struct Store {
     /// `None`: persistence is off.
     inner: Option<Arc<Inner>>,
     health: Arc<StoreHealth>,
+    /// The private rooms (see `room_access` in the module doc).
+    access: AccessMap,
 }
 
 struct Inner {
@@ -458,6 +494,11 @@ enum Command {
     RoomCount {
         reply: oneshot::Sender<Result<usize, StoreError>>,
     },
+    CreatePrivate {
+        room: Arc<str>,
+        hashes: AccessHashes,
+        reply: oneshot::Sender<Result<Creation, StoreError>>,
+    },
     Close {
         reply: oneshot::Sender<()>,
     },
@@ -515,6 +556,7 @@ impl Store {
             conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
                 .map_err(|source| open_error(&path, "cannot limit the size of", source))?;
         }
+        let access: AccessMap = Arc::new(RwLock::new(read_access(&conn, &path)?));
         let (commands, receiver) = mpsc::channel();
         let appends = Arc::new(Mutex::new(Appends::default()));
         let health = Arc::new(StoreHealth::new(options.max_held_bytes));
@@ -532,6 +574,7 @@ impl Store {
             last_failure_log: None,
             health: health.clone(),
             space_checked: None,
+            access: access.clone(),
         };
         let thread = std::thread::Builder::new()
             .name(THREAD_NAME.to_string())
@@ -549,6 +592,7 @@ impl Store {
                 thread: Mutex::new(Some(thread)),
             })),
             health,
+            access,
         })
     }
 
@@ -558,7 +602,62 @@ impl Store {
         Store {
             inner: None,
             health: Arc::new(StoreHealth::default()),
+            access: AccessMap::default(),
         }
+    }
+
+    /// A private room's token digests; `None` for a public room. Read from memory: never waits.
+    pub fn room_access(&self, room: &str) -> Option<AccessHashes> {
+        self.access
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(room)
+            .copied()
+    }
+
+    /// Records a new private room; answers once it is committed (a room announced to its creator
+    /// must survive a restart). A memory store keeps it in memory only.
+    pub fn create_private_room(
+        &self,
+        room: Arc<str>,
+        hashes: AccessHashes,
+    ) -> impl Future<Output = Result<Creation, StoreError>> + Send + 'static {
+        let memory = self
+            .inner
+            .is_none()
+            .then(|| self.create_in_memory(room.clone(), hashes));
+        let queued = self.request(|reply| Command::CreatePrivate {
+            room,
+            hashes,
+            reply,
+        });
+        async move {
+            match memory {
+                Some(created) => created,
+                None => queued.answer(Creation::NameTaken).await,
+            }
+        }
+    }
+
+    fn create_in_memory(
+        &self,
+        room: Arc<str>,
+        hashes: AccessHashes,
+    ) -> Result<Creation, StoreError> {
+        let mut access = self
+            .access
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if access.contains_key(&room) {
+            return Ok(Creation::NameTaken);
+        }
+        if access.len() >= MAX_MEMORY_PRIVATE_ROOMS {
+            return Err(StoreError::TooManyRooms {
+                limit: MAX_MEMORY_PRIVATE_ROOMS,
+            });
+        }
+        access.insert(room, hashes);
+        Ok(Creation::Created)
     }
 
     /// Whether the store can write (always so for [`Store::memory`]).
@@ -857,13 +956,45 @@ fn open_verified(path: &Path) -> Result<Connection, StoreError> {
     ))
     .map_err(fail("cannot configure"))?;
     let schema = if fresh {
-        format!("BEGIN IMMEDIATE; {CREATE_SCHEMA} COMMIT;")
+        format!("BEGIN IMMEDIATE; {CREATE_SCHEMA} {CREATE_ACCESS_TABLE} COMMIT;")
     } else {
-        "BEGIN IMMEDIATE; COMMIT;".to_string()
+        format!("BEGIN IMMEDIATE; {CREATE_ACCESS_TABLE} COMMIT;")
     };
     conn.execute_batch(&schema)
         .map_err(fail("cannot create the schema in"))?;
     Ok(conn)
+}
+
+/// Every private room's digests (at open; the writer keeps the map up to date afterwards).
+fn read_access(
+    conn: &Connection,
+    path: &Path,
+) -> Result<HashMap<Arc<str>, AccessHashes>, StoreError> {
+    let fail = |err| open_error(path, "cannot read", err);
+    let mut statement = conn
+        .prepare("SELECT room, edit_hash, view_hash FROM room_access")
+        .map_err(fail)?;
+    let rows = statement
+        .query_map([], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, Vec<u8>>(1)?,
+                row.get::<_, Vec<u8>>(2)?,
+            ))
+        })
+        .map_err(fail)?;
+    let mut access = HashMap::new();
+    for row in rows {
+        let (room, edit, view) = row.map_err(fail)?;
+        let Some(hashes) = AccessHashes::from_slices(&edit, &view) else {
+            return Err(StoreError::Corrupt {
+                path: path.to_path_buf(),
+                detail: format!("the token digests of private room {room:?} are damaged"),
+            });
+        };
+        access.insert(Arc::from(room), hashes);
+    }
+    Ok(access)
 }
 
 /// Locks the database and runs [`check`], writing nothing. `Ok(true)`: the database is new.
@@ -1007,6 +1138,8 @@ struct Writer {
     health: Arc<StoreHealth>,
     /// When the WAL's size was last compared with the space left.
     space_checked: Option<Instant>,
+    /// The private rooms, in memory: a committed row is added here.
+    access: AccessMap,
 }
 
 impl Writer {
@@ -1127,6 +1260,23 @@ impl Writer {
                     .map(|count| usize::try_from(count).unwrap_or(0))
                     .map_err(|source| self.sqlite_error("cannot read", source));
                 let _ = reply.send(count);
+            }
+            Command::CreatePrivate {
+                room,
+                hashes,
+                reply,
+            } => {
+                let created = self
+                    .create_private(&room, &hashes)
+                    .map_err(|source| self.sqlite_error("cannot write to", source))
+                    .and_then(|created| created);
+                if let Ok(Creation::Created) = created {
+                    self.access
+                        .write()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .insert(room, hashes);
+                }
+                let _ = reply.send(created);
             }
             Command::Close { reply } => {
                 // Handled by `run`, which owns the connection's end.
@@ -1365,6 +1515,37 @@ impl Writer {
             .execute([room])?;
         tx.commit()?;
         Ok(true)
+    }
+
+    /// Inserts a private room's row unless a room of that name exists; `TooManyRooms` once
+    /// `max_rooms` private rooms are stored.
+    fn create_private(
+        &mut self,
+        room: &str,
+        hashes: &AccessHashes,
+    ) -> rusqlite::Result<Result<Creation, StoreError>> {
+        let max_rooms = self.options.max_rooms;
+        let tx = self.conn.transaction()?;
+        let (private, taken): (i64, bool) = tx.query_row(
+            "SELECT (SELECT count(*) FROM room_access), \
+                    EXISTS (SELECT 1 FROM rooms WHERE name = ?1) \
+                    OR EXISTS (SELECT 1 FROM room_access WHERE room = ?1)",
+            [room],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?;
+        if taken {
+            return Ok(Ok(Creation::NameTaken));
+        }
+        if usize::try_from(private).unwrap_or(usize::MAX) >= max_rooms {
+            return Ok(Err(StoreError::TooManyRooms { limit: max_rooms }));
+        }
+        tx.execute(
+            "INSERT INTO room_access (room, edit_hash, view_hash, created_at) \
+             VALUES (?1, ?2, ?3, ?4)",
+            params![room, &hashes.edit[..], &hashes.view[..], unix_now()],
+        )?;
+        tx.commit()?;
+        Ok(Ok(Creation::Created))
     }
 
     /// Reads a room; one that is not on disk is created if `create` (within `max_rooms`), else

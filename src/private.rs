@@ -1,0 +1,222 @@
+//! Private rooms over HTTP: `POST /api/rooms`, and the token check every route of a room makes.
+//!
+//! This module owns the answer to "may this request see this room, and may it draw?": a room the
+//! store knows as private needs one of its tokens in `?token=`; any other room is public, as rooms
+//! always were. It must never log or echo a token, never compare one itself (see `access`), and
+//! never wait for the store without a bound: a lookup that takes too long answers 503.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::json;
+
+use crate::access::{NewPrivateRoom, Role};
+use crate::routes::AppState;
+use crate::storage::{Creation, StoreError};
+
+/// How long a request waits for the store to say whether a room is private, or to record a new
+/// one, before it answers 503.
+const ACCESS_ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
+/// Random names tried before giving up (a collision of 128-bit names does not happen; this only
+/// makes sure a taken name is never handed out).
+const NAME_ATTEMPTS: usize = 3;
+
+/// What a request may do in a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// A public room: everything, for everyone.
+    Public,
+    /// A private room, with the role of the token presented.
+    Private(Role),
+}
+
+impl Access {
+    /// Whether the member may only watch.
+    pub fn read_only(self) -> bool {
+        self == Access::Private(Role::View)
+    }
+}
+
+/// Why a request may not see a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denied {
+    /// 403: a private room, and no token.
+    NoToken,
+    /// 403: a private room, and not one of its tokens.
+    WrongToken,
+    /// 503: the store did not say in time whether the room is private.
+    Unavailable,
+}
+
+impl Denied {
+    fn status(self) -> StatusCode {
+        match self {
+            Denied::NoToken | Denied::WrongToken => StatusCode::FORBIDDEN,
+            Denied::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Denied::NoToken => "token_required",
+            Denied::WrongToken => "invalid_token",
+            Denied::Unavailable => "storage_unavailable",
+        }
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            Denied::NoToken => "this room is private: open it with its edit or view link",
+            Denied::WrongToken => "this link's token does not open this room",
+            Denied::Unavailable => "the server cannot check this room's links now; try again",
+        }
+    }
+
+    /// The JSON answer of an API route or a refused WebSocket upgrade.
+    pub fn json(self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status());
+        if self == Denied::Unavailable {
+            response.insert_header((header::RETRY_AFTER, "1"));
+        }
+        response.json(json!({"error": self.code(), "message": self.message()}))
+    }
+
+    /// The answer of the page `/r/{room}`: a short page a person can read.
+    pub fn page(self) -> HttpResponse {
+        HttpResponse::build(self.status())
+            .content_type("text/html; charset=utf-8")
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .body(format!(
+                "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\">\
+                 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+                 <title>livecanvas: private room</title><h1>Private room</h1><p>{}.</p>\
+                 <p><a href=\"/\">Go to the public canvas</a></p></html>",
+                self.message()
+            ))
+    }
+}
+
+/// `?token=` on a room's URL.
+#[derive(serde::Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
+}
+
+/// The token in the request's query string, if any.
+fn token_of(req: &HttpRequest) -> Option<String> {
+    web::Query::<TokenQuery>::from_query(req.query_string())
+        .ok()
+        .and_then(|query| query.into_inner().token)
+        .filter(|token| !token.is_empty())
+}
+
+/// What `req` may do in `room` (a valid room name).
+pub async fn check(room: &str, req: &HttpRequest, state: &AppState) -> Result<Access, Denied> {
+    let lookup = state.store.room_access(room);
+    let hashes = match tokio::time::timeout(ACCESS_ANSWER_TIMEOUT, lookup).await {
+        Ok(Ok(hashes)) => hashes,
+        Ok(Err(err)) => {
+            log::error!("room={room}: cannot tell whether it is private: {err}");
+            return Err(Denied::Unavailable);
+        }
+        Err(_) => {
+            log::error!("room={room}: no answer in time on whether it is private");
+            return Err(Denied::Unavailable);
+        }
+    };
+    let Some(hashes) = hashes else {
+        return Ok(Access::Public);
+    };
+    let token = token_of(req).ok_or(Denied::NoToken)?;
+    hashes
+        .role_of(&token)
+        .map(Access::Private)
+        .ok_or(Denied::WrongToken)
+}
+
+fn api_error(status: StatusCode, error: &str, message: &str) -> HttpResponse {
+    let mut response = HttpResponse::build(status);
+    if status != StatusCode::INTERNAL_SERVER_ERROR {
+        response.insert_header((header::RETRY_AFTER, "60"));
+    }
+    response.json(json!({"error": error, "message": message}))
+}
+
+/// `POST /api/rooms`: a new private room; 201 with its name, tokens and links (the only time the
+/// tokens are ever sent: the store keeps their digests).
+pub async fn create_room(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    if !state.room_creations.allow(&req) {
+        state
+            .stats
+            .refusals
+            .with_label_values(&["too_many_rooms_created"])
+            .inc();
+        return api_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_rooms_created",
+            "too many private rooms created from your address; try again in a minute",
+        );
+    }
+    for _ in 0..NAME_ATTEMPTS {
+        let created = match NewPrivateRoom::generate() {
+            Ok(created) => created,
+            Err(err) => {
+                log::error!("cannot create a private room: {err}");
+                return api_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "no_randomness",
+                    "the server cannot make secure links now",
+                );
+            }
+        };
+        let room: Arc<str> = Arc::from(created.room.as_str());
+        let recorded = state.store.create_private_room(room, created.hashes);
+        match tokio::time::timeout(ACCESS_ANSWER_TIMEOUT, recorded).await {
+            Ok(Ok(Creation::Created)) => return created_response(&created),
+            Ok(Ok(Creation::NameTaken)) => continue,
+            Ok(Err(StoreError::TooManyRooms { limit })) => {
+                log::warn!("a private room was refused: {limit} rooms are stored");
+                return api_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too_many_rooms",
+                    "the server keeps as many rooms as it may; try again later",
+                );
+            }
+            Ok(Err(err)) => {
+                log::error!("cannot record a private room: {err}");
+                return unavailable();
+            }
+            Err(_) => {
+                log::error!("recording a private room took too long");
+                return unavailable();
+            }
+        }
+    }
+    log::error!("{NAME_ATTEMPTS} random room names were all taken");
+    unavailable()
+}
+
+fn unavailable() -> HttpResponse {
+    api_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "storage_unavailable",
+        "the server cannot record a new room now; try again",
+    )
+}
+
+fn created_response(created: &NewPrivateRoom) -> HttpResponse {
+    let url = |token: &str| format!("/r/{}?token={token}", created.room);
+    log::info!("room={} created as a private room", created.room);
+    HttpResponse::Created()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((header::LOCATION, format!("/r/{}", created.room)))
+        .json(json!({
+            "room": created.room,
+            "editToken": created.edit_token,
+            "viewToken": created.view_token,
+            "editUrl": url(&created.edit_token),
+            "viewUrl": url(&created.view_token),
+        }))
+}
