@@ -150,6 +150,7 @@ async fn a_view_link_page_shows_view_only_offers_no_tools_and_its_drawing_change
         ".toolbar > .colors",
         ".toolbar > .size",
         ".toolbar > .segmented",
+        ".toolbar > .history",
         "#clear",
     ] {
         assert!(!is_displayed(&viewer, tool).await, "{tool} is hidden");
