@@ -13,6 +13,7 @@ pub mod health;
 pub mod limits;
 pub mod logging;
 pub mod picture;
+pub mod presence;
 pub mod protocol;
 pub mod registry;
 pub mod room;
