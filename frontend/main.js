@@ -9,6 +9,9 @@ import { Sync } from './sync.js';
 import { Toolbar } from './toolbar.js';
 import { createStatus } from './status.js';
 import { setupClear, setupDownload, setupRoomSwitch, setupShare } from './actions.js';
+import { setupNames } from './names.js';
+import { createPresence } from './presence.js';
+import { createCursors } from './cursors.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -55,8 +58,24 @@ setupDownload({ button: $('download'), board, room, toast: status.toast });
 setupRoomSwitch({ form: $('room-form'), input: $('room-input'), room, toast: status.toast });
 setupShare({ button: $('share'), urlField: $('share-url'), room, toast: status.toast });
 
+const names = setupNames({
+  dialog: $('name-dialog'),
+  form: $('name-form'),
+  input: $('name-input'),
+  skipButton: $('name-skip'),
+  error: $('name-error'),
+  send: (msg) => connection.send(msg),
+});
+const presence = createPresence({ listEl: $('members'), toggleEl: $('people'), onRenameSelf: () => names.open() });
+const cursors = createCursors({ board, canvas, stage: $('stage'), presence, send: (msg) => connection.send(msg) });
+names.askIfNew();
+
 connection.addEventListener('state', (e) => status.setConnection(e.detail));
-connection.addEventListener('close', () => sync.disconnected());
+connection.addEventListener('close', () => {
+  sync.disconnected();
+  names.disconnected();
+  cursors.clear();
+});
 connection.addEventListener('message', (e) => {
   const msg = e.detail;
   // A batch frame carries ordinary messages, in order.
@@ -73,6 +92,15 @@ function handleMessage(msg) {
   switch (msg.type) {
     case 'welcome':
       sync.welcome(msg);
+      presence.welcomed(msg.clientId);
+      names.welcomed();
+      break;
+    case 'presence':
+      presence.update(msg);
+      cursors.prune();
+      break;
+    case 'cursor':
+      cursors.move(msg);
       break;
     case 'clientCount':
       if (Number.isInteger(msg.clientCount) && msg.clientCount >= 0) status.setPeople(msg.clientCount);

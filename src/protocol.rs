@@ -417,7 +417,8 @@ fn is_hidden_char(c: char) -> bool {
             | '\u{061C}'                // Arabic letter mark
             | '\u{115F}' | '\u{1160}'   // Hangul fillers (look blank)
             | '\u{180E}'                // Mongolian vowel separator
-            | '\u{200B}'..='\u{200F}'   // zero-width space/joiners, LRM, RLM
+            | '\u{200B}'                // zero-width space (ZWNJ/ZWJ stay: scripts and emoji need them)
+            | '\u{200E}' | '\u{200F}'   // LRM, RLM
             | '\u{2028}'..='\u{202E}'   // line/paragraph separators, bidi embeddings/overrides
             | '\u{2060}'..='\u{206F}'   // word joiner, invisible operators, bidi isolates
             | '\u{3164}'                // Hangul filler

@@ -157,7 +157,22 @@ impl Browser {
                 "the page has its picture",
             )
             .await;
+        browser.skip_name_dialog().await;
         browser
+    }
+
+    /// A fresh profile is a first visit, on which the page asks for a name in a modal dialog:
+    /// skip it as a user would ("Not now"), so that the board takes pointer input.
+    pub async fn skip_name_dialog(&self) {
+        let open = self
+            .js(
+                "const d = document.getElementById('name-dialog'); return Boolean(d && d.open);",
+                vec![],
+            )
+            .await;
+        if open == Value::Bool(true) {
+            self.click("#name-skip").await;
+        }
     }
 
     /// Runs `script` (a function body; `arguments` holds `args`) in the page.
