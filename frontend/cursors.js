@@ -33,9 +33,20 @@ export function createCursors({ board, canvas, stage, presence, send }) {
     const p = toScreen(board, canvas, cursor.x, cursor.y);
     const origin = layer.getBoundingClientRect();
     cursor.el.style.transform = `translate(${Math.round(p.x - origin.left)}px, ${Math.round(p.y - origin.top)}px)`;
+    cursor.el.hidden = false; // hidden from its creation until it is in place
   };
   const placeAll = () => {
     for (const cursor of shown.values()) place(cursor);
+  };
+  // Moves are applied once per frame: a hundred cursors moving cost one layout read, not one each.
+  let frame = 0;
+  const placeSoon = () => {
+    if (!frame) {
+      frame = requestAnimationFrame(() => {
+        frame = 0;
+        placeAll();
+      });
+    }
   };
   if (typeof board.addEventListener === 'function') board.addEventListener('view', placeAll);
   window.addEventListener('resize', placeAll);
@@ -51,6 +62,7 @@ export function createCursors({ board, canvas, stage, presence, send }) {
   const create = (id) => {
     const el = document.createElement('div');
     el.className = 'remote-cursor';
+    el.hidden = true;
     el.dataset.clientId = id;
     const arrow = document.createElementNS('http://www.w3.org/2000/svg', 'svg');
     arrow.setAttribute('viewBox', '0 0 16 16');
@@ -98,8 +110,7 @@ export function createCursors({ board, canvas, stage, presence, send }) {
       cursor.el.style.setProperty('--cursor-color', color);
       cursor.x = x;
       cursor.y = y;
-      cursor.el.hidden = false;
-      place(cursor);
+      placeSoon();
       clearTimeout(cursor.timer);
       cursor.timer = setTimeout(() => remove(clientId), CURSOR_IDLE_MS);
     },
@@ -107,7 +118,7 @@ export function createCursors({ board, canvas, stage, presence, send }) {
     /** The member list changed: cursors of those who left go. */
     prune() {
       for (const id of [...shown.keys()]) {
-        if (!presence.has(id)) remove(id);
+        if (!presence.mayBeHere(id)) remove(id);
       }
     },
 

@@ -9,6 +9,9 @@ const COLOR_RE = /^#[0-9a-fA-F]{6}$/;
 export function createPresence({ listEl, toggleEl, onRenameSelf }) {
   let selfId = null;
   let members = new Map(); // clientId → { name, color }
+  // Whether the list holds everyone (the server lists at most 200): only then does a member
+  // missing from it mean that member left.
+  let complete = true;
 
   toggleEl.addEventListener('click', () => {
     const expanded = listEl.classList.toggle('expanded');
@@ -70,11 +73,13 @@ export function createPresence({ listEl, toggleEl, onRenameSelf }) {
       }
       members = next;
       const total = Number.isInteger(msg.total) && msg.total >= next.size ? msg.total : next.size;
+      complete = total <= next.size;
       render(total);
     },
 
-    has(id) {
-      return members.has(id);
+    /** Whether `id` may still be here: listed, or the list is capped and may leave it out. */
+    mayBeHere(id) {
+      return !complete || members.has(id);
     },
 
     member(id) {

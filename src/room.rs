@@ -1,9 +1,10 @@
 //! `CanvasServer`: the actor that owns one room.
 //!
 //! It owns the room's member list and its canvas. It routes draws and clears to every member but the
-//! sender, keeps the count up to date, records every accepted operation (in memory and, through the
-//! [`Store`], on disk), and hands newcomers the picture: the last checkpoint, then the operations
-//! after it. Every broadcast is encoded once and the same bytes go to each member and to the store.
+//! sender, keeps the count and the presence list (names and colours, see `presence`) up to date,
+//! relays cursors once per `CURSOR_TICK` (never recording them), records every accepted operation
+//! (in memory and, through the [`Store`], on disk), and hands newcomers the picture: the last
+//! checkpoint, then the operations after it. Every broadcast is encoded once and the same bytes go to each member and to the store.
 //! Checkpoints are rendered off the room's thread (`picture::render_off_thread`); the store writes
 //! on its own thread.
 //!
