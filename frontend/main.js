@@ -13,6 +13,9 @@ import { setupClear, setupDownload, setupRoomSwitch, setupShare } from './action
 import { authorSecret, newStrokeId } from './author.js';
 import { UndoHistory, setupUndo } from './undo.js';
 import { PrivateRoom, setupNewPrivateRoom, setupPrivateShare, tokenFromSearch } from './private.js';
+import { setupNames } from './names.js';
+import { createPresence } from './presence.js';
+import { createCursors } from './cursors.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -104,8 +107,24 @@ if (privateRoom.isPrivate) {
 }
 setupNewPrivateRoom({ button: $('new-private'), toast: status.toast });
 
+const names = setupNames({
+  dialog: $('name-dialog'),
+  form: $('name-form'),
+  input: $('name-input'),
+  skipButton: $('name-skip'),
+  error: $('name-error'),
+  send: (msg) => connection.send(msg),
+});
+const presence = createPresence({ listEl: $('members'), toggleEl: $('people'), onRenameSelf: () => names.open() });
+const cursors = createCursors({ board, canvas, stage: $('stage'), presence, send: (msg) => connection.send(msg) });
+names.askIfNew();
+
 connection.addEventListener('state', (e) => status.setConnection(e.detail));
-connection.addEventListener('close', () => sync.disconnected());
+connection.addEventListener('close', () => {
+  sync.disconnected();
+  names.disconnected();
+  cursors.clear();
+});
 connection.addEventListener('message', (e) => {
   const msg = e.detail;
   // A batch frame carries ordinary messages, in order.
@@ -123,6 +142,15 @@ function handleMessage(msg) {
     case 'welcome':
       privateRoom.welcome(msg);
       sync.welcome(msg);
+      presence.welcomed(msg.clientId);
+      names.welcomed();
+      break;
+    case 'presence':
+      presence.update(msg);
+      cursors.prune();
+      break;
+    case 'cursor':
+      cursors.move(msg);
       break;
     case 'clientCount':
       if (Number.isInteger(msg.clientCount) && msg.clientCount >= 0) status.setPeople(msg.clientCount);

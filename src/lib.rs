@@ -15,6 +15,7 @@ pub mod history;
 pub mod limits;
 pub mod logging;
 pub mod picture;
+pub mod presence;
 pub mod private;
 pub mod protocol;
 pub mod registry;

@@ -1,8 +1,8 @@
 //! Admission and throttling: who may open a connection, and how fast a connection may draw.
 //!
 //! This module owns the server-wide connection counts (total and per IP address), the per-IP rate of
-//! connection attempts, the Origin check, the per-connection draw rate, and the per-IP rate of
-//! private room creation. Counts are released by
+//! connection attempts, the Origin check, the per-connection draw and cursor rates, and the per-IP
+//! rate of private room creation. Counts are released by
 //! dropping a [`ConnectionPermit`], so no path can forget to. It must never block on I/O and never
 //! keep state for an address that has no connection and no recent attempt.
 
@@ -281,6 +281,34 @@ impl DrawLimiter {
             self.last_warning = Some(Instant::now());
         }
         Throttle::Drop { warn }
+    }
+}
+
+/// A connection's cursor rate: moves beyond `CURSORS_PER_SECOND` (burst `CURSOR_BURST_MESSAGES`)
+/// are dropped without a word; a cursor is disposable, so a fast client is never closed for it.
+pub struct CursorLimiter {
+    moves: DefaultDirectRateLimiter,
+}
+
+impl CursorLimiter {
+    pub fn new() -> Self {
+        let moves = quota(
+            crate::presence::CURSORS_PER_SECOND,
+            crate::presence::CURSOR_BURST_MESSAGES,
+        );
+        CursorLimiter {
+            moves: RateLimiter::direct_with_clock(moves, shared_clock()),
+        }
+    }
+
+    pub fn allow(&self) -> bool {
+        self.moves.check().is_ok()
+    }
+}
+
+impl Default for CursorLimiter {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

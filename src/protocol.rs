@@ -22,6 +22,9 @@ pub const DEFAULT_SIZE_PX: f64 = 2.0;
 pub const MAX_ROOM_NAME_CHARS: usize = 64;
 /// A `strokeId` is 1-64 characters of `A-Z a-z 0-9 _ -`, chosen by the client.
 pub const MAX_STROKE_ID_CHARS: usize = 64;
+/// A display name's length bounds after trimming, in characters (Unicode scalar values).
+pub const MIN_DISPLAY_NAME_CHARS: usize = 1;
+pub const MAX_DISPLAY_NAME_CHARS: usize = 32;
 /// The largest canvas side the server accepts, in logical pixels.
 pub const MAX_CANVAS_SIDE_PX: u32 = 8192;
 /// The only accepted form of a picture in `canvasState`.
@@ -75,6 +78,22 @@ pub enum ClientMessage {
         client_id: Uuid,
         data: String,
     },
+    /// The sender's display name, trimmed and checked (see [`validate_display_name`]).
+    Name(String),
+    /// Where the sender's pointer is, in logical canvas coordinates (margin included).
+    Cursor {
+        x: f64,
+        y: f64,
+    },
+}
+
+/// One member as listed in a `presence` message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PresenceMember {
+    pub client_id: Uuid,
+    pub name: String,
+    pub color: String,
 }
 
 impl ClientMessage {
@@ -86,7 +105,10 @@ impl ClientMessage {
             | ClientMessage::Clear(_)
             | ClientMessage::Undo(_)
             | ClientMessage::Redo(_) => true,
-            ClientMessage::CanvasState { .. } => false,
+            // A viewer may still name itself and point.
+            ClientMessage::CanvasState { .. }
+            | ClientMessage::Name(_)
+            | ClientMessage::Cursor { .. } => false,
         }
     }
 }
@@ -248,6 +270,19 @@ pub enum ServerMessage<'a> {
     CanvasEmpty {
         client_id: Uuid,
     },
+    /// Who is in the room: at most `MAX_PRESENCE_MEMBERS` of them (in join order), and how many
+    /// there are in all (`total`), so that a huge room does not send megabytes per change.
+    Presence {
+        members: &'a [PresenceMember],
+        total: usize,
+    },
+    /// Another member's pointer moved (never sent to its owner, never stored).
+    Cursor {
+        client_id: Uuid,
+        name: &'a str,
+        x: f64,
+        y: f64,
+    },
     Error {
         code: ErrorCode,
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -271,6 +306,8 @@ impl ServerMessage<'_> {
             ServerMessage::CanvasRequest { .. } => "canvasRequest",
             ServerMessage::CanvasState { .. } => "canvasState",
             ServerMessage::CanvasEmpty { .. } => "canvasEmpty",
+            ServerMessage::Presence { .. } => "presence",
+            ServerMessage::Cursor { .. } => "cursor",
             ServerMessage::Error { .. } => "error",
         }
     }
@@ -335,6 +372,9 @@ struct Incoming {
     client_id: Option<String>,
     data: Option<String>,
     stroke_id: Option<String>,
+    name: Option<String>,
+    x: Option<f64>,
+    y: Option<f64>,
 }
 
 /// Decodes and validates one client text frame.
@@ -350,6 +390,8 @@ pub fn decode_client_message(text: &str, canvas: CanvasSize) -> Result<ClientMes
         Some("undo") => required_stroke_id(&incoming).map(ClientMessage::Undo),
         Some("redo") => required_stroke_id(&incoming).map(ClientMessage::Redo),
         Some("canvasState") => validate_canvas_state(incoming),
+        Some("name") => validate_display_name(incoming.name.as_deref()).map(ClientMessage::Name),
+        Some("cursor") => validate_cursor(&incoming, canvas),
         Some(other) => Err(Rejection::new(
             ErrorCode::UnknownType,
             format!("unknown message type {:?}", truncate(other, 32)),
@@ -369,8 +411,10 @@ fn explain_decode_failure(text: &str, typed_error: &serde_json::Error) -> Reject
             return Rejection::new(ErrorCode::InvalidJson, format!("not valid JSON: {err}"));
         }
     };
-    const STRING_FIELDS: [&str; 6] = ["type", "color", "tool", "clientId", "data", "strokeId"];
-    const NUMBER_FIELDS: [&str; 5] = ["startX", "startY", "endX", "endY", "size"];
+    const STRING_FIELDS: [&str; 7] = [
+        "type", "color", "tool", "clientId", "data", "strokeId", "name",
+    ];
+    const NUMBER_FIELDS: [&str; 7] = ["startX", "startY", "endX", "endY", "size", "x", "y"];
     let raw = |field: &str| fields.get(field).map(|value| value.get());
     for field in STRING_FIELDS {
         if raw(field).is_some_and(|v| serde_json::from_str::<Option<String>>(v).is_err()) {
@@ -389,26 +433,93 @@ fn explain_decode_failure(text: &str, typed_error: &serde_json::Error) -> Reject
     )
 }
 
+/// A coordinate checked against the canvas and its margin, blamed on `field` when it is missing
+/// or out of range.
+fn coordinate(
+    field: &'static str,
+    value: Option<f64>,
+    range: &std::ops::RangeInclusive<f64>,
+) -> Result<f64, Rejection> {
+    let value = value.ok_or_else(|| Rejection::field(field, format!("{field} is required")))?;
+    if value.is_finite() && range.contains(&value) {
+        Ok(value)
+    } else {
+        Err(Rejection::field(
+            field,
+            format!(
+                "{field} must be between {} and {}",
+                range.start(),
+                range.end()
+            ),
+        ))
+    }
+}
+
+/// The accepted ranges of x and y: the canvas and `COORDINATE_MARGIN_PX` around it.
+fn coordinate_ranges(
+    canvas: CanvasSize,
+) -> (std::ops::RangeInclusive<f64>, std::ops::RangeInclusive<f64>) {
+    (
+        -COORDINATE_MARGIN_PX..=f64::from(canvas.width) + COORDINATE_MARGIN_PX,
+        -COORDINATE_MARGIN_PX..=f64::from(canvas.height) + COORDINATE_MARGIN_PX,
+    )
+}
+
+fn validate_cursor(incoming: &Incoming, canvas: CanvasSize) -> Result<ClientMessage, Rejection> {
+    let (x_range, y_range) = coordinate_ranges(canvas);
+    let x = coordinate("x", incoming.x, &x_range)?;
+    let y = coordinate("y", incoming.y, &y_range)?;
+    Ok(ClientMessage::Cursor { x, y })
+}
+
+/// A display name, trimmed: 1-32 characters, none of them control characters or invisible
+/// formatting that could disguise it or reorder the text around it where it is shown (bidi
+/// overrides and isolates, zero-width characters, the BOM).
+pub fn validate_display_name(name: Option<&str>) -> Result<String, Rejection> {
+    let name = name.ok_or_else(|| Rejection::field("name", "name is required"))?;
+    let trimmed = name.trim();
+    let chars = trimmed.chars().count();
+    if !(MIN_DISPLAY_NAME_CHARS..=MAX_DISPLAY_NAME_CHARS).contains(&chars) {
+        return Err(Rejection::field(
+            "name",
+            format!(
+                "name must be {MIN_DISPLAY_NAME_CHARS} to {MAX_DISPLAY_NAME_CHARS} characters \
+                 after trimming spaces"
+            ),
+        ));
+    }
+    if trimmed.chars().any(is_hidden_char) {
+        return Err(Rejection::field(
+            "name",
+            "name must not contain control or invisible formatting characters",
+        ));
+    }
+    Ok(trimmed.to_string())
+}
+
+/// Characters a display name may not hold: controls, and the invisible ones that change how
+/// text around them looks or reads.
+fn is_hidden_char(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{00AD}'                  // soft hyphen
+            | '\u{034F}'                // combining grapheme joiner
+            | '\u{061C}'                // Arabic letter mark
+            | '\u{115F}' | '\u{1160}'   // Hangul fillers (look blank)
+            | '\u{180E}'                // Mongolian vowel separator
+            | '\u{200B}'                // zero-width space (ZWNJ/ZWJ stay: scripts and emoji need them)
+            | '\u{200E}' | '\u{200F}'   // LRM, RLM
+            | '\u{2028}'..='\u{202E}'   // line/paragraph separators, bidi embeddings/overrides
+            | '\u{2060}'..='\u{206F}'   // word joiner, invisible operators, bidi isolates
+            | '\u{3164}'                // Hangul filler
+            | '\u{FEFF}'                // BOM / zero-width no-break space
+            | '\u{FFA0}'                // halfwidth Hangul filler
+            | '\u{FFF9}'..='\u{FFFB}'   // interlinear annotations
+        )
+}
+
 fn validate_draw(incoming: &Incoming, canvas: CanvasSize) -> Result<Segment, Rejection> {
-    let x_range = -COORDINATE_MARGIN_PX..=f64::from(canvas.width) + COORDINATE_MARGIN_PX;
-    let y_range = -COORDINATE_MARGIN_PX..=f64::from(canvas.height) + COORDINATE_MARGIN_PX;
-    let coordinate = |field: &'static str,
-                      value: Option<f64>,
-                      range: &std::ops::RangeInclusive<f64>| {
-        let value = value.ok_or_else(|| Rejection::field(field, format!("{field} is required")))?;
-        if value.is_finite() && range.contains(&value) {
-            Ok(value)
-        } else {
-            Err(Rejection::field(
-                field,
-                format!(
-                    "{field} must be between {} and {}",
-                    range.start(),
-                    range.end()
-                ),
-            ))
-        }
-    };
+    let (x_range, y_range) = coordinate_ranges(canvas);
     let start_x = coordinate("startX", incoming.start_x, &x_range)?;
     let start_y = coordinate("startY", incoming.start_y, &y_range)?;
     let end_x = coordinate("endX", incoming.end_x, &x_range)?;

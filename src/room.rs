@@ -1,9 +1,10 @@
 //! `CanvasServer`: the actor that owns one room.
 //!
 //! It owns the room's member list and its canvas. It routes draws and clears to every member but the
-//! sender, keeps the count up to date, records every accepted operation (in memory and, through the
-//! [`Store`], on disk), and hands newcomers the picture: the last checkpoint, then the operations
-//! after it. Every broadcast is encoded once and the same bytes go to each member and to the store.
+//! sender, keeps the count and the presence list (names and colours, see `presence`) up to date,
+//! relays cursors once per `CURSOR_TICK` (never recording them), records every accepted operation
+//! (in memory and, through the [`Store`], on disk), and hands newcomers the picture: the last
+//! checkpoint, then the operations after it. Every broadcast is encoded once and the same bytes go to each member and to the store.
 //! Checkpoints are rendered off the room's thread (`picture::render_off_thread`); the store writes
 //! on its own thread.
 //!
@@ -30,6 +31,7 @@ use crate::config::{PictureSource, Settings};
 use crate::direct::{self, Direct, Written};
 use crate::history::{self, AuthorId, History, Meta};
 use crate::picture::{self, Picture, Priority, RenderFailed, Restored};
+use crate::presence::{self, CursorBuffer, Identity, CURSOR_TICK};
 use crate::protocol::{batch_frame, ErrorCode, Rejection, Segment, ServerMessage, StrokeId};
 use crate::registry::{RoomIdle, RoomRegistry};
 use crate::session::{
@@ -94,6 +96,23 @@ pub struct Toggle {
     pub stroke_id: StrokeId,
     /// `false`: redo.
     pub undo: bool,
+}
+
+/// Member `from` names itself (the name is already validated).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetName {
+    pub from: Uuid,
+    pub name: String,
+}
+
+/// Member `from`'s pointer is at (`x`, `y`) (validated logical coordinates).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CursorMove {
+    pub from: Uuid,
+    pub x: f64,
+    pub y: f64,
 }
 
 /// The server is stopping: close every member with 1001.
@@ -185,6 +204,8 @@ struct Member {
     refused_at: Option<Instant>,
     /// Its socket, for writing to it directly, if its session runs on this thread (see `direct`).
     direct: Option<Weak<Direct>>,
+    /// Its name and colour in `presence` and on its cursor.
+    identity: Identity,
 }
 
 impl Member {
@@ -323,8 +344,12 @@ pub struct CanvasServer {
     next_ask_id: u64,
     /// A count update went out less than `CLIENT_COUNT_INTERVAL` ago.
     count_throttled: bool,
-    /// The count changed while throttled: send it when the interval ends.
+    /// Members came or went since the last count update went out.
+    count_dirty: bool,
+    /// The count or a name changed while throttled: announce when the interval ends.
     count_stale: bool,
+    /// Cursor moves of the current `CURSOR_TICK` (never recorded or stored).
+    cursors: CursorBuffer,
     /// The members were told that the store cannot write (once per outage).
     told_unstorable: bool,
     /// The cluster state, when this node shares the room through Redis.
@@ -345,6 +370,11 @@ struct Shared {
     shown_count: Option<(u64, u64)>,
     /// A member joined since: send the count even if it did not change.
     count_owed: bool,
+    /// The room-wide presence list's version the members were last sent, and its frame (for a
+    /// newcomer that joins while announcements are throttled).
+    shown_roster: Option<(u64, ByteString)>,
+    /// A member joined since: send the presence list even if it did not change.
+    roster_owed: bool,
     /// When this node last asked for the checkpoint lease.
     lease_asked_at: Option<Instant>,
 }
@@ -384,7 +414,9 @@ impl CanvasServer {
             joins_seen: 0,
             next_ask_id: 0,
             count_throttled: false,
+            count_dirty: false,
             count_stale: false,
+            cursors: CursorBuffer::default(),
             told_unstorable: false,
             shared: None,
             closing: false,
@@ -529,25 +561,81 @@ impl CanvasServer {
     }
 
     fn count_changed(&mut self, ctx: &mut Context<Self>) {
+        self.count_dirty = true;
+        self.announce(ctx);
+    }
+
+    /// Sends the count (when members came or went) and the presence list, coalesced: at once if
+    /// nothing went out in the last `CLIENT_COUNT_INTERVAL`, else once it ends, with whatever
+    /// changed meanwhile. Answers whether it went out now.
+    fn announce(&mut self, ctx: &mut Context<Self>) -> bool {
         if self.count_throttled {
             self.count_stale = true;
-            return;
+            return false;
         }
         if self.shared.is_some() {
+            self.count_dirty = false;
             self.publish_presence(ctx);
         } else {
-            let count = ServerMessage::ClientCount {
-                client_count: self.members.len(),
-            };
-            self.broadcast(&count, None, ctx);
+            if std::mem::take(&mut self.count_dirty) {
+                let count = ServerMessage::ClientCount {
+                    client_count: self.members.len(),
+                };
+                self.broadcast(&count, None, ctx);
+            }
+            let frame = self.presence_frame();
+            self.broadcast_frame("presence", frame, None, ctx);
         }
         self.count_throttled = true;
         ctx.run_later(CLIENT_COUNT_INTERVAL, |room, ctx| {
             room.count_throttled = false;
             if std::mem::take(&mut room.count_stale) {
-                room.count_changed(ctx);
+                room.announce(ctx);
             }
         });
+        true
+    }
+
+    /// This node's members as `presence` lists them (capped), and how many there are.
+    fn local_roster(&self) -> Vec<crate::protocol::PresenceMember> {
+        presence::roster(self.members.iter().map(|m| (m.id, &m.identity)))
+    }
+
+    /// The `presence` frame for a room on one node.
+    fn presence_frame(&self) -> ByteString {
+        presence::presence_frame(&self.local_roster(), self.members.len())
+    }
+
+    /// A newcomer that joined while announcements were throttled gets the presence list now,
+    /// right after its welcome, rather than at the end of the interval.
+    fn presence_for_newcomer(&self, id: Uuid, ctx: &mut Context<Self>) {
+        let frame = match &self.shared {
+            Some(shared) => match &shared.shown_roster {
+                Some((_, frame)) => frame.clone(),
+                None => return, // the cluster's answer brings it
+            },
+            None => self.presence_frame(),
+        };
+        if let Some(member) = self.member(id) {
+            self.count_out("presence", &frame, 1);
+            Self::deliver(member, frame, &self.to_write, ctx);
+        }
+    }
+
+    /// Sends the cursors of the tick that ends: to the members here (never to their owner) and,
+    /// in a cluster, to the other nodes in one message.
+    fn flush_cursors(&mut self, ctx: &mut Context<Self>) {
+        let moved = self.cursors.take();
+        if moved.is_empty() {
+            return;
+        }
+        if let Some(cluster) = self.cluster() {
+            let payload = presence::cursors_payload(moved.iter().map(|(_, frame)| frame));
+            cluster.publish_cursors(&self.name, payload);
+        }
+        for (from, frame) in moved {
+            self.broadcast_frame("cursor", frame, Some(from), ctx);
+        }
     }
 
     /// Takes a member out of the room: its pending asks move on, the others hear the new count.
@@ -556,6 +644,7 @@ impl CanvasServer {
         let member = self.members.remove(index);
         self.population.store(self.members.len(), Ordering::Relaxed);
         self.pending.retain(|p| p.newcomer != id);
+        self.cursors.forget(id);
         // Newcomers who were waiting on the leaver go to the next peer at once.
         let (orphaned, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
             .into_iter()
@@ -1175,20 +1264,68 @@ impl CanvasServer {
         self.idle_if_empty();
     }
 
-    /// Tells Redis how many members this node has here; the room-wide count comes back.
+    /// Tells Redis how many members this node has here and who they are; the room-wide count
+    /// and presence list come back.
     fn publish_presence(&mut self, ctx: &mut Context<Self>) {
         let Some(cluster) = self.cluster() else {
             return;
         };
-        let presence = cluster.presence(&self.name, self.members.len());
+        let roster = serde_json::to_string(&self.local_roster()).unwrap_or_else(|_| "[]".into());
+        let presence = cluster.presence(&self.name, self.members.len(), roster);
         ctx.spawn(
             presence
                 .into_actor(self)
                 .map(|result, room, ctx| match result {
-                    Ok((version, total)) => room.show_count(version, total, ctx),
+                    Ok(answer) => {
+                        room.show_count(answer.version, answer.total, ctx);
+                        room.show_roster(answer.roster_version, &answer.rosters, ctx);
+                    }
                     Err(err) => log::debug!("room={} count not published: {err}", room.name),
                 }),
         );
+    }
+
+    /// Sends the members the room-wide presence list (`rosters`: every live node's list), unless
+    /// they have it (or a newer one) already.
+    fn show_roster(&mut self, version: u64, rosters: &str, ctx: &mut Context<Self>) {
+        let Some(shared) = &mut self.shared else {
+            return;
+        };
+        match &shared.shown_roster {
+            Some((shown, _)) if version < *shown => return,
+            Some((shown, _)) if *shown == version && !shared.roster_owed => return,
+            _ => {}
+        }
+        let Some(members) = presence::merge_rosters(rosters) else {
+            log::warn!(
+                "room={}: an unreadable presence list was ignored",
+                self.name
+            );
+            return;
+        };
+        let counted = shared.shown_count.map_or(0, |(_, total)| total);
+        let total = usize::try_from(counted)
+            .unwrap_or(usize::MAX)
+            .max(members.len());
+        let frame = presence::presence_frame(&members, total);
+        shared.shown_roster = Some((version, frame.clone()));
+        shared.roster_owed = false;
+        self.broadcast_frame("presence", frame, None, ctx);
+    }
+
+    /// Cursors another node gathered in one tick: relayed to the members here as they are.
+    fn show_remote_cursors(
+        &mut self,
+        node: &str,
+        frames: Vec<ByteString>,
+        ctx: &mut Context<Self>,
+    ) {
+        if self.cluster().is_none_or(|cluster| cluster.node() == node) {
+            return; // this node's own, already delivered here
+        }
+        for frame in frames {
+            self.broadcast_frame("cursor", frame, None, ctx);
+        }
     }
 
     /// Sends the members the room-wide count, unless they have it (or a newer one) already.
@@ -1260,6 +1397,8 @@ impl Handler<Relayed> for CanvasServer {
         match relayed {
             Relayed::Op { seq, from, frame } => self.follow(RelayedOp { seq, from, frame }, ctx),
             Relayed::Count { version, total } => self.show_count(version, total, ctx),
+            Relayed::Roster { version, rosters } => self.show_roster(version, &rosters, ctx),
+            Relayed::Cursors { node, frames } => self.show_remote_cursors(&node, frames, ctx),
             Relayed::Checkpoint(seq) => self.adopt_checkpoint(seq, ctx),
             Relayed::Resync => {
                 self.warn_if_unstored(ctx);
@@ -1339,6 +1478,8 @@ impl Actor for CanvasServer {
                 early: Vec::new(),
                 shown_count: None,
                 count_owed: false,
+                shown_roster: None,
+                roster_owed: false,
                 lease_asked_at: None,
             });
             subscribed
@@ -1451,12 +1592,17 @@ impl Handler<Join> for CanvasServer {
             tick_from: self.tick.frames.len(),
             refused_at: None,
             direct: direct::find(join.id),
+            identity: Identity::default_for(join.id),
         });
         self.population.store(self.members.len(), Ordering::Relaxed);
         if let Some(shared) = &mut self.shared {
             shared.count_owed = true;
+            shared.roster_owed = true;
         }
-        self.count_changed(ctx);
+        self.count_dirty = true;
+        if !self.announce(ctx) {
+            self.presence_for_newcomer(join.id, ctx);
+        }
         if from_server {
             self.send_picture(join.id, ctx);
         } else if awaiting_snapshot {
@@ -1588,6 +1734,37 @@ impl Handler<Clear> for CanvasServer {
     }
 }
 
+impl Handler<SetName> for CanvasServer {
+    type Result = ();
+
+    fn handle(&mut self, set: SetName, ctx: &mut Context<Self>) {
+        let Some(member) = self.members.iter_mut().find(|m| m.id == set.from) else {
+            return;
+        };
+        if member.identity.name == set.name {
+            return;
+        }
+        member.identity.name = set.name;
+        self.announce(ctx);
+    }
+}
+
+impl Handler<CursorMove> for CanvasServer {
+    type Result = ();
+
+    fn handle(&mut self, moved: CursorMove, ctx: &mut Context<Self>) {
+        let Some(member) = self.member(moved.from) else {
+            return;
+        };
+        let frame = presence::cursor_frame(moved.from, &member.identity, moved.x, moved.y);
+        self.cursors.put(moved.from, frame);
+        if !self.cursors.scheduled {
+            self.cursors.scheduled = true;
+            ctx.run_later(CURSOR_TICK, |room, ctx| room.flush_cursors(ctx));
+        }
+    }
+}
+
 impl Handler<SnapshotReply> for CanvasServer {
     type Result = ();
 
@@ -1618,7 +1795,7 @@ impl Handler<Shutdown> for CanvasServer {
         }
         if let Some(cluster) = self.cluster() {
             // This node's members leave the room-wide count now, not when its entry expires.
-            let presence = cluster.presence(&self.name, 0);
+            let presence = cluster.presence(&self.name, 0, String::new());
             actix::spawn(async move {
                 let _ = presence.await;
             });

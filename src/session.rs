@@ -29,12 +29,14 @@ use uuid::Uuid;
 use crate::config::Settings;
 use crate::direct::{self, Direct, SharedTcp};
 use crate::history::AuthorId;
-use crate::limits::{ConnectionPermit, DrawLimiter, Throttle};
+use crate::limits::{ConnectionPermit, CursorLimiter, DrawLimiter, Throttle};
 use crate::protocol::{
     batch_frame, check_png_snapshot, decode_client_message, ClientMessage, Rejection, ServerMessage,
 };
 use crate::registry::{JoinRoom, PlaceSession, RoomRegistry, TooManyRooms};
-use crate::room::{CanvasServer, Clear, Draw, JoinAnswer, Leave, SnapshotReply, Toggle};
+use crate::room::{
+    CanvasServer, Clear, CursorMove, Draw, JoinAnswer, Leave, SetName, SnapshotReply, Toggle,
+};
 use crate::stats::Stats;
 use crate::utf8_guard::{announced_length, Utf8Guard};
 
@@ -521,6 +523,8 @@ pub struct WsSession {
     /// This connection's place in the server's connection counts, released when the actor drops.
     _permit: Option<ConnectionPermit>,
     draws: DrawLimiter,
+    /// Cursor moves beyond their rate are dropped silently (see `presence::CURSORS_PER_SECOND`).
+    cursors: CursorLimiter,
     room_name: Arc<str>,
     peer: String,
     settings: Arc<Settings>,
@@ -573,6 +577,7 @@ impl WsSession {
             direct,
             _permit: permit,
             draws: DrawLimiter::new(&settings),
+            cursors: CursorLimiter::new(),
             room_name,
             peer,
             settings,
@@ -869,6 +874,20 @@ impl WsSession {
                     for_client: client_id,
                     data,
                 });
+            }
+            // A name counts against the drawing rate: a flood of renames is throttled (and
+            // closed) like a flood of strokes, and the room coalesces the announcements.
+            ClientMessage::Name(name) => {
+                if self.throttle(ctx) {
+                    self.stats.messages_in.with_label_values(&["name"]).inc();
+                    room.do_send(SetName { from, name });
+                }
+            }
+            ClientMessage::Cursor { x, y } => {
+                if self.cursors.allow() {
+                    self.stats.messages_in.with_label_values(&["cursor"]).inc();
+                    room.do_send(CursorMove { from, x, y });
+                }
             }
         }
     }

@@ -16,9 +16,9 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 /// Every field name the protocol knows.
-const PROTOCOL_FIELDS: [&str; 11] = [
+const PROTOCOL_FIELDS: [&str; 14] = [
     "type", "color", "startX", "startY", "endX", "endY", "size", "tool", "clientId", "data",
-    "strokeId",
+    "strokeId", "name", "x", "y",
 ];
 /// The fields of a draw that a value can be out of range in.
 const DRAW_FIELDS: [&str; 7] = ["startX", "startY", "endX", "endY", "size", "color", "tool"];
@@ -125,6 +125,16 @@ fn check_decoder_contract(text: &str, canvas: CanvasSize) -> Result<(), TestCase
         }
         Ok(ClientMessage::Undo(id) | ClientMessage::Redo(id)) => {
             prop_assert!(is_valid_stroke_id(&id), "strokeId {id:?}");
+        }
+        Ok(ClientMessage::Name(name)) => {
+            let chars = name.chars().count();
+            prop_assert!((1..=32).contains(&chars), "name {name:?}");
+            prop_assert!(!name.chars().any(char::is_control), "name {name:?}");
+        }
+        Ok(ClientMessage::Cursor { x, y }) => {
+            let margin = livecanvas::protocol::COORDINATE_MARGIN_PX;
+            prop_assert!(x.is_finite() && x >= -margin && x <= f64::from(canvas.width) + margin);
+            prop_assert!(y.is_finite() && y >= -margin && y <= f64::from(canvas.height) + margin);
         }
         Err(rejection) => assert_rejection_well_formed(&rejection)?,
     }

@@ -23,6 +23,7 @@ async fn the_first_client_is_welcomed_with_the_canvas_size_and_counted() {
         alice.next_json().await,
         json!({"type":"clientCount","clientCount":1})
     );
+    assert_eq!(alice.next_json().await["type"], "presence");
     assert_eq!(
         alice.next_json().await,
         json!({"type":"canvasEmpty","clientId": alice.id})

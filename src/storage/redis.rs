@@ -24,11 +24,18 @@
 //!   private room's tokens, never the tokens. Present only for a private room; written once, when
 //!   the room is created (which also enters R in `livecanvas:rooms`), and kept as long as the
 //!   room's other keys (a cluster never deletes a room).
+//! - `livecanvas:{R}:roster`, a hash: node → the JSON array of that node's first 200 members
+//!   (`clientId`, `name`, `color`). Written and dropped with the node's `presence` entry (same
+//!   deadline), so a dead node's members leave the room-wide list when its count does.
 //! - `livecanvas:rooms`, a set of room names: `--max-stored-rooms` counts it.
 //! - `livecanvas:node:<node>`: written by each node every second (10 s lifetime), proving that
 //!   Redis takes writes.
 //! - Channel `livecanvas:{R}:live`: `o:<seq>:<from>:<json>` (an operation), `c:<version>:<count>` (the
-//!   room-wide count changed), `k:<seq>` (a checkpoint at `seq` was stored).
+//!   room-wide count changed), `k:<seq>` (a checkpoint at `seq` was stored), `p:<version>:<json>`
+//!   (the room-wide presence list changed: a JSON array of every live node's roster; `version` is
+//!   `roster_v` in the meta hash), `u:<node>:<json>` (the cursors that moved on `node` during one
+//!   tick: a JSON array of `cursor` frames; published by each node at most once per room per
+//!   `CURSOR_TICK`, never stored).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -141,26 +148,39 @@ redis.call('HSET', KEYS[1], 'edit', ARGV[2], 'view', ARGV[3])
 return 1
 ";
 
-/// Sets this node's member count in a room (0: removes it) and sums the live entries, dropping
-/// those past their deadline; publishes the sum when it changed. KEYS: presence, meta.
-/// ARGV: node, count, ttl_ms, channel. Answers `{version, total}`: every change of the total
-/// takes the next version, so that a node never shows an older count after a newer one.
+/// Sets this node's member count and roster in a room (count 0: removes both) and sums the live
+/// entries, dropping those past their deadline (with their rosters); publishes the sum when it
+/// changed, and the room-wide roster when any roster changed. KEYS: presence, meta, roster.
+/// ARGV: node, count, ttl_ms, channel, roster_json. Answers `{version, total, roster_version,
+/// rosters}`: every change of the total (of the rosters) takes the next version, so that a node
+/// never shows an older count (list) after a newer one. One script per node per room per change
+/// or heartbeat, whatever the number of members.
 const PRESENCE: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local old = redis.call('HGET', KEYS[3], ARGV[1])
+local roster_changed = false
 if tonumber(ARGV[2]) > 0 then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ':' .. (now + tonumber(ARGV[3])))
+  redis.call('HSET', KEYS[3], ARGV[1], ARGV[5])
+  roster_changed = old ~= ARGV[5]
 else
   redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[3], ARGV[1])
+  roster_changed = old ~= false
 end
 local total = 0
+local rosters = {}
 local all = redis.call('HGETALL', KEYS[1])
 for i = 1, #all, 2 do
   local count, deadline = string.match(all[i + 1], '^(%d+):(%d+)$')
   if count == nil or tonumber(deadline) < now then
     redis.call('HDEL', KEYS[1], all[i])
+    if redis.call('HDEL', KEYS[3], all[i]) == 1 then roster_changed = true end
   else
     total = total + tonumber(count)
+    local roster = redis.call('HGET', KEYS[3], all[i])
+    if roster then table.insert(rosters, roster) end
   end
 end
 local version = tonumber(redis.call('HGET', KEYS[2], 'members_v') or '0')
@@ -169,8 +189,42 @@ if tostring(total) ~= (redis.call('HGET', KEYS[2], 'members') or '') then
   redis.call('HSET', KEYS[2], 'members', total)
   redis.call('PUBLISH', ARGV[4], 'c:' .. version .. ':' .. total)
 end
-return {version, total}
+local listed = '[' .. table.concat(rosters, ',') .. ']'
+local roster_version = tonumber(redis.call('HGET', KEYS[2], 'roster_v') or '0')
+if roster_changed then
+  roster_version = redis.call('HINCRBY', KEYS[2], 'roster_v', 1)
+  redis.call('PUBLISH', ARGV[4], 'p:' .. roster_version .. ':' .. listed)
+end
+return {version, total, roster_version, listed}
 ";
+
+/// What the presence script answers: the room-wide count and presence list, with their versions.
+#[derive(Debug)]
+pub struct PresenceAnswer {
+    pub version: u64,
+    pub total: u64,
+    pub roster_version: u64,
+    /// A JSON array of every live node's roster (see `presence::merge_rosters`).
+    pub rosters: String,
+}
+
+impl PresenceAnswer {
+    fn parse(value: &Value) -> Result<Self, StoreError> {
+        let invalid = || redis_error("an unexpected answer to the presence script");
+        let Value::Array(parts) = value else {
+            return Err(invalid());
+        };
+        let [version, total, roster_version, rosters] = parts.as_slice() else {
+            return Err(invalid());
+        };
+        Ok(PresenceAnswer {
+            version: number(version).map_err(|_| invalid())?,
+            total: number(total).map_err(|_| invalid())?,
+            roster_version: number(roster_version).map_err(|_| invalid())?,
+            rosters: text(rosters).ok_or_else(invalid)?,
+        })
+    }
+}
 
 /// What the cluster tells a room open on this node.
 #[derive(Message, Debug)]
@@ -184,6 +238,13 @@ pub enum Relayed {
     },
     /// The room-wide member count changed (`version` grows with every change).
     Count { version: u64, total: u64 },
+    /// The room-wide presence list changed: `rosters` is every live node's list, as JSON.
+    Roster { version: u64, rosters: String },
+    /// The cursors that moved on `node` during one tick, as `cursor` frames.
+    Cursors {
+        node: String,
+        frames: Vec<ByteString>,
+    },
     /// A checkpoint at `seq` was stored.
     Checkpoint(u64),
     /// The link to Redis is back: what was published meanwhile was missed, catch up.
@@ -299,6 +360,10 @@ fn presence_key(room: &str) -> String {
 }
 fn access_key(room: &str) -> String {
     format!("{KEY_PREFIX}{{{room}}}:access")
+}
+
+fn roster_key(room: &str) -> String {
+    format!("{KEY_PREFIX}{{{room}}}:roster")
 }
 fn rooms_key() -> String {
     format!("{KEY_PREFIX}rooms")
@@ -456,7 +521,10 @@ impl Cluster {
         async move {
             flushed.await;
             let rooms: Vec<Arc<str>> = lock(&this.inner.rooms).keys().cloned().collect();
-            let leaving: Vec<_> = rooms.iter().map(|room| this.presence(room, 0)).collect();
+            let leaving: Vec<_> = rooms
+                .iter()
+                .map(|room| this.presence(room, 0, String::new()))
+                .collect();
             for left in futures_util::future::join_all(leaving).await {
                 if let Err(err) = left {
                     log::warn!("node={} left a count behind: {err}", this.inner.node);
@@ -873,17 +941,18 @@ impl Cluster {
         }
     }
 
-    /// Sets this node's member count in the room; resolves to the room-wide count's version and
-    /// value.
+    /// Sets this node's member count and roster (a JSON array) in the room; resolves to the
+    /// room-wide count and presence list, with their versions.
     pub fn presence(
         &self,
         room: &str,
         members: usize,
-    ) -> impl Future<Output = Result<(u64, u64), StoreError>> + Send + 'static {
-        self.invoke(
+        roster: String,
+    ) -> impl Future<Output = Result<PresenceAnswer, StoreError>> + Send + 'static {
+        let answer = self.invoke::<Value>(
             "counting members",
             |s| &s.presence,
-            vec![presence_key(room), meta_key(room)],
+            vec![presence_key(room), meta_key(room), roster_key(room)],
             vec![
                 self.inner.node.as_bytes().to_vec(),
                 members.to_string().into_bytes(),
@@ -891,8 +960,26 @@ impl Cluster {
                     .to_string()
                     .into_bytes(),
                 channel(room).into_bytes(),
+                roster.into_bytes(),
             ],
-        )
+        );
+        async move { PresenceAnswer::parse(&answer.await?) }
+    }
+
+    /// Publishes the cursors that moved on this node during one tick (`frames`: a JSON array of
+    /// `cursor` frames) on the room's channel: one command per room per tick, never stored, and
+    /// not waited for (a lost cursor is replaced by the next).
+    pub fn publish_cursors(&self, room: &str, frames: String) {
+        let mut command = ::redis::cmd("PUBLISH");
+        command
+            .arg(channel(room))
+            .arg(format!("u:{}:{frames}", self.inner.node));
+        let publish = self.query::<Value>("publishing cursors", command);
+        actix::spawn(async move {
+            if let Err(err) = publish.await {
+                log::debug!("cursors not published: {err}");
+            }
+        });
     }
 
     /// Records a new private room (see `CREATE_PRIVATE`).
@@ -963,7 +1050,8 @@ fn is_no_script(result: &Result<u64, StoreError>) -> bool {
     matches!(result, Err(StoreError::Redis { detail }) if detail == NO_SCRIPT)
 }
 
-/// `o:<seq>:<from>:<json>`, `c:<version>:<count>` or `k:<seq>`.
+/// `o:<seq>:<from>:<json>`, `c:<version>:<count>`, `k:<seq>`, `p:<version>:<json>` or
+/// `u:<node>:<json>`.
 fn parse_message(payload: &[u8]) -> Option<Relayed> {
     let text = std::str::from_utf8(payload).ok()?;
     let (kind, rest) = text.split_once(':')?;
@@ -987,6 +1075,20 @@ fn parse_message(payload: &[u8]) -> Option<Relayed> {
             })
         }
         "k" => rest.parse().ok().map(Relayed::Checkpoint),
+        "p" => {
+            let (version, rosters) = rest.split_once(':')?;
+            Some(Relayed::Roster {
+                version: version.parse().ok()?,
+                rosters: rosters.to_string(),
+            })
+        }
+        "u" => {
+            let (node, frames) = rest.split_once(':')?;
+            Some(Relayed::Cursors {
+                node: node.to_string(),
+                frames: crate::presence::parse_cursors_payload(frames)?,
+            })
+        }
         _ => None,
     }
 }

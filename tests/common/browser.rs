@@ -171,6 +171,7 @@ impl Browser {
                 "the page has its picture",
             )
             .await;
+        browser.skip_name_dialog().await;
         browser
     }
 
@@ -187,11 +188,26 @@ impl Browser {
             "the reloaded page has its picture",
         )
         .await;
+        self.skip_name_dialog().await;
     }
 
     /// The board shows nothing where the middle stroke goes.
     pub async fn assert_shows_no_stroke(&self, what: &str) {
         self.assert_pixels(&ON_STROKE, Px::Blank, what).await;
+    }
+
+    /// A fresh profile is a first visit, on which the page asks for a name in a modal dialog:
+    /// skip it as a user would ("Not now"), so that the board takes pointer input.
+    pub async fn skip_name_dialog(&self) {
+        let open = self
+            .js(
+                "const d = document.getElementById('name-dialog'); return Boolean(d && d.open);",
+                vec![],
+            )
+            .await;
+        if open == Value::Bool(true) {
+            self.click("#name-skip").await;
+        }
     }
 
     /// Runs `script` (a function body; `arguments` holds `args`) in the page.

@@ -332,11 +332,12 @@ impl Client {
             .unwrap_or_else(|_| panic!("no {kind} message before the deadline"))
     }
 
-    /// The next message that is not a `clientCount`.
+    /// The next message that is not a `clientCount` or a `presence` (both come whenever members
+    /// come, go or rename themselves).
     pub async fn next_event(&mut self) -> Value {
         loop {
             let message = self.next_json().await;
-            if message["type"] != "clientCount" {
+            if message["type"] != "clientCount" && message["type"] != "presence" {
                 return message;
             }
         }

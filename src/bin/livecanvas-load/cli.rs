@@ -139,6 +139,16 @@ pub struct Args {
     #[arg(long, value_parser = humantime::parse_duration, default_value = "3s")]
     pub drain: Duration,
 
+    /// Clients of each room that move a cursor (`{"type":"cursor"}` at `--cursor-rate`) and do
+    /// not draw: the ones after the senders. Their cursor frames received are counted apart from
+    /// the drawing's deliveries, whose latency stays what is measured.
+    #[arg(long, default_value_t = 0)]
+    pub cursors: usize,
+
+    /// Cursor messages per second each cursor client sends.
+    #[arg(long, default_value_t = 20.0)]
+    pub cursor_rate: f64,
+
     /// Ask the server for batched delivery (appends `?batch=1` to every URL).
     #[arg(long)]
     pub batch: bool,
@@ -276,6 +286,9 @@ pub struct Settings {
     pub threads: Option<usize>,
     /// `--server-pid`: empty without, several for the nodes of a cluster.
     pub server_pids: Vec<u32>,
+    /// Clients per room that move a cursor (after the senders), and how often.
+    pub cursors_per_room: usize,
+    pub cursor_rate: f64,
 }
 
 impl Settings {
@@ -363,6 +376,12 @@ pub fn resolve(args: Args) -> Result<Settings, String> {
             "--rate x --duration is more segments per sender than the encoding holds".into(),
         );
     }
+    if !args.cursor_rate.is_finite() || !(0.1..=1000.0).contains(&args.cursor_rate) {
+        return Err(format!(
+            "--cursor-rate must be between 0.1 and 1000, got {}",
+            args.cursor_rate
+        ));
+    }
     if connect_concurrency == 0 {
         return Err("--connect-concurrency must be at least 1".into());
     }
@@ -405,6 +424,8 @@ pub fn resolve(args: Args) -> Result<Settings, String> {
         progress: !args.quiet,
         threads: args.threads,
         server_pids,
+        cursors_per_room: args.cursors,
+        cursor_rate: args.cursor_rate,
     })
 }
 

@@ -79,6 +79,9 @@ pub struct Counters {
     /// Text frames received from the start of the drawing on (one per delivery from an unbatched
     /// server; a batched frame carries many).
     pub frames: AtomicU64,
+    /// Cursor messages sent (`--cursors`), and received (a batch counts each one inside).
+    pub cursors_sent: AtomicU64,
+    pub cursors_received: AtomicU64,
 }
 
 pub struct Shared {
@@ -357,6 +360,9 @@ pub async fn run(shared: Arc<Shared>, index: usize, mut phase: watch::Receiver<P
         }
         _ => None,
     };
+    let mut cursor_ticker = cursor_ticker(settings, &plan, room, local);
+    let mut cursor_seq: u64 = 0;
+    let mut cursors_received: u64 = 0;
     let first_second_end = plan.start + Duration::from_secs(1);
     let mut seq: u64 = 0;
     let mut last_seen: Vec<Option<u64>> = vec![None; settings.senders_per_room];
@@ -385,6 +391,7 @@ pub async fn run(shared: Arc<Shared>, index: usize, mut phase: watch::Receiver<P
                 // totals reach `expected` and can stop draining early.
                 draining = true;
                 ticker = None;
+                cursor_ticker = None;
                 tally.flush(&shared, Instant::now());
             }
             () = next_tick(&mut ticker), if !draining => {
@@ -408,10 +415,20 @@ pub async fn run(shared: Arc<Shared>, index: usize, mut phase: watch::Receiver<P
                     break Some(why);
                 }
             }
+            () = next_tick(&mut cursor_ticker), if !draining => {
+                shared.counters.cursors_sent.fetch_add(1, Ordering::Relaxed);
+                if let Err(why) = send_text(&mut ws, wire::encode_cursor(local, cursor_seq)).await {
+                    break Some(why);
+                }
+                cursor_seq += 1;
+            }
             message = ws.next() => match message {
                 Some(Ok(Message::Text(text))) => {
                     let now = Instant::now();
                     tally.frames += 1;
+                    if settings.cursors_per_room > 0 {
+                        cursors_received += wire::count_cursors(text.as_str());
+                    }
                     wire::for_each_draw(text.as_str(), |sender, seq| {
                         let Some(table) = plan.table(settings, room, sender) else {
                             return; // not one of ours
@@ -451,10 +468,29 @@ pub async fn run(shared: Arc<Shared>, index: usize, mut phase: watch::Receiver<P
         }
     };
     tally.flush(&shared, Instant::now());
+    shared
+        .counters
+        .cursors_received
+        .fetch_add(cursors_received, Ordering::Relaxed);
     match ended {
         Some(reason) => shared.dropped(room, true, reason),
         None => close(ws).await,
     }
+}
+
+/// The cursor ticker of a room's clients just after its senders (`--cursors`), spread over one
+/// period like the senders'; `None` for every other client.
+fn cursor_ticker(settings: &Settings, plan: &Plan, room: usize, local: usize) -> Option<Interval> {
+    let first = settings.senders_per_room;
+    if !(first..first + settings.cursors_per_room).contains(&local) {
+        return None;
+    }
+    let period = Duration::from_secs_f64(1.0 / settings.cursor_rate);
+    let ordinal = (room * settings.cursors_per_room + local - first) as f64;
+    let all = (settings.rooms * settings.cursors_per_room).max(1) as f64;
+    let mut ticker = interval_at(plan.start + period.mul_f64(ordinal / all), period);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    Some(ticker)
 }
 
 /// Ends a connection that is still up, politely but without waiting long.

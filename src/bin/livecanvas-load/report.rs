@@ -241,6 +241,11 @@ pub struct Report {
     pub duplicated: u64,
     /// Text frames received from the start of the drawing to the stop.
     pub frames: u64,
+    /// `--cursors` per room and `--cursor-rate`; cursor messages sent and received.
+    pub cursors_per_room: usize,
+    pub cursor_rate: f64,
+    pub cursors_sent: u64,
+    pub cursors_received: u64,
     pub window: Window,
     /// `--server-pid` (several: a cluster's nodes, their figures added up).
     pub server_pids: Vec<u32>,
@@ -319,6 +324,10 @@ impl Report {
         let server = self.window.server.as_ref();
         let window = json!({
             "frames_received": self.frames,
+            "cursors_per_room": self.cursors_per_room,
+            "cursor_rate": self.cursor_rate,
+            "cursors_sent": self.cursors_sent,
+            "cursors_received": self.cursors_received,
             "window_s": self.window.seconds,
             "window_deliveries": self.window.received,
             "window_frames": self.window.frames,
@@ -472,6 +481,13 @@ impl Report {
                 0.0
             }
         );
+        if self.cursors_per_room > 0 {
+            let _ = writeln!(
+                out,
+                "  cursors     {} per room at {}/s: {} sent, {} received",
+                self.cursors_per_room, self.cursor_rate, self.cursors_sent, self.cursors_received
+            );
+        }
         if let Some(server) = &self.window.server {
             let per = |value: f64| {
                 if self.window.received > 0 {

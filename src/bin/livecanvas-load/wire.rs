@@ -17,6 +17,19 @@ pub const MAX_SENDERS_PER_ROOM: usize = 1600;
 pub const SEQ_LIMIT: u64 = 901 * 900 * 1000;
 
 /// The draw message for segment `seq` of sender `sender` (within its room).
+/// A cursor message of client `local`, moving along a line as `seq` grows.
+pub fn encode_cursor(local: usize, seq: u64) -> String {
+    let x = (seq * 7 % 1600) as f64;
+    let y = (local as u64 * 9 % 900) as f64;
+    format!(r#"{{"type":"cursor","x":{x},"y":{y}}}"#)
+}
+
+/// How many cursor messages a frame holds (a batch's included), by their type field as the
+/// server writes it.
+pub fn count_cursors(text: &str) -> u64 {
+    text.matches(r#"{"type":"cursor","#).count() as u64
+}
+
 pub fn encode_draw(sender: usize, seq: u64) -> String {
     debug_assert!(sender <= MAX_SENDERS_PER_ROOM && seq < SEQ_LIMIT);
     let end_x = seq % 1000;

@@ -1,0 +1,88 @@
+// names.js — owns the user's display name: asking for it (a small dialog on the first visit and
+// whenever the user wants to change it), remembering it in localStorage, and sending it to the
+// server after every welcome. Until a name is chosen the server's default ("Guest 1234") is shown.
+// It never shows a name as HTML and never sends one the server would refuse.
+
+const STORAGE_KEY = 'livecanvas.name';
+/** Set once the dialog was shown, so a user who skipped it is not asked on every visit. */
+const ASKED_KEY = 'livecanvas.name.asked';
+export const MAX_NAME_CHARS = 32;
+// Controls and the invisible characters the server refuses (bidi overrides/isolates, zero-width
+// space, BOM, …); zero-width joiners stay, as emoji and some scripts need them.
+const HIDDEN_RE = /[\p{Cc}\u00AD\u034F\u061C\u115F\u1160\u180E\u200B\u200E\u200F\u2028-\u202E\u2060-\u206F\u3164\uFEFF\uFFA0\uFFF9-\uFFFB]/u;
+
+/** The trimmed name, or null if the server would refuse it. */
+export function cleanName(raw) {
+  if (typeof raw !== 'string') return null;
+  const name = raw.trim();
+  const chars = [...name].length;
+  if (chars < 1 || chars > MAX_NAME_CHARS || HIDDEN_RE.test(name)) return null;
+  return name;
+}
+
+function stored(key) {
+  try {
+    return localStorage.getItem(key);
+  } catch {
+    return null; // storage disabled: the name lasts for this page only
+  }
+}
+
+function store(key, value) {
+  try {
+    localStorage.setItem(key, value);
+  } catch {
+    /* storage disabled */
+  }
+}
+
+export function setupNames({ dialog, form, input, skipButton, error, send }) {
+  let name = cleanName(stored(STORAGE_KEY));
+  let connected = false;
+
+  const sendName = () => {
+    if (connected && name) send({ type: 'name', name });
+  };
+
+  const open = () => {
+    input.value = name ?? '';
+    error.hidden = true;
+    store(ASKED_KEY, '1');
+    if (!dialog.open) dialog.showModal();
+    input.focus();
+    input.select();
+  };
+
+  form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    const chosen = cleanName(input.value);
+    if (!chosen) {
+      error.hidden = false;
+      return;
+    }
+    name = chosen;
+    store(STORAGE_KEY, chosen);
+    dialog.close();
+    sendName();
+  });
+  skipButton.addEventListener('click', () => dialog.close());
+
+  return {
+    get name() {
+      return name;
+    },
+    /** A (re)connection was welcomed: the server knows us by its default until we say. */
+    welcomed() {
+      connected = true;
+      sendName();
+    },
+    disconnected() {
+      connected = false;
+    },
+    /** Opens the dialog on the first visit only. */
+    askIfNew() {
+      if (!name && !stored(ASKED_KEY)) open();
+    },
+    open,
+  };
+}

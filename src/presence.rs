@@ -1,0 +1,255 @@
+//! Presence and live cursors: who is in a room (names and colours), and where their pointers are.
+//!
+//! This module owns the defaults a member gets before it names itself (a "Guest NNNN" name and a
+//! colour, both derived from its client id, so that every node of a cluster shows the same ones),
+//! the cap on the `presence` list, the encoding of `presence` and `cursor` frames, and the cursor
+//! buffer that keeps only the latest position of each member per [`CURSOR_TICK`]. It is pure (no
+//! actors, no I/O): the room decides when to send. It must never store a cursor anywhere but the
+//! buffer of the current tick (cursors are disposable: never recorded, checkpointed or persisted),
+//! and never let the `presence` list grow with the room beyond [`MAX_PRESENCE_MEMBERS`].
+
+use std::time::Duration;
+
+use bytestring::ByteString;
+use serde_json::value::RawValue;
+use uuid::Uuid;
+
+use crate::protocol::{PresenceMember, ServerMessage};
+
+/// A `presence` message lists at most this many members (the first to join) and the room's total:
+/// a 10,000-member room sends about 20 KB per change, not megabytes.
+pub const MAX_PRESENCE_MEMBERS: usize = 200;
+/// Cursor moves are gathered this long and only the latest of each member goes out: 20 updates a
+/// second, smooth enough for a pointer, whatever a client sends.
+pub const CURSOR_TICK: Duration = Duration::from_millis(50);
+/// A client may send this many cursor messages a second (with a burst of
+/// `CURSOR_BURST_MESSAGES`); the rest are dropped silently, never answered with an error or a close:
+/// a cursor is disposable and the next one replaces it anyway.
+pub const CURSORS_PER_SECOND: u32 = 30;
+pub const CURSOR_BURST_MESSAGES: u32 = 10;
+
+/// How a member is shown to the others.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub name: String,
+    pub color: String,
+}
+
+impl Identity {
+    /// What a member is called and how it is coloured until it names itself.
+    pub fn default_for(id: Uuid) -> Self {
+        Identity {
+            name: default_name(id),
+            color: color_of(id),
+        }
+    }
+}
+
+/// "Guest 1000" to "Guest 9999", from the client id: the same on every node of a cluster.
+pub fn default_name(id: Uuid) -> String {
+    let bytes = id.as_bytes();
+    let number = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) % 9000 + 1000;
+    format!("Guest {number}")
+}
+
+/// A pleasant `#rrggbb` from the client id: any hue, a saturation and lightness that read well as a
+/// dot and a label on white.
+pub fn color_of(id: Uuid) -> String {
+    let bytes = id.as_bytes();
+    let hue = f64::from(u16::from_be_bytes([bytes[14], bytes[15]]) % 360);
+    let (r, g, b) = hsl_to_rgb(hue, 0.65, 0.45);
+    format!("#{r:02x}{g:02x}{b:02x}")
+}
+
+/// HSL (hue in degrees, saturation and lightness in 0..=1) to 8-bit RGB.
+fn hsl_to_rgb(hue: f64, saturation: f64, lightness: f64) -> (u8, u8, u8) {
+    let chroma = (1.0 - (2.0 * lightness - 1.0).abs()) * saturation;
+    let sector = hue / 60.0;
+    let x = chroma * (1.0 - (sector % 2.0 - 1.0).abs());
+    let (r, g, b) = match sector as u32 {
+        0 => (chroma, x, 0.0),
+        1 => (x, chroma, 0.0),
+        2 => (0.0, chroma, x),
+        3 => (0.0, x, chroma),
+        4 => (x, 0.0, chroma),
+        _ => (chroma, 0.0, x),
+    };
+    let m = lightness - chroma / 2.0;
+    let channel = |v: f64| ((v + m) * 255.0).round().clamp(0.0, 255.0) as u8;
+    (channel(r), channel(g), channel(b))
+}
+
+/// The `presence` frame for `members` (already capped) out of `total`.
+pub fn presence_frame(members: &[PresenceMember], total: usize) -> ByteString {
+    ServerMessage::Presence { members, total }.encode()
+}
+
+/// The first `MAX_PRESENCE_MEMBERS` of a node's members, as listed in `presence`.
+pub fn roster<'a>(members: impl Iterator<Item = (Uuid, &'a Identity)>) -> Vec<PresenceMember> {
+    members
+        .take(MAX_PRESENCE_MEMBERS)
+        .map(|(client_id, identity)| PresenceMember {
+            client_id,
+            name: identity.name.clone(),
+            color: identity.color.clone(),
+        })
+        .collect()
+}
+
+/// The room-wide list from the nodes' rosters as the cluster publishes them (a JSON array of each
+/// live node's array), capped; `None` when the text is not such a list.
+pub fn merge_rosters(json: &str) -> Option<Vec<PresenceMember>> {
+    let nodes: Vec<Vec<PresenceMember>> = serde_json::from_str(json).ok()?;
+    Some(
+        nodes
+            .into_iter()
+            .flatten()
+            .take(MAX_PRESENCE_MEMBERS)
+            .collect(),
+    )
+}
+
+/// The latest cursor frame of each member that moved during the current tick, in the order they
+/// first moved. Small (one entry per moving member), and emptied every tick.
+#[derive(Default)]
+pub struct CursorBuffer {
+    latest: Vec<(Uuid, ByteString)>,
+    /// A flush is scheduled.
+    pub scheduled: bool,
+}
+
+impl CursorBuffer {
+    /// Keeps `frame` as `from`'s position, replacing an earlier one of this tick.
+    pub fn put(&mut self, from: Uuid, frame: ByteString) {
+        match self.latest.iter_mut().find(|(id, _)| *id == from) {
+            Some(entry) => entry.1 = frame,
+            None => self.latest.push((from, frame)),
+        }
+    }
+
+    /// Drops `id`'s position (it left: its cursor goes no further).
+    pub fn forget(&mut self, id: Uuid) {
+        self.latest.retain(|(from, _)| *from != id);
+    }
+
+    /// Everything gathered this tick, leaving the buffer empty.
+    pub fn take(&mut self) -> Vec<(Uuid, ByteString)> {
+        self.scheduled = false;
+        std::mem::take(&mut self.latest)
+    }
+}
+
+/// A cursor frame for the others: encoded once, with the mover's current name.
+pub fn cursor_frame(from: Uuid, identity: &Identity, x: f64, y: f64) -> ByteString {
+    ServerMessage::Cursor {
+        client_id: from,
+        name: &identity.name,
+        x,
+        y,
+    }
+    .encode()
+}
+
+/// The cluster payload for one node's cursors of a tick: a JSON array of the frames as they are.
+pub fn cursors_payload<'a>(frames: impl Iterator<Item = &'a ByteString>) -> String {
+    let mut payload = String::from("[");
+    for (i, frame) in frames.enumerate() {
+        if i > 0 {
+            payload.push(',');
+        }
+        payload.push_str(frame);
+    }
+    payload.push(']');
+    payload
+}
+
+/// The frames of a cursors payload from another node; `None` if it is not a JSON array of objects
+/// of type `cursor` (whatever else is on the channel is not relayed to clients).
+pub fn parse_cursors_payload(json: &str) -> Option<Vec<ByteString>> {
+    #[derive(serde::Deserialize)]
+    struct Kind<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: &'a str,
+    }
+    let frames: Vec<&RawValue> = serde_json::from_str(json).ok()?;
+    frames
+        .into_iter()
+        .map(|raw| {
+            let kind: Kind<'_> = serde_json::from_str(raw.get()).ok()?;
+            (kind.kind == "cursor").then(|| ByteString::from(raw.get().to_string()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_a_guest_number_and_a_hex_colour_derived_from_the_id() {
+        let id = Uuid::new_v4();
+        let identity = Identity::default_for(id);
+        assert_eq!(identity, Identity::default_for(id));
+        let number: u32 = identity.name["Guest ".len()..].parse().unwrap();
+        assert!((1000..=9999).contains(&number));
+        assert_eq!(identity.color.len(), 7);
+        assert!(identity.color.starts_with('#'));
+        assert!(identity.color[1..].bytes().all(|b| b.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn hsl_primary_hues_come_out_as_expected() {
+        assert_eq!(hsl_to_rgb(0.0, 1.0, 0.5), (255, 0, 0));
+        assert_eq!(hsl_to_rgb(120.0, 1.0, 0.5), (0, 255, 0));
+        assert_eq!(hsl_to_rgb(240.0, 1.0, 0.5), (0, 0, 255));
+        assert_eq!(hsl_to_rgb(359.0, 0.0, 1.0), (255, 255, 255));
+    }
+
+    #[test]
+    fn the_buffer_keeps_only_the_latest_cursor_of_each_member() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut buffer = CursorBuffer::default();
+        buffer.put(a, ByteString::from_static("1"));
+        buffer.put(b, ByteString::from_static("2"));
+        buffer.put(a, ByteString::from_static("3"));
+        let taken = buffer.take();
+        assert_eq!(
+            taken,
+            vec![
+                (a, ByteString::from_static("3")),
+                (b, ByteString::from_static("2"))
+            ]
+        );
+        assert!(buffer.take().is_empty());
+    }
+
+    #[test]
+    fn a_cursors_payload_round_trips_and_garbage_does_not() {
+        let identity = Identity::default_for(Uuid::new_v4());
+        let frames = [
+            cursor_frame(Uuid::new_v4(), &identity, 1.0, 2.0),
+            cursor_frame(Uuid::new_v4(), &identity, 3.0, 4.0),
+        ];
+        let payload = cursors_payload(frames.iter());
+        assert_eq!(parse_cursors_payload(&payload), Some(frames.to_vec()));
+        assert_eq!(parse_cursors_payload("[]"), Some(Vec::new()));
+        for bad in ["", "{}", "[1]", r#"[{"type":"draw"}]"#, "[{"] {
+            assert_eq!(parse_cursors_payload(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn merged_rosters_are_flattened_and_capped() {
+        let member = |i: u128| PresenceMember {
+            client_id: Uuid::from_u128(i),
+            name: format!("n{i}"),
+            color: "#000000".into(),
+        };
+        let node = |from: u128| (from..from + 150).map(member).collect::<Vec<_>>();
+        let json = serde_json::to_string(&vec![node(0), node(1000)]).unwrap();
+        let merged = merge_rosters(&json).unwrap();
+        assert_eq!(merged.len(), MAX_PRESENCE_MEMBERS);
+        assert_eq!(merged[150], member(1000));
+        assert_eq!(merge_rosters("nope"), None);
+    }
+}

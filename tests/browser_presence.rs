@@ -1,0 +1,147 @@
+//! Names, the member list and live cursors in a real browser (headless Chromium over WebDriver,
+//! see `common::browser`): one page names itself through its own UI and moves its pointer over
+//! the board; the other page shows the name in its member list and a labelled cursor near the
+//! right place, the name always as text.
+
+mod common;
+
+use std::time::Duration;
+
+use common::browser::*;
+use common::Server;
+use fantoccini::actions::{InputSource, MouseActions, PointerAction};
+use fantoccini::Locator;
+use serde_json::{json, Value};
+
+/// Names itself through the page: its own chip in the member list opens the name dialog.
+async fn name_through_the_ui(page: &Browser, name: &str) {
+    page.wait_until(
+        "document.querySelector('#members .member-self') !== null",
+        "the page lists itself",
+    )
+    .await;
+    page.click("#members .member-self").await;
+    page.wait_until(
+        "document.getElementById('name-dialog').open",
+        "the name dialog is open",
+    )
+    .await;
+    let input = page
+        .client
+        .find(Locator::Css("#name-input"))
+        .await
+        .expect("the name field");
+    input.clear().await.expect("the name field clears");
+    input.send_keys(name).await.expect("typing the name");
+    page.click("#name-save").await;
+}
+
+/// Moves the mouse (no button) over the logical points of the board.
+async fn hover(page: &Browser, points: &[(f64, f64)]) {
+    let rect = page
+        .js(
+            "const r = document.getElementById('board').getBoundingClientRect();
+             return [r.left, r.top, r.width, r.height];",
+            vec![],
+        )
+        .await;
+    let rect: Vec<f64> = serde_json::from_value(rect).expect("the board's rectangle");
+    let mut mouse = MouseActions::new("mouse".to_owned());
+    for &(x, y) in points {
+        mouse = mouse.then(PointerAction::MoveTo {
+            duration: Some(Duration::from_millis(30)),
+            x: (rect[0] + x / LOGICAL_WIDTH * rect[2]).round(),
+            y: (rect[1] + y / LOGICAL_HEIGHT * rect[3]).round(),
+        });
+    }
+    page.client
+        .perform_actions(mouse)
+        .await
+        .expect("the browser moves the mouse");
+}
+
+/// Where `page` shows the cursor labelled `name`, in logical board coordinates (from the arrow's
+/// tip, the overlay element's origin), and the label's text and HTML.
+async fn shown_cursor(page: &Browser, name: &str) -> Value {
+    page.js(
+        "const [name, w, h] = arguments;
+         const board = document.getElementById('board').getBoundingClientRect();
+         for (const el of document.querySelectorAll('.remote-cursor')) {
+           const label = el.querySelector('.remote-cursor-label');
+           if (el.hidden || label.textContent !== name) continue;
+           const r = el.getBoundingClientRect();
+           return { x: (r.left - board.left) / board.width * w,
+                    y: (r.top - board.top) / board.height * h,
+                    text: label.textContent, html: label.innerHTML,
+                    elements: label.children.length };
+         }
+         return null;",
+        vec![json!(name), json!(LOGICAL_WIDTH), json!(LOGICAL_HEIGHT)],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_name_set_on_one_page_is_listed_and_labels_its_cursor_on_the_other() {
+    let server = Server::start();
+    let driver = Driver::start();
+    let url = room_url(&server, "presence");
+    let ada = Browser::open(&driver, &url).await;
+    let bob = Browser::open(&driver, &url).await;
+    // The first visit asked for a name (Browser::open skipped the dialog).
+    assert_eq!(
+        ada.js(
+            "return localStorage.getItem('livecanvas.name.asked');",
+            vec![]
+        )
+        .await,
+        json!("1")
+    );
+    let name = "<i>Ada</i>";
+    name_through_the_ui(&ada, name).await;
+    let listed = format!(
+        "[...document.querySelectorAll('#members .member-name')]\
+         .some((el) => el.textContent === {name:?} && el.children.length === 0)"
+    );
+    bob.wait_until(&listed, "Bob's member list shows Ada's name as text")
+        .await;
+    ada.wait_until(&listed, "Ada's own chip shows her name")
+        .await;
+
+    hover(&ada, &line((600.0, 300.0), (800.0, 400.0), 6)).await;
+    let has_cursor = format!(
+        "[...document.querySelectorAll('.remote-cursor-label')]\
+         .some((el) => el.textContent === {name:?})"
+    );
+    bob.wait_until(&has_cursor, "Bob's page shows Ada's cursor")
+        .await;
+    // The trailing update brings the last position: wait until it is shown there.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let cursor = loop {
+        let cursor = shown_cursor(&bob, name).await;
+        let near = |got: &Value, want: f64| got.as_f64().is_some_and(|v| (v - want).abs() < 12.0);
+        if near(&cursor["x"], 800.0) && near(&cursor["y"], 400.0) {
+            break cursor;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Ada's cursor is not near (800, 400) on Bob's page: {cursor}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(cursor["text"], name);
+    assert_eq!(
+        cursor["elements"], 0,
+        "the label holds no element: {cursor}"
+    );
+    assert_eq!(cursor["html"], "&lt;i&gt;Ada&lt;/i&gt;");
+    // Ada does not see a cursor of her own.
+    assert_eq!(
+        ada.js(
+            "return document.querySelectorAll('.remote-cursor').length;",
+            vec![]
+        )
+        .await,
+        json!(0)
+    );
+}
