@@ -516,25 +516,6 @@ mod tests {
         assert!(Meta::split("@zz 1 {}").is_err());
         assert!(!stored.contains('\n'));
     }
-}
-
-#[cfg(test)]
-mod crowd {
-    use super::*;
-    use crate::protocol::{Segment, Tool};
-
-    fn segment_of(id: &str) -> Op {
-        Op::Draw(Segment {
-            color: "#000000".into(),
-            start_x: 1.0,
-            start_y: 1.0,
-            end_x: 2.0,
-            end_y: 2.0,
-            size: 2.0,
-            tool: Tool::Pen,
-            stroke_id: Some(id.into()),
-        })
-    }
 
     /// The load generator's seeders found this: four people drawing at once, strokes of different
     /// lengths, so that someone is always mid-stroke; nothing was ever checkpointed.
@@ -559,7 +540,7 @@ mod crowd {
                 }
                 left[a] -= 1;
                 let seq = ops.len() as u64 + 1;
-                let op = segment_of(&format!("s{a}-{}", strokes[a]));
+                let op = draw(&format!("s{a}-{}", strokes[a]));
                 let meta = Meta {
                     author: *author,
                     at_ms: 0,

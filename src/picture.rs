@@ -389,6 +389,11 @@ mod tests {
         HashSet::new()
     }
 
+    /// The checkpoint of a room whose only operation, #1, is `op`.
+    fn first_picture(op: Op) -> Picture {
+        compose(&Picture::blank(0), &[op], &none(), 1, SIZE).unwrap()
+    }
+
     const LIMITS: UndoLimits = UndoLimits {
         strokes: 100,
         window: Duration::from_secs(1800),
@@ -421,14 +426,7 @@ mod tests {
 
     #[test]
     fn a_clear_makes_everything_before_it_irrelevant() {
-        let base = compose(
-            &Picture::blank(0),
-            &[line("#ff0000", 10.0)],
-            &none(),
-            1,
-            SIZE,
-        )
-        .unwrap();
+        let base = first_picture(line("#ff0000", 10.0));
         assert!(!base.blank);
         let cleared = compose(
             &base,
@@ -444,14 +442,7 @@ mod tests {
 
     #[test]
     fn a_data_url_carries_the_png() {
-        let picture = compose(
-            &Picture::blank(0),
-            &[line("#123456", 10.0)],
-            &none(),
-            1,
-            SIZE,
-        )
-        .unwrap();
+        let picture = first_picture(line("#123456", 10.0));
         let encoded = picture.data_url.strip_prefix(PNG_DATA_URL_PREFIX).unwrap();
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(encoded)
@@ -510,14 +501,7 @@ mod tests {
 
     #[test]
     fn undoing_a_clear_brings_back_everything_before_it() {
-        let base = compose(
-            &Picture::blank(0),
-            &[line("#00ff00", 20.0)],
-            &none(),
-            1,
-            SIZE,
-        )
-        .unwrap();
+        let base = first_picture(line("#00ff00", 20.0));
         let ops = [
             stroke("a", "#ff0000", 10.0, Tool::Pen),
             Op::Clear(Some("c".into())),
@@ -585,14 +569,7 @@ mod tests {
 
     #[test]
     fn a_restored_room_includes_every_stored_operation() {
-        let base = compose(
-            &Picture::blank(0),
-            &[line("#ff0000", 10.0)],
-            &none(),
-            1,
-            SIZE,
-        )
-        .unwrap();
+        let base = first_picture(line("#ff0000", 10.0));
         let stored = StoredRoom {
             checkpoint: Some(base.png.to_vec()),
             checkpoint_seq: 1,

@@ -93,14 +93,7 @@ async fn clearing_on_one_page_clears_the_others() {
     )
     .await;
 
-    alice.click("#clear").await;
-    alice
-        .wait_until(
-            "document.getElementById('clear-dialog').open",
-            "the clear dialog is open",
-        )
-        .await;
-    alice.click("#clear-confirm").await;
+    alice.clear_for_everyone().await;
 
     bob.wait_for_pixels(&ON_STROKE, Px::Blank, "Bob's board is cleared")
         .await;

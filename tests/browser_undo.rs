@@ -119,14 +119,7 @@ async fn the_undo_button_takes_back_a_clear() {
         .wait_for_pixels(&ON_STROKE, Px::Paint(RED_RGB), "Alice sees Bob's stroke")
         .await;
 
-    alice.click("#clear").await;
-    alice
-        .wait_until(
-            "document.getElementById('clear-dialog').open",
-            "the clear dialog is open",
-        )
-        .await;
-    alice.click("#clear-confirm").await;
+    alice.clear_for_everyone().await;
     bob.wait_for_pixels(&ON_STROKE, Px::Blank, "Bob's board is cleared")
         .await;
 

@@ -255,6 +255,17 @@ impl Browser {
             .unwrap_or_else(|e| panic!("{selector} cannot be clicked: {e}"));
     }
 
+    /// Clears the canvas for everyone, as a person does: Clear, then the dialog's confirmation.
+    pub async fn clear_for_everyone(&self) {
+        self.click("#clear").await;
+        self.wait_until(
+            "document.getElementById('clear-dialog').open",
+            "the clear dialog is open",
+        )
+        .await;
+        self.click("#clear-confirm").await;
+    }
+
     /// Picks a palette colour (a click on its swatch).
     pub async fn pick_color(&self, color: &str) {
         self.click(&format!("#palette .swatch[data-color='{color}']"))
