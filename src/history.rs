@@ -90,6 +90,14 @@ pub struct Meta {
 }
 
 impl Meta {
+    /// An operation of `author`'s, accepted now.
+    pub fn now(author: AuthorId) -> Meta {
+        Meta {
+            author,
+            at_ms: now_ms(),
+        }
+    }
+
     /// The stored form of an operation: `@<author hex> <at ms> <message JSON>`, on one line (the
     /// store joins operations with newlines). An operation without meta is stored as its message
     /// alone, as before undo existed.

@@ -881,6 +881,29 @@ impl CanvasServer {
         self.arm_idle_checkpoint(ctx);
     }
 
+    /// Takes member `from`'s operation (`frame` is its message): checked against the undo
+    /// history, then handed to Redis in a cluster, or else broadcast to the others and recorded.
+    /// Whether it was broadcast here.
+    fn accept(
+        &mut self,
+        from: Uuid,
+        op: Op,
+        meta: Option<Meta>,
+        frame: ByteString,
+        ctx: &mut Context<Self>,
+    ) -> bool {
+        if !self.admissible(from, &op, meta.as_ref(), ctx) {
+            return false;
+        }
+        if let Some(cluster) = self.cluster() {
+            self.publish(cluster, from, stored_form(meta.as_ref(), &frame), ctx);
+            return false;
+        }
+        let frame = self.broadcast_frame(op.kind(), frame, Some(from), ctx);
+        self.record(op, meta, frame, ctx);
+        true
+    }
+
     /// Whether `op` from `author` may be the room's next operation (undo rights, stroke ids);
     /// the sender is told why not.
     fn admissible(
@@ -1648,23 +1671,17 @@ impl Handler<Draw> for CanvasServer {
         if !self.storable(draw.from, ctx) {
             return;
         }
-        let meta = draw.segment.stroke_id.is_some().then(|| Meta {
-            author: draw.author,
-            at_ms: history::now_ms(),
-        });
+        let meta = draw
+            .segment
+            .stroke_id
+            .is_some()
+            .then(|| Meta::now(draw.author));
         let frame = ServerMessage::Draw(&draw.segment).encode();
-        let op = Op::Draw(draw.segment);
-        if !self.admissible(draw.from, &op, meta.as_ref(), ctx) {
-            return;
+        if self.accept(draw.from, Op::Draw(draw.segment), meta, frame, ctx) {
+            self.stats
+                .broadcast_seconds
+                .observe(draw.received.elapsed().as_secs_f64());
         }
-        if let Some(cluster) = self.cluster() {
-            return self.publish(cluster, draw.from, stored_form(meta.as_ref(), &frame), ctx);
-        }
-        let frame = self.broadcast_frame("draw", frame, Some(draw.from), ctx);
-        self.stats
-            .broadcast_seconds
-            .observe(draw.received.elapsed().as_secs_f64());
-        self.record(op, meta, frame, ctx);
     }
 }
 
@@ -1675,35 +1692,18 @@ impl Handler<Toggle> for CanvasServer {
         if !self.storable(toggle.from, ctx) {
             return;
         }
-        let meta = Some(Meta {
-            author: toggle.author,
-            at_ms: history::now_ms(),
-        });
-        let (op, message) = if toggle.undo {
-            let message = ServerMessage::Undo {
-                stroke_id: &toggle.stroke_id,
-            };
-            (Op::Undo(toggle.stroke_id.clone()), message)
+        let stroke_id = &toggle.stroke_id;
+        let frame = if toggle.undo {
+            ServerMessage::Undo { stroke_id }.encode()
         } else {
-            let message = ServerMessage::Redo {
-                stroke_id: &toggle.stroke_id,
-            };
-            (Op::Redo(toggle.stroke_id.clone()), message)
+            ServerMessage::Redo { stroke_id }.encode()
         };
-        if !self.admissible(toggle.from, &op, meta.as_ref(), ctx) {
-            return;
-        }
-        let frame = message.encode();
-        if let Some(cluster) = self.cluster() {
-            return self.publish(
-                cluster,
-                toggle.from,
-                stored_form(meta.as_ref(), &frame),
-                ctx,
-            );
-        }
-        let frame = self.broadcast_frame(op.kind(), frame, Some(toggle.from), ctx);
-        self.record(op, meta, frame, ctx);
+        let op = if toggle.undo {
+            Op::Undo(toggle.stroke_id)
+        } else {
+            Op::Redo(toggle.stroke_id)
+        };
+        self.accept(toggle.from, op, Some(Meta::now(toggle.author)), frame, ctx);
     }
 }
 
@@ -1714,23 +1714,12 @@ impl Handler<Clear> for CanvasServer {
         if !self.storable(clear.from, ctx) {
             return;
         }
-        let meta = clear.stroke_id.is_some().then(|| Meta {
-            author: clear.author,
-            at_ms: history::now_ms(),
-        });
+        let meta = clear.stroke_id.is_some().then(|| Meta::now(clear.author));
         let frame = ServerMessage::Clear {
             stroke_id: clear.stroke_id.as_deref(),
         }
         .encode();
-        let op = Op::Clear(clear.stroke_id);
-        if !self.admissible(clear.from, &op, meta.as_ref(), ctx) {
-            return;
-        }
-        if let Some(cluster) = self.cluster() {
-            return self.publish(cluster, clear.from, stored_form(meta.as_ref(), &frame), ctx);
-        }
-        let frame = self.broadcast_frame("clear", frame, Some(clear.from), ctx);
-        self.record(op, meta, frame, ctx);
+        self.accept(clear.from, Op::Clear(clear.stroke_id), meta, frame, ctx);
     }
 }
 
