@@ -145,3 +145,42 @@ async fn a_name_set_on_one_page_is_listed_and_labels_its_cursor_on_the_other() {
         json!(0)
     );
 }
+
+#[tokio::test]
+async fn a_cursor_goes_when_it_stops_moving_and_when_its_owner_leaves() {
+    let server = Server::start();
+    let driver = Driver::start();
+    let url = room_url(&server, "cursor-goes");
+    let bob = Browser::open(&driver, &url).await;
+    let shown = "document.querySelectorAll('.remote-cursor:not([hidden])').length";
+
+    // Ada points, then keeps still: her cursor hides after a few seconds without movement.
+    let ada = Browser::open(&driver, &url).await;
+    hover(&ada, &line((500.0, 300.0), (700.0, 300.0), 4)).await;
+    bob.wait_until(&format!("{shown} === 1"), "Bob sees Ada's cursor")
+        .await;
+    bob.wait_until(
+        &format!("{shown} === 0"),
+        "Ada's cursor hides once it has not moved for a while",
+    )
+    .await;
+
+    // Carol points and leaves: her cursor goes with her, without waiting for it to go idle.
+    let carol = Browser::open(&driver, &url).await;
+    hover(&carol, &line((900.0, 500.0), (1000.0, 500.0), 4)).await;
+    bob.wait_until(&format!("{shown} === 1"), "Bob sees Carol's cursor")
+        .await;
+    let members = "document.querySelectorAll('#members .member').length";
+    bob.wait_until(&format!("{members} === 3"), "Bob's list has Carol")
+        .await;
+    drop(carol);
+    // The list and the cursors change in one handler: when the list no longer has Carol, her
+    // cursor must be gone too (not merely hidden later for want of movement).
+    bob.wait_until(&format!("{members} === 2"), "Bob's list drops Carol")
+        .await;
+    assert_eq!(
+        bob.js(&format!("return {shown};"), vec![]).await,
+        json!(0),
+        "Carol's cursor outlived her leaving"
+    );
+}
