@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use common::browser::*;
 use common::Server;
-use fantoccini::actions::{InputSource, MouseActions, PointerAction};
 use fantoccini::Locator;
 use serde_json::{json, Value};
 
@@ -34,30 +33,6 @@ async fn name_through_the_ui(page: &Browser, name: &str) {
     input.clear().await.expect("the name field clears");
     input.send_keys(name).await.expect("typing the name");
     page.click("#name-save").await;
-}
-
-/// Moves the mouse (no button) over the logical points of the board.
-async fn hover(page: &Browser, points: &[(f64, f64)]) {
-    let rect = page
-        .js(
-            "const r = document.getElementById('board').getBoundingClientRect();
-             return [r.left, r.top, r.width, r.height];",
-            vec![],
-        )
-        .await;
-    let rect: Vec<f64> = serde_json::from_value(rect).expect("the board's rectangle");
-    let mut mouse = MouseActions::new("mouse".to_owned());
-    for &(x, y) in points {
-        mouse = mouse.then(PointerAction::MoveTo {
-            duration: Some(Duration::from_millis(30)),
-            x: (rect[0] + x / LOGICAL_WIDTH * rect[2]).round(),
-            y: (rect[1] + y / LOGICAL_HEIGHT * rect[3]).round(),
-        });
-    }
-    page.client
-        .perform_actions(mouse)
-        .await
-        .expect("the browser moves the mouse");
 }
 
 /// Where `page` shows the cursor labelled `name`, in logical board coordinates (from the arrow's
@@ -108,7 +83,7 @@ async fn a_name_set_on_one_page_is_listed_and_labels_its_cursor_on_the_other() {
     ada.wait_until(&listed, "Ada's own chip shows her name")
         .await;
 
-    hover(&ada, &line((600.0, 300.0), (800.0, 400.0), 6)).await;
+    ada.hover(&line((600.0, 300.0), (800.0, 400.0), 6)).await;
     let has_cursor = format!(
         "[...document.querySelectorAll('.remote-cursor-label')]\
          .some((el) => el.textContent === {name:?})"
@@ -156,7 +131,7 @@ async fn a_cursor_goes_when_it_stops_moving_and_when_its_owner_leaves() {
 
     // Ada points, then keeps still: her cursor hides after a few seconds without movement.
     let ada = Browser::open(&driver, &url).await;
-    hover(&ada, &line((500.0, 300.0), (700.0, 300.0), 4)).await;
+    ada.hover(&line((500.0, 300.0), (700.0, 300.0), 4)).await;
     bob.wait_until(&format!("{shown} === 1"), "Bob sees Ada's cursor")
         .await;
     bob.wait_until(
@@ -167,7 +142,7 @@ async fn a_cursor_goes_when_it_stops_moving_and_when_its_owner_leaves() {
 
     // Carol points and leaves: her cursor goes with her, without waiting for it to go idle.
     let carol = Browser::open(&driver, &url).await;
-    hover(&carol, &line((900.0, 500.0), (1000.0, 500.0), 4)).await;
+    carol.hover(&line((900.0, 500.0), (1000.0, 500.0), 4)).await;
     bob.wait_until(&format!("{shown} === 1"), "Bob sees Carol's cursor")
         .await;
     let members = "document.querySelectorAll('#members .member').length";

@@ -293,9 +293,8 @@ impl Browser {
         .await;
     }
 
-    /// Draws through `points` (logical canvas coordinates) with the mouse: real pointer events
-    /// dispatched by the browser, from a button press at the first point to its release at the last.
-    pub async fn draw(&self, points: &[(f64, f64)]) {
+    /// The board's rectangle in the viewport: left, top, width and height in CSS pixels.
+    pub async fn board_rect(&self) -> [f64; 4] {
         let rect = self
             .js(
                 "const r = document.getElementById('board').getBoundingClientRect();
@@ -303,25 +302,22 @@ impl Browser {
                 vec![],
             )
             .await;
-        let rect: Vec<f64> = serde_json::from_value(rect).expect("the board's rectangle");
-        let [left, top, width, height] = rect[..] else {
-            panic!("the board's rectangle: {rect:?}")
-        };
-        // MoveTo is relative to the viewport's top-left corner (MoveToElement would be relative
-        // to the element's centre); pointer positions are whole CSS pixels.
-        let to_viewport = |&(x, y): &(f64, f64)| PointerAction::MoveTo {
-            duration: Some(Duration::from_millis(20)),
-            x: (left + x / LOGICAL_WIDTH * width).round(),
-            y: (top + y / LOGICAL_HEIGHT * height).round(),
-        };
+        serde_json::from_value(rect.clone())
+            .unwrap_or_else(|e| panic!("the board's rectangle: {rect} ({e})"))
+    }
+
+    /// Draws through `points` (logical canvas coordinates) with the mouse: real pointer events
+    /// dispatched by the browser, from a button press at the first point to its release at the last.
+    pub async fn draw(&self, points: &[(f64, f64)]) {
+        let rect = self.board_rect().await;
         let (first, rest) = points.split_first().expect("at least one point");
         let mut mouse = MouseActions::new("mouse".to_owned())
-            .then(to_viewport(first))
+            .then(move_to(rect, *first, 20))
             .then(PointerAction::Down {
                 button: MOUSE_BUTTON_LEFT,
             });
         for point in rest {
-            mouse = mouse.then(to_viewport(point));
+            mouse = mouse.then(move_to(rect, *point, 20));
         }
         mouse = mouse.then(PointerAction::Up {
             button: MOUSE_BUTTON_LEFT,
@@ -330,6 +326,19 @@ impl Browser {
             .perform_actions(mouse)
             .await
             .expect("the browser performs the pointer actions");
+    }
+
+    /// Moves the mouse, no button pressed, through `points` (logical canvas coordinates).
+    pub async fn hover(&self, points: &[(f64, f64)]) {
+        let rect = self.board_rect().await;
+        let mut mouse = MouseActions::new("mouse".to_owned());
+        for &point in points {
+            mouse = mouse.then(move_to(rect, point, 30));
+        }
+        self.client
+            .perform_actions(mouse)
+            .await
+            .expect("the browser moves the mouse");
     }
 
     /// The RGBA of the visible board's backing store at each logical point.
@@ -385,6 +394,18 @@ impl Browser {
             &format!("{what}, away from the stroke"),
         )
         .await;
+    }
+}
+
+/// A pointer move to logical point (`x`, `y`) of a board at `rect` (from `Browser::board_rect`).
+/// MoveTo is relative to the viewport's top-left corner (MoveToElement would be relative to the
+/// element's centre); pointer positions are whole CSS pixels.
+fn move_to(rect: [f64; 4], (x, y): (f64, f64), duration_ms: u64) -> PointerAction {
+    let [left, top, width, height] = rect;
+    PointerAction::MoveTo {
+        duration: Some(Duration::from_millis(duration_ms)),
+        x: (left + x / LOGICAL_WIDTH * width).round(),
+        y: (top + y / LOGICAL_HEIGHT * height).round(),
     }
 }
 
