@@ -115,10 +115,15 @@ export function createCursors({ board, canvas, stage, presence, send }) {
       cursor.timer = setTimeout(() => remove(clientId), CURSOR_IDLE_MS);
     },
 
-    /** The member list changed: cursors of those who left go. */
+    /** The member list changed: cursors of those who left go, the others take their names. */
     prune() {
-      for (const id of [...shown.keys()]) {
-        if (!presence.mayBeHere(id)) remove(id);
+      for (const [id, cursor] of [...shown]) {
+        if (!presence.mayBeHere(id)) {
+          remove(id);
+          continue;
+        }
+        const name = presence.member(id)?.name;
+        if (name !== undefined && cursor.label.textContent !== name) cursor.label.textContent = name;
       }
     },
 

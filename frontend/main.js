@@ -149,11 +149,18 @@ function handleMessage(msg) {
       presence.update(msg);
       cursors.prune();
       break;
+    case 'presenceChange':
+      presence.change(msg);
+      cursors.prune();
+      break;
     case 'cursor':
       cursors.move(msg);
       break;
     case 'clientCount':
-      if (Number.isInteger(msg.clientCount) && msg.clientCount >= 0) status.setPeople(msg.clientCount);
+      if (Number.isInteger(msg.clientCount) && msg.clientCount >= 0) {
+        status.setPeople(msg.clientCount);
+        presence.setTotal(msg.clientCount);
+      }
       break;
     case 'draw':
     case 'clear':

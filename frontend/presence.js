@@ -1,17 +1,30 @@
 // presence.js — owns the member list in the app bar (#members): a chip per member with a colour
 // dot and the name, one's own marked and clickable to change it. Names are always set with
-// textContent, never as HTML. It keeps the latest `presence` message so that others (the cursor
-// overlay) can ask who is still here. The list holds at most what the server sends (the first 200
-// members and the total).
+// textContent, never as HTML. It keeps the list as the server describes it (the whole `presence`
+// after `welcome`, then each `presenceChange` applied to it) so that others (the cursor overlay)
+// can ask who is still here. The list holds at most what the server sends (the first 200 members);
+// the total comes with it and with every `clientCount`.
 
 const COLOR_RE = /^#[0-9a-fA-F]{6}$/;
 
 export function createPresence({ listEl, toggleEl, onRenameSelf }) {
   let selfId = null;
-  let members = new Map(); // clientId → { name, color }
+  let members = new Map(); // clientId → { name, color }, in join order
+  let total = 0;
   // Whether the list holds everyone (the server lists at most 200): only then does a member
   // missing from it mean that member left.
-  let complete = true;
+  const complete = () => total <= members.size;
+
+  /** A listed member as sent, or null when it is malformed. */
+  const parseMember = (m) => {
+    if (!m || typeof m.clientId !== 'string' || typeof m.name !== 'string') return null;
+    const color = typeof m.color === 'string' && COLOR_RE.test(m.color) ? m.color : '#6b7280';
+    return [m.clientId, { name: m.name.slice(0, 64), color }];
+  };
+  const listOf = (value) => (Array.isArray(value) ? value : []);
+  const setTotal = (value) => {
+    total = Number.isInteger(value) && value >= members.size ? value : members.size;
+  };
 
   toggleEl.addEventListener('click', () => {
     const expanded = listEl.classList.toggle('expanded');
@@ -42,7 +55,7 @@ export function createPresence({ listEl, toggleEl, onRenameSelf }) {
     return el;
   };
 
-  const render = (total) => {
+  const render = () => {
     const items = [];
     // One's own chip first, then the others in join order.
     const ordered = [...members].sort(([a], [b]) => (b === selfId) - (a === selfId));
@@ -62,24 +75,36 @@ export function createPresence({ listEl, toggleEl, onRenameSelf }) {
       selfId = typeof clientId === 'string' ? clientId : null;
     },
 
-    /** A `presence` message: validated field by field, anything odd skipped. */
+    /** A `presence` message (the whole list): validated field by field, anything odd skipped. */
     update(msg) {
       if (!Array.isArray(msg.members)) return;
-      const next = new Map();
-      for (const m of msg.members) {
-        if (!m || typeof m.clientId !== 'string' || typeof m.name !== 'string') continue;
-        const color = typeof m.color === 'string' && COLOR_RE.test(m.color) ? m.color : '#6b7280';
-        next.set(m.clientId, { name: m.name.slice(0, 64), color });
+      members = new Map(msg.members.map(parseMember).filter(Boolean));
+      setTotal(msg.total);
+      render();
+    },
+
+    /** A `presenceChange` message: who left, who renamed, who joined, applied in that order. */
+    change(msg) {
+      for (const id of listOf(msg.left)) members.delete(id);
+      for (const [id, member] of listOf(msg.renamed).map(parseMember).filter(Boolean)) {
+        if (members.has(id)) members.set(id, member);
       }
-      members = next;
-      const total = Number.isInteger(msg.total) && msg.total >= next.size ? msg.total : next.size;
-      complete = total <= next.size;
-      render(total);
+      for (const [id, member] of listOf(msg.joined).map(parseMember).filter(Boolean)) {
+        members.set(id, member);
+      }
+      setTotal(msg.total);
+      render();
+    },
+
+    /** A `clientCount`: the total beside the listed members ("+N more"). */
+    setTotal(count) {
+      setTotal(count);
+      render();
     },
 
     /** Whether `id` may still be here: listed, or the list is capped and may leave it out. */
     mayBeHere(id) {
-      return !complete || members.has(id);
+      return !complete() || members.has(id);
     },
 
     member(id) {

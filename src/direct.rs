@@ -30,9 +30,7 @@ use tokio::net::TcpStream;
 use uuid::Uuid;
 
 /// Frames larger than this always go through the session (pictures: it gives their buffer back).
-const DIRECT_MAX_BYTES: usize = 16 * 1024;
-/// A gathering buffer that grew beyond this is given back once written.
-const GATHER_KEPT_BYTES: usize = 4 * 1024;
+const DIRECT_MAX_BYTES: usize = 32 * 1024;
 
 /// A TCP socket shared by its session's reader, its writer and [`Direct`]: tokio's socket reads
 /// and writes through `&self`, so no lock is needed (as `tokio::io::split` has).
@@ -142,18 +140,19 @@ impl Direct {
 
     /// Writes what was gathered, with one `send`.
     pub fn write_gathered(&self) -> Written {
-        let mut gathered = self.gathered.borrow_mut();
+        // Given back at once: an idle member holds no gathering buffer.
+        let gathered = std::mem::take(&mut *self.gathered.borrow_mut());
         if gathered.is_empty() {
             return Written::All;
         }
         // Full (or failing): the session's writer waits for the socket, or reports the error.
         let written = self.socket.0.try_write(&gathered).unwrap_or(0);
-        let rest = (written < gathered.len()).then(|| Bytes::copy_from_slice(&gathered[written..]));
-        gathered.clear();
-        if gathered.capacity() > GATHER_KEPT_BYTES {
-            *gathered = Vec::new();
+        if written == gathered.len() {
+            return Written::All;
         }
-        rest.map_or(Written::All, Written::Rest)
+        let mut rest = gathered;
+        rest.drain(..written);
+        Written::Rest(Bytes::from(rest))
     }
 
     /// What the room gathered and has not written, for the session to write before its own.
@@ -317,7 +316,7 @@ mod tests {
         assert_eq!(text_frame_header(126, &mut header), &[0x81, 126, 0, 126]);
         assert_eq!(
             text_frame_header(DIRECT_MAX_BYTES, &mut header),
-            &[0x81, 126, 0x40, 0x00]
+            &[0x81, 126, 0x80, 0x00]
         );
     }
 }

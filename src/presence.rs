@@ -2,12 +2,16 @@
 //!
 //! This module owns the defaults a member gets before it names itself (a "Guest NNNN" name and a
 //! colour, both derived from its client id, so that every node of a cluster shows the same ones),
-//! the cap on the `presence` list, the encoding of `presence` and `cursor` frames, and the cursor
-//! buffer that keeps only the latest position of each member per [`CURSOR_TICK`]. It is pure (no
-//! actors, no I/O): the room decides when to send. It must never store a cursor anywhere but the
-//! buffer of the current tick (cursors are disposable: never recorded, checkpointed or persisted),
-//! and never let the `presence` list grow with the room beyond [`MAX_PRESENCE_MEMBERS`].
+//! the cap on the presence list, the list the members were last shown ([`ShownPresence`]: a
+//! newcomer gets it whole in `presence`, everyone else only what changed in `presenceChange`), the
+//! encoding of `presence`, `presenceChange` and `cursor` frames, and the cursor buffer that keeps
+//! only the latest position of each member per [`CURSOR_TICK`]. It is pure (no actors, no I/O): the
+//! room decides when to send. It must never store a cursor anywhere but the buffer of the current
+//! tick (cursors are disposable: never recorded, checkpointed or persisted), never let the list
+//! grow with the room beyond [`MAX_PRESENCE_MEMBERS`], and never send the whole list to members
+//! who have it: a change costs each member bytes in proportion to the change, not to the room.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use bytestring::ByteString;
@@ -82,6 +86,90 @@ fn hsl_to_rgb(hue: f64, saturation: f64, lightness: f64) -> (u8, u8, u8) {
 /// The `presence` frame for `members` (already capped) out of `total`.
 pub fn presence_frame(members: &[PresenceMember], total: usize) -> ByteString {
     ServerMessage::Presence { members, total }.encode()
+}
+
+/// What changed between two presence lists, as `presenceChange` says it.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct PresenceChange {
+    /// Listed now and not before (a newcomer, or a member moved up into the capped list).
+    pub joined: Vec<PresenceMember>,
+    /// Listed before and not now (gone, or pushed out of the capped list).
+    pub left: Vec<Uuid>,
+    /// Listed in both, with another name or colour.
+    pub renamed: Vec<PresenceMember>,
+}
+
+impl PresenceChange {
+    /// From the list `before` to the list `after` (both at most `MAX_PRESENCE_MEMBERS` long).
+    pub fn between(before: &[PresenceMember], after: &[PresenceMember]) -> Self {
+        let old: HashMap<Uuid, &PresenceMember> = before.iter().map(|m| (m.client_id, m)).collect();
+        let new: HashMap<Uuid, &PresenceMember> = after.iter().map(|m| (m.client_id, m)).collect();
+        let mut change = PresenceChange::default();
+        for member in after {
+            match old.get(&member.client_id) {
+                None => change.joined.push(member.clone()),
+                Some(was) if *was != member => change.renamed.push(member.clone()),
+                Some(_) => {}
+            }
+        }
+        change.left = before
+            .iter()
+            .filter(|m| !new.contains_key(&m.client_id))
+            .map(|m| m.client_id)
+            .collect();
+        change
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.joined.is_empty() && self.left.is_empty() && self.renamed.is_empty()
+    }
+}
+
+/// The presence list as the members were last shown it, and the room's total then. A newcomer
+/// gets it whole (encoded once for every newcomer until it changes); the others get only what
+/// changed.
+#[derive(Default)]
+pub struct ShownPresence {
+    members: Vec<PresenceMember>,
+    total: usize,
+    /// The `presence` frame of `members` and `total`, once a newcomer asked for it.
+    frame: Option<ByteString>,
+}
+
+impl ShownPresence {
+    /// The whole list, for a newcomer: the base that later `presenceChange`s apply to.
+    pub fn full_frame(&mut self) -> ByteString {
+        self.frame
+            .get_or_insert_with(|| presence_frame(&self.members, self.total))
+            .clone()
+    }
+
+    /// Moves on to `members` (capped) out of `total`; the `presenceChange` frame for the members
+    /// who were shown the list before, when the list itself changed (beyond the cap, a join or a
+    /// leave changes only the total, which `clientCount` carries).
+    pub fn update(&mut self, members: Vec<PresenceMember>, total: usize) -> Option<ByteString> {
+        let change = PresenceChange::between(&self.members, &members);
+        if change.is_empty() && total == self.total {
+            return None;
+        }
+        self.members = members;
+        self.total = total;
+        self.frame = None;
+        (!change.is_empty()).then(|| {
+            ServerMessage::PresenceChange {
+                joined: &change.joined,
+                left: &change.left,
+                renamed: &change.renamed,
+                total,
+            }
+            .encode()
+        })
+    }
+
+    /// How many members the list was last shown with.
+    pub fn total(&self) -> usize {
+        self.total
+    }
 }
 
 /// The first `MAX_PRESENCE_MEMBERS` of a node's members, as listed in `presence`.
@@ -238,13 +326,67 @@ mod tests {
         }
     }
 
-    #[test]
-    fn merged_rosters_are_flattened_and_capped() {
-        let member = |i: u128| PresenceMember {
+    fn member(i: u128) -> PresenceMember {
+        PresenceMember {
             client_id: Uuid::from_u128(i),
             name: format!("n{i}"),
             color: "#000000".into(),
-        };
+        }
+    }
+
+    #[test]
+    fn a_change_names_who_joined_left_and_renamed() {
+        let before = vec![member(1), member(2), member(3)];
+        let mut renamed = member(3);
+        renamed.name = "Ada".into();
+        let after = vec![member(1), renamed.clone(), member(4)];
+        let change = PresenceChange::between(&before, &after);
+        assert_eq!(change.joined, vec![member(4)]);
+        assert_eq!(change.left, vec![Uuid::from_u128(2)]);
+        assert_eq!(change.renamed, vec![renamed]);
+        assert!(PresenceChange::between(&after, &after).is_empty());
+    }
+
+    #[test]
+    fn the_shown_list_sends_only_what_changed() {
+        let mut shown = ShownPresence::default();
+        let first = shown
+            .update(vec![member(1)], 1)
+            .expect("a join is a change");
+        let json: serde_json::Value = serde_json::from_str(&first).unwrap();
+        assert_eq!(json["type"], "presenceChange");
+        assert_eq!(
+            json["joined"][0]["clientId"],
+            Uuid::from_u128(1).to_string()
+        );
+        assert!(
+            json.get("left").is_none(),
+            "empty parts are left out: {first}"
+        );
+        assert_eq!(json["total"], 1);
+        assert_eq!(shown.update(vec![member(1)], 1), None, "nothing changed");
+        let full: serde_json::Value = serde_json::from_str(&shown.full_frame()).unwrap();
+        assert_eq!(full["type"], "presence");
+        assert_eq!(full["members"].as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn beyond_the_cap_a_join_changes_only_the_total() {
+        let listed: Vec<_> = (0..MAX_PRESENCE_MEMBERS as u128).map(member).collect();
+        let mut shown = ShownPresence::default();
+        shown.update(listed.clone(), MAX_PRESENCE_MEMBERS);
+        assert_eq!(shown.update(listed.clone(), MAX_PRESENCE_MEMBERS + 1), None);
+        assert_eq!(shown.total(), MAX_PRESENCE_MEMBERS + 1);
+        let full: serde_json::Value = serde_json::from_str(&shown.full_frame()).unwrap();
+        assert_eq!(
+            full["total"],
+            MAX_PRESENCE_MEMBERS + 1,
+            "a newcomer sees the new total"
+        );
+    }
+
+    #[test]
+    fn merged_rosters_are_flattened_and_capped() {
         let node = |from: u128| (from..from + 150).map(member).collect::<Vec<_>>();
         let json = serde_json::to_string(&vec![node(0), node(1000)]).unwrap();
         let merged = merge_rosters(&json).unwrap();

@@ -270,10 +270,21 @@ pub enum ServerMessage<'a> {
     CanvasEmpty {
         client_id: Uuid,
     },
-    /// Who is in the room: at most `MAX_PRESENCE_MEMBERS` of them (in join order), and how many
-    /// there are in all (`total`), so that a huge room does not send megabytes per change.
+    /// Who is in the room, for a newcomer: at most `MAX_PRESENCE_MEMBERS` of them (in join
+    /// order), and how many there are in all (`total`).
     Presence {
         members: &'a [PresenceMember],
+        total: usize,
+    },
+    /// What changed in the list since the last `presence` or `presenceChange`, for everyone who
+    /// has it: a change costs each member its own size, not the list's.
+    PresenceChange {
+        #[serde(skip_serializing_if = "<[_]>::is_empty")]
+        joined: &'a [PresenceMember],
+        #[serde(skip_serializing_if = "<[_]>::is_empty")]
+        left: &'a [Uuid],
+        #[serde(skip_serializing_if = "<[_]>::is_empty")]
+        renamed: &'a [PresenceMember],
         total: usize,
     },
     /// Another member's pointer moved (never sent to its owner, never stored).
@@ -307,6 +318,7 @@ impl ServerMessage<'_> {
             ServerMessage::CanvasState { .. } => "canvasState",
             ServerMessage::CanvasEmpty { .. } => "canvasEmpty",
             ServerMessage::Presence { .. } => "presence",
+            ServerMessage::PresenceChange { .. } => "presenceChange",
             ServerMessage::Cursor { .. } => "cursor",
             ServerMessage::Error { .. } => "error",
         }

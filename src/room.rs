@@ -31,7 +31,7 @@ use crate::config::{PictureSource, Settings};
 use crate::direct::{self, Direct, Written};
 use crate::history::{self, AuthorId, History, Meta};
 use crate::picture::{self, Picture, Priority, RenderFailed, Restored};
-use crate::presence::{self, CursorBuffer, Identity, CURSOR_TICK};
+use crate::presence::{self, CursorBuffer, Identity, ShownPresence, CURSOR_TICK};
 use crate::protocol::{batch_frame, ErrorCode, Rejection, Segment, ServerMessage, StrokeId};
 use crate::registry::{RoomIdle, RoomRegistry};
 use crate::session::{
@@ -348,6 +348,8 @@ pub struct CanvasServer {
     count_dirty: bool,
     /// The count or a name changed while throttled: announce when the interval ends.
     count_stale: bool,
+    /// The presence list as the members were last shown it (room-wide in a cluster).
+    shown: ShownPresence,
     /// Cursor moves of the current `CURSOR_TICK` (never recorded or stored).
     cursors: CursorBuffer,
     /// The members were told that the store cannot write (once per outage).
@@ -370,11 +372,8 @@ struct Shared {
     shown_count: Option<(u64, u64)>,
     /// A member joined since: send the count even if it did not change.
     count_owed: bool,
-    /// The room-wide presence list's version the members were last sent, and its frame (for a
-    /// newcomer that joins while announcements are throttled).
-    shown_roster: Option<(u64, ByteString)>,
-    /// A member joined since: send the presence list even if it did not change.
-    roster_owed: bool,
+    /// The version of the room-wide presence list the members were last shown.
+    shown_roster: Option<u64>,
     /// When this node last asked for the checkpoint lease.
     lease_asked_at: Option<Instant>,
 }
@@ -416,6 +415,7 @@ impl CanvasServer {
             count_throttled: false,
             count_dirty: false,
             count_stale: false,
+            shown: ShownPresence::default(),
             cursors: CursorBuffer::default(),
             told_unstorable: false,
             shared: None,
@@ -558,6 +558,10 @@ impl CanvasServer {
             .with_label_values(&[kind])
             .inc_by(recipients);
         self.stats.bytes_out.inc_by(frame.len() as u64 * recipients);
+        self.stats
+            .bytes_out_by_type
+            .with_label_values(&[kind])
+            .inc_by(frame.len() as u64 * recipients);
     }
 
     fn count_changed(&mut self, ctx: &mut Context<Self>) {
@@ -565,13 +569,18 @@ impl CanvasServer {
         self.announce(ctx);
     }
 
-    /// Sends the count (when members came or went) and the presence list, coalesced: at once if
-    /// nothing went out in the last `CLIENT_COUNT_INTERVAL`, else once it ends, with whatever
-    /// changed meanwhile. Answers whether it went out now.
-    fn announce(&mut self, ctx: &mut Context<Self>) -> bool {
+    fn announce(&mut self, ctx: &mut Context<Self>) {
+        self.announce_except(None, ctx);
+    }
+
+    /// Sends the count (when members came or went) and what changed in the presence list,
+    /// coalesced: at once if nothing went out in the last `CLIENT_COUNT_INTERVAL`, else once it
+    /// ends, with whatever changed meanwhile. A `newcomer` is left out of the change: it is sent
+    /// the whole list next.
+    fn announce_except(&mut self, newcomer: Option<Uuid>, ctx: &mut Context<Self>) {
         if self.count_throttled {
             self.count_stale = true;
-            return false;
+            return;
         }
         if self.shared.is_some() {
             self.count_dirty = false;
@@ -583,8 +592,10 @@ impl CanvasServer {
                 };
                 self.broadcast(&count, None, ctx);
             }
-            let frame = self.presence_frame();
-            self.broadcast_frame("presence", frame, None, ctx);
+            let listed = self.local_roster();
+            if let Some(change) = self.shown.update(listed, self.members.len()) {
+                self.broadcast_frame("presenceChange", change, newcomer, ctx);
+            }
         }
         self.count_throttled = true;
         ctx.run_later(CLIENT_COUNT_INTERVAL, |room, ctx| {
@@ -593,7 +604,6 @@ impl CanvasServer {
                 room.announce(ctx);
             }
         });
-        true
     }
 
     /// This node's members as `presence` lists them (capped), and how many there are.
@@ -601,21 +611,11 @@ impl CanvasServer {
         presence::roster(self.members.iter().map(|m| (m.id, &m.identity)))
     }
 
-    /// The `presence` frame for a room on one node.
-    fn presence_frame(&self) -> ByteString {
-        presence::presence_frame(&self.local_roster(), self.members.len())
-    }
-
-    /// A newcomer that joined while announcements were throttled gets the presence list now,
-    /// right after its welcome, rather than at the end of the interval.
-    fn presence_for_newcomer(&self, id: Uuid, ctx: &mut Context<Self>) {
-        let frame = match &self.shared {
-            Some(shared) => match &shared.shown_roster {
-                Some((_, frame)) => frame.clone(),
-                None => return, // the cluster's answer brings it
-            },
-            None => self.presence_frame(),
-        };
+    /// A newcomer gets the list the others were shown, whole, right after its welcome (and its
+    /// count): it lists the newcomer unless announcements are throttled, and the next
+    /// `presenceChange` applies to it as to everyone.
+    fn presence_for_newcomer(&mut self, id: Uuid, ctx: &mut Context<Self>) {
+        let frame = self.shown.full_frame();
         if let Some(member) = self.member(id) {
             self.count_out("presence", &frame, 1);
             Self::deliver(member, frame, &self.to_write, ctx);
@@ -1308,16 +1308,14 @@ impl CanvasServer {
         );
     }
 
-    /// Sends the members the room-wide presence list (`rosters`: every live node's list), unless
-    /// they have it (or a newer one) already.
+    /// Sends the members what changed in the room-wide presence list (`rosters`: every live
+    /// node's list), unless they were shown it (or a newer one) already.
     fn show_roster(&mut self, version: u64, rosters: &str, ctx: &mut Context<Self>) {
         let Some(shared) = &mut self.shared else {
             return;
         };
-        match &shared.shown_roster {
-            Some((shown, _)) if version < *shown => return,
-            Some((shown, _)) if *shown == version && !shared.roster_owed => return,
-            _ => {}
+        if shared.shown_roster.is_some_and(|shown| version <= shown) {
+            return;
         }
         let Some(members) = presence::merge_rosters(rosters) else {
             log::warn!(
@@ -1326,14 +1324,14 @@ impl CanvasServer {
             );
             return;
         };
+        shared.shown_roster = Some(version);
         let counted = shared.shown_count.map_or(0, |(_, total)| total);
         let total = usize::try_from(counted)
             .unwrap_or(usize::MAX)
             .max(members.len());
-        let frame = presence::presence_frame(&members, total);
-        shared.shown_roster = Some((version, frame.clone()));
-        shared.roster_owed = false;
-        self.broadcast_frame("presence", frame, None, ctx);
+        if let Some(change) = self.shown.update(members, total) {
+            self.broadcast_frame("presenceChange", change, None, ctx);
+        }
     }
 
     /// Cursors another node gathered in one tick: relayed to the members here as they are.
@@ -1502,7 +1500,6 @@ impl Actor for CanvasServer {
                 shown_count: None,
                 count_owed: false,
                 shown_roster: None,
-                roster_owed: false,
                 lease_asked_at: None,
             });
             subscribed
@@ -1620,12 +1617,10 @@ impl Handler<Join> for CanvasServer {
         self.population.store(self.members.len(), Ordering::Relaxed);
         if let Some(shared) = &mut self.shared {
             shared.count_owed = true;
-            shared.roster_owed = true;
         }
         self.count_dirty = true;
-        if !self.announce(ctx) {
-            self.presence_for_newcomer(join.id, ctx);
-        }
+        self.announce_except(Some(join.id), ctx);
+        self.presence_for_newcomer(join.id, ctx);
         if from_server {
             self.send_picture(join.id, ctx);
         } else if awaiting_snapshot {

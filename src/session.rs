@@ -20,6 +20,7 @@ use actix::prelude::*;
 use actix_http::ws::{self, CloseCode, CloseReason, Item, ProtocolError};
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
+use prometheus::IntGauge;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -70,9 +71,13 @@ const LINGER_MAX_BYTES: usize = 8 * 1024 * 1024;
 /// How long a closing session waits for its close frame (and what precedes it) to reach the
 /// socket before it lets go of a client that does not read.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
-/// A write buffer a large frame (a room's picture, 2 MiB or more) grew beyond this is given back
-/// once it has been written, rather than kept for the rest of the connection.
-const WRITE_BUFFER_KEPT_BYTES: usize = 64 * 1024;
+/// A write buffer a burst grew beyond this (a newcomer's presence list, a picture of 2 MiB or
+/// more, a burst of strokes) is given back once it has been written, at the next frame queued:
+/// an idle connection must hold next to nothing, however much it was once sent.
+const WRITE_BUFFER_KEPT_BYTES: usize = 1024;
+/// Above this, a frame's buffer is given back this soon after it is queued rather than at the
+/// next frame (which for an idle connection is the next heartbeat ping).
+const LARGE_FRAME_BYTES: usize = 64 * 1024;
 /// How soon after queuing a large frame the session looks whether it has been written, to give
 /// its buffer back.
 const WRITE_BUFFER_RELEASE_DELAY: Duration = Duration::from_millis(100);
@@ -88,9 +93,11 @@ enum Outgoing {
 }
 
 /// actix-http's WebSocket encoder, over a buffer that does not stay large. actix's `FramedWrite`
-/// keeps its buffer's allocation for good, so every newcomer that was sent a 2 MiB picture would
-/// hold 2 MiB until it left; this gives a grown buffer back at the first encode after it has been
-/// written out (a session sends a `Nop`, which encodes nothing, soon after a large frame).
+/// keeps its buffer's allocation for good, so every member would hold the largest burst it was
+/// ever sent until it left; this gives a grown buffer back at the first encode after it has been
+/// written out (a session sends a `Nop`, which encodes nothing, soon after a large frame; after a
+/// smaller burst the next frame does, at the latest the next heartbeat ping), and counts the
+/// connections holding one in `livecanvas_grown_write_buffers`.
 ///
 /// It also counts what it encodes for the socket's direct writes (see `direct`), which wait while
 /// the writer holds anything.
@@ -98,6 +105,36 @@ struct ReleasingCodec {
     codec: ws::Codec,
     holding_large: bool,
     direct: Option<Rc<Direct>>,
+    /// `Stats::grown_write_buffers`.
+    grown: IntGauge,
+}
+
+impl ReleasingCodec {
+    fn new(direct: Option<Rc<Direct>>, grown: IntGauge) -> Self {
+        ReleasingCodec {
+            codec: ws::Codec::new(),
+            holding_large: false,
+            direct,
+            grown,
+        }
+    }
+
+    fn set_holding(&mut self, holding: bool) {
+        if holding != self.holding_large {
+            self.holding_large = holding;
+            if holding {
+                self.grown.inc();
+            } else {
+                self.grown.dec();
+            }
+        }
+    }
+}
+
+impl Drop for ReleasingCodec {
+    fn drop(&mut self) {
+        self.set_holding(false);
+    }
 }
 
 impl tokio_util::codec::Encoder<Outgoing> for ReleasingCodec {
@@ -106,7 +143,7 @@ impl tokio_util::codec::Encoder<Outgoing> for ReleasingCodec {
     fn encode(&mut self, outgoing: Outgoing, buffer: &mut BytesMut) -> Result<(), ProtocolError> {
         if self.holding_large && buffer.is_empty() {
             *buffer = BytesMut::new();
-            self.holding_large = false;
+            self.set_holding(false);
         }
         let before = buffer.len();
         match outgoing {
@@ -116,7 +153,9 @@ impl tokio_util::codec::Encoder<Outgoing> for ReleasingCodec {
         if let Some(direct) = &self.direct {
             direct.queue(buffer.len() - before);
         }
-        self.holding_large |= buffer.capacity() > WRITE_BUFFER_KEPT_BYTES;
+        if buffer.capacity() > WRITE_BUFFER_KEPT_BYTES {
+            self.set_holding(true);
+        }
         Ok(())
     }
 }
@@ -331,11 +370,7 @@ impl Admitted {
                 frames,
                 draining: None,
             });
-            let codec = ReleasingCodec {
-                codec: ws::Codec::new(),
-                holding_large: false,
-                direct: direct.clone(),
-            };
+            let codec = ReleasingCodec::new(direct.clone(), self.stats.grown_write_buffers.clone());
             let half_close = Rc::new(Cell::new(false));
             let writer = SocketWriter {
                 io: writer,
@@ -635,7 +670,7 @@ impl WsSession {
     /// encodes nothing but lets [`ReleasingCodec`] see the buffer empty. (If the client is still
     /// reading the picture then, the next frame it is sent does the same.)
     fn release_after_large(&mut self, frame_bytes: usize, ctx: &mut Context<Self>) {
-        if frame_bytes > WRITE_BUFFER_KEPT_BYTES {
+        if frame_bytes > LARGE_FRAME_BYTES {
             ctx.run_later(WRITE_BUFFER_RELEASE_DELAY, |session, _| {
                 session.send(ws::Message::Nop)
             });

@@ -30,6 +30,11 @@ pub struct Stats {
     pub refusals: IntCounterVec,
     pub bytes_in: IntCounter,
     pub bytes_out: IntCounter,
+    /// The same bytes, by message type: where a room's traffic goes.
+    pub bytes_out_by_type: IntCounterVec,
+    /// Connections whose write buffer a burst grew beyond its idle size and that have not given
+    /// it back yet (they do once it is written out, at the latest with the next heartbeat ping).
+    pub grown_write_buffers: IntGauge,
     /// From a draw's arrival in its session to its frames being queued for the whole room.
     pub broadcast_seconds: Histogram,
     store_failures: IntGauge,
@@ -65,6 +70,15 @@ impl Stats {
             ),
             bytes_in: counter("bytes_in_total", "Bytes of client messages received."),
             bytes_out: counter("bytes_out_total", "Bytes of messages queued to clients."),
+            bytes_out_by_type: counter_vec(
+                "bytes_out_by_type_total",
+                "Bytes of messages queued to clients, by message type.",
+                "type",
+            ),
+            grown_write_buffers: gauge(
+                "grown_write_buffers",
+                "Connections holding a write buffer a burst grew beyond its idle size.",
+            ),
             broadcast_seconds: Histogram::with_opts(
                 HistogramOpts::new(
                     "broadcast_seconds",
@@ -92,7 +106,7 @@ impl Stats {
     }
 
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 14] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 16] = [
             Box::new(self.sqlite_memory_bytes.clone()),
             Box::new(self.store_failures.clone()),
             Box::new(self.store_held_bytes.clone()),
@@ -105,6 +119,8 @@ impl Stats {
             Box::new(self.refusals.clone()),
             Box::new(self.bytes_in.clone()),
             Box::new(self.bytes_out.clone()),
+            Box::new(self.bytes_out_by_type.clone()),
+            Box::new(self.grown_write_buffers.clone()),
             Box::new(self.broadcast_seconds.clone()),
             Box::new(
                 prometheus::IntGauge::new("up", "1 while the server runs.").map_or_else(

@@ -202,6 +202,7 @@ async fn a_wss_client_connects_with_tls() {
         ws,
         id: String::new(),
         welcome: serde_json::Value::Null,
+        roster: Default::default(),
     };
     let welcome = client.next_json().await;
     assert_eq!(welcome["type"], "welcome");

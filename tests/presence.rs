@@ -30,14 +30,10 @@ fn name_of(presence: &Value, id: &str) -> Option<String> {
         .map(|(_, name, _)| name)
 }
 
-/// Reads `presence` messages until one satisfies `done`; returns it.
-async fn presence_until(client: &mut Client, mut done: impl FnMut(&Value) -> bool) -> Value {
-    loop {
-        let presence = client.next_of_type("presence").await;
-        if done(&presence) {
-            return presence;
-        }
-    }
+/// Reads until the presence list (`presence`, then the `presenceChange`s) satisfies `done`;
+/// returns it as one `presence` message.
+async fn presence_until(client: &mut Client, done: impl FnMut(&Value) -> bool) -> Value {
+    client.presence_until(done).await
 }
 
 /// Every message of a frame, a batch's included.
@@ -135,9 +131,13 @@ async fn bad_names_are_refused_with_invalid_field_name_and_the_name_is_kept() {
     assert_eq!(seen.last().expect("a cursor")["name"], "Ada");
     assert!(
         seen.iter()
-            .filter(|m| m["type"] == "presence")
-            .all(|p| name_of(p, &alice_id).as_deref() == Some("Ada")),
-        "no presence renamed alice: {seen:?}"
+            .filter(|m| m["type"] == "presenceChange")
+            .all(|change| change.get("renamed").is_none()),
+        "no presenceChange renamed alice: {seen:?}"
+    );
+    assert_eq!(
+        name_of(&bob.roster.as_presence(), &alice_id).as_deref(),
+        Some("Ada")
     );
 }
 
@@ -257,7 +257,11 @@ async fn a_name_with_markup_is_delivered_verbatim_as_json_text() {
             continue;
         };
         let message: Value = serde_json::from_str(&text).expect("JSON");
-        if message["type"] == "presence" && name_of(&message, &alice_id).as_deref() == Some(name) {
+        let renamed = message["renamed"].as_array().into_iter().flatten();
+        if renamed
+            .filter(|m| m["clientId"] == alice_id.as_str())
+            .any(|m| m["name"] == name)
+        {
             assert!(text.contains("<b>Ada</b>"), "{text}");
             break;
         }

@@ -19,6 +19,17 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+/// Whether `message` is a `presence` or a `presenceChange`, or a batch with one.
+pub fn is_presence(message: &Value) -> bool {
+    match message["type"].as_str() {
+        Some("presence" | "presenceChange") => true,
+        Some("batch") => message["messages"]
+            .as_array()
+            .is_some_and(|all| all.iter().any(is_presence)),
+        _ => false,
+    }
+}
+
 /// Long enough for a loaded CI machine, short enough that a hang fails the test.
 pub const EVENT_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -225,6 +236,64 @@ pub struct Client {
     /// Our id, from `welcome`.
     pub id: String,
     pub welcome: Value,
+    /// The presence list as the messages read so far make it.
+    pub roster: Roster,
+}
+
+/// The presence list as a client knows it: the `presence` it got after its welcome, with every
+/// `presenceChange` read since applied, as the page does.
+#[derive(Debug, Clone, Default)]
+pub struct Roster {
+    /// `{clientId, name, color}` objects, in the order they were listed.
+    pub members: Vec<Value>,
+    pub total: u64,
+}
+
+impl Roster {
+    /// Applies `message` if it is a `presence`, a `presenceChange` or a batch holding them;
+    /// whether it was.
+    pub fn apply(&mut self, message: &Value) -> bool {
+        let id = |m: &Value| m["clientId"].as_str().unwrap_or_default().to_owned();
+        match message["type"].as_str() {
+            Some("batch") => message["messages"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .fold(false, |seen, m| self.apply(m) | seen),
+            Some("presence") => {
+                self.members = message["members"].as_array().cloned().unwrap_or_default();
+                self.total = message["total"].as_u64().expect("presence has a total");
+                true
+            }
+            Some("presenceChange") => {
+                let list = |field: &str| message[field].as_array().cloned().unwrap_or_default();
+                let left: Vec<String> = list("left")
+                    .iter()
+                    .map(|id| id.as_str().expect("left holds ids").to_owned())
+                    .collect();
+                self.members.retain(|m| !left.contains(&id(m)));
+                for renamed in list("renamed") {
+                    let slot = self.members.iter_mut().find(|m| id(m) == id(&renamed));
+                    *slot.expect("a renamed member was listed") = renamed;
+                }
+                for joined in list("joined") {
+                    assert!(
+                        self.members.iter().all(|m| id(m) != id(&joined)),
+                        "joined twice: {joined}"
+                    );
+                    self.members.push(joined);
+                }
+                self.total = message["total"].as_u64().expect("a change has a total");
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The list as one `presence` message would give it.
+    pub fn as_presence(&self) -> Value {
+        serde_json::json!({"type": "presence", "members": self.members, "total": self.total})
+    }
 }
 
 impl Client {
@@ -246,6 +315,7 @@ impl Client {
             ws,
             id: String::new(),
             welcome: Value::Null,
+            roster: Roster::default(),
         };
         let welcome = match client.next_message().await {
             Message::Text(text) => serde_json::from_str::<Value>(&text).expect("JSON"),
@@ -311,9 +381,25 @@ impl Client {
     }
 
     pub async fn next_json(&mut self) -> Value {
-        match self.next_message().await {
+        let message = match self.next_message().await {
             Message::Text(text) => serde_json::from_str(&text).expect("the server sends JSON"),
             other => panic!("expected a text message, got {other:?}"),
+        };
+        self.roster.apply(&message);
+        message
+    }
+
+    /// Reads until the presence list, as the messages make it, satisfies `done`; returns it (as
+    /// a `presence` message).
+    pub async fn presence_until(&mut self, mut done: impl FnMut(&Value) -> bool) -> Value {
+        loop {
+            let message = self.next_json().await;
+            if is_presence(&message) {
+                let presence = self.roster.as_presence();
+                if done(&presence) {
+                    return presence;
+                }
+            }
         }
     }
 
@@ -332,12 +418,12 @@ impl Client {
             .unwrap_or_else(|_| panic!("no {kind} message before the deadline"))
     }
 
-    /// The next message that is not a `clientCount` or a `presence` (both come whenever members
-    /// come, go or rename themselves).
+    /// The next message that is not a `clientCount`, a `presence` or a `presenceChange` (they
+    /// come whenever members come, go or rename themselves).
     pub async fn next_event(&mut self) -> Value {
         loop {
             let message = self.next_json().await;
-            if message["type"] != "clientCount" && message["type"] != "presence" {
+            if message["type"] != "clientCount" && !is_presence(&message) {
                 return message;
             }
         }
