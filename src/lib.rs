@@ -63,8 +63,9 @@ pub async fn run(settings: Settings, store: Store) -> std::io::Result<()> {
     let signals = Signals::listen()?;
     let stats = Arc::new(Stats::new());
     let registry = RoomRegistry::new(settings.clone(), stats.clone(), store.clone()).start();
+    let max_connections = limits::connection_limit(settings.max_connections);
     let state = AppState {
-        admission: limits::Admission::new(settings.clone()),
+        admission: limits::Admission::new(settings.clone(), max_connections),
         room_creations: Arc::new(limits::RoomCreations::new(&settings)),
         settings: settings.clone(),
         stats,
@@ -203,6 +204,11 @@ fn main_server(settings: &Arc<Settings>, state: AppState) -> std::io::Result<act
                 .finish(map_config(app(), |_| AppConfig::default()))
         };
     }
+    // actix-server's own per-worker limit (`max_concurrent_connections`, 25,600) is left alone:
+    // it counts only connections its HTTP dispatcher holds, which an upgraded WebSocket leaves,
+    // and past it the listener stops accepting instead of answering. What keeps a full server
+    // answering is that the WebSockets leave descriptors for `accept`
+    // (`limits::RESERVED_DESCRIPTORS`).
     let builder = actix_server::Server::build()
         .workers(settings.workers)
         .disable_signals()

@@ -1,8 +1,9 @@
 //! Admission and throttling: who may open a connection, and how fast a connection may draw.
 //!
-//! This module owns the server-wide connection counts (total and per IP address), the per-IP rate of
-//! connection attempts, the Origin check, the per-connection draw and cursor rates, and the per-IP
-//! rate of private room creation. Counts are released by
+//! This module owns the server-wide connection limit (`--max-connections`, lowered to what the
+//! process's open-file limit leaves room for), the connection counts (total and per IP address),
+//! the per-IP rate of connection attempts, the Origin check, the per-connection draw and cursor
+//! rates, and the per-IP rate of private room creation. Counts are released by
 //! dropping a [`ConnectionPermit`], so no path can forget to. It must never block on I/O and never
 //! keep state for an address that has no connection and no recent attempt.
 
@@ -22,12 +23,27 @@ use crate::config::Settings;
 /// Above this many tracked addresses, forget those whose attempt rate has fully recovered.
 const ATTEMPT_TABLE_SWEEP_AT: usize = 10_000;
 
+/// Open files the WebSockets leave to everything else, so that a server at its connection limit
+/// can still accept a connection, answer it (503 `server_full`, `/healthz`, `/readyz`, `/metrics`)
+/// and close it. Every WebSocket is one descriptor; when they take the last ones, `accept` fails
+/// (EMFILE), actix-server stops listening for half a second at a time, and clients past the limit
+/// time out instead of being told, while the health check goes unanswered.
+///
+/// Measured on an idle server: 32 descriptors with 2 HTTP workers and 2 room threads (standard
+/// streams, the listeners, SQLite's database and WAL, each runtime's epoll and wake-up
+/// descriptors), and 4 more for each further thread, so 272 with 32 workers and 32 room threads;
+/// a cluster node's Redis links are 2, `--metrics-bind` about 7. What is left, over 700, is for
+/// HTTP connections in flight: refused upgrades, page loads held open by keep-alive, health checks
+/// and metrics scrapes. That is 5% of a 20,000-file limit, and nothing where the hard limit is far
+/// above `--max-connections` (a container's is usually 1,048,576).
+pub const RESERVED_DESCRIPTORS: u64 = 1_000;
+
 /// Why an upgrade was refused, with the HTTP status that says so.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
     /// 403: a browser page from a site that is not allowed.
     ForbiddenOrigin(String),
-    /// 503: the server is at `--max-connections`.
+    /// 503: the server is at its connection limit (see [`connection_limit`]).
     ServerFull,
     /// 429: this address has `--max-connections-per-ip` open.
     TooManyFromAddress,
@@ -70,21 +86,67 @@ struct Counts {
     per_ip: HashMap<IpAddr, usize>,
 }
 
+/// Raises the soft open-file limit to the hard one (every WebSocket is a descriptor), and returns
+/// how many WebSockets the server admits: `--max-connections`, or fewer if the open-file limit
+/// less [`RESERVED_DESCRIPTORS`] is lower. Logs the figures; a limit that cannot be raised or read
+/// is logged and does without.
+pub fn connection_limit(configured: usize) -> usize {
+    let open_files = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(soft) => Some(soft),
+        Err(err) => {
+            log::warn!("cannot raise the open-file limit to its hard limit: {err}");
+            rlimit::Resource::NOFILE.get().ok().map(|(soft, _)| soft)
+        }
+    };
+    let effective = connections_within(configured, open_files);
+    match open_files {
+        Some(open_files) => log::info!(
+            "at most {effective} WebSocket connections: --max-connections {configured}, \
+             open-file limit {open_files} less {RESERVED_DESCRIPTORS} kept for the store, the \
+             listeners and HTTP requests"
+        ),
+        None => log::warn!(
+            "at most {effective} WebSocket connections (--max-connections): the open-file limit \
+             is unknown"
+        ),
+    }
+    if effective == 0 {
+        log::error!(
+            "the open-file limit leaves no room for connections: every WebSocket will be refused \
+             (raise the hard limit above {RESERVED_DESCRIPTORS})"
+        );
+    }
+    effective
+}
+
+/// `configured`, or the open files left after the reserve if fewer.
+fn connections_within(configured: usize, open_files: Option<u64>) -> usize {
+    let Some(open_files) = open_files else {
+        return configured;
+    };
+    let left = open_files.saturating_sub(RESERVED_DESCRIPTORS);
+    configured.min(usize::try_from(left).unwrap_or(usize::MAX))
+}
+
 /// Server-wide admission control, shared by every HTTP worker.
 pub struct Admission {
     settings: Arc<Settings>,
+    /// The connection limit in force (see [`connection_limit`]).
+    max_connections: usize,
     counts: Mutex<Counts>,
     attempts: DefaultKeyedRateLimiter<IpAddr>,
 }
 
 impl Admission {
-    pub fn new(settings: Arc<Settings>) -> Arc<Self> {
+    /// Admission with at most `max_connections` open at once (see [`connection_limit`]).
+    pub fn new(settings: Arc<Settings>, max_connections: usize) -> Arc<Self> {
         let attempts = RateLimiter::keyed(quota(
             settings.connection_rate_per_ip,
             settings.connection_burst_per_ip,
         ));
         Arc::new(Admission {
             settings,
+            max_connections,
             counts: Mutex::new(Counts {
                 total: 0,
                 per_ip: HashMap::new(),
@@ -104,7 +166,7 @@ impl Admission {
             self.attempts.retain_recent();
         }
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
-        if counts.total >= self.settings.max_connections {
+        if counts.total >= self.max_connections {
             return Err(Refusal::ServerFull);
         }
         let open = counts.per_ip.entry(ip).or_insert(0);
@@ -327,5 +389,15 @@ mod tests {
         ));
         assert!(!same_host("null", "canvas.example"));
         assert!(!same_host("canvas.example", "canvas.example"));
+    }
+
+    #[test]
+    fn the_open_file_limit_lowers_the_connection_limit_by_the_reserve() {
+        assert_eq!(connections_within(20_000, Some(20_000)), 19_000);
+        assert_eq!(connections_within(20_000, Some(1_048_576)), 20_000);
+        assert_eq!(connections_within(20_000, None), 20_000);
+        assert_eq!(connections_within(20_000, Some(RESERVED_DESCRIPTORS)), 0);
+        assert_eq!(connections_within(20_000, Some(10)), 0);
+        assert_eq!(connections_within(20_000, Some(u64::MAX)), 20_000);
     }
 }

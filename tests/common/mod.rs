@@ -76,6 +76,16 @@ impl Server {
 
     /// Like `start_with`, with extra environment variables.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::launch(args, env, None)
+    }
+
+    /// Like `start_with`, in a process whose open-file limit (soft and hard) is `open_files`, as
+    /// `prlimit --nofile` would start it.
+    pub fn start_with_open_files(args: &[&str], open_files: u64) -> Server {
+        Server::launch(args, &[], Some(open_files))
+    }
+
+    fn launch(args: &[&str], env: &[(&str, &str)], open_files: Option<u64>) -> Server {
         let own_data_dir = (!args.contains(&"--data-dir")).then(data_dir);
         let mut command = Command::new(server_binary());
         command
@@ -91,6 +101,9 @@ impl Server {
             command.env("LIVECANVAS_DATA_DIR", dir.path());
         }
         die_with_parent(&mut command);
+        if let Some(open_files) = open_files {
+            limit_open_files(&mut command, open_files);
+        }
         let mut child = command.spawn().expect("the livecanvas binary starts");
         let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
         let addr = read_announced_addr(&mut stdout, "listening on ");
@@ -198,6 +211,25 @@ pub fn die_with_parent(command: &mut Command) {
     unsafe {
         command.pre_exec(|| {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// The child's open-file limit, soft and hard: the hard one too, as the server raises its soft
+/// limit to the hard one.
+fn limit_open_files(command: &mut Command, open_files: u64) {
+    use std::os::unix::process::CommandExt;
+    let limit = libc::rlimit {
+        rlim_cur: open_files as libc::rlim_t,
+        rlim_max: open_files as libc::rlim_t,
+    };
+    // SAFETY: setrlimit is async-signal-safe and only reads `limit`, a copy in the closure.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == -1 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
