@@ -14,6 +14,7 @@ pub mod health;
 pub mod history;
 pub mod limits;
 pub mod logging;
+pub mod memory;
 pub mod picture;
 pub mod presence;
 pub mod private;
@@ -89,6 +90,7 @@ pub async fn run(settings: Settings, store: Store) -> std::io::Result<()> {
         .chain(metrics.as_ref().map(|m| m.handle()))
         .collect();
     let stopping = actix_web::rt::spawn(stop_on_signal(signals, handles, state.clone()));
+    actix_web::rt::spawn(memory::trim_after_churn(state.admission.clone()));
     let served = match metrics {
         Some(metrics) => {
             let (main, metrics) = tokio::join!(main, metrics);

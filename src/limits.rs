@@ -83,6 +83,8 @@ impl Refusal {
 
 struct Counts {
     total: usize,
+    /// Connections admitted since the start.
+    admitted: u64,
     per_ip: HashMap<IpAddr, usize>,
 }
 
@@ -149,6 +151,7 @@ impl Admission {
             max_connections,
             counts: Mutex::new(Counts {
                 total: 0,
+                admitted: 0,
                 per_ip: HashMap::new(),
             }),
             attempts,
@@ -175,6 +178,7 @@ impl Admission {
         }
         *open += 1;
         counts.total += 1;
+        counts.admitted += 1;
         Ok(ConnectionPermit {
             admission: self.clone(),
             ip,
@@ -199,6 +203,12 @@ impl Admission {
         } else {
             Err(Refusal::ForbiddenOrigin(origin.chars().take(100).collect()))
         }
+    }
+
+    /// Changes with every connection opened or closed: (admitted so far, open now).
+    pub fn churn(&self) -> (u64, usize) {
+        let counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        (counts.admitted, counts.total)
     }
 
     /// Connections admitted and not yet closed.

@@ -6,7 +6,7 @@ use clap::Parser;
 use livecanvas::config::{Cli, Command, Config};
 
 fn main() -> ExitCode {
-    keep_big_buffers_out_of_the_heap();
+    livecanvas::memory::keep_big_buffers_out_of_the_heap();
     let cli = Cli::parse();
     if let Some(Command::Healthcheck { timeout }) = cli.command {
         return healthcheck(&cli.config, timeout);
@@ -73,18 +73,4 @@ fn log_panics() {
         log::error!("panic: {info}");
         default_hook(info);
     }));
-}
-
-/// Rooms render their pictures in buffers of several megabytes (1600x900 RGBA is 5.8 MB). After the
-/// first such buffer is freed, glibc raises its mmap threshold to that size and serves every later
-/// one from the heap, where freed memory mostly stays with the process: a server that had many
-/// rooms rendering once would keep that memory for good. A fixed threshold keeps big buffers in
-/// their own mappings, returned to the system when freed.
-fn keep_big_buffers_out_of_the_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        const BIG_BUFFER_BYTES: libc::c_int = 1 << 20;
-        // SAFETY: called first thing in main, before any other thread exists or allocates.
-        let _ = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, BIG_BUFFER_BYTES) };
-    }
 }

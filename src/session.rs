@@ -46,7 +46,7 @@ use crate::utf8_guard::{announced_length, Utf8Guard};
 const HEARTBEAT_SLOT: Duration = Duration::from_millis(250);
 /// What a connection reads into at first. Clients send small messages (a stroke is ~150 bytes), and
 /// an idle connection keeps this buffer, so it is small; a snapshot grows it as far as it needs.
-const READ_BUFFER_BYTES: usize = 1024;
+const READ_BUFFER_BYTES: usize = 256;
 /// Room for the JSON envelope around the largest accepted PNG data URL: the codec's frame limit is
 /// `--max-snapshot-bytes` plus this.
 const SNAPSHOT_ENVELOPE_BYTES: usize = 4 * 1024;
@@ -74,7 +74,7 @@ const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 /// A write buffer a burst grew beyond this (a newcomer's presence list, a picture of 2 MiB or
 /// more, a burst of strokes) is given back once it has been written, at the next frame queued:
 /// an idle connection must hold next to nothing, however much it was once sent.
-const WRITE_BUFFER_KEPT_BYTES: usize = 1024;
+const WRITE_BUFFER_KEPT_BYTES: usize = 256;
 /// Above this, a frame's buffer is given back this soon after it is queued rather than at the
 /// next frame (which for an idle connection is the next heartbeat ping).
 const LARGE_FRAME_BYTES: usize = 64 * 1024;

@@ -17,7 +17,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use actix_codec::{AsyncRead, AsyncWrite, Framed};
+use actix_codec::{AsyncRead, AsyncWrite, Framed, FramedParts};
 use actix_http::body::{BoxBody, MessageBody};
 use actix_http::h1::{Codec, SendResponse};
 use actix_http::{ConnectionType, Request, Response, StatusCode};
@@ -133,17 +133,20 @@ where
     match slot.take() {
         Some(admitted) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
             let framed = SendResponse::new(framed, response.drop_body()).await?;
-            let parts = framed.into_parts();
-            match detach(parts.io) {
+            // The HTTP side's read and write buffers (8 KiB each) go now, not after the wait for
+            // the room's thread: a join storm would hold them for every connection in flight.
+            let FramedParts { io, read_buf, .. } = framed.into_parts();
+            let read_ahead = Bytes::copy_from_slice(&read_buf);
+            drop(read_buf);
+            match detach(io) {
                 Ok(Ok(socket)) => {
-                    let read_ahead = Bytes::copy_from_slice(&parts.read_buf);
                     admitted
                         .start_near_room(socket, begin_tcp, read_ahead)
                         .await;
                 }
                 Ok(Err(error)) => log::warn!("an upgraded socket could not be detached: {error}"),
                 Err(io) => {
-                    admitted.start(io, &parts.read_buf);
+                    admitted.start(io, &read_ahead);
                 }
             }
         }
