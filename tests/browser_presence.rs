@@ -159,3 +159,113 @@ async fn a_cursor_goes_when_it_stops_moving_and_when_its_owner_leaves() {
         "Carol's cursor outlived her leaving"
     );
 }
+
+/// The names in `page`'s member list, its own first.
+async fn listed_names(page: &Browser) -> Vec<String> {
+    let names = page
+        .js(
+            "return [...document.querySelectorAll('#members .member-name')].map((el) => el.textContent);",
+            vec![],
+        )
+        .await;
+    serde_json::from_value(names).expect("a list of names")
+}
+
+/// Waits until `page` lists exactly `names` (in any order).
+async fn wait_for_list(page: &Browser, names: &[&str], what: &str) {
+    let mut wanted: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    wanted.sort();
+    let condition = format!(
+        "JSON.stringify([...document.querySelectorAll('#members .member-name')]\
+         .map((el) => el.textContent).sort()) === {:?}",
+        serde_json::to_string(&wanted).expect("JSON")
+    );
+    page.wait_until(&condition, what).await;
+}
+
+async fn own_name(page: &Browser) -> String {
+    page.wait_until(
+        "document.querySelector('#members .member-self .member-name') !== null",
+        "the page lists itself",
+    )
+    .await;
+    page.js(
+        "return document.querySelector('#members .member-self .member-name').textContent;",
+        vec![],
+    )
+    .await
+    .as_str()
+    .expect("a name")
+    .to_owned()
+}
+
+#[tokio::test]
+async fn the_member_list_and_cursor_labels_follow_joins_renames_and_leaves() {
+    let server = Server::start();
+    let driver = Driver::start();
+    let url = room_url(&server, "comings-and-goings");
+    let bob = Browser::open(&driver, &url).await;
+    let ada = Browser::open(&driver, &url).await;
+    let carol = Browser::open(&driver, &url).await;
+    let (bob_name, ada_name, carol_name) = (
+        own_name(&bob).await,
+        own_name(&ada).await,
+        own_name(&carol).await,
+    );
+    wait_for_list(
+        &bob,
+        &[&bob_name, &ada_name, &carol_name],
+        "Bob lists all three",
+    )
+    .await;
+
+    // A rename reaches the list and the label of the renamed member's cursor.
+    ada.hover(&line((400.0, 300.0), (500.0, 300.0), 4)).await;
+    let label_is = |name: &str| {
+        format!(
+            "[...document.querySelectorAll('.remote-cursor:not([hidden]) .remote-cursor-label')]\
+             .map((el) => el.textContent).join('|') === {name:?}"
+        )
+    };
+    bob.wait_until(
+        &label_is(&ada_name),
+        "Ada's cursor carries her default name",
+    )
+    .await;
+    name_through_the_ui(&ada, "Ada Lovelace").await;
+    wait_for_list(
+        &bob,
+        &[&bob_name, "Ada Lovelace", &carol_name],
+        "Bob's list renames Ada",
+    )
+    .await;
+    ada.hover(&line((500.0, 300.0), (600.0, 350.0), 4)).await;
+    bob.wait_until(
+        &label_is("Ada Lovelace"),
+        "Ada's cursor carries her new name",
+    )
+    .await;
+
+    // A leave and a join: the list follows both.
+    drop(carol);
+    wait_for_list(&bob, &[&bob_name, "Ada Lovelace"], "Bob's list drops Carol").await;
+    let dan = Browser::open(&driver, &url).await;
+    let dan_name = own_name(&dan).await;
+    wait_for_list(
+        &bob,
+        &[&bob_name, "Ada Lovelace", &dan_name],
+        "Bob's list adds Dan",
+    )
+    .await;
+    wait_for_list(
+        &dan,
+        &[&dan_name, "Ada Lovelace", &bob_name],
+        "Dan lists everyone",
+    )
+    .await;
+    assert_eq!(
+        listed_names(&bob).await[0],
+        bob_name,
+        "one's own chip comes first"
+    );
+}

@@ -491,3 +491,46 @@ async fn a_killed_nodes_members_leave_the_presence_within_the_client_timeout() {
     );
     drop(a);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rename_on_one_node_reaches_the_members_of_another_as_a_change() {
+    let redis = Redis::start();
+    let n1 = node(&redis, "n1");
+    let n2 = node(&redis, "n2");
+    let mut a = n1.join("cluster-rename").await;
+    let mut b = n2.join("cluster-rename").await;
+    let a_id = a.id.clone();
+    presence_until(&mut b, |p| name_of(p, &a_id).is_some()).await;
+    presence_until(&mut a, |p| listed(p).len() == 2).await;
+    set_name(&mut a, "Ada").await;
+    // B is told only that A renamed itself, not the list again.
+    let change = loop {
+        let message = b.next_json().await;
+        assert_ne!(
+            message["type"], "presence",
+            "the whole list again: {message}"
+        );
+        if message["type"] == "presenceChange" {
+            break message;
+        }
+    };
+    assert_eq!(
+        change["renamed"],
+        json!([{"clientId": a_id, "name": "Ada", "color": presence_color(&b, &a_id)}]),
+        "{change}"
+    );
+    assert!(change.get("joined").is_none() && change.get("left").is_none());
+    assert_eq!(
+        name_of(&b.roster.as_presence(), &a_id).as_deref(),
+        Some("Ada")
+    );
+}
+
+/// The colour `client`'s list gives `id`.
+fn presence_color(client: &Client, id: &str) -> String {
+    listed(&client.roster.as_presence())
+        .into_iter()
+        .find(|(member, _, _)| member == id)
+        .map(|(_, _, color)| color)
+        .expect("listed")
+}

@@ -170,6 +170,17 @@ impl Server {
             .expect("a VmRSS line")
     }
 
+    /// The value of one series of `/metrics` (0 when absent), e.g.
+    /// `livecanvas_bytes_out_by_type_total{type="presence"}` (blocking).
+    pub fn metric(&self, series: &str) -> f64 {
+        let (status, _, body) = http_get(&self.http_url("/metrics"));
+        assert_eq!(status, 200, "/metrics answers");
+        String::from_utf8_lossy(&body)
+            .lines()
+            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
     /// `/healthz` as JSON (blocking; call it from `spawn_blocking` inside async tests).
     pub fn health(&self) -> serde_json::Value {
         ureq::get(&self.http_url("/healthz"))
