@@ -127,7 +127,7 @@ async fn newcomer_view(server: &Server, room: &str, expected_strokes: u32) -> Vi
         let message = newcomer.next_json().await;
         match message["type"].as_str() {
             Some("canvasState" | "canvasEmpty") => break message,
-            Some("clientCount" | "presence") => {}
+            Some("clientCount" | "presence" | "presenceChange") => {}
             other => panic!("{other:?} before the picture"),
         }
     };

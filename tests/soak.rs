@@ -446,7 +446,7 @@ impl Peer {
             }
         };
         match message["type"].as_str().unwrap_or_default() {
-            "clientCount" | "presence" | "cursor" => {}
+            "clientCount" | "presence" | "presenceChange" | "cursor" => {}
             "canvasRequest" if answer => {
                 let tag = (self.report.spec.index % u32::from(SNAPSHOT_TAGS)) as u8;
                 let reply = canvas_state(&message["clientId"], tag);
@@ -846,7 +846,7 @@ async fn observe(
                 }
             }
             "clientCount" => report.last_count = message["clientCount"].as_u64().unwrap_or(0),
-            "presence" | "cursor" => {}
+            "presence" | "presenceChange" | "cursor" => {}
             "canvasRequest" => {
                 report.requests += 1;
                 if report.requests % 2 == 1 {
