@@ -88,7 +88,7 @@ while (($#)); do
   esac
 done
 for bin in "$SERVER" "$LOADGEN"; do
-  [[ -x $bin ]] || die "$bin is missing: cargo build --release first (or set BENCH_SERVER/BENCH_LOADGEN)"
+  [[ -x $bin ]] || die "$bin is missing: cargo build --release -p livecanvas -p livecanvas-load first (or set BENCH_SERVER/BENCH_LOADGEN)"
 done
 command -v curl > /dev/null || die "needs curl"
 command -v python3 > /dev/null || die "needs python3"

@@ -141,14 +141,14 @@ read -r span_stat span_wake span_record < <(awk -v d="$duration_s" 'BEGIN {
 # --- build and binaries ---------------------------------------------------------------------------
 cd "$ROOT"
 if ((build)); then
-  log "building: cargo build --release --bin livecanvas-load --bin livecanvas"
-  timeout 1800 cargo build --release --bin livecanvas-load --bin livecanvas >&2 ||
+  log "building: cargo build --release -p livecanvas -p livecanvas-load"
+  timeout 1800 cargo build --release -p livecanvas -p livecanvas-load >&2 ||
     die "cargo build failed (use --no-build to run with existing binaries)"
   if [[ $server_kind == node && ! -d $RELAY_DIR/node_modules/ws ]]; then
     (cd "$RELAY_DIR" && timeout 300 npm ci --no-audit --no-fund >&2) || die "npm ci failed in $RELAY_DIR"
   fi
 fi
-[[ -x $LOADGEN ]] || die "$LOADGEN not found (cargo build --release --bin livecanvas-load)"
+[[ -x $LOADGEN ]] || die "$LOADGEN not found (cargo build --release -p livecanvas-load)"
 if [[ $server_kind == ours ]]; then
   [[ -x $SERVER ]] || die "$SERVER not found (cargo build --release --bin livecanvas)"
 else
