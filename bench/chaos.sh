@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A chaos run (issue 13): under load, the server is killed with `kill -9` at random moments and
+# A chaos run: under load, the server is killed with `kill -9` at random moments and
 # restarted on the same --data-dir, and its disk is filled and freed; at the end every room's
 # picture must hold every stroke the clients saw that the server promised to keep.
 #
