@@ -485,7 +485,7 @@ fi
 [[ ${lost:-0} == 0 ]] || warnings+=("$lost deliveries were lost: the server did not keep up, so the span figures (deliveries estimated from the run's rate) are rough")
 while IFS= read -r w; do warnings+=("${w#livecanvas-load: }"); done < <(grep '^livecanvas-load: warning' "$OUT/load.err" || true)
 git_rev=$(git -C "$ROOT" rev-parse --short HEAD 2> /dev/null || echo "?")
-git -C "$ROOT" diff --quiet HEAD -- src ':(exclude)src/bin' 2> /dev/null || git_rev+=" (server sources modified)"
+git -C "$ROOT" diff --quiet HEAD -- src 2> /dev/null || git_rev+=" (server sources modified)"
 
 {
   echo "# Profile: $server_name, $workload${rate:+ at $rate/s per sender}, $duration_s s"
