@@ -5,17 +5,20 @@
 
 FROM rust:1-bookworm AS build
 WORKDIR /src
-# Dependencies first: this layer is rebuilt only when Cargo.toml or Cargo.lock change. The stub
+# Dependencies first: this layer is rebuilt only when the manifests or Cargo.lock change. The stub
 # sources let cargo build every dependency without the real code.
+# The workspace's other member, the load generator, does not belong in the image: cargo only needs
+# its manifest and a stub target to read the workspace, and never builds it here.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir src \
+COPY crates/livecanvas-load/Cargo.toml ./crates/livecanvas-load/
+RUN mkdir -p src crates/livecanvas-load/src \
     && echo 'fn main() {}' > src/main.rs \
     && touch src/lib.rs \
+    && echo 'fn main() {}' > crates/livecanvas-load/src/main.rs \
     && cargo build --release --locked --bin livecanvas \
     && rm -rf src
 COPY src ./src
-# Make sure cargo sees the real sources as newer than the stub's build. Only the server is built:
-# other binaries in src/bin (the load generator) do not belong in the image.
+# Make sure cargo sees the real sources as newer than the stub's build. Only the server is built.
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin livecanvas
 
 FROM debian:bookworm-slim

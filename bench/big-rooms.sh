@@ -166,7 +166,7 @@ if uses livecanvas; then
   [[ -x $SERVER ]] || die "$SERVER not found (cargo build --release --bin livecanvas, or BENCH_SERVER=...)"
 fi
 if wants big-room; then
-  [[ -x $LOADGEN ]] || die "$LOADGEN not found (cargo build --release --bin livecanvas-load, or BENCH_LOADGEN=...)"
+  [[ -x $LOADGEN ]] || die "$LOADGEN not found (cargo build --release -p livecanvas-load, or BENCH_LOADGEN=...)"
 fi
 if uses node; then
   command -v node > /dev/null || die "node is needed for the relay (or --servers livecanvas)"

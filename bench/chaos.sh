@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A chaos run (issue 13): under load, the server is killed with `kill -9` at random moments and
+# A chaos run: under load, the server is killed with `kill -9` at random moments and
 # restarted on the same --data-dir, and its disk is filled and freed; at the end every room's
 # picture must hold every stroke the clients saw that the server promised to keep.
 #
@@ -39,10 +39,10 @@
 #   --no-build            do not run cargo build first (the binaries must exist)
 #   -h, --help            this text
 #
-# Builds with `cargo build --release` (into $CARGO_TARGET_DIR if set) unless --no-build or
-# BENCH_SERVER / BENCH_LOADGEN point at binaries. Without root the data directory is an ordinary
-# temporary directory and the fill step is skipped (said so in the summary). Logs, the event log,
-# the acknowledged strokes, the check's JSON and the pictures go to
+# Builds with `cargo build --release -p livecanvas -p livecanvas-load` (into $CARGO_TARGET_DIR if
+# set) unless --no-build or BENCH_SERVER / BENCH_LOADGEN point at binaries. Without root the data
+# directory is an ordinary temporary directory and the fill step is skipped (said so in the
+# summary). Logs, the event log, the acknowledged strokes, the check's JSON and the pictures go to
 # bench/results/chaos-<date>-<time>.logs/. Exit code 0 on PASS, 1 when a checked stroke is missing
 # (or another check failed), 2 on bad usage or a run that could not be made.
 set -euo pipefail
@@ -115,12 +115,12 @@ fi
 ((kills >= fills * kills_while_full)) || die "--kills ($kills) must be at least --fills x --kills-while-full"
 
 if ((build)); then
-  log "building: cargo build --release --bin livecanvas --bin livecanvas-load"
-  (cd "$ROOT" && timeout 1800 cargo build --release --bin livecanvas --bin livecanvas-load >&2) ||
+  log "building: cargo build --release -p livecanvas -p livecanvas-load"
+  (cd "$ROOT" && timeout 1800 cargo build --release -p livecanvas -p livecanvas-load >&2) ||
     die "cargo build failed (use --no-build to run with existing binaries)"
 fi
 for bin in "$SERVER" "$LOADGEN"; do
-  [[ -x $bin ]] || die "$bin is missing: cargo build --release first (or set BENCH_SERVER/BENCH_LOADGEN)"
+  [[ -x $bin ]] || die "$bin is missing: cargo build --release -p livecanvas -p livecanvas-load first (or set BENCH_SERVER/BENCH_LOADGEN)"
 done
 
 RESULTS_DIR="$BENCH_DIR/results"

@@ -488,11 +488,11 @@ EOF
 # --- main ---------------------------------------------------------------------------------------
 cd "$ROOT"
 if ((build)); then
-  log "building: cargo build --release --bin livecanvas-load --bin livecanvas"
-  timeout 1800 cargo build --release --bin livecanvas-load --bin livecanvas >&2 ||
+  log "building: cargo build --release -p livecanvas -p livecanvas-load"
+  timeout 1800 cargo build --release -p livecanvas -p livecanvas-load >&2 ||
     die "cargo build failed (use --no-build to run with existing binaries)"
 fi
-[[ -x $LOADGEN ]] || die "$LOADGEN not found (cargo build --release --bin livecanvas-load)"
+[[ -x $LOADGEN ]] || die "$LOADGEN not found (cargo build --release -p livecanvas-load)"
 [[ -x $SERVER ]] || die "$SERVER not found (cargo build --release --bin livecanvas)"
 [[ $("$LOADGEN" --help) == *"SEVERAL NODES"* ]] ||
   die "$LOADGEN does not take several --url (build the current livecanvas-load)"

@@ -486,15 +486,15 @@ print_step_summary() {
 # --- main ---------------------------------------------------------------------------------------
 cd "$ROOT"
 if ((build)); then
-  log "building: cargo build --release --bin livecanvas-load --bin livecanvas"
-  timeout 1800 cargo build --release --bin livecanvas-load --bin livecanvas >&2 ||
+  log "building: cargo build --release -p livecanvas -p livecanvas-load"
+  timeout 1800 cargo build --release -p livecanvas -p livecanvas-load >&2 ||
     die "cargo build failed (use --no-build to run with existing binaries)"
   if [[ ! -d $RELAY_DIR/node_modules/ws ]]; then
     log "installing the relay's dependencies: npm ci"
     (cd "$RELAY_DIR" && timeout 300 npm ci --no-audit --no-fund >&2) || die "npm ci failed in $RELAY_DIR"
   fi
 fi
-[[ -x $LOADGEN ]] || die "$LOADGEN not found (cargo build --release --bin livecanvas-load)"
+[[ -x $LOADGEN ]] || die "$LOADGEN not found (cargo build --release -p livecanvas-load)"
 for s in "${server_list[@]}"; do
   case $s in
     ours*) [[ -x $SERVER ]] || die "$SERVER not found (cargo build --release --bin livecanvas)" ;;

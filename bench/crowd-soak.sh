@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Crowds come and go: is the server still there for the next person? (issue 12: after 5,000
-# clients in 500 rooms drew and left together, every newcomer got 101 and never `welcome`.)
+# Crowds come and go: is the server still there for the next person? After a crowd leaves all at
+# once, every newcomer must still get `welcome` (once, after 5,000 clients in 500 rooms drew and
+# left together, every newcomer got 101 and never `welcome`).
 #
 # One long-lived livecanvas (fresh temporary --data-dir, --checkpoint-idle 200ms so that rooms
 # have checkpoints in flight when their crowd leaves) meets wave after wave for --minutes: a crowd
@@ -88,7 +89,7 @@ while (($#)); do
   esac
 done
 for bin in "$SERVER" "$LOADGEN"; do
-  [[ -x $bin ]] || die "$bin is missing: cargo build --release first (or set BENCH_SERVER/BENCH_LOADGEN)"
+  [[ -x $bin ]] || die "$bin is missing: cargo build --release -p livecanvas -p livecanvas-load first (or set BENCH_SERVER/BENCH_LOADGEN)"
 done
 command -v curl > /dev/null || die "needs curl"
 command -v python3 > /dev/null || die "needs python3"

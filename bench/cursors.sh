@@ -8,7 +8,7 @@
 #   bench/cursors.sh [--batch] [--repeat N] [--duration 10s] [--port 18391]
 #
 # BENCH_SERVER / BENCH_LOADGEN point it at copies of the binaries (default target/release/…), so a
-# build during the run cannot swap them. Build first: cargo build --release --bin livecanvas --bin livecanvas-load
+# build during the run cannot swap them. Build first: cargo build --release -p livecanvas -p livecanvas-load
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh

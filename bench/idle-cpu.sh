@@ -35,7 +35,7 @@ raise_open_files
 [[ -n $clients ]] || clients=$(idle_clients_allowed)
 [[ $clients =~ ^[0-9]+$ && $window =~ ^[0-9]+$ ]] || die "--clients and --window are whole numbers"
 if ((build)); then
-  (cd "$ROOT" && timeout 1800 cargo build --release --bin livecanvas-load --bin livecanvas >&2) ||
+  (cd "$ROOT" && timeout 1800 cargo build --release -p livecanvas -p livecanvas-load >&2) ||
     die "the release build failed"
 fi
 

@@ -87,11 +87,11 @@ start_server() {
 
 cd "$ROOT"
 if ((build)); then
-  log "building: cargo build --release --bin livecanvas-load --bin livecanvas"
-  timeout 1800 cargo build --release --bin livecanvas-load --bin livecanvas >&2 ||
+  log "building: cargo build --release -p livecanvas -p livecanvas-load"
+  timeout 1800 cargo build --release -p livecanvas -p livecanvas-load >&2 ||
     die "cargo build failed (use --no-build to run with existing binaries)"
 fi
-[[ -x $LOADGEN && -x $SERVER ]] || die "$LOADGEN or $SERVER not found (cargo build --release)"
+[[ -x $LOADGEN && -x $SERVER ]] || die "$LOADGEN or $SERVER not found (cargo build --release -p livecanvas -p livecanvas-load)"
 command -v python3 > /dev/null || die "python3 is needed for the table"
 
 stamp=$(date +%Y%m%d-%H%M%S)

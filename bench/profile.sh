@@ -141,14 +141,14 @@ read -r span_stat span_wake span_record < <(awk -v d="$duration_s" 'BEGIN {
 # --- build and binaries ---------------------------------------------------------------------------
 cd "$ROOT"
 if ((build)); then
-  log "building: cargo build --release --bin livecanvas-load --bin livecanvas"
-  timeout 1800 cargo build --release --bin livecanvas-load --bin livecanvas >&2 ||
+  log "building: cargo build --release -p livecanvas -p livecanvas-load"
+  timeout 1800 cargo build --release -p livecanvas -p livecanvas-load >&2 ||
     die "cargo build failed (use --no-build to run with existing binaries)"
   if [[ $server_kind == node && ! -d $RELAY_DIR/node_modules/ws ]]; then
     (cd "$RELAY_DIR" && timeout 300 npm ci --no-audit --no-fund >&2) || die "npm ci failed in $RELAY_DIR"
   fi
 fi
-[[ -x $LOADGEN ]] || die "$LOADGEN not found (cargo build --release --bin livecanvas-load)"
+[[ -x $LOADGEN ]] || die "$LOADGEN not found (cargo build --release -p livecanvas-load)"
 if [[ $server_kind == ours ]]; then
   [[ -x $SERVER ]] || die "$SERVER not found (cargo build --release --bin livecanvas)"
 else
@@ -485,7 +485,7 @@ fi
 [[ ${lost:-0} == 0 ]] || warnings+=("$lost deliveries were lost: the server did not keep up, so the span figures (deliveries estimated from the run's rate) are rough")
 while IFS= read -r w; do warnings+=("${w#livecanvas-load: }"); done < <(grep '^livecanvas-load: warning' "$OUT/load.err" || true)
 git_rev=$(git -C "$ROOT" rev-parse --short HEAD 2> /dev/null || echo "?")
-git -C "$ROOT" diff --quiet HEAD -- src ':(exclude)src/bin' 2> /dev/null || git_rev+=" (server sources modified)"
+git -C "$ROOT" diff --quiet HEAD -- src 2> /dev/null || git_rev+=" (server sources modified)"
 
 {
   echo "# Profile: $server_name, $workload${rate:+ at $rate/s per sender}, $duration_s s"

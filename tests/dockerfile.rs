@@ -94,6 +94,24 @@ fn the_build_stage_copies_every_file_cargo_compiles() {
             }
         }
     }
+    // Cargo reads the whole workspace: every other member's manifest, and a target for it (its
+    // sources, or a stub main.rs a RUN of the build stage writes).
+    let stubs: Vec<&Instruction> = dockerfile
+        .instructions
+        .iter()
+        .filter(|i| i.stage == 0 && i.keyword == "RUN")
+        .collect();
+    for member in workspace_members().into_iter().filter(|m| m != ".") {
+        needed.push(format!("{member}/Cargo.toml"));
+        let main = format!("{member}/src/main.rs");
+        if !in_context(&main) {
+            assert!(
+                stubs.iter().any(|i| i.args.contains(&format!("> {main}"))),
+                "the build stage neither copies {main} nor writes a stub for it: cargo cannot \
+                 read the workspace"
+            );
+        }
+    }
     let missing: Vec<&String> = needed.iter().filter(|rel| !in_context(rel)).collect();
     assert!(
         missing.is_empty(),
@@ -155,8 +173,8 @@ fn the_build_stage_builds_only_the_servers_binary() {
             named
                 && words.iter().any(|w| w == "--release")
                 && words.iter().any(|w| w == "--locked"),
-            "`RUN {}` should be `cargo build --release --locked --bin {bin_name}`: other \
-             binaries (src/bin) do not belong in the image",
+            "`RUN {}` should be `cargo build --release --locked --bin {bin_name}`: the other \
+             workspace members (the load generator) do not belong in the image",
             build.args
         );
     }
@@ -698,6 +716,20 @@ fn glob(pattern: &[u8], s: &[u8]) -> bool {
 // ---------------------------------------------------------------------------------------------
 // Files
 // ---------------------------------------------------------------------------------------------
+
+/// The `members` of Cargo.toml's `[workspace]`, as written there (`"."` is the server).
+fn workspace_members() -> Vec<String> {
+    let manifest = read("Cargo.toml");
+    let Some(at) = manifest.find("\nmembers = [") else {
+        return Vec::new();
+    };
+    let list = &manifest[at + "\nmembers = [".len()..];
+    list[..list.find(']').expect("members = [...] is closed")]
+        .split(',')
+        .map(|m| m.trim().trim_matches('"').to_string())
+        .filter(|m| !m.is_empty())
+        .collect()
+}
 
 fn read(name: &str) -> String {
     let path = Path::new(ROOT).join(name);

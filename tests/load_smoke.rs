@@ -4,7 +4,9 @@
 
 mod common;
 
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::Server;
@@ -24,9 +26,58 @@ const PERMISSIVE: [&str; 6] = [
     "1000",
 ];
 
+/// The load generator's binary: `$LIVECANVAS_LOAD_BIN` if set, else built here. It is another
+/// crate of the workspace (crates/livecanvas-load), so cargo gives this test no
+/// `CARGO_BIN_EXE_livecanvas-load`: it is built once per run, with this test's profile into this
+/// test's target directory, where `cargo build -p livecanvas-load` puts it too.
+fn load_generator() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("LIVECANVAS_LOAD_BIN") {
+            return bin.into();
+        }
+        // This test runs from <target dir>/<profile dir>/deps/.
+        let exe = std::env::current_exe().expect("the test's own path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("<profile dir>/deps");
+        let target_dir = profile_dir.parent().expect("<target dir>/<profile dir>");
+        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") => "dev",
+            Some(name) => name,
+            None => panic!("{}: no profile directory", profile_dir.display()),
+        };
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let output = Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "livecanvas-load",
+                "--profile",
+                profile,
+            ])
+            .arg("--target-dir")
+            .arg(target_dir)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("cargo runs");
+        assert!(
+            output.status.success(),
+            "cargo build -p livecanvas-load failed ({}):\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let bin = profile_dir.join(format!("livecanvas-load{}", std::env::consts::EXE_SUFFIX));
+        assert!(bin.is_file(), "{} was not built", bin.display());
+        bin
+    })
+}
+
 /// Runs the load generator to completion (killing it past the deadline).
 fn run_load(args: &[&str]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_livecanvas-load"))
+    let mut child = Command::new(load_generator())
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -1,5 +1,6 @@
-//! `livecanvas-load chaos`: the load of issue 13's chaos run (`bench/chaos.sh`), during which the
-//! server is killed with `kill -9`, restarted, and its disk filled and freed.
+//! `livecanvas-load chaos`: the load of the chaos run (`bench/chaos.sh`: every stroke the server
+//! acknowledged survives), during which the server is killed with `kill -9`, restarted, and its
+//! disk filled and freed.
 //!
 //! `--rooms` rooms of `--clients` clients; the first `--senders` of each room draw `--rate` strokes
 //! a second for `--duration`. Every stroke has a cell of its own on a grid of 8 x 5 logical pixels
