@@ -23,8 +23,8 @@ use crate::config::Settings;
 use crate::picture::{self, Priority};
 use crate::registry::{RoomRegistry, PROBE_ROOM};
 use crate::session::connect_in_memory;
+use crate::session::utf8_guard::announced_length;
 use crate::stats::Stats;
-use crate::utf8_guard::announced_length;
 
 /// How long the probe waits for its `welcome`.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);

@@ -10,8 +10,8 @@ use actix::prelude::*;
 use bytestring::ByteString;
 use uuid::Uuid;
 
-use crate::direct::Written;
 use crate::protocol::{batch_frame, Rejection, ServerMessage};
+use crate::session::direct::Written;
 use crate::session::{Deliver, DeliverRest, DeliverTick, Kick};
 use actix_http::ws::CloseCode;
 

@@ -11,11 +11,11 @@ use uuid::Uuid;
 
 use crate::canvas::Op;
 use crate::config::PictureSource;
-use crate::direct::{self};
 use crate::history::{self, Meta};
 use crate::presence::{self, Identity, CURSOR_TICK};
 use crate::protocol::{Rejection, ServerMessage};
 use crate::registry::RoomIdle;
+use crate::session::direct::{self};
 use crate::session::Kick;
 use actix_http::ws::CloseCode;
 

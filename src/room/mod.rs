@@ -27,11 +27,11 @@ use uuid::Uuid;
 
 use crate::canvas::Op;
 use crate::config::Settings;
-use crate::direct::Direct;
 use crate::history::{self, History};
 use crate::picture::{self, Picture, Priority, RenderFailed};
 use crate::presence::{CursorBuffer, Identity, ShownPresence};
 use crate::registry::RoomRegistry;
+use crate::session::direct::Direct;
 use crate::session::WsSession;
 use crate::stats::Stats;
 use crate::storage::{Cluster, RelayedOp, Store, StoreError};
