@@ -19,7 +19,6 @@ use super::{CanvasServer, Evict, Member, ToWrite, WriteGathered};
 
 impl CanvasServer {
     /// Queues a frame for a member without ever waiting; a member whose queue is full is evicted.
-    /// Queues a frame for a member without ever waiting; a member whose queue is full is evicted.
     /// An unbatched member on this thread whose socket has nothing else waiting gets it written
     /// directly, with whatever else the room has for it this turn (see `direct`).
     pub(super) fn deliver(

@@ -7,6 +7,7 @@ use std::cell::Cell;
 use std::io::Cursor;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::io::FramedWrite;
 use actix::prelude::*;
@@ -24,7 +25,11 @@ use crate::stats::Stats;
 
 use super::reader::{ClientCodec, ClientFrames, READ_BUFFER_BYTES, SNAPSHOT_ENVELOPE_BYTES};
 use super::writer::{ReleasingCodec, SocketWriter};
-use super::{WsSession, PLACEMENT_TIMEOUT};
+use super::WsSession;
+
+/// How long a new connection waits to learn its room's thread before it starts where it is (its
+/// deliveries then cross threads, which costs CPU, not correctness).
+const PLACEMENT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A connection the HTTP side has admitted to a room and answered with 101; it becomes a
 /// `WsSession` once the upgrade has its socket (see `websocket`).

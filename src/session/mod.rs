@@ -53,9 +53,6 @@ const HEARTBEAT_SLOT: Duration = Duration::from_millis(250);
 /// disk) before it is closed with 1013 and [`JOIN_TIMED_OUT`].
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// The close reason of a join that got no answer in time.
-/// How long a new connection waits to learn its room's thread before it starts where it is (its
-/// deliveries then cross threads, which costs CPU, not correctness).
-const PLACEMENT_TIMEOUT: Duration = Duration::from_secs(5);
 const JOIN_TIMED_OUT: &str = "the room did not answer in time; try again";
 /// After its close frame is written, a session keeps reading (and discarding) what the client still
 /// sends, for at most this long or [`LINGER_MAX_BYTES`], until the client's own close frame or the
