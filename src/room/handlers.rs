@@ -294,7 +294,7 @@ impl Handler<Shutdown> for CanvasServer {
         // Every operation is already stored; folding them into a last checkpoint keeps what the
         // next load replays short. Nothing else is waiting on this room: the registry forgot it.
         // Spawned, not `wait`ed: an idle checkpoint may still be in flight, and a `wait` would
-        // hold it (and whatever it holds) unpolled until this one finished (issue 12). The
+        // hold it (and whatever it holds) unpolled until this one finished, and a room waiting on itself never stops. The
         // spawned future keeps the actor alive until it ends.
         let Some(render) = self.render_checkpoint() else {
             // All of it may still be undone: it stays stored as operations.

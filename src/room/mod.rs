@@ -11,7 +11,7 @@
 //! It must never block (no disk, no rendering on its thread), never wait on a member, never start
 //! blank over a stored picture it could not read, never accept a stroke the store cannot keep
 //! (past `--max-unstored-bytes`), never `ctx.wait` on anything its own mailbox or spawned futures
-//! must do first (issue 12), and never trust a member's claim about who asked it for a snapshot
+//! must do first (a room waiting on itself never stops, nor does the server), and never trust a member's claim about who asked it for a snapshot
 //! (the original demo's peer flow, `--newcomer-picture peer`): only the peer it asked may answer,
 //! once.
 
@@ -399,9 +399,10 @@ mod tests {
         }
     }
 
-    /// Issue 12: a room emptied while its checkpoint waited for a render permit waited, in its
-    /// `Shutdown`, for a permit of its own; the one its checkpoint then got was never used, and
-    /// with the other permits busy the room (and the server's shutdown) never finished.
+    /// A room must stop even when emptied while its checkpoint is in flight: one whose checkpoint
+    /// waited for a render permit once waited, in its `Shutdown`, for a permit of its own; the one
+    /// its checkpoint then got was never used, and with the other permits busy the room (and the
+    /// server's shutdown) never finished.
     #[test]
     fn a_room_emptied_while_its_checkpoint_is_in_flight_stops() {
         let dir = tempfile::tempdir().expect("a temporary directory");
