@@ -4,7 +4,7 @@ import { roomFromPath, wsUrl } from './room.js';
 import { Board } from './board.js';
 import { attachInput } from './input.js';
 import { attachView } from './view.js';
-import { updateCursor } from './cursor.js';
+import { updateCursor } from './brush-outline.js';
 import { Connection } from './connection.js';
 import { Sync } from './sync.js';
 import { Toolbar } from './toolbar.js';

@@ -7,7 +7,7 @@
 //! it. The probe room is blank, which opens without a render, so the probe also runs an empty render
 //! through the queue a room with a picture opens through. A server whose rooms or render queue are
 //! wedged fails this within [`PROBE_TIMEOUT`], while a check that only answered from the HTTP
-//! worker would keep saying "ok" (issue 12).
+//! worker would keep saying "ok" while no room could open.
 //!
 //! It must never touch the stored canvases (the probe room lives in memory and is not counted as a
 //! room) and never run more than one probe at a time: callers within [`PROBE_REUSE`] of the last
@@ -23,8 +23,8 @@ use crate::config::Settings;
 use crate::picture::{self, Priority};
 use crate::registry::{RoomRegistry, PROBE_ROOM};
 use crate::session::connect_in_memory;
+use crate::session::utf8_guard::announced_length;
 use crate::stats::Stats;
-use crate::utf8_guard::announced_length;
 
 /// How long the probe waits for its `welcome`.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -202,7 +202,7 @@ mod tests {
     #[test]
     fn the_probe_fails_when_no_room_can_be_opened() {
         with_registry(|settings, stats, registry| async move {
-            // A wedged render queue, as issue 12's rooms left it.
+            // A wedged render queue: every permit held, as rooms waiting on themselves once left it.
             let held = picture::hold_every_render_permit(Priority::Foreground).await;
             let probe = HealthProbe::new().check(&settings, &stats, &registry).await;
             drop(held);

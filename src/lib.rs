@@ -9,7 +9,6 @@
 pub mod access;
 pub mod canvas;
 pub mod config;
-mod direct;
 pub mod health;
 pub mod history;
 pub mod limits;
@@ -26,7 +25,6 @@ pub mod session;
 pub mod stats;
 pub mod storage;
 mod tls;
-mod utf8_guard;
 pub mod websocket;
 
 use std::net::SocketAddr;

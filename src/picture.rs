@@ -74,7 +74,7 @@ impl std::fmt::Display for RenderFailed {
 /// meanwhile. An actor that awaits this inside `ctx.spawn` may not poll it for a long time (a
 /// `ctx.wait` future of the same actor blocks its spawned items): had the permit lived in the
 /// caller's future, a finished render would have kept it until then, and two such rooms once held
-/// both permits for ever (issue 12).
+/// both permits for ever: a finished render must give its permit back at once.
 pub async fn render_off_thread<T: Send + 'static>(
     priority: Priority,
     render: impl FnOnce() -> T + Send + 'static,
@@ -584,9 +584,10 @@ mod tests {
         assert_eq!(canvas.pixel(30, 30), [0, 0, 255, 255]);
     }
 
-    /// Issue 12: a room's checkpoint future sat unpolled behind the room's `ctx.wait` after its
-    /// render had finished; its permit was never given back and, with every permit so held, no
-    /// room could render (or open) again.
+    /// A finished render gives its permit back even while its future is not polled: a room's
+    /// checkpoint future once sat unpolled behind the room's `ctx.wait` after its render had
+    /// finished; its permit was never given back and, with every permit so held, no room could
+    /// render (or open) again.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_finished_render_gives_its_permit_back_though_nobody_polls_its_result() {
         let permits = render_permits_per_queue();

@@ -4,7 +4,7 @@
 //! a Prometheus counter, safe to bump from any thread; it must never be used to make a decision that
 //! needs to be exact under concurrency, and never take a lock on the hot path.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::storage::StoreHealth;
 use prometheus::{
@@ -37,7 +37,10 @@ pub struct Stats {
     pub grown_write_buffers: IntGauge,
     /// From a draw's arrival in its session to its frames being queued for the whole room.
     pub broadcast_seconds: Histogram,
-    store_failures: IntGauge,
+    /// The store's failed writes, a count that only grows: a counter, advanced at each render by
+    /// what the store counted since (`store_failures_shown` is how far it has been advanced).
+    store_failures: IntCounter,
+    store_failures_shown: AtomicU64,
     store_held_bytes: IntGauge,
     sqlite_memory_bytes: IntGauge,
 }
@@ -87,10 +90,11 @@ impl Stats {
                 .buckets(BROADCAST_BUCKETS_SECONDS.to_vec()),
             )
             .unwrap_or_else(|_| unreachable_metric()),
-            store_failures: gauge(
+            store_failures: counter(
                 "store_failures_total",
                 "Failed attempts to write accepted strokes to the store (they are retried).",
             ),
+            store_failures_shown: AtomicU64::new(0),
             store_held_bytes: gauge(
                 "store_held_bytes",
                 "Bytes of accepted strokes held in memory because the store cannot write them.",
@@ -143,8 +147,14 @@ impl Stats {
     /// counts, which are the one record of open connections, and the store's figures from it.
     pub fn render(&self, connections: usize, store: &StoreHealth) -> String {
         self.connections_gauge.set(connections as i64);
-        self.store_failures
-            .set(i64::try_from(store.failures()).unwrap_or(i64::MAX));
+        // fetch_max: two renders at once must not both add the same failures.
+        let failures = store.failures();
+        let shown = self
+            .store_failures_shown
+            .fetch_max(failures, Ordering::Relaxed);
+        if failures > shown {
+            self.store_failures.inc_by(failures - shown);
+        }
         self.store_held_bytes
             .set(i64::try_from(store.held_bytes()).unwrap_or(i64::MAX));
         // SAFETY: sqlite3_memory_used has no preconditions; it reads SQLite's own counter.

@@ -1,4 +1,4 @@
-//! RFC 6455 conformance, case by case, for what Autobahn|Testsuite found (issue 13): a frame with
+//! RFC 6455 conformance, case by case, for what Autobahn|Testsuite found: a frame with
 //! reserved bits gets a 1002 close frame, invalid UTF-8 fails fast in the fragment that carries it,
 //! a refused close frame is named honestly, and `welcome` is always the first message. Frames are
 //! written byte by byte here, as a broken client would write them.

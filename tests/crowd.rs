@@ -1,4 +1,4 @@
-//! Issue 12, "the server goes deaf after a crowd leaves": against one long-lived server, crowds of
+//! The server must not go deaf after a crowd leaves: against one long-lived server, crowds of
 //! thousands of clients in hundreds of rooms draw and then all leave at once, again and again;
 //! after every wave a newcomer must be welcomed and have its stroke relayed within a second, the
 //! health check must say so truthfully, and at the end SIGTERM must stop the process within its
@@ -30,7 +30,7 @@ const STROKE_EVERY: Duration = Duration::from_millis(330);
 const DRAW_FOR: Duration = Duration::from_secs(3);
 /// Connection attempts in flight at once while a crowd arrives.
 const CONNECTING_AT_ONCE: usize = 200;
-/// What the issue asks of a newcomer after a crowd left.
+/// What a newcomer must get after a crowd left.
 const NEWCOMER_WITHIN: Duration = Duration::from_secs(1);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Only turns a hang into a failure.

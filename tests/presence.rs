@@ -1,4 +1,4 @@
-//! Names, presence and live cursors (issue 16), on one node and across a cluster: a real server
+//! Names, presence and live cursors, on one node and across a cluster: a real server
 //! on an ephemeral port, real WebSockets, real `redis-server` for the cluster cases.
 
 mod common;

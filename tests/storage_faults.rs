@@ -1,4 +1,4 @@
-//! Issue 13, "a full disk loses strokes silently": with the data directory on a real file system
+//! A full disk must never lose strokes silently: with the data directory on a real file system
 //! that fills up, every stroke a client saw must still be in the picture after space comes back
 //! and the server restarts; meanwhile the members are told, `/readyz` says 503 with the reason,
 //! the metrics count the failures and the bytes held, and past `--max-unstored-bytes` strokes are

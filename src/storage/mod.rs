@@ -8,6 +8,7 @@
 
 mod redis;
 mod sqlite;
+mod types;
 
 use std::future::Future;
 use std::path::Path;
@@ -21,10 +22,8 @@ use crate::access::AccessHashes;
 pub use self::redis::{
     CatchUp, Cluster, Relayed, RelayedOp, CHECKPOINT_LEASE, MAX_APPENDS_IN_FLIGHT,
 };
-pub use sqlite::{
-    Creation, StoreError, StoreHealth, StoreOptions, StoredRoom, FILE_NAME, PNG_SIGNATURE,
-    SCHEMA_VERSION,
-};
+pub use sqlite::{FILE_NAME, PNG_SIGNATURE, SCHEMA_VERSION};
+pub use types::{Creation, StoreError, StoreHealth, StoreOptions, StoredRoom};
 
 /// The handle every room and handler shares: cheap to clone.
 #[derive(Clone)]

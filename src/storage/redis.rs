@@ -50,7 +50,7 @@ use bytestring::ByteString;
 use futures_util::StreamExt;
 use uuid::Uuid;
 
-use super::sqlite::{Creation, StoreError, StoreHealth, StoredRoom};
+use super::types::{lock, Creation, StoreError, StoreHealth, StoredRoom};
 use crate::access::AccessHashes;
 
 /// Every key and channel starts with this.
@@ -338,12 +338,6 @@ struct Scripts {
     checkpoint: Script,
     presence: Script,
     create_private: Script,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn meta_key(room: &str) -> String {

@@ -1,5 +1,6 @@
-// cursor.js — owns the canvas cursor: a circle showing the brush's on-screen size
-// (an SVG data URL, allowed by `img-src data:`), or a crosshair when it would be too small/big.
+// brush-outline.js — owns the canvas's own pointer, the brush outline (other people's pointers
+// are cursors.js): a circle showing the brush's on-screen size (an SVG data URL, allowed by
+// `img-src data:`), or a crosshair when it would be too small/big.
 
 const MIN_DIAMETER = 6;
 const MAX_CURSOR = 128; // browsers ignore larger cursor images

@@ -8,58 +8,51 @@
 //! it stops, whatever the reason.
 
 use std::cell::Cell;
-use std::io::Cursor;
-use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::{Arc, OnceLock};
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use actix::io::{FramedWrite, WriteHandler};
+use actix::io::WriteHandler;
 use actix::prelude::*;
 use actix_http::ws::{self, CloseCode, CloseReason, Item, ProtocolError};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use bytestring::ByteString;
-use prometheus::IntGauge;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
-use tokio::net::TcpStream;
 use tokio::sync::oneshot;
-use tokio_util::codec::FramedRead;
 use uuid::Uuid;
 
+use self::direct::Direct;
 use crate::config::Settings;
-use crate::direct::{self, Direct, SharedTcp};
 use crate::history::AuthorId;
 use crate::limits::{ConnectionPermit, CursorLimiter, DrawLimiter, Throttle};
 use crate::protocol::{
-    batch_frame, check_png_snapshot, decode_client_message, ClientMessage, Rejection, ServerMessage,
+    batch_frame, check_png_snapshot, decode_client_message, ClientMessage, Rejection,
 };
-use crate::registry::{JoinRoom, PlaceSession, RoomRegistry, TooManyRooms};
+use crate::registry::{JoinRoom, RoomRegistry, TooManyRooms};
 use crate::room::{
     CanvasServer, Clear, CursorMove, Draw, JoinAnswer, Leave, SetName, SnapshotReply, Toggle,
 };
 use crate::stats::Stats;
-use crate::utf8_guard::{announced_length, Utf8Guard};
+
+mod admitted;
+pub(crate) mod direct;
+mod handlers;
+mod messages;
+mod reader;
+pub(crate) mod utf8_guard;
+mod writer;
+
+pub use admitted::{connect_in_memory, Admitted};
+pub use messages::*;
+use reader::Incoming;
+use writer::{Outgoing, Writer};
 
 /// Heartbeat pings are due only on multiples of this, so that many share one wake-up; a ping is
 /// at most this much later than `--heartbeat-interval` says.
 const HEARTBEAT_SLOT: Duration = Duration::from_millis(250);
-/// What a connection reads into at first. Clients send small messages (a stroke is ~150 bytes), and
-/// an idle connection keeps this buffer, so it is small; a snapshot grows it as far as it needs.
-const READ_BUFFER_BYTES: usize = 256;
-/// Room for the JSON envelope around the largest accepted PNG data URL: the codec's frame limit is
-/// `--max-snapshot-bytes` plus this.
-const SNAPSHOT_ENVELOPE_BYTES: usize = 4 * 1024;
-/// A read buffer a snapshot grew beyond this is given back once it is empty, rather than kept for
-/// the rest of the connection.
-const READ_BUFFER_KEPT_BYTES: usize = 16 * 1024;
 /// How long a newcomer waits for its room to answer (the room may first read its canvas from
 /// disk) before it is closed with 1013 and [`JOIN_TIMED_OUT`].
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// The close reason of a join that got no answer in time.
-/// How long a new connection waits to learn its room's thread before it starts where it is (its
-/// deliveries then cross threads, which costs CPU, not correctness).
-const PLACEMENT_TIMEOUT: Duration = Duration::from_secs(5);
 const JOIN_TIMED_OUT: &str = "the room did not answer in time; try again";
 /// After its close frame is written, a session keeps reading (and discarding) what the client still
 /// sends, for at most this long or [`LINGER_MAX_BYTES`], until the client's own close frame or the
@@ -71,470 +64,12 @@ const LINGER_MAX_BYTES: usize = 8 * 1024 * 1024;
 /// How long a closing session waits for its close frame (and what precedes it) to reach the
 /// socket before it lets go of a client that does not read.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
-/// A write buffer a burst grew beyond this (a newcomer's presence list, a picture of 2 MiB or
-/// more, a burst of strokes) is given back once it has been written, at the next frame queued:
-/// an idle connection must hold next to nothing, however much it was once sent.
-const WRITE_BUFFER_KEPT_BYTES: usize = 256;
 /// Above this, a frame's buffer is given back this soon after it is queued rather than at the
 /// next frame (which for an idle connection is the next heartbeat ping).
 const LARGE_FRAME_BYTES: usize = 64 * 1024;
 /// How soon after queuing a large frame the session looks whether it has been written, to give
 /// its buffer back.
 const WRITE_BUFFER_RELEASE_DELAY: Duration = Duration::from_millis(100);
-
-/// The writing half of the socket, whatever it is (TCP, or TLS over TCP).
-type Writer = FramedWrite<Outgoing, SocketWriter<Box<dyn AsyncWrite + Unpin>>, ReleasingCodec>;
-
-/// What the session writes: a message to encode, or the rest of a frame the room began to write
-/// directly (see `direct`).
-enum Outgoing {
-    Message(ws::Message),
-    Encoded(Bytes),
-}
-
-/// actix-http's WebSocket encoder, over a buffer that does not stay large. actix's `FramedWrite`
-/// keeps its buffer's allocation for good, so every member would hold the largest burst it was
-/// ever sent until it left; this gives a grown buffer back at the first encode after it has been
-/// written out (a session sends a `Nop`, which encodes nothing, soon after a large frame; after a
-/// smaller burst the next frame does, at the latest the next heartbeat ping), and counts the
-/// connections holding one in `livecanvas_grown_write_buffers`.
-///
-/// It also counts what it encodes for the socket's direct writes (see `direct`), which wait while
-/// the writer holds anything.
-struct ReleasingCodec {
-    codec: ws::Codec,
-    holding_large: bool,
-    direct: Option<Rc<Direct>>,
-    /// `Stats::grown_write_buffers`.
-    grown: IntGauge,
-}
-
-impl ReleasingCodec {
-    fn new(direct: Option<Rc<Direct>>, grown: IntGauge) -> Self {
-        ReleasingCodec {
-            codec: ws::Codec::new(),
-            holding_large: false,
-            direct,
-            grown,
-        }
-    }
-
-    fn set_holding(&mut self, holding: bool) {
-        if holding != self.holding_large {
-            self.holding_large = holding;
-            if holding {
-                self.grown.inc();
-            } else {
-                self.grown.dec();
-            }
-        }
-    }
-}
-
-impl Drop for ReleasingCodec {
-    fn drop(&mut self) {
-        self.set_holding(false);
-    }
-}
-
-impl tokio_util::codec::Encoder<Outgoing> for ReleasingCodec {
-    type Error = ProtocolError;
-
-    fn encode(&mut self, outgoing: Outgoing, buffer: &mut BytesMut) -> Result<(), ProtocolError> {
-        if self.holding_large && buffer.is_empty() {
-            *buffer = BytesMut::new();
-            self.set_holding(false);
-        }
-        let before = buffer.len();
-        match outgoing {
-            Outgoing::Message(message) => self.codec.encode(message, buffer)?,
-            Outgoing::Encoded(bytes) => buffer.extend_from_slice(&bytes),
-        }
-        if let Some(direct) = &self.direct {
-            direct.queue(buffer.len() - before);
-        }
-        if buffer.capacity() > WRITE_BUFFER_KEPT_BYTES {
-            self.set_holding(true);
-        }
-        Ok(())
-    }
-}
-
-/// The socket's writing half as actix's `FramedWrite` needs it.
-///
-/// `FramedWrite` holds back its actor only when a write fails with `WouldBlock` (as its sockets
-/// once did); tokio's sockets answer `Pending` instead, and the writer's buffer would then grow
-/// without bound behind a client that stops reading. This answers `WouldBlock` when the socket is
-/// full, so that the session stops taking messages, its mailbox fills, and its room drops it. The
-/// socket has registered the wake-up when it answered `Pending`.
-///
-/// `FramedWrite` never shuts its writer down; once `half_close` is set, the next flush (the one
-/// after the close frame) also ends the writing half (a FIN), for a client whose frames can no
-/// longer be parsed: its close frame could not be recognised, so the server closes TCP first
-/// without waiting for it, as RFC 6455 7.1.1 asks, and drains until the client closes too.
-struct SocketWriter<W> {
-    io: W,
-    half_close: Rc<Cell<bool>>,
-    /// Told what the socket took, for direct writes (see `direct`).
-    direct: Option<Rc<Direct>>,
-}
-
-impl<W: AsyncWrite + Unpin> AsyncWrite for SocketWriter<W> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        match Pin::new(&mut self.io).poll_write(cx, buf) {
-            Poll::Pending => Poll::Ready(Err(std::io::ErrorKind::WouldBlock.into())),
-            Poll::Ready(Ok(written)) => {
-                if let Some(direct) = &self.direct {
-                    direct.written(written);
-                }
-                Poll::Ready(Ok(written))
-            }
-            failed => failed,
-        }
-    }
-
-    fn poll_flush(
-        mut self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        std::task::ready!(Pin::new(&mut self.io).poll_flush(cx))?;
-        if self.half_close.get() {
-            return Pin::new(&mut self.io).poll_shutdown(cx);
-        }
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(
-        mut self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-}
-
-/// A text frame for the client, already encoded (and shared with the rest of the room).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Deliver(pub ByteString);
-
-/// Many text frames for the client at once, in order (a newcomer's operations after its picture,
-/// which may be thousands while strokes can still be undone): one mailbox slot however many.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct DeliverMany(pub Vec<ByteString>);
-
-/// The rest of a frame the room began to write to the socket itself (see `direct`): already
-/// encoded, and written before anything else.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct DeliverRest(pub Bytes);
-
-/// For a batched client: the room's broadcasts of one tick, already joined into one frame. Sent as
-/// it is, after whatever the session gathered before it (so the order is the room's).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct DeliverTick(pub ByteString);
-
-/// The room asks this client for its picture, for `newcomer`.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct RequestSnapshot {
-    pub newcomer: Uuid,
-}
-
-/// The room no longer waits for this client's picture (it timed out and asked someone else).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct WithdrawSnapshotRequest;
-
-/// The room closes this connection: it fell too far behind, the room is full, or the server is
-/// stopping.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Kick {
-    pub code: CloseCode,
-    pub reason: &'static str,
-    /// The server is stopping: strokes the client sent before it saw the close still go to the
-    /// room (see `WsSession::handing_over`).
-    pub hand_over: bool,
-}
-
-/// A connection the HTTP side has admitted to a room and answered with 101; it becomes a
-/// `WsSession` once the upgrade has its socket (see `websocket`).
-pub struct Admitted {
-    pub room_name: Arc<str>,
-    pub peer: String,
-    /// The connection's place in the server's counts; `None` for the health probe, which is not
-    /// a client.
-    pub permit: Option<ConnectionPermit>,
-    pub batched: bool,
-    /// Who this browser is, for undo (`?author=`); `None`: a new author per connection.
-    pub author: Option<AuthorId>,
-    /// Joined a private room with its view link: nothing that changes the picture is forwarded.
-    pub read_only: bool,
-    /// Closed with 1013 and this reason as soon as it starts, without joining: the store is down,
-    /// so whether the room is private cannot be known (and every join is refused meanwhile).
-    pub refuse: Option<&'static str>,
-    pub settings: Arc<Settings>,
-    pub stats: Arc<Stats>,
-    pub registry: Addr<RoomRegistry>,
-}
-
-impl Admitted {
-    /// Starts the session on the thread that runs its room (or will, once its first member
-    /// joins; here, on the HTTP worker, if the room is large: see `RoomRegistry::arbiter_for`), so that every delivery from the room to it, and every draw from it to the room, stays
-    /// on one thread: no cross-thread wake-up per frame. `socket` travels there as it is, and
-    /// `begin` starts the session with it on that thread (a TCP socket first registers with that
-    /// thread's reactor).
-    pub async fn start_near_room<S>(
-        self,
-        socket: S,
-        begin: fn(Admitted, S, &[u8]) -> std::io::Result<()>,
-        read_ahead: Bytes,
-    ) where
-        S: Send + 'static,
-    {
-        let place = self.registry.send(PlaceSession {
-            room: self.room_name.clone(),
-        });
-        let thread = match tokio::time::timeout(PLACEMENT_TIMEOUT, place).await {
-            Ok(Ok(thread)) => thread,
-            _ => None,
-        };
-        let peer = self.peer.clone();
-        let start = move || {
-            if let Err(error) = begin(self, socket, &read_ahead) {
-                log::warn!("peer={peer} socket lost on its way to its room: {error}");
-            }
-        };
-        match thread {
-            Some(thread) => {
-                if !thread.spawn_fn(start) {
-                    log::error!("the room thread stopped before a session could start on it");
-                }
-            }
-            None => start(),
-        }
-    }
-
-    /// Starts the session's actor on this thread, owning `io`; `read_ahead` is what the client
-    /// sent after its upgrade request and the HTTP side had already read.
-    pub fn start<T>(self, io: T, read_ahead: &[u8]) -> Addr<WsSession>
-    where
-        T: AsyncRead + AsyncWrite + Unpin + 'static,
-    {
-        let (reader, writer) = tokio::io::split(io);
-        self.start_with(reader, Box::new(writer), None, read_ahead)
-    }
-
-    /// `start`, as `start_near_room` calls it.
-    pub fn begin<T>(self, io: T, read_ahead: &[u8]) -> std::io::Result<()>
-    where
-        T: AsyncRead + AsyncWrite + Unpin + 'static,
-    {
-        self.start(io, read_ahead);
-        Ok(())
-    }
-
-    /// Like `start`, for a plain TCP socket: its room, if it runs on this thread, may write to it
-    /// directly (see `direct`).
-    pub fn start_tcp(self, socket: TcpStream, read_ahead: &[u8]) -> Addr<WsSession> {
-        let socket = SharedTcp::new(socket);
-        let direct = Rc::new(Direct::new(socket.clone()));
-        self.start_with(socket.clone(), Box::new(socket), Some(direct), read_ahead)
-    }
-
-    fn start_with<R>(
-        self,
-        reader: R,
-        writer: Box<dyn AsyncWrite + Unpin>,
-        direct: Option<Rc<Direct>>,
-        read_ahead: &[u8],
-    ) -> Addr<WsSession>
-    where
-        R: AsyncRead + Unpin + 'static,
-    {
-        // A copy: the HTTP side's buffer is 8 KiB, and the reader keeps what it chains for good.
-        let reader = Cursor::new(Bytes::copy_from_slice(read_ahead)).chain(reader);
-        // The codec must let a requested snapshot through; the session enforces the small limit
-        // on everything else.
-        let frame_limit = self.settings.max_snapshot_bytes + SNAPSHOT_ENVELOPE_BYTES;
-        let frames =
-            FramedRead::with_capacity(reader, ClientCodec::new(frame_limit), READ_BUFFER_BYTES);
-        WsSession::create(move |ctx| {
-            ctx.add_stream(ClientFrames {
-                frames,
-                draining: None,
-            });
-            let codec = ReleasingCodec::new(direct.clone(), self.stats.grown_write_buffers.clone());
-            let half_close = Rc::new(Cell::new(false));
-            let writer = SocketWriter {
-                io: writer,
-                half_close: half_close.clone(),
-                direct: direct.clone(),
-            };
-            let out = FramedWrite::new(writer, codec, ctx);
-            WsSession::new(self, out, half_close, direct)
-        })
-    }
-}
-
-/// Connects to `room` over an in-memory socket of `buffer_bytes`, through the same placement and
-/// join as a client's connection, for the server itself (the health probe): not counted among the
-/// connections, unbatched. Returns the client's end; dropping it is the disconnect.
-pub async fn connect_in_memory(
-    room: &str,
-    peer: &str,
-    settings: &Arc<Settings>,
-    stats: &Arc<Stats>,
-    registry: &Addr<RoomRegistry>,
-    buffer_bytes: usize,
-) -> tokio::io::DuplexStream {
-    let (server_end, client_end) = tokio::io::duplex(buffer_bytes);
-    let admitted = Admitted {
-        room_name: Arc::from(room),
-        peer: peer.to_owned(),
-        permit: None,
-        batched: false,
-        author: None,
-        read_only: false,
-        refuse: None,
-        settings: settings.clone(),
-        stats: stats.clone(),
-        registry: registry.clone(),
-    };
-    admitted
-        .start_near_room(server_end, Admitted::begin, Bytes::new())
-        .await;
-    client_end
-}
-
-/// actix-http's WebSocket decoder with two checks it makes too late for a server that must not be
-/// made to wait or to buffer:
-///
-/// - text is checked for UTF-8 as its bytes arrive ([`Utf8Guard`]), so that a frame whose bad byte
-///   comes early fails at once (RFC 6455 8.1: fail fast) rather than when its last byte is in;
-/// - a frame that announces more than the size limit is refused as soon as its header is in: the
-///   codec itself waits for the whole frame before it compares, and meanwhile the read buffer grew
-///   to whatever the client chose to send.
-struct ClientCodec {
-    codec: ws::Codec,
-    max_frame_bytes: usize,
-    /// `None` once it has found invalid text: it has said what it had to.
-    guard: Option<Utf8Guard>,
-    /// How much of the read buffer the guard has seen (the codec only removes from the front).
-    fed: usize,
-    /// The guard found invalid text that no complete frame has carried out yet.
-    invalid_pending: bool,
-}
-
-/// What the codec reads from a client.
-enum Incoming {
-    Frame(ws::Frame),
-    /// Text that is not UTF-8, found before the frame carrying it is complete. Not a codec error:
-    /// the frames stay parseable, so the client's answer to the 1007 close can still be read.
-    InvalidUtf8,
-}
-
-impl ClientCodec {
-    fn new(max_frame_bytes: usize) -> ClientCodec {
-        ClientCodec {
-            codec: ws::Codec::new().max_size(max_frame_bytes),
-            max_frame_bytes,
-            guard: Some(Utf8Guard::new()),
-            fed: 0,
-            invalid_pending: false,
-        }
-    }
-}
-
-impl tokio_util::codec::Decoder for ClientCodec {
-    type Item = Incoming;
-    type Error = ProtocolError;
-
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Incoming>, ProtocolError> {
-        if let Some(guard) = &mut self.guard {
-            if guard.feed(src.get(self.fed..).unwrap_or_default()).is_err() {
-                self.guard = None;
-                self.invalid_pending = true;
-            }
-        }
-        if announced_length(src).is_some_and(|(bytes, _)| bytes > self.max_frame_bytes as u64) {
-            return Err(ProtocolError::Overflow);
-        }
-        let frame = self.codec.decode(src)?;
-        self.fed = src.len();
-        // Complete frames go out first: they were sent before the bad bytes (and if one holds
-        // them, the session's own check of it closes with 1007).
-        match frame {
-            Some(frame) => Ok(Some(Incoming::Frame(frame))),
-            None if std::mem::take(&mut self.invalid_pending) => Ok(Some(Incoming::InvalidUtf8)),
-            None => Ok(None),
-        }
-    }
-}
-
-/// The frames a client sends, read into a buffer that does not stay large after a snapshot.
-///
-/// After a frame it cannot parse, the codec can find no further frame boundary, so the bytes that
-/// follow are read and thrown away (up to [`LINGER_MAX_BYTES`]) until the client closes: the
-/// session is closing the connection by then, and unread bytes would turn its close into a reset.
-struct ClientFrames<R> {
-    frames: FramedRead<R, ClientCodec>,
-    /// Bytes discarded since the codec failed; `None` while it parses.
-    draining: Option<usize>,
-}
-
-impl<R: AsyncRead + Unpin> ClientFrames<R> {
-    /// Reads and discards until the end of the stream or the byte bound; never yields a frame.
-    fn drain(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> Poll<Option<<Self as futures_util::Stream>::Item>> {
-        let mut scratch = [0u8; 4096];
-        loop {
-            let discarded = self.draining.get_or_insert(0);
-            if *discarded >= LINGER_MAX_BYTES {
-                return Poll::Ready(None);
-            }
-            let mut buf = tokio::io::ReadBuf::new(&mut scratch);
-            match Pin::new(self.frames.get_mut()).poll_read(cx, &mut buf) {
-                Poll::Ready(Ok(())) if buf.filled().is_empty() => return Poll::Ready(None),
-                Poll::Ready(Ok(())) => *discarded += buf.filled().len(),
-                Poll::Ready(Err(_)) => return Poll::Ready(None),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-    }
-}
-
-impl<R: AsyncRead + Unpin> futures_util::Stream for ClientFrames<R> {
-    type Item = Result<Incoming, ProtocolError>;
-
-    fn poll_next(
-        mut self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> Poll<Option<Self::Item>> {
-        if self.draining.is_some() {
-            return self.drain(cx);
-        }
-        let frames = &mut self.frames;
-        let polled = Pin::new(&mut *frames).poll_next(cx);
-        let buffer = frames.read_buffer_mut();
-        if buffer.is_empty() && buffer.capacity() > READ_BUFFER_KEPT_BYTES {
-            *buffer = BytesMut::with_capacity(READ_BUFFER_BYTES);
-        }
-        if let Poll::Ready(Some(Err(_))) = &polled {
-            self.frames.read_buffer_mut().clear();
-            self.draining = Some(0);
-        }
-        polled
-    }
-}
 
 pub struct WsSession {
     id: Uuid,
@@ -1214,98 +749,4 @@ fn protocol_close(error: &ProtocolError) -> Option<(CloseCode, String)> {
         other => other.to_string(),
     };
     Some((CloseCode::Protocol, reason))
-}
-
-impl Handler<Deliver> for WsSession {
-    type Result = ();
-
-    fn handle(&mut self, Deliver(frame): Deliver, ctx: &mut Self::Context) {
-        self.handling_room_message();
-        self.release_after_large(frame.len(), ctx);
-        let Some(pending) = self.batch.as_mut() else {
-            return self.text(frame);
-        };
-        if pending.is_empty() {
-            ctx.run_later(self.settings.batch_tick, |session, _| session.flush_batch());
-        }
-        pending.push(frame);
-    }
-}
-
-impl Handler<DeliverMany> for WsSession {
-    type Result = ();
-
-    fn handle(&mut self, DeliverMany(frames): DeliverMany, ctx: &mut Self::Context) {
-        self.handling_room_message();
-        let Some(pending) = self.batch.as_mut() else {
-            for frame in frames {
-                self.text(frame);
-            }
-            return;
-        };
-        if pending.is_empty() && !frames.is_empty() {
-            ctx.run_later(self.settings.batch_tick, |session, _| session.flush_batch());
-        }
-        pending.extend(frames);
-    }
-}
-
-impl Handler<DeliverRest> for WsSession {
-    type Result = ();
-
-    fn handle(&mut self, DeliverRest(rest): DeliverRest, _ctx: &mut Self::Context) {
-        self.handling_room_message();
-        if !self.closing {
-            self.take_gathered();
-            self.out.write(Outgoing::Encoded(rest));
-        }
-    }
-}
-
-impl Handler<DeliverTick> for WsSession {
-    type Result = ();
-
-    fn handle(&mut self, DeliverTick(frame): DeliverTick, ctx: &mut Self::Context) {
-        self.handling_room_message();
-        self.release_after_large(frame.len(), ctx);
-        self.flush_batch();
-        self.text(frame);
-    }
-}
-
-impl Handler<RequestSnapshot> for WsSession {
-    type Result = ();
-
-    fn handle(&mut self, request: RequestSnapshot, _ctx: &mut Self::Context) {
-        self.handling_room_message();
-        self.snapshot_requests_open += 1;
-        let message = ServerMessage::CanvasRequest {
-            client_id: request.newcomer,
-        };
-        self.text(message.encode());
-    }
-}
-
-impl Handler<WithdrawSnapshotRequest> for WsSession {
-    type Result = ();
-
-    fn handle(&mut self, _: WithdrawSnapshotRequest, _ctx: &mut Self::Context) {
-        self.handling_room_message();
-        self.snapshot_requests_open = self.snapshot_requests_open.saturating_sub(1);
-    }
-}
-
-impl Handler<Kick> for WsSession {
-    type Result = ();
-
-    fn handle(&mut self, kick: Kick, ctx: &mut Self::Context) {
-        self.handling_room_message();
-        if kick.hand_over {
-            self.handing_over = true;
-        } else {
-            // The room has already let this session go; do not tell it again.
-            self.room = None;
-        }
-        self.close(ctx, kick.code, kick.reason);
-    }
 }
