@@ -406,6 +406,7 @@ impl Canvas {
     }
 
     /// Straight-alpha RGBA of pixel (x, y); transparent outside the canvas.
+    #[cfg(test)]
     pub fn pixel(&self, x: u32, y: u32) -> [u8; 4] {
         // `Pixmap::pixel` only checks the flat index, so x past the width would wrap a row.
         if x >= self.pixmap.width() || y >= self.pixmap.height() {

@@ -2,30 +2,27 @@
 //!
 //! Each WebSocket connection is a [`session::WsSession`] actor; each room is a
 //! [`room::CanvasServer`] actor, spawned on demand by the [`registry::RoomRegistry`]. The HTTP
-//! side ([`routes`]) serves the frontend from disk and admits `/ws/{room}` upgrades, which
-//! [`websocket`] hands to their sessions. This file wires them together and owns the server's
+//! side ([`http`]) serves the frontend from disk and admits `/ws/{room}` upgrades, which
+//! [`http::websocket`] hands to their sessions. This file wires them together and owns the server's
 //! lifecycle: bind, serve, and the graceful stop on a signal.
 
-pub mod access;
-pub mod canvas;
+mod canvas;
 pub mod config;
-pub mod health;
-pub mod history;
-pub mod limits;
+mod history;
+mod http;
 pub mod logging;
 pub mod memory;
-pub mod picture;
-pub mod presence;
-pub mod private;
+mod picture;
+mod presence;
 pub mod protocol;
-pub mod registry;
-pub mod room;
-pub mod routes;
-pub mod session;
-pub mod stats;
-pub mod storage;
+mod registry;
+mod room;
+mod session;
+mod stats;
+mod storage;
 mod tls;
-pub mod websocket;
+
+pub use http::limits::RESERVED_DESCRIPTORS;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,8 +38,8 @@ use actix_web::rt::signal::unix::{signal, Signal, SignalKind};
 use actix_web::{middleware, web, App, HttpServer};
 
 use crate::config::Settings;
+use crate::http::{health, limits, routes, websocket, AppState};
 use crate::registry::{CloseAllRooms, DrainRooms, RoomRegistry};
-use crate::routes::AppState;
 use crate::stats::Stats;
 use crate::storage::{Cluster, Store, StoreError, StoreOptions};
 

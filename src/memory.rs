@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::limits::Admission;
+use crate::http::limits::Admission;
 
 /// How often the server looks whether connections came or went, and trims if they did.
 pub const TRIM_INTERVAL: Duration = Duration::from_secs(10);

@@ -248,7 +248,6 @@ pub struct Restored {
 pub struct StoredOp {
     pub seq: u64,
     pub op: Op,
-    pub meta: Option<Meta>,
     /// Its message, as it is relayed (without the stored meta).
     pub json: String,
 }
@@ -290,7 +289,6 @@ pub fn restore(
             ops.push(StoredOp {
                 seq: *seq,
                 op,
-                meta,
                 json: json.to_owned(),
             });
         }

@@ -167,6 +167,7 @@ impl ShownPresence {
     }
 
     /// How many members the list was last shown with.
+    #[cfg(test)]
     pub fn total(&self) -> usize {
         self.total
     }

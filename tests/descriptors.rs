@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::{Server, EVENT_DEADLINE};
 use futures_util::StreamExt;
-use livecanvas::limits::RESERVED_DESCRIPTORS;
+use livecanvas::RESERVED_DESCRIPTORS;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};

@@ -938,7 +938,7 @@ fn a_coordinate_one_ulp_outside_the_margin_is_refused() {
     );
 }
 
-/// A number beyond f64 (valid JSON) is out of range, so `invalid_field` naming it, per the README,
+/// A number beyond f64 (valid JSON) is out of range, so `invalid_field` naming it, per docs/protocol.md,
 /// rather than `invalid_json` ("not valid JSON: number out of range").
 #[test]
 fn a_number_too_large_for_a_double_is_refused_by_its_field_name() {

@@ -19,7 +19,7 @@ use tokio_util::codec::FramedRead;
 use super::direct::{Direct, SharedTcp};
 use crate::config::Settings;
 use crate::history::AuthorId;
-use crate::limits::ConnectionPermit;
+use crate::http::limits::ConnectionPermit;
 use crate::registry::{PlaceSession, RoomRegistry};
 use crate::stats::Stats;
 

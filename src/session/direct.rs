@@ -6,7 +6,7 @@
 //! polled, the frame copied into the writer's buffer) was most of the rest (`bench/profile.sh`).
 //! The room gathers a member's frames while it handles its mailbox and writes them with one `send`
 //! when it has handled what was there (a room's senders often draw at the same instants, and the
-//! actor path sent their frames together too: writing each at once was slower, see README).
+//! actor path sent their frames together too: writing each at once was slower, see docs/architecture.md).
 //!
 //! It owns the shared TCP socket of a session ([`SharedTcp`], both its halves) and the small state
 //! that says when a direct write keeps the socket's byte order: the session has sent its

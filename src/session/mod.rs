@@ -23,7 +23,7 @@ use uuid::Uuid;
 use self::direct::Direct;
 use crate::config::Settings;
 use crate::history::AuthorId;
-use crate::limits::{ConnectionPermit, CursorLimiter, DrawLimiter, Throttle};
+use crate::http::limits::{ConnectionPermit, CursorLimiter, DrawLimiter, Throttle};
 use crate::protocol::{
     batch_frame, check_png_snapshot, decode_client_message, ClientMessage, Rejection,
 };

@@ -17,12 +17,9 @@ use std::sync::Arc;
 
 use bytestring::ByteString;
 
-use crate::access::AccessHashes;
+use crate::http::access::AccessHashes;
 
-pub use self::redis::{
-    CatchUp, Cluster, Relayed, RelayedOp, CHECKPOINT_LEASE, MAX_APPENDS_IN_FLIGHT,
-};
-pub use sqlite::{FILE_NAME, PNG_SIGNATURE, SCHEMA_VERSION};
+pub use self::redis::{CatchUp, Cluster, Relayed, RelayedOp, MAX_APPENDS_IN_FLIGHT};
 pub use types::{Creation, StoreError, StoreHealth, StoreOptions, StoredRoom};
 
 /// The handle every room and handler shares: cheap to clone.

@@ -51,7 +51,7 @@ use futures_util::StreamExt;
 use uuid::Uuid;
 
 use super::types::{lock, Creation, StoreError, StoreHealth, StoredRoom};
-use crate::access::AccessHashes;
+use crate::http::access::AccessHashes;
 
 /// Every key and channel starts with this.
 pub const KEY_PREFIX: &str = "livecanvas:";

@@ -73,7 +73,7 @@ use rusqlite::config::DbConfig;
 use std::sync::RwLock;
 
 use super::types::{lock, Creation, StoreError, StoreHealth, StoreOptions, StoredRoom};
-use crate::access::AccessHashes;
+use crate::http::access::AccessHashes;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
 use tokio::sync::oneshot;
 

@@ -4,49 +4,32 @@
 //! must never hold connection state: each upgrade hands its connection to a new `WsSession` actor.
 //! It must never render on an HTTP worker's thread: pictures are drawn by `picture::render_off_thread`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use actix::Addr;
 use actix_files::{Files, NamedFile};
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
 use crate::canvas::Op;
-use crate::config::Settings;
-use crate::health::{HealthProbe, Probe};
 use crate::history::{self, AuthorId};
-use crate::limits::{Admission, Refusal, RoomCreations};
+use crate::http::health::Probe;
+use crate::http::limits::Refusal;
+use crate::http::private;
+use crate::http::websocket::SessionSlot;
+use crate::http::AppState;
 use crate::picture::{self, Picture, Priority, RenderFailed};
-use crate::private;
 use crate::protocol::is_valid_room_name;
-use crate::registry::{FindRoom, RoomRegistry};
+use crate::registry::FindRoom;
 use crate::room::CurrentCanvas;
 use crate::session::Admitted;
-use crate::stats::Stats;
-use crate::storage::Store;
-use crate::websocket::SessionSlot;
 
 /// How long a request waits for the registry or a room to answer before it does without.
 const ACTOR_ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The room of `/` and `/ws`.
 pub const DEFAULT_ROOM: &str = "main";
-
-/// What every handler may use.
-#[derive(Clone)]
-pub struct AppState {
-    /// False once a graceful stop has begun.
-    pub ready: Arc<AtomicBool>,
-    pub admission: Arc<Admission>,
-    pub room_creations: Arc<RoomCreations>,
-    pub settings: Arc<Settings>,
-    pub stats: Arc<Stats>,
-    pub registry: Addr<RoomRegistry>,
-    pub store: Store,
-    pub health: HealthProbe,
-}
 
 /// The canvas: pages, upgrades, health, and (unless it has its own listener) metrics.
 pub fn configure(cfg: &mut web::ServiceConfig, frontend_dir: &std::path::Path, with_metrics: bool) {

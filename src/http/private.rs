@@ -12,8 +12,8 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
-use crate::access::{NewPrivateRoom, Role};
-use crate::routes::AppState;
+use crate::http::access::{NewPrivateRoom, Role};
+use crate::http::AppState;
 use crate::storage::{Creation, StoreError};
 
 /// How long a request waits for the store to say whether a room is private, or to record a new
