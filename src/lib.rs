@@ -128,7 +128,7 @@ pub fn open_store(settings: &Settings) -> Result<Store, StoreError> {
     }
     let Some(dir) = &settings.storage.data_dir else {
         log::warn!("--storage memory: canvases are kept only while their room is open");
-        return Ok(Store::memory());
+        return Ok(Store::without_persistence());
     };
     let options = StoreOptions {
         flush_interval: settings.storage.flush_interval,

@@ -221,7 +221,7 @@ impl RoomRegistry {
         let thread = self.live_arbiter(arbiter);
         count_room(&self.stats, room, 1);
         let store = if &**room == PROBE_ROOM {
-            Store::memory()
+            Store::without_persistence()
         } else {
             self.store.clone()
         };
@@ -459,7 +459,11 @@ mod tests {
         let settings = Arc::new(crate::config::parse_for_tests(&args).expect("valid settings"));
         let stats = Arc::new(Stats::new());
         actix::System::new().block_on(async move {
-            let registry = RoomRegistry::new(settings.clone(), stats.clone(), Store::memory());
+            let registry = RoomRegistry::new(
+                settings.clone(),
+                stats.clone(),
+                Store::without_persistence(),
+            );
             test(settings, stats, registry.start()).await;
         });
     }

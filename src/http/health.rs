@@ -184,7 +184,7 @@ mod tests {
         let settings = Arc::new(crate::config::parse_for_tests(&[]).expect("valid settings"));
         let stats = Arc::new(Stats::new());
         actix::System::new().block_on(async move {
-            let store = crate::storage::Store::memory();
+            let store = crate::storage::Store::without_persistence();
             let registry = RoomRegistry::new(settings.clone(), stats.clone(), store).start();
             test(settings, stats, registry).await;
         });
@@ -219,7 +219,7 @@ mod tests {
             let thread = actix::Arbiter::new();
             let (s, t) = (settings.clone(), stats.clone());
             let gone = RoomRegistry::start_in_arbiter(&thread.handle(), move |_| {
-                RoomRegistry::new(s, t, crate::storage::Store::memory())
+                RoomRegistry::new(s, t, crate::storage::Store::without_persistence())
             });
             thread.stop();
             thread.join().expect("the registry's thread ends");

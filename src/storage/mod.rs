@@ -40,8 +40,8 @@ impl Store {
     }
 
     /// Nothing kept: a room's canvas lives while the room is open.
-    pub fn memory() -> Store {
-        Store::Sqlite(sqlite::Store::memory())
+    pub fn without_persistence() -> Store {
+        Store::Sqlite(sqlite::Store::without_persistence())
     }
 
     /// The cluster this node belongs to, if any: its rooms publish operations through it and
