@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{png_data_url, Client, Server};
+use common::{png_data_url, Client, Server, ONE_ADDRESS_CROWD};
 use futures_util::future::join_all;
 use serde_json::json;
 
@@ -20,14 +20,7 @@ const LISTED_MEMBER_BYTES: usize = 92;
 const LIST_ENVELOPE_BYTES: usize = 64;
 
 fn crowd_server() -> Server {
-    Server::start_with(&[
-        "--max-connections-per-ip",
-        "1000",
-        "--connection-rate-per-ip",
-        "1000",
-        "--connection-burst-per-ip",
-        "1000",
-    ])
+    Server::start_with(&ONE_ADDRESS_CROWD)
 }
 
 /// Joins `n` members, `at_once` at a time; each has read its welcome.

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Server, EVENT_DEADLINE};
+use common::{Server, EVENT_DEADLINE, ONE_ADDRESS_CROWD};
 use futures_util::StreamExt;
 use livecanvas::RESERVED_DESCRIPTORS;
 use tokio::net::TcpStream;
@@ -30,15 +30,6 @@ const TEST_OWN_FILES: u64 = 100;
 const ANSWER_WITHIN: Duration = Duration::from_secs(5);
 /// How many rooms the crowd spreads over.
 const ROOMS: u64 = 20;
-
-const SERVER_FLAGS: [&str; 6] = [
-    "--max-connections-per-ip",
-    "100000",
-    "--connection-rate-per-ip",
-    "100000",
-    "--connection-burst-per-ip",
-    "100000",
-];
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -130,7 +121,7 @@ fn raise_own_open_file_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_the_open_file_limit_clients_get_server_full_and_health_still_answers() {
     raise_own_open_file_limit();
-    let server = Server::start_with_open_files(&SERVER_FLAGS, SERVER_OPEN_FILES);
+    let server = Server::start_with_open_files(&ONE_ADDRESS_CROWD, SERVER_OPEN_FILES);
 
     let urls: Vec<String> = (0..CROWD)
         .map(|i| server.ws_url(&format!("crowd{}", i % ROOMS)))

@@ -9,22 +9,12 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::Server;
+use common::{Server, ONE_ADDRESS_CROWD};
 use serde_json::Value;
 
 /// The smoke run takes about 2 s of drawing plus connecting and draining; this only turns a hang
 /// into a failure.
 const RUN_DEADLINE: Duration = Duration::from_secs(60);
-
-/// Per-address limits loose enough for one process opening all the clients at once.
-const PERMISSIVE: [&str; 6] = [
-    "--max-connections-per-ip",
-    "1000",
-    "--connection-rate-per-ip",
-    "1000",
-    "--connection-burst-per-ip",
-    "1000",
-];
 
 /// The load generator's binary: `$LIVECANVAS_LOAD_BIN` if set, else built here. It is another
 /// crate of the workspace (crates/livecanvas-load), so cargo gives this test no
@@ -98,7 +88,7 @@ fn run_load(args: &[&str]) -> Output {
 
 /// Runs `--preset smoke --json` (plus `extra`) against a fresh server; returns the JSON report.
 fn smoke_report(extra: &[&str]) -> Value {
-    let server = Server::start_with(&PERMISSIVE);
+    let server = Server::start_with(&ONE_ADDRESS_CROWD);
     let url = format!("ws://{}/ws", server.addr);
     let mut args = vec!["--preset", "smoke", "--json", "--url", url.as_str()];
     args.extend_from_slice(extra);
@@ -170,7 +160,7 @@ fn a_target_off_loopback_is_refused_with_exit_code_2() {
 fn join_latency_times_every_newcomer_with_the_whole_picture_warm_and_cold() {
     // Checkpoints every 10 operations and never for quietness, so that the rooms hold a tail of
     // operations after their checkpoint that newcomers must get after the picture.
-    let mut flags = PERMISSIVE.to_vec();
+    let mut flags = ONE_ADDRESS_CROWD.to_vec();
     flags.extend([
         "--draws-per-second",
         "100000",

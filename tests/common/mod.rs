@@ -30,6 +30,16 @@ pub fn is_presence(message: &Value) -> bool {
     }
 }
 
+/// Per-address limits loose enough for one test process opening a whole crowd from 127.0.0.1.
+pub const ONE_ADDRESS_CROWD: [&str; 6] = [
+    "--max-connections-per-ip",
+    "100000",
+    "--connection-rate-per-ip",
+    "100000",
+    "--connection-burst-per-ip",
+    "100000",
+];
+
 /// Long enough for a loaded CI machine, short enough that a hang fails the test.
 pub const EVENT_DEADLINE: Duration = Duration::from_secs(10);
 
