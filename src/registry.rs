@@ -19,7 +19,6 @@ use uuid::Uuid;
 
 use crate::config::Settings;
 use crate::room::{CanvasServer, CloseAll, Drain, Join, JoinAnswer, Shutdown};
-use crate::session::WsSession;
 use crate::stats::Stats;
 use crate::storage::Store;
 
@@ -34,7 +33,7 @@ pub const PROBE_ROOM: &str = "~probe";
 pub struct JoinRoom {
     pub room: Arc<str>,
     pub id: Uuid,
-    pub session: Addr<WsSession>,
+    pub session: Recipient<crate::room::ToMember>,
     /// The client asked for batched delivery.
     pub batched: bool,
     /// The client joined with a view link.

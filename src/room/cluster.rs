@@ -10,11 +10,11 @@ use actix::prelude::*;
 use bytestring::ByteString;
 use uuid::Uuid;
 
+use super::{Kick, ToMember};
 use crate::history::{self};
 use crate::picture::{self, Priority};
 use crate::presence::{self};
 use crate::protocol::ServerMessage;
-use crate::session::Kick;
 use crate::storage::{CatchUp, Cluster, Relayed, RelayedOp, StoredRoom};
 use actix_http::ws::CloseCode;
 
@@ -127,11 +127,11 @@ impl CanvasServer {
             reason: "the room is reloading; try again",
         };
         for member in std::mem::take(&mut self.members) {
-            member.tell(Kick {
+            member.tell(ToMember::Kick(Kick {
                 code: CloseCode::Restart,
                 reason: "the room is reloading from the cluster; reconnect",
                 hand_over: false,
-            });
+            }));
         }
         self.population.store(0, Ordering::Relaxed);
         self.pending.clear();

@@ -10,9 +10,9 @@ use actix::prelude::*;
 use bytestring::ByteString;
 use uuid::Uuid;
 
+use super::direct::Written;
+use super::{Kick, ToMember};
 use crate::protocol::{batch_frame, Rejection, ServerMessage};
-use crate::session::direct::Written;
-use crate::session::{Deliver, DeliverRest, DeliverTick, Kick};
 use actix_http::ws::CloseCode;
 
 use super::{CanvasServer, Evict, Member, ToWrite, WriteGathered};
@@ -39,14 +39,14 @@ impl CanvasServer {
                 return;
             }
         }
-        if !member.try_tell(Deliver(frame)) {
+        if !member.try_tell(ToMember::Deliver(frame)) {
             ctx.notify(Evict { id: member.id });
         }
     }
 
     /// Like `deliver`, for a batched member's tick frame.
     pub(super) fn deliver_tick(member: &Member, frame: ByteString, ctx: &mut Context<Self>) {
-        if !member.try_tell(DeliverTick(frame)) {
+        if !member.try_tell(ToMember::DeliverTick(frame)) {
             ctx.notify(Evict { id: member.id });
         }
     }
@@ -174,7 +174,7 @@ impl Handler<WriteGathered> for CanvasServer {
                 // The socket is full: the rest waits in the session's writer, before anything
                 // else, and the session's queue decides whether this member keeps up.
                 if let Some(member) = self.member(id) {
-                    if !member.try_tell(DeliverRest(rest)) {
+                    if !member.try_tell(ToMember::DeliverRest(rest)) {
                         ctx.notify(Evict { id });
                     }
                 }
@@ -194,11 +194,11 @@ impl Handler<Evict> for CanvasServer {
                 self.name,
                 evict.id
             );
-            member.tell(Kick {
+            member.tell(ToMember::Kick(Kick {
                 code: CloseCode::Policy,
                 reason: "too slow: stopped reading",
                 hand_over: false,
-            });
+            }));
         }
     }
 }

@@ -9,14 +9,14 @@ use std::sync::atomic::Ordering;
 use actix::prelude::*;
 use uuid::Uuid;
 
+use super::direct;
+use super::{Kick, ToMember};
 use crate::canvas::Op;
 use crate::config::PictureSource;
 use crate::history::{self, Meta};
 use crate::presence::{self, Identity, CURSOR_TICK};
 use crate::protocol::{Rejection, ServerMessage};
 use crate::registry::RoomIdle;
-use crate::session::direct::{self};
-use crate::session::Kick;
 use actix_http::ws::CloseCode;
 
 use super::{
@@ -320,11 +320,11 @@ impl Handler<CloseAll> for CanvasServer {
         self.flush_tick(ctx);
         self.pending.clear();
         for member in self.members.drain(..) {
-            member.tell(Kick {
+            member.tell(ToMember::Kick(Kick {
                 code: CloseCode::Away,
                 reason: "server restarting",
                 hand_over: true,
-            });
+            }));
         }
     }
 }

@@ -15,7 +15,6 @@ use crate::canvas::Op;
 use crate::history::AuthorId;
 use crate::picture::Picture;
 use crate::protocol::{Segment, StrokeId};
-use crate::session::WsSession;
 use actix_http::ws::CloseCode;
 
 /// A session enters the room. Sent by the registry only, so the registry can count joins.
@@ -23,7 +22,7 @@ use actix_http::ws::CloseCode;
 #[rtype(result = "()")]
 pub struct Join {
     pub id: Uuid,
-    pub session: Addr<WsSession>,
+    pub session: Recipient<super::ToMember>,
     /// The client asked for batched delivery.
     pub batched: bool,
     /// The client joined with a view link (said in its `welcome`).

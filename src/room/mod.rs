@@ -31,8 +31,6 @@ use crate::history::{self, History};
 use crate::picture::{self, Picture, Priority, RenderFailed};
 use crate::presence::{CursorBuffer, Identity, ShownPresence};
 use crate::registry::RoomRegistry;
-use crate::session::direct::Direct;
-use crate::session::WsSession;
 use crate::stats::Stats;
 use crate::storage::{Cluster, RelayedOp, Store, StoreError};
 use actix_http::ws::CloseCode;
@@ -41,12 +39,16 @@ mod announce;
 mod checkpoints;
 mod cluster;
 mod delivery;
+pub(crate) mod direct;
 mod handlers;
 mod messages;
 mod newcomer;
 mod operations;
+mod to_member;
 
+use direct::Direct;
 pub use messages::*;
+pub use to_member::{Kick, ToMember};
 
 /// An operation the room accepted and has not yet folded into a checkpoint.
 struct Recorded {
@@ -75,7 +77,8 @@ type ToWrite = RefCell<Vec<(Uuid, Weak<Direct>)>>;
 
 struct Member {
     id: Uuid,
-    session: Addr<WsSession>,
+    /// Its session, through what the room sends members (see `to_member`).
+    session: Recipient<ToMember>,
     /// Gets the room's broadcasts once per tick, as one frame.
     batched: bool,
     /// The first broadcast of the current tick this member gets: one that joined mid-tick was sent
@@ -95,23 +98,13 @@ impl Member {
     }
 
     /// Sends the session a message whatever its queue holds (for the few that must arrive).
-    fn tell<M>(&self, message: M)
-    where
-        M: Message + Send + 'static,
-        M::Result: Send,
-        WsSession: Handler<M>,
-    {
+    fn tell(&self, message: ToMember) {
         self.session.do_send(message);
         self.went_by_mailbox();
     }
 
     /// Sends the session a message unless its queue is full (`false`: the member falls behind).
-    fn try_tell<M>(&self, message: M) -> bool
-    where
-        M: Message + Send + 'static,
-        M::Result: Send,
-        WsSession: Handler<M>,
-    {
+    fn try_tell(&self, message: ToMember) -> bool {
         let sent = self.session.try_send(message).is_ok();
         if sent {
             self.went_by_mailbox();

@@ -8,9 +8,9 @@ use actix::prelude::*;
 use bytestring::ByteString;
 use uuid::Uuid;
 
+use super::ToMember;
 use crate::canvas::Op;
 use crate::protocol::{ErrorCode, Rejection, ServerMessage};
-use crate::session::{DeliverMany, RequestSnapshot, WithdrawSnapshotRequest};
 
 use super::{CanvasServer, Evict, PendingSnapshot, Recorded};
 
@@ -53,7 +53,7 @@ impl CanvasServer {
             ask_id,
         });
         if let Some(member) = self.member(peer) {
-            member.tell(RequestSnapshot { newcomer });
+            member.tell(ToMember::RequestSnapshot { newcomer });
         }
         ctx.run_later(self.settings.snapshot_timeout, move |room, ctx| {
             room.snapshot_timed_out(newcomer, ask_id, ctx)
@@ -75,7 +75,7 @@ impl CanvasServer {
         };
         let pending = self.pending.swap_remove(index);
         if let Some(member) = self.member(pending.asked) {
-            member.tell(WithdrawSnapshotRequest);
+            member.tell(ToMember::WithdrawSnapshotRequest);
         }
         log::debug!(
             "room={} client={} did not send the snapshot for {} in time",
@@ -145,7 +145,7 @@ impl CanvasServer {
         }
         // Thousands of undoable operations would not fit the member's mailbox one by one.
         let frames = since.iter().map(|r| r.frame.clone()).collect();
-        if !member.try_tell(DeliverMany(frames)) {
+        if !member.try_tell(ToMember::DeliverMany(frames)) {
             ctx.notify(Evict { id: member.id });
         }
     }

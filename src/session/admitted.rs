@@ -16,11 +16,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_util::codec::FramedRead;
 
-use super::direct::{Direct, SharedTcp};
 use crate::config::Settings;
 use crate::history::AuthorId;
 use crate::http::limits::ConnectionPermit;
 use crate::registry::{PlaceSession, RoomRegistry};
+use crate::room::direct::{Direct, SharedTcp};
 use crate::stats::Stats;
 
 use super::reader::{ClientCodec, ClientFrames, READ_BUFFER_BYTES, SNAPSHOT_ENVELOPE_BYTES};

@@ -3,20 +3,18 @@
 //! It must never write a frame out of the room's order, nor wait on the room.
 
 use actix::prelude::*;
+use bytes::Bytes;
+use bytestring::ByteString;
+use uuid::Uuid;
 
 use crate::protocol::ServerMessage;
 
-use super::messages::{
-    Deliver, DeliverMany, DeliverRest, DeliverTick, Kick, RequestSnapshot, WithdrawSnapshotRequest,
-};
 use super::writer::Outgoing;
 use super::WsSession;
+use crate::room::{Kick, ToMember};
 
-impl Handler<Deliver> for WsSession {
-    type Result = ();
-
-    fn handle(&mut self, Deliver(frame): Deliver, ctx: &mut Self::Context) {
-        self.handling_room_message();
+impl WsSession {
+    fn deliver(&mut self, frame: ByteString, ctx: &mut Context<Self>) {
         self.release_after_large(frame.len(), ctx);
         let Some(pending) = self.batch.as_mut() else {
             return self.text(frame);
@@ -28,11 +26,8 @@ impl Handler<Deliver> for WsSession {
     }
 }
 
-impl Handler<DeliverMany> for WsSession {
-    type Result = ();
-
-    fn handle(&mut self, DeliverMany(frames): DeliverMany, ctx: &mut Self::Context) {
-        self.handling_room_message();
+impl WsSession {
+    fn deliver_many(&mut self, frames: Vec<ByteString>, ctx: &mut Context<Self>) {
         let Some(pending) = self.batch.as_mut() else {
             for frame in frames {
                 self.text(frame);
@@ -46,11 +41,8 @@ impl Handler<DeliverMany> for WsSession {
     }
 }
 
-impl Handler<DeliverRest> for WsSession {
-    type Result = ();
-
-    fn handle(&mut self, DeliverRest(rest): DeliverRest, _ctx: &mut Self::Context) {
-        self.handling_room_message();
+impl WsSession {
+    fn deliver_rest(&mut self, rest: Bytes) {
         if !self.closing {
             self.take_gathered();
             self.out.write(Outgoing::Encoded(rest));
@@ -58,44 +50,32 @@ impl Handler<DeliverRest> for WsSession {
     }
 }
 
-impl Handler<DeliverTick> for WsSession {
-    type Result = ();
-
-    fn handle(&mut self, DeliverTick(frame): DeliverTick, ctx: &mut Self::Context) {
-        self.handling_room_message();
+impl WsSession {
+    fn deliver_tick(&mut self, frame: ByteString, ctx: &mut Context<Self>) {
         self.release_after_large(frame.len(), ctx);
         self.flush_batch();
         self.text(frame);
     }
 }
 
-impl Handler<RequestSnapshot> for WsSession {
-    type Result = ();
-
-    fn handle(&mut self, request: RequestSnapshot, _ctx: &mut Self::Context) {
-        self.handling_room_message();
+impl WsSession {
+    fn request_snapshot(&mut self, newcomer: Uuid) {
         self.snapshot_requests_open += 1;
         let message = ServerMessage::CanvasRequest {
-            client_id: request.newcomer,
+            client_id: newcomer,
         };
         self.text(message.encode());
     }
 }
 
-impl Handler<WithdrawSnapshotRequest> for WsSession {
-    type Result = ();
-
-    fn handle(&mut self, _: WithdrawSnapshotRequest, _ctx: &mut Self::Context) {
-        self.handling_room_message();
+impl WsSession {
+    fn withdraw_snapshot_request(&mut self) {
         self.snapshot_requests_open = self.snapshot_requests_open.saturating_sub(1);
     }
 }
 
-impl Handler<Kick> for WsSession {
-    type Result = ();
-
-    fn handle(&mut self, kick: Kick, ctx: &mut Self::Context) {
-        self.handling_room_message();
+impl WsSession {
+    fn kick(&mut self, kick: Kick, ctx: &mut Context<Self>) {
         if kick.hand_over {
             self.handing_over = true;
         } else {
@@ -103,5 +83,22 @@ impl Handler<Kick> for WsSession {
             self.room = None;
         }
         self.close(ctx, kick.code, kick.reason);
+    }
+}
+
+impl Handler<ToMember> for WsSession {
+    type Result = ();
+
+    fn handle(&mut self, message: ToMember, ctx: &mut Self::Context) {
+        self.handling_room_message();
+        match message {
+            ToMember::Deliver(frame) => self.deliver(frame, ctx),
+            ToMember::DeliverMany(frames) => self.deliver_many(frames, ctx),
+            ToMember::DeliverRest(rest) => self.deliver_rest(rest),
+            ToMember::DeliverTick(frame) => self.deliver_tick(frame, ctx),
+            ToMember::RequestSnapshot { newcomer } => self.request_snapshot(newcomer),
+            ToMember::WithdrawSnapshotRequest => self.withdraw_snapshot_request(),
+            ToMember::Kick(kick) => self.kick(kick, ctx),
+        }
     }
 }

@@ -20,7 +20,6 @@ use bytestring::ByteString;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use self::direct::Direct;
 use crate::config::Settings;
 use crate::history::AuthorId;
 use crate::http::limits::{ConnectionPermit, CursorLimiter, DrawLimiter, Throttle};
@@ -28,21 +27,19 @@ use crate::protocol::{
     batch_frame, check_png_snapshot, decode_client_message, ClientMessage, Rejection,
 };
 use crate::registry::{JoinRoom, RoomRegistry, TooManyRooms};
+use crate::room::direct::{self, Direct};
 use crate::room::{
     CanvasServer, Clear, CursorMove, Draw, JoinAnswer, Leave, SetName, SnapshotReply, Toggle,
 };
 use crate::stats::Stats;
 
 mod admitted;
-pub(crate) mod direct;
 mod handlers;
-mod messages;
 mod reader;
 pub(crate) mod utf8_guard;
 mod writer;
 
 pub use admitted::{connect_in_memory, Admitted};
-pub use messages::*;
 use reader::Incoming;
 use writer::{Outgoing, Writer};
 
@@ -581,7 +578,7 @@ impl Actor for WsSession {
         let join = JoinRoom {
             room: self.room_name.clone(),
             id: self.id,
-            session: ctx.address(),
+            session: ctx.address().recipient(),
             batched: self.batch.is_some(),
             read_only: self.read_only,
         };

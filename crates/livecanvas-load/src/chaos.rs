@@ -22,6 +22,7 @@
 //! stroke that the server promised to keep is in it, and that no cell that was never drawn holds
 //! anything.
 
+use crate::client::lock;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Cursor, Read};
@@ -29,7 +30,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Args as ClapArgs;
@@ -202,10 +203,6 @@ pub struct CheckArgs {
     /// fetching them: checks a finished run again, e.g. with another --slack.
     #[arg(long)]
     pub pictures: Option<PathBuf>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn unix_ms() -> u64 {

@@ -15,11 +15,12 @@
 //! livecanvas only: it relies on `welcome`, `canvasState`/`canvasEmpty` and, for `--cold`,
 //! `/healthz`.
 
+use crate::client::lock;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Args as ClapArgs;
@@ -212,10 +213,6 @@ pub fn resolve(args: JoinArgs) -> Result<JoinSettings, String> {
 
 pub fn main(args: JoinArgs) -> ExitCode {
     crate::run_subcommand(resolve(args), run)
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 async fn open(addr: SocketAddr, url: &str, eager: bool) -> Result<Ws, String> {
