@@ -12,7 +12,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{draw_at, Client, Server};
+use common::{draw_at, Client, Server, ONE_ADDRESS_CROWD};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::time::{interval, timeout, Instant, MissedTickBehavior};
@@ -36,13 +36,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Only turns a hang into a failure.
 const STEP: Duration = Duration::from_secs(60);
 
-const SERVER_FLAGS: [&str; 18] = [
-    "--max-connections-per-ip",
-    "100000",
-    "--connection-rate-per-ip",
-    "100000",
-    "--connection-burst-per-ip",
-    "100000",
+/// Beside `ONE_ADDRESS_CROWD`.
+const SERVER_FLAGS: [&str; 12] = [
     "--checkpoint-idle",
     "100ms",
     "--shutdown-grace",
@@ -180,7 +175,7 @@ async fn healthz(server: &Server) -> (u16, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_each_crowd_leaves_a_newcomer_is_served_and_sigterm_stops_the_server() {
-    let mut server = Server::start_with(&SERVER_FLAGS);
+    let mut server = Server::start_with(&[&ONE_ADDRESS_CROWD[..], &SERVER_FLAGS[..]].concat());
     for wave in 0..WAVES {
         crowd(&server, wave).await;
         newcomers_are_served(&server, wave).await;
