@@ -33,7 +33,7 @@ pub struct Stats {
     /// The same bytes, by message type: where a room's traffic goes.
     pub bytes_out_by_type: IntCounterVec,
     /// Connections whose write buffer a burst grew beyond its idle size and that have not given
-    /// it back yet (they do once it is written out, at the latest with the next heartbeat ping).
+    /// it back yet (they do once it is written out: a session looks 100 ms after the frame).
     pub grown_write_buffers: IntGauge,
     /// From a draw's arrival in its session to its frames being queued for the whole room.
     pub broadcast_seconds: Histogram,

@@ -37,9 +37,9 @@ pub(super) enum Outgoing {
 /// actix-http's WebSocket encoder, over a buffer that does not stay large. actix's `FramedWrite`
 /// keeps its buffer's allocation for good, so every member would hold the largest burst it was
 /// ever sent until it left; this gives a grown buffer back at the first encode after it has been
-/// written out (a session sends a `Nop`, which encodes nothing, soon after a large frame; after a
-/// smaller burst the next frame does, at the latest the next heartbeat ping), and counts the
-/// connections holding one in `livecanvas_grown_write_buffers`.
+/// written out (a session sends a `Nop`, which encodes nothing, 100 ms after a frame that grew
+/// it, and any frame queued does the same), and counts the connections holding one in
+/// `livecanvas_grown_write_buffers`.
 ///
 /// It also counts what it encodes for the socket's direct writes (see `direct`), which wait while
 /// the writer holds anything.
