@@ -84,7 +84,7 @@ fn hsl_to_rgb(hue: f64, saturation: f64, lightness: f64) -> (u8, u8, u8) {
 }
 
 /// The `presence` frame for `members` (already capped) out of `total`.
-pub fn presence_frame(members: &[PresenceMember], total: usize) -> ByteString {
+fn presence_frame(members: &[PresenceMember], total: usize) -> ByteString {
     ServerMessage::Presence { members, total }.encode()
 }
 

@@ -15,7 +15,7 @@ use crate::room::{Kick, ToMember};
 
 impl WsSession {
     fn deliver(&mut self, frame: ByteString, ctx: &mut Context<Self>) {
-        self.release_after_large(frame.len(), ctx);
+        self.release_when_written(frame.len(), ctx);
         let Some(pending) = self.batch.as_mut() else {
             return self.text(frame);
         };
@@ -24,9 +24,7 @@ impl WsSession {
         }
         pending.push(frame);
     }
-}
 
-impl WsSession {
     fn deliver_many(&mut self, frames: Vec<ByteString>, ctx: &mut Context<Self>) {
         let Some(pending) = self.batch.as_mut() else {
             for frame in frames {
@@ -39,26 +37,20 @@ impl WsSession {
         }
         pending.extend(frames);
     }
-}
 
-impl WsSession {
     fn deliver_rest(&mut self, rest: Bytes) {
         if !self.closing {
             self.take_gathered();
             self.out.write(Outgoing::Encoded(rest));
         }
     }
-}
 
-impl WsSession {
     fn deliver_tick(&mut self, frame: ByteString, ctx: &mut Context<Self>) {
-        self.release_after_large(frame.len(), ctx);
+        self.release_when_written(frame.len(), ctx);
         self.flush_batch();
         self.text(frame);
     }
-}
 
-impl WsSession {
     fn request_snapshot(&mut self, newcomer: Uuid) {
         self.snapshot_requests_open += 1;
         let message = ServerMessage::CanvasRequest {
@@ -66,15 +58,11 @@ impl WsSession {
         };
         self.text(message.encode());
     }
-}
 
-impl WsSession {
     fn withdraw_snapshot_request(&mut self) {
         self.snapshot_requests_open = self.snapshot_requests_open.saturating_sub(1);
     }
-}
 
-impl WsSession {
     fn kick(&mut self, kick: Kick, ctx: &mut Context<Self>) {
         if kick.hand_over {
             self.handing_over = true;

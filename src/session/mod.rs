@@ -205,7 +205,7 @@ impl WsSession {
     /// it is written: a `Nop` encodes nothing but lets [`ReleasingCodec`] see the buffer empty.
     /// (If the client is still reading then, the next frame it is sent does the same.) One look
     /// at a time, however many such frames come.
-    fn release_after_large(&mut self, frame_bytes: usize, ctx: &mut Context<Self>) {
+    fn release_when_written(&mut self, frame_bytes: usize, ctx: &mut Context<Self>) {
         if frame_bytes > WRITE_BUFFER_KEPT_BYTES && !self.release_due {
             self.release_due = true;
             ctx.run_later(WRITE_BUFFER_RELEASE_DELAY, |session, _| {
