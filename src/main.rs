@@ -6,7 +6,7 @@ use clap::Parser;
 use livecanvas::config::{Cli, Command, Config};
 
 fn main() -> ExitCode {
-    livecanvas::memory::keep_big_buffers_out_of_the_heap();
+    livecanvas::memory::tune_the_heap();
     let cli = Cli::parse();
     if let Some(Command::Healthcheck { timeout }) = cli.command {
         return healthcheck(&cli.config, timeout);

@@ -112,6 +112,10 @@ impl Handler<Join> for CanvasServer {
             );
             return self.idle_if_empty();
         }
+        if self.members.is_empty() {
+            // Most rooms have one member: room for exactly one, not the four a first push makes.
+            self.members.reserve_exact(1);
+        }
         self.members.push(Member {
             id: join.id,
             session: join.session,
@@ -120,7 +124,7 @@ impl Handler<Join> for CanvasServer {
             tick_from: self.tick.frames.len(),
             refused_at: None,
             direct: direct::find(join.id),
-            identity: Identity::default_for(join.id),
+            identity: Identity::default(),
         });
         self.population.store(self.members.len(), Ordering::Relaxed);
         if let Some(shared) = &mut self.shared {
@@ -214,11 +218,9 @@ impl Handler<SetName> for CanvasServer {
         let Some(member) = self.members.iter_mut().find(|m| m.id == set.from) else {
             return;
         };
-        if member.identity.name == set.name {
-            return;
+        if member.identity.rename(set.from, set.name) {
+            self.announce(ctx);
         }
-        member.identity.name = set.name;
-        self.announce(ctx);
     }
 }
 

@@ -23,7 +23,7 @@ use crate::registry::{PlaceSession, RoomRegistry};
 use crate::room::direct::{Direct, SharedTcp};
 use crate::stats::Stats;
 
-use super::reader::{ClientCodec, ClientFrames, READ_BUFFER_BYTES, SNAPSHOT_ENVELOPE_BYTES};
+use super::reader::{ClientCodec, ClientFrames, ReadReady, SNAPSHOT_ENVELOPE_BYTES};
 use super::writer::{ReleasingCodec, SocketWriter};
 use super::WsSession;
 
@@ -124,15 +124,15 @@ impl Admitted {
         read_ahead: &[u8],
     ) -> Addr<WsSession>
     where
-        R: AsyncRead + Unpin + 'static,
+        R: AsyncRead + ReadReady + Unpin + 'static,
     {
         // A copy: the HTTP side's buffer is 8 KiB, and the reader keeps what it chains for good.
         let reader = Cursor::new(Bytes::copy_from_slice(read_ahead)).chain(reader);
         // The codec must let a requested snapshot through; the session enforces the small limit
         // on everything else.
         let frame_limit = self.settings.max_snapshot_bytes + SNAPSHOT_ENVELOPE_BYTES;
-        let frames =
-            FramedRead::with_capacity(reader, ClientCodec::new(frame_limit), READ_BUFFER_BYTES);
+        // No buffer yet: `ClientFrames` makes one when the first bytes arrive.
+        let frames = FramedRead::with_capacity(reader, ClientCodec::new(frame_limit), 0);
         WsSession::create(move |ctx| {
             ctx.add_stream(ClientFrames {
                 frames,

@@ -89,9 +89,11 @@ pub struct WsSession {
     direct: Option<Rc<Direct>>,
     /// This connection's place in the server's connection counts, released when the actor drops.
     _permit: Option<ConnectionPermit>,
-    draws: DrawLimiter,
+    /// Made at the first draw: a member who only watches (most of a big room) never pays for it.
+    draws: Option<Box<DrawLimiter>>,
     /// Cursor moves beyond their rate are dropped silently (see `presence::CURSORS_PER_SECOND`).
-    cursors: CursorLimiter,
+    /// Made at the first move, as `draws` is.
+    cursors: Option<Box<CursorLimiter>>,
     room_name: Arc<str>,
     peer: String,
     settings: Arc<Settings>,
@@ -145,8 +147,8 @@ impl WsSession {
             half_close,
             direct,
             _permit: permit,
-            draws: DrawLimiter::new(&settings),
-            cursors: CursorLimiter::new(),
+            draws: None,
+            cursors: None,
             room_name,
             peer,
             settings,
@@ -457,7 +459,8 @@ impl WsSession {
                 }
             }
             ClientMessage::Cursor { x, y } => {
-                if self.cursors.allow() {
+                let cursors = self.cursors.get_or_insert_with(Box::default);
+                if cursors.allow() {
                     self.stats.messages_in.with_label_values(&["cursor"]).inc();
                     room.do_send(CursorMove { from, x, y });
                 }
@@ -468,7 +471,10 @@ impl WsSession {
     /// Whether a draw or clear may go to the room now; reminds a flooder now and then, and closes
     /// one that keeps on.
     fn throttle(&mut self, ctx: &mut Context<Self>) -> bool {
-        match self.draws.check() {
+        let draws = self
+            .draws
+            .get_or_insert_with(|| Box::new(DrawLimiter::new(&self.settings)));
+        match draws.check() {
             Throttle::Allow => true,
             Throttle::Drop { warn } => {
                 if warn {
