@@ -39,7 +39,11 @@ const connection = new Connection(wsUrl(room, location, { author: authorSecret()
 const sync = new Sync({
   board,
   send: (msg) => connection.send(msg),
-  onSynced: (synced) => status.setSynced(synced),
+  onSynced: (synced) => {
+    status.setSynced(synced);
+    // Undo and redo wait for the picture and for what was drawn offline to be sent.
+    undoHistory.setOnline(synced);
+  },
 });
 
 const undoHistory = new UndoHistory({
@@ -73,6 +77,7 @@ attachView({
   zoomOut: $('zoom-out'),
   fit: $('zoom-fit'),
   label: $('zoom-level'),
+  toggle: $('zoom-toggle'),
 });
 // A hook for the browser tests (and the console): the board and its API.
 window.__livecanvas = { board };
@@ -108,16 +113,13 @@ if (privateRoom.isPrivate) {
 setupNewPrivateRoom({ button: $('new-private'), toast: status.toast });
 
 const names = setupNames({
-  dialog: $('name-dialog'),
   form: $('name-form'),
   input: $('name-input'),
-  skipButton: $('name-skip'),
   error: $('name-error'),
   send: (msg) => connection.send(msg),
 });
-const presence = createPresence({ listEl: $('members'), toggleEl: $('people'), onRenameSelf: () => names.open() });
+const presence = createPresence({ listEl: $('members'), toggleEl: $('people'), onRenameSelf: (shown) => names.open(shown) });
 const cursors = createCursors({ board, canvas, stage: $('stage'), presence, send: (msg) => connection.send(msg) });
-names.askIfNew();
 
 connection.addEventListener('state', (e) => status.setConnection(e.detail));
 connection.addEventListener('close', () => {

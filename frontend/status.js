@@ -31,7 +31,13 @@ export function createStatus({ statusEl, peopleEl, noticeEl, toastHost }) {
 
     setPeople(n) {
       peopleEl.dataset.count = String(n);
-      peopleEl.textContent = n === 1 ? '1 person here' : `${n} people here`;
+      // The number always shows; the words only where there is room (style.css).
+      const count = document.createElement('span');
+      count.textContent = String(n);
+      const words = document.createElement('span');
+      words.className = 'people-label';
+      words.textContent = n === 1 ? ' person here' : ' people here';
+      peopleEl.replaceChildren(count, words);
       peopleEl.title = n === 1 ? 'Just you here' : `${n} people drawing in this room`;
     },
 
