@@ -118,7 +118,7 @@ const names = setupNames({
   error: $('name-error'),
   send: (msg) => connection.send(msg),
 });
-const presence = createPresence({ listEl: $('members'), toggleEl: $('people'), onRenameSelf: (shown) => names.open(shown) });
+const presence = createPresence({ listEl: $('members'), toggleEl: $('people'), onRenameSelf: (shown, chip) => names.open(shown, chip) });
 const cursors = createCursors({ board, canvas, stage: $('stage'), presence, send: (msg) => connection.send(msg) });
 
 connection.addEventListener('state', (e) => status.setConnection(e.detail));

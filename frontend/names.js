@@ -48,9 +48,15 @@ export function setupNames({ form, input, error, send }) {
     if (connected && name) send({ type: 'name', name });
   };
 
-  const open = (current) => {
+  const open = (current, anchor) => {
     input.value = name ?? current ?? '';
     error.hidden = true;
+    if (anchor) {
+      // Under the chip that opened it (style.css places it there on wide screens).
+      const r = anchor.getBoundingClientRect();
+      form.style.setProperty('--anchor-left', `${Math.round(r.left)}px`);
+      form.style.setProperty('--anchor-top', `${Math.round(r.bottom + 6)}px`);
+    }
     if (!form.matches(':popover-open')) form.showPopover();
     input.focus();
     input.select();
@@ -81,7 +87,10 @@ export function setupNames({ form, input, error, send }) {
     disconnected() {
       connected = false;
     },
-    /** Opens the rename pop-over; `current` (the name shown now) fills it when none was chosen. */
+    /**
+     * Opens the rename pop-over under `anchor` (an element); `current` (the name shown now) fills
+     * it when none was chosen.
+     */
     open,
   };
 }

@@ -65,7 +65,7 @@ export function createPresence({ listEl, toggleEl, onRenameSelf }) {
       el.setAttribute('aria-label', `You: ${member.name}. Change your name`);
       el.setAttribute('aria-haspopup', 'dialog');
       el.append(pencil());
-      el.addEventListener('click', () => onRenameSelf(member.name));
+      el.addEventListener('click', () => onRenameSelf(member.name, el));
       const item = document.createElement('li');
       item.append(el);
       return item;

@@ -147,9 +147,8 @@ async fn a_view_link_page_shows_view_only_offers_no_tools_and_its_drawing_change
         )
         .await;
     for tool in [
-        ".toolbar > .colors",
-        ".toolbar > .size",
-        ".toolbar > .segmented",
+        "#brush",
+        "#tools",
         ".toolbar > .history",
         "#clear",
     ] {
