@@ -36,7 +36,8 @@ export function createStatus({ statusEl, peopleEl, noticeEl, toastHost }) {
       count.textContent = String(n);
       const words = document.createElement('span');
       words.className = 'people-label';
-      words.textContent = n === 1 ? ' person here' : ' people here';
+      // A no-break space: a flex item's leading ordinary space would collapse.
+      words.textContent = n === 1 ? '\u00a0person here' : '\u00a0people here';
       peopleEl.replaceChildren(count, words);
       peopleEl.title = n === 1 ? 'Just you here' : `${n} people drawing in this room`;
     },
