@@ -42,8 +42,9 @@ async fn elements_over_the_board(page: &Browser) -> Vec<String> {
              const found = new Set();
              for (let i = 0; i <= 10; i++) {
                for (let j = 0; j <= 10; j++) {
-                 const x = Math.min(r.right - 1, r.left + (r.width * i) / 10);
-                 const y = Math.min(r.bottom - 1, r.top + (r.height * j) / 10);
+                 // A pixel inside the edges: the board's rectangle may start mid-pixel.
+                 const x = r.left + 1 + ((r.width - 2) * i) / 10;
+                 const y = r.top + 1 + ((r.height - 2) * j) / 10;
                  const el = document.elementFromPoint(x, y);
                  if (el !== board) found.add(el ? `${el.tagName}#${el.id}.${el.className}` : 'nothing');
                }
@@ -139,8 +140,11 @@ async fn renaming_from_ones_own_chip_is_a_pop_over_the_board_still_draws_through
     )
     .await;
     assert_eq!(
-        page.js("return document.querySelector(':modal')?.id ?? null;", vec![])
-            .await,
+        page.js(
+            "return document.querySelector(':modal')?.id ?? null;",
+            vec![]
+        )
+        .await,
         Value::Null,
         "the rename prompt is not modal"
     );
@@ -166,10 +170,18 @@ async fn on_a_phone_held_upright_the_board_covers_half_the_screen_under_nothing_
     let server = Server::start();
     let driver = Driver::start();
     let phone = Browser::open_phone(&driver, &room_url(&server, "phone-layout")).await;
-    assert_eq!(viewport(&phone).await, (390.0, 844.0), "the phone emulation");
+    assert_eq!(
+        viewport(&phone).await,
+        (390.0, 844.0),
+        "the phone emulation"
+    );
 
     let share = board_share(&phone).await;
-    assert!(share >= 0.5, "the board covers {:.0}% of the screen", share * 100.0);
+    assert!(
+        share >= 0.5,
+        "the board covers {:.0}% of the screen",
+        share * 100.0
+    );
     let over = elements_over_the_board(&phone).await;
     assert!(over.is_empty(), "over the board: {over:?}");
 
@@ -207,7 +219,9 @@ async fn on_a_phone_colours_and_size_open_in_a_pop_over_that_sets_the_brush() {
         .await;
     phone
         .wait_until(
-            &format!("document.getElementById('brush').matches(':popover-open') && {palette_shown}"),
+            &format!(
+                "document.getElementById('brush').matches(':popover-open') && {palette_shown}"
+            ),
             "the brush pop-over shows the palette",
         )
         .await;
@@ -234,9 +248,17 @@ async fn on_a_phone_on_its_side_the_board_keeps_most_of_the_screen_under_nothing
     let server = Server::start();
     let driver = Driver::start();
     let phone = Browser::open_phone_landscape(&driver, &room_url(&server, "phone-side")).await;
-    assert_eq!(viewport(&phone).await, (844.0, 390.0), "the phone emulation");
+    assert_eq!(
+        viewport(&phone).await,
+        (844.0, 390.0),
+        "the phone emulation"
+    );
     let share = board_share(&phone).await;
-    assert!(share >= 0.5, "the board covers {:.0}% of the screen", share * 100.0);
+    assert!(
+        share >= 0.5,
+        "the board covers {:.0}% of the screen",
+        share * 100.0
+    );
     let over = elements_over_the_board(&phone).await;
     assert!(over.is_empty(), "over the board: {over:?}");
     let zoom = phone
@@ -250,11 +272,15 @@ async fn at_1280x800_the_tools_are_one_row_and_the_board_covers_60_percent() {
     let server = Server::start();
     let driver = Driver::start();
     let page = Browser::open(&driver, &room_url(&server, "desktop-layout")).await;
-    assert_eq!(viewport(&page).await, (1280.0, 800.0), "the window");
+    page.set_viewport(1280, 800).await;
     let tops = tool_row_tops(&page).await;
     assert!(one_row(&tops, 2.0), "the tool row's controls at {tops:?}");
     let share = board_share(&page).await;
-    assert!(share >= 0.6, "the board covers {:.0}% of the window", share * 100.0);
+    assert!(
+        share >= 0.6,
+        "the board covers {:.0}% of the window",
+        share * 100.0
+    );
     let over = elements_over_the_board(&page).await;
     assert!(over.is_empty(), "over the board: {over:?}");
 }

@@ -200,12 +200,19 @@ async fn undo_is_disabled_while_the_page_is_offline_and_takes_back_the_offline_s
     );
     chord(&alice, &[ctrl(), 'z']).await;
     alice
-        .assert_pixels(&ON_STROKE, Px::Paint(RED_RGB), "Ctrl+Z offline leaves the stroke")
+        .assert_pixels(
+            &ON_STROKE,
+            Px::Paint(RED_RGB),
+            "Ctrl+Z offline leaves the stroke",
+        )
         .await;
 
     let server = start_server_on(addr, data.path());
     alice
-        .wait_until(offered, "Undo is offered again once the page is back in sync")
+        .wait_until(
+            offered,
+            "Undo is offered again once the page is back in sync",
+        )
         .await;
     let want: &[(&[(f64, f64)], Px)] = &[(&ON_STROKE, Px::Paint(RED_RGB))];
     wait_for_server_picture(&server, &room, want, "the offline stroke reached the room").await;

@@ -182,6 +182,27 @@ impl Browser {
         browser
     }
 
+    /// Resizes the window so that the page's viewport is `width` x `height` CSS pixels (the window
+    /// adds its own frame), and waits until the page has it.
+    pub async fn set_viewport(&self, width: u32, height: u32) {
+        let frame = self
+            .js(
+                "return [outerWidth - innerWidth, outerHeight - innerHeight];",
+                vec![],
+            )
+            .await;
+        let frame: Vec<u32> = serde_json::from_value(frame).expect("the window's frame");
+        self.client
+            .set_window_size(width + frame[0], height + frame[1])
+            .await
+            .expect("the window resizes");
+        self.wait_until(
+            &format!("innerWidth === {width} && innerHeight === {height}"),
+            &format!("the viewport is {width}x{height}"),
+        )
+        .await;
+    }
+
     /// Reloads the page and waits until it is connected and has its picture again.
     pub async fn reload(&self) {
         self.client.refresh().await.expect("the page reloads");
