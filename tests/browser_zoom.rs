@@ -976,6 +976,11 @@ async fn the_plus_minus_and_zero_keys_zoom_in_out_and_back_to_fit() {
 
     // Typing in a field is typing, not zooming.
     page.click("#room-input").await;
+    page.js(
+        "const f = document.getElementById('room-input'); f.setSelectionRange(f.value.length, f.value.length);",
+        vec![],
+    )
+    .await;
     press(&page, '+').await;
     press(&page, '0').await;
     page.wait_until(
