@@ -190,6 +190,15 @@ function handleMessage(msg) {
       break; // unknown messages are ignored, for forward compatibility
   }
 }
+// The compact layout's pop-overs are inline parts of the bars on a wide screen (style.css's media
+// query): one left open while the window widens would float in the top layer, so close it.
+matchMedia('(min-width: 721px) and (min-height: 501px)').addEventListener('change', (e) => {
+  if (!e.matches) return;
+  for (const el of document.querySelectorAll('.toolbar [popover], .appbar [popover]')) {
+    if (el.matches(':popover-open')) el.hidePopover();
+  }
+});
+
 // Leaving the page (or entering the back/forward cache) closes the socket; coming back reconnects.
 window.addEventListener('pagehide', () => connection.suspend());
 window.addEventListener('pageshow', (e) => {

@@ -63,7 +63,6 @@ export function createPresence({ listEl, toggleEl, onRenameSelf }) {
       el.type = 'button';
       el.title = 'You: click to change your name';
       el.setAttribute('aria-label', `You: ${member.name}. Change your name`);
-      el.setAttribute('aria-haspopup', 'dialog');
       el.append(pencil());
       el.addEventListener('click', () => onRenameSelf(member.name, el));
       const item = document.createElement('li');
