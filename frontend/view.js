@@ -133,6 +133,7 @@ export function attachView({ board, stage, canvas, zoomIn, zoomOut, fit, label, 
     const z = board.zoom;
     label.textContent = `${Math.round(z * 100)}%`;
     toggle.textContent = label.textContent;
+    toggle.setAttribute('aria-label', `Zoom ${label.textContent}`); // the name holds what it shows
     zoomOut.disabled = z <= MIN_ZOOM;
     fit.disabled = z <= MIN_ZOOM;
     zoomIn.disabled = z >= MAX_ZOOM;
