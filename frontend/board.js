@@ -129,6 +129,7 @@ export class Board extends EventTarget {
   #frame = 0; // a pending requestAnimationFrame for the re-render
   #view = new ViewTransform();
   #interactiveAt = -Infinity;
+  #starting = true; // the view is the start view (view.js's startZoom) until someone zooms or pans
   #settle = 0;
 
   constructor(visible, container) {
@@ -175,10 +176,14 @@ export class Board extends EventTarget {
     this.#base = null;
     this.#resetLog();
     this.#view.setZoom(MIN_ZOOM);
+    this.#starting = true;
     this.layout(true);
   }
 
-  /** Fits the visible canvas into its container (zoom applied), keeping the aspect ratio. */
+  /**
+   * Fits the visible canvas into its container (zoom applied), keeping the aspect ratio; a view
+   * nobody has zoomed or panned yet opens at the start zoom (fit, or filling a phone's stage).
+   */
   layout(force = false) {
     const cs = getComputedStyle(this.container);
     const availW = this.container.clientWidth - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight);
@@ -194,6 +199,8 @@ export class Board extends EventTarget {
     cssW = Math.max(1, Math.floor(cssW));
     cssH = Math.max(1, Math.floor(cssH));
     this.#view.setLayout({ logicalW: this.width, logicalH: this.height, fitW: cssW, fitH: cssH, availW, availH });
+    // Until someone zooms or pans, a new layout (a phone turned on its side) opens afresh.
+    if (this.#starting) this.#view.start();
     this.#applyView(force, true);
   }
 
@@ -238,6 +245,7 @@ export class Board extends EventTarget {
    * `interactive`: part of a gesture (a long log is then previewed, and drawn crisp when it stops).
    */
   zoomAt(zoom, clientX, clientY, { anchor = null, interactive = false } = {}) {
+    this.#starting = false;
     const p = anchor ?? this.toBoard(clientX, clientY);
     this.#view.setZoom(zoom);
     this.#sizeCanvas(false); // the canvas's CSS size may change: the rectangle below is the new one
@@ -251,6 +259,7 @@ export class Board extends EventTarget {
 
   /** Pans by (dx, dy) CSS pixels (positive: the view moves right/down over the board). */
   panBy(dx, dy, { interactive = false } = {}) {
+    this.#starting = false;
     const v = this.#view;
     v.ox += dx;
     v.oy += dy;
@@ -260,6 +269,7 @@ export class Board extends EventTarget {
 
   /** Back to "fit": the whole board, mapped exactly as without zoom. */
   fit() {
+    this.#starting = false;
     this.#view.setZoom(MIN_ZOOM);
     this.#applyView(false, false);
   }

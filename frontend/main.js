@@ -39,7 +39,11 @@ const connection = new Connection(wsUrl(room, location, { author: authorSecret()
 const sync = new Sync({
   board,
   send: (msg) => connection.send(msg),
-  onSynced: (synced) => status.setSynced(synced),
+  onSynced: (synced) => {
+    status.setSynced(synced);
+    // Undo and redo wait for the picture and for what was drawn offline to be sent.
+    undoHistory.setOnline(synced);
+  },
 });
 
 const undoHistory = new UndoHistory({
@@ -73,6 +77,7 @@ attachView({
   zoomOut: $('zoom-out'),
   fit: $('zoom-fit'),
   label: $('zoom-level'),
+  toggle: $('zoom-toggle'),
 });
 // A hook for the browser tests (and the console): the board and its API.
 window.__livecanvas = { board };
@@ -108,16 +113,13 @@ if (privateRoom.isPrivate) {
 setupNewPrivateRoom({ button: $('new-private'), toast: status.toast });
 
 const names = setupNames({
-  dialog: $('name-dialog'),
   form: $('name-form'),
   input: $('name-input'),
-  skipButton: $('name-skip'),
   error: $('name-error'),
   send: (msg) => connection.send(msg),
 });
-const presence = createPresence({ listEl: $('members'), toggleEl: $('people'), onRenameSelf: () => names.open() });
+const presence = createPresence({ listEl: $('members'), toggleEl: $('people'), onRenameSelf: (shown, chip) => names.open(shown, chip) });
 const cursors = createCursors({ board, canvas, stage: $('stage'), presence, send: (msg) => connection.send(msg) });
-names.askIfNew();
 
 connection.addEventListener('state', (e) => status.setConnection(e.detail));
 connection.addEventListener('close', () => {
@@ -188,6 +190,15 @@ function handleMessage(msg) {
       break; // unknown messages are ignored, for forward compatibility
   }
 }
+// The compact layout's pop-overs are inline parts of the bars on a wide screen (style.css's media
+// query): one left open while the window widens would float in the top layer, so close it.
+matchMedia('(min-width: 721px) and (min-height: 501px)').addEventListener('change', (e) => {
+  if (!e.matches) return;
+  for (const el of document.querySelectorAll('.toolbar [popover], .appbar [popover]')) {
+    if (el.matches(':popover-open')) el.hidePopover();
+  }
+});
+
 // Leaving the page (or entering the back/forward cache) closes the socket; coming back reconnects.
 window.addEventListener('pagehide', () => connection.suspend());
 window.addEventListener('pageshow', (e) => {
