@@ -15,7 +15,9 @@ use tiny_skia::{
     Transform,
 };
 
-use crate::protocol::{CanvasSize, Segment, StrokeId, Tool, MAX_CANVAS_SIDE_PX};
+use crate::lettering::text_path;
+use crate::protocol::{CanvasSize, Segment, Shape, StrokeId, Text, Tool, MAX_CANVAS_SIDE_PX};
+use crate::shapes::{self, Outline};
 
 /// The largest side of a PNG that [`Canvas::decode_png`] will look at.
 pub const MAX_PNG_SIDE_PX: u32 = 16_384;
@@ -27,6 +29,10 @@ pub const MAX_PNG_DECODE_BYTES: usize = 256 * 1024 * 1024;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
     Draw(Segment),
+    /// A line, rectangle, ellipse or arrow: a stroke in one operation.
+    Shape(Shape),
+    /// One line of text: a stroke in one operation.
+    Text(Text),
     /// With a stroke id, an undoable clear.
     Clear(Option<StrokeId>),
     /// Hides a stroke (see `history`); draws nothing itself.
@@ -40,6 +46,8 @@ impl Op {
     pub fn stroke_id(&self) -> Option<&str> {
         match self {
             Op::Draw(segment) => segment.stroke_id.as_deref(),
+            Op::Shape(shape) => Some(&shape.stroke_id),
+            Op::Text(text) => Some(&text.stroke_id),
             Op::Clear(id) => id.as_deref(),
             Op::Undo(_) | Op::Redo(_) => None,
         }
@@ -49,6 +57,8 @@ impl Op {
     pub fn kind(&self) -> &'static str {
         match self {
             Op::Draw(_) => "draw",
+            Op::Shape(_) => "shape",
+            Op::Text(_) => "text",
             Op::Clear(_) => "clear",
             Op::Undo(_) => "undo",
             Op::Redo(_) => "redo",
@@ -134,6 +144,8 @@ impl Canvas {
     pub fn apply(&mut self, op: &Op) {
         match op {
             Op::Draw(segment) => self.draw(segment),
+            Op::Shape(shape) => self.draw_shape(shape),
+            Op::Text(text) => self.draw_text(text),
             Op::Clear(_) => self.clear(),
             // Visibility is the caller's business (`picture::render`).
             Op::Undo(_) | Op::Redo(_) => {}
@@ -212,6 +224,61 @@ impl Canvas {
         if !erasing {
             self.blank = false;
         }
+    }
+
+    /// Draws a shape as the page does: its fill (rect and ellipse), then its outline with round
+    /// caps and joins.
+    pub fn draw_shape(&mut self, shape: &Shape) {
+        let width = shape.size as f32;
+        if !(width.is_finite() && width > 0.0) {
+            return;
+        }
+        let color = solid_paint(&shape.color);
+        match shapes::outline(shape) {
+            None => return,
+            Some(Outline::Dot { x, y, radius }) => {
+                let Some(dot) = PathBuilder::from_circle(x, y, radius) else {
+                    return;
+                };
+                self.pixmap
+                    .fill_path(&dot, &color, FillRule::Winding, Transform::identity(), None);
+            }
+            Some(Outline::Path { path, closed }) => {
+                if let (true, Some(fill)) = (closed, shape.fill.as_deref()) {
+                    self.pixmap.fill_path(
+                        &path,
+                        &solid_paint(fill),
+                        FillRule::Winding,
+                        Transform::identity(),
+                        None,
+                    );
+                }
+                let stroke = Stroke {
+                    width,
+                    line_cap: LineCap::Round,
+                    line_join: LineJoin::Round,
+                    ..Stroke::default()
+                };
+                self.pixmap
+                    .stroke_path(&path, &color, &stroke, Transform::identity(), None);
+            }
+        }
+        self.blank = false;
+    }
+
+    /// Draws a line of text in the shipped font (see `lettering`).
+    pub fn draw_text(&mut self, text: &Text) {
+        let Some(path) = text_path(text) else {
+            return;
+        };
+        self.pixmap.fill_path(
+            &path,
+            &solid_paint(&text.color),
+            FillRule::Winding,
+            Transform::identity(),
+            None,
+        );
+        self.blank = false;
     }
 
     /// Whether any pixel could get coverage from `segment`: its bounding box, grown by half the
@@ -428,6 +495,16 @@ impl Canvas {
             }
             None => [0, 0, 0, 0],
         }
+    }
+}
+
+/// Opaque, anti-aliased paint of `color` (black if unreadable), drawn over what is there.
+fn solid_paint(color: &str) -> Paint<'static> {
+    let (r, g, b) = parse_hex_color(color).unwrap_or((0, 0, 0));
+    Paint {
+        shader: Shader::SolidColor(Color::from_rgba8(r, g, b, 255)),
+        anti_alias: true,
+        ..Paint::default()
     }
 }
 
