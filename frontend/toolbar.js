@@ -1,5 +1,7 @@
-// toolbar.js — owns the brush: colour (picker + palette), size slider, pen/eraser toggle,
-// and the keyboard shortcuts (E eraser, P/B pen, [ / ] size). Fires 'change' when the brush changes.
+// toolbar.js — owns the brush: colour (picker + palette), size slider, the tool (pen, eraser, line,
+// rectangle, ellipse, arrow, text), the fill toggle, and the keyboard shortcuts (E eraser, P/B pen,
+// L line, R rectangle, O ellipse, A arrow, T text, [ / ] size). Fires 'change' when the brush
+// changes.
 
 const PALETTE = [
   ['#000000', 'Black'],
@@ -15,11 +17,15 @@ const PALETTE = [
 ];
 const MIN_SIZE = 1;
 const MAX_SIZE = 64;
+// Every tool and its button's id is `tool-NAME`; the shape and text tools are figures.js's.
+const TOOLS = ['pen', 'eraser', 'line', 'rect', 'ellipse', 'arrow', 'text'];
+const TOOL_KEYS = { e: 'eraser', p: 'pen', b: 'pen', l: 'line', r: 'rect', o: 'ellipse', a: 'arrow', t: 'text' };
 
 export class Toolbar extends EventTarget {
   #color;
   #size;
   #tool = 'pen';
+  #fill = false;
   #el;
 
   constructor(doc = document) {
@@ -31,8 +37,8 @@ export class Toolbar extends EventTarget {
       sizeValue: $('size-value'),
       sizePreview: $('size-preview'),
       palette: $('palette'),
-      pen: $('tool-pen'),
-      eraser: $('tool-eraser'),
+      tools: TOOLS.map((tool) => [tool, $(`tool-${tool}`)]).filter(([, button]) => button),
+      fill: $('fill'),
     };
     this.#color = this.#el.color.value.toLowerCase();
     this.#size = Number(this.#el.size.value) || 4;
@@ -40,20 +46,20 @@ export class Toolbar extends EventTarget {
 
     this.#el.color.addEventListener('input', () => this.setColor(this.#el.color.value));
     this.#el.size.addEventListener('input', () => this.setSize(Number(this.#el.size.value)));
-    this.#el.pen.addEventListener('click', () => this.setTool('pen'));
-    this.#el.eraser.addEventListener('click', () => this.setTool('eraser'));
+    for (const [tool, button] of this.#el.tools) button.addEventListener('click', () => this.setTool(tool));
+    this.#el.fill?.addEventListener('click', () => this.setFill(!this.#fill));
     doc.addEventListener('keydown', (e) => this.#onKey(e));
     this.#render();
   }
 
   get brush() {
-    return { color: this.#color, size: this.#size, tool: this.#tool };
+    return { color: this.#color, size: this.#size, tool: this.#tool, fill: this.#fill };
   }
 
   setColor(color) {
     this.#color = String(color).toLowerCase();
     // Picking a colour while erasing most likely means "I want to draw again".
-    this.#tool = 'pen';
+    if (this.#tool === 'eraser') this.#tool = 'pen';
     this.#changed();
   }
 
@@ -63,7 +69,13 @@ export class Toolbar extends EventTarget {
   }
 
   setTool(tool) {
-    this.#tool = tool === 'eraser' ? 'eraser' : 'pen';
+    this.#tool = TOOLS.includes(tool) ? tool : 'pen';
+    this.#changed();
+  }
+
+  /** Whether rectangles and ellipses are filled (with the colour). */
+  setFill(fill) {
+    this.#fill = Boolean(fill);
     this.#changed();
   }
 
@@ -96,8 +108,8 @@ export class Toolbar extends EventTarget {
     el.sizePreview.style.height = `${dot}px`;
     el.sizePreview.style.backgroundColor = this.#tool === 'eraser' ? 'transparent' : this.#color;
     el.sizePreview.classList.toggle('eraser', this.#tool === 'eraser');
-    el.pen.setAttribute('aria-pressed', String(this.#tool === 'pen'));
-    el.eraser.setAttribute('aria-pressed', String(this.#tool === 'eraser'));
+    for (const [tool, button] of el.tools) button.setAttribute('aria-pressed', String(this.#tool === tool));
+    el.fill?.setAttribute('aria-pressed', String(this.#fill));
     for (const sw of el.palette.children) {
       sw.setAttribute('aria-pressed', String(sw.dataset.color === this.#color));
     }
@@ -110,17 +122,13 @@ export class Toolbar extends EventTarget {
     if (t instanceof Element && t.closest('input, textarea, select, [contenteditable], dialog')) return;
     if (document.querySelector('dialog[open]')) return;
     const step = Math.max(1, Math.round(this.#size * 0.15));
+    const tool = e.key.length === 1 ? TOOL_KEYS[e.key.toLowerCase()] : undefined;
+    if (tool) {
+      this.setTool(tool);
+      e.preventDefault();
+      return;
+    }
     switch (e.key) {
-      case 'e':
-      case 'E':
-        this.setTool('eraser');
-        break;
-      case 'p':
-      case 'P':
-      case 'b':
-      case 'B':
-        this.setTool('pen');
-        break;
       case '[':
         this.setSize(this.#size - step);
         break;
