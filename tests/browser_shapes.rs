@@ -343,3 +343,81 @@ async fn shift_makes_a_dragged_rectangle_a_square() {
     )
     .await;
 }
+
+/// Client (viewport CSS pixel) coordinates of a logical point, as the page maps it now.
+async fn to_screen(page: &Browser, (x, y): (f64, f64)) -> (f64, f64) {
+    let p = page
+        .js(
+            "const p = window.__livecanvas.board.toScreen(arguments[0], arguments[1]);
+             return [p.x, p.y];",
+            vec![json!(x), json!(y)],
+        )
+        .await;
+    serde_json::from_value(p).expect("a point")
+}
+
+#[tokio::test]
+async fn on_a_zoomed_phone_a_finger_drags_a_rectangle_to_its_logical_place() {
+    use fantoccini::actions::{PointerAction, TouchActions, MOUSE_BUTTON_LEFT};
+    let server = Server::start();
+    let driver = Driver::start();
+    let room = room_name("phone-rect");
+    let url = server.http_url(&format!("/r/{room}"));
+    let phone = Browser::open_phone(&driver, &url).await;
+    // Zoomed 3x around the board's centre (pinching is browser_zoom's business).
+    phone
+        .js(
+            "const b = window.__livecanvas.board; const p = b.toScreen(800, 450);
+             b.zoomAt(3, p.x, p.y);",
+            vec![],
+        )
+        .await;
+    phone
+        .wait_until(
+            "window.__livecanvas.board.zoom === 3",
+            "the phone is zoomed 3x",
+        )
+        .await;
+    tool(&phone, 'r', "rect").await;
+    let mut finger = TouchActions::new("finger".to_owned());
+    let corners = [(760.0, 430.0), (800.0, 450.0), (840.0, 470.0)];
+    for (i, &point) in corners.iter().enumerate() {
+        let (x, y) = to_screen(&phone, point).await;
+        finger = finger.then(PointerAction::MoveTo {
+            duration: Some(std::time::Duration::from_millis(30)),
+            x: x.round(),
+            y: y.round(),
+        });
+        if i == 0 {
+            finger = finger.then(PointerAction::Down {
+                button: MOUSE_BUTTON_LEFT,
+            });
+        }
+    }
+    finger = finger.then(PointerAction::Up {
+        button: MOUSE_BUTTON_LEFT,
+    });
+    phone
+        .client
+        .perform_actions(finger)
+        .await
+        .expect("the browser performs the finger's drag");
+    // The rectangle's edges, at the logical place the finger went (a screen pixel is a third of
+    // a logical one here, so within a pixel), and nothing inside it (no fill).
+    let image = wait_for_server_picture(
+        &server,
+        &room,
+        &[(
+            &[
+                (800.0, 430.0),
+                (800.0, 470.0),
+                (760.0, 450.0),
+                (840.0, 450.0),
+            ],
+            Px::Paint(RGB_OF_DEFAULT),
+        )],
+        "the server has the rectangle where the finger dragged it",
+    )
+    .await;
+    assert!(image.all(&[(800.0, 450.0), (700.0, 450.0)], Px::Blank));
+}
