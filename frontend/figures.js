@@ -21,7 +21,7 @@ export function attachFigures({ board, canvas, stage, brush, onFigure, newStroke
   stage.append(overlay);
   const octx = overlay.getContext('2d');
   let drag = null; // { pointerId, from, to, brush, shift }
-  let closeTextBox = null;
+  let commitTextBox = null; // the open text box's, if one is open
   const touches = new Set();
 
   const fitOverlay = () => {
@@ -78,9 +78,10 @@ export function attachFigures({ board, canvas, stage, brush, onFigure, newStroke
     }
     const at = board.toLogical(e.clientX, e.clientY);
     if (b.tool === 'text') {
-      if (closeTextBox) closeTextBox();
+      // A tap elsewhere places the text being typed, and starts another.
+      if (commitTextBox) commitTextBox();
       const size = fontSizeFor(b.size);
-      closeTextBox = openTextBox({
+      commitTextBox = openTextBox({
         stage,
         board,
         at,

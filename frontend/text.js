@@ -68,8 +68,9 @@ export async function loadFont(doc = document) {
 
 /**
  * Opens a text box at logical point `at` over the stage, in the text's font and size at the
- * board's current scale: Enter commits (`onCommit(text)`), Escape or leaving it empty cancels.
- * Returns a function that closes it without committing.
+ * board's current scale: Enter or leaving it commits (`onCommit(text)`), Escape or leaving it
+ * empty cancels. Call it from the pointer event that asked for it: it takes the focus at once, so
+ * that a phone shows its keyboard. Returns a function that commits what was typed and closes it.
  */
 export function openTextBox({ stage, board, at, color, size, onCommit }) {
   const input = document.createElement('input');
@@ -115,7 +116,7 @@ export function openTextBox({ stage, board, at, color, size, onCommit }) {
   });
   // Clicking elsewhere places what was typed, as in other whiteboards.
   input.addEventListener('blur', commit);
-  // Focus after the pointer's own events, or the canvas would take the focus back.
-  requestAnimationFrame(() => input.focus());
-  return close;
+  // The board's pointerdown is default-prevented, so no mousedown takes this focus away.
+  input.focus();
+  return commit;
 }

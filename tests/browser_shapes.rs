@@ -211,6 +211,12 @@ async fn the_pages_rendering_of_shapes_and_text_matches_the_servers() {
         (&alice, "Alice, who drew them"),
         (&bob, "Bob, who got them"),
     ] {
+        // The shipped font, not a system one that happens to look alike.
+        page.wait_until(
+            "[...document.fonts].some((f) => f.family.includes('LiveCanvasSans') && f.status === 'loaded')",
+            &format!("{who} loaded the shipped font with @font-face"),
+        )
+        .await;
         page.wait_until(
             "window.__livecanvas.board.logLength >= 5",
             &format!("{who} has the five figures"),
