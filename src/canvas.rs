@@ -268,7 +268,7 @@ impl Canvas {
 
     /// Draws a line of text in the shipped font (see `lettering`).
     pub fn draw_text(&mut self, text: &Text) {
-        let Some(path) = text_path(text) else {
+        let Some(path) = text_path(text, self.pixmap.width() as f32) else {
             return;
         };
         self.pixmap.fill_path(
@@ -1069,6 +1069,60 @@ mod tests {
         assert_eq!(canvas.pixel(2, 1), [255, 255, 255, 255]);
         assert_eq!(canvas.pixel(12, 0), TRANSPARENT);
         assert_eq!(canvas.pixel(0, 10), TRANSPARENT);
+    }
+
+    /// Not an assertion: prints what drawing the largest shapes and texts costs, the worst a
+    /// client can send (`cargo test --release --lib canvas -- --nocapture`).
+    #[test]
+    fn timing_of_the_largest_shapes_and_texts() {
+        use crate::protocol::{Shape, ShapeKind, Text};
+        let size = CanvasSize {
+            width: 1600,
+            height: 900,
+        };
+        let mut canvas = Canvas::blank(size);
+        let rounds = 20;
+        let started = Instant::now();
+        for i in 0..rounds {
+            canvas.draw_text(&Text {
+                x: -100.0,
+                y: f64::from(i) * 40.0 - 100.0,
+                text: "Wg@%".repeat(125),
+                color: "#123456".into(),
+                size: 200.0,
+                stroke_id: "t".into(),
+            });
+        }
+        let text = started.elapsed() / rounds;
+        let started = Instant::now();
+        for i in 0..rounds {
+            canvas.draw_shape(&Shape {
+                shape: ShapeKind::Ellipse,
+                x1: -100.0,
+                y1: -100.0,
+                x2: 1700.0,
+                y2: 1000.0 - f64::from(i),
+                color: "#654321".into(),
+                size: 64.0,
+                fill: Some("#abcdef".into()),
+                stroke_id: "e".into(),
+            });
+        }
+        let ellipse = started.elapsed() / rounds;
+        let started = Instant::now();
+        for i in 0..rounds {
+            canvas.draw(&pen(
+                "#000",
+                (-100.0, f64::from(i)),
+                (1700.0, 1000.0 - f64::from(i)),
+                64.0,
+            ));
+        }
+        let segment = started.elapsed() / rounds;
+        println!(
+            "largest on 1600x900: a 500-character text at 200 px {text:?}; a filled ellipse over \
+             the whole canvas, 64 px wide {ellipse:?}; a 64 px segment across it {segment:?}"
+        );
     }
 
     /// Not an assertion: prints what encoding and decoding a full-size, busy canvas costs

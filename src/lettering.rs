@@ -25,16 +25,22 @@ static FONT: LazyLock<Option<FontRef<'static>>> = LazyLock::new(|| {
         .ok()
 });
 
-/// The path of `text`'s glyphs, in canvas coordinates; `None` when nothing would be drawn (only
-/// spaces, or numbers no path can hold).
-pub fn text_path(text: &Text) -> Option<Path> {
+/// The path of `text`'s glyphs, in canvas coordinates, up to the first glyph that starts past
+/// `right_edge` (advances are positive: nothing after it can show); `None` when nothing would be
+/// drawn (only spaces, or numbers no path can hold).
+pub fn text_path(text: &Text, right_edge: f32) -> Option<Path> {
     let font = FONT.as_ref()?;
     let units_per_em = font.units_per_em()?;
     let scale = text.size as f32 / units_per_em;
     let baseline = text.y as f32 + font.ascent_unscaled() * scale;
     let mut caret = text.x as f32;
     let mut builder = PathBuilder::new();
+    // A glyph may reach left of its origin by some of its size, never by more than the em.
+    let stop_at = right_edge + text.size as f32;
     for c in text.text.chars() {
+        if caret > stop_at {
+            break;
+        }
         let glyph = font.glyph_id(c);
         if let Some(outline) = font.outline(glyph) {
             let place = |p: Point| (caret + p.x * scale, baseline - p.y * scale);
@@ -114,7 +120,7 @@ mod tests {
 
     #[test]
     fn a_text_spans_its_advance_widths_and_sits_on_its_baseline() {
-        let path = text_path(&text("HHHH", 100.0)).unwrap();
+        let path = text_path(&text("HHHH", 100.0), 1600.0).unwrap();
         let bounds = path.bounds();
         // DejaVu Sans's H: 1540 units of advance, its stems 201 units in from either side.
         let advance = 1540.0 / 2048.0 * 100.0;
@@ -127,8 +133,17 @@ mod tests {
     }
 
     #[test]
+    fn glyphs_past_the_right_edge_are_left_out() {
+        let long = text_path(&text(&"H".repeat(500), 100.0), 1600.0).unwrap();
+        let advance = 1540.0 / 2048.0 * 100.0;
+        // Up to the first H whose origin is past the edge plus one em, not all 500.
+        assert!(long.bounds().right() < 1600.0 + 100.0 + advance + 1.0);
+        assert!(long.bounds().right() > 1600.0);
+    }
+
+    #[test]
     fn spaces_draw_nothing_and_missing_glyphs_draw_a_box() {
-        assert!(text_path(&text("   ", 40.0)).is_none());
-        assert!(text_path(&text("\u{10FFFD}", 40.0)).is_some());
+        assert!(text_path(&text("   ", 40.0), 1600.0).is_none());
+        assert!(text_path(&text("\u{10FFFD}", 40.0), 1600.0).is_some());
     }
 }

@@ -427,3 +427,52 @@ async fn on_a_zoomed_phone_a_finger_drags_a_rectangle_to_its_logical_place() {
     .await;
     assert!(image.all(&[(800.0, 450.0), (700.0, 450.0)], Px::Blank));
 }
+
+#[tokio::test]
+async fn the_undo_and_redo_buttons_take_back_a_text_and_a_rectangle_for_everyone() {
+    let server = Server::start();
+    let driver = Driver::start();
+    let url = room_url(&server, "figures-undo");
+    let alice = Browser::open(&driver, &url).await;
+    let bob = Browser::open(&driver, &url).await;
+    draw_filled_rectangle(&alice).await;
+    alice.pick_color(RED).await;
+    alice.set_size(6).await;
+    write_text(&alice).await;
+    wait_for_rectangle_and_text(&bob, "Bob").await;
+
+    let text_box = [TEXT_AT.0, TEXT_AT.1, TEXT_AT.0 + 400.0, TEXT_AT.1 + 40.0];
+    let inside = [
+        RECT[0].0 + 10.0,
+        RECT[0].1 + 10.0,
+        RECT[1].0 - 10.0,
+        RECT[1].1 - 10.0,
+    ];
+    // Waits until Bob's board has `text` and `rectangle` painted pixels there (or not).
+    let bob_shows = |text: bool, rectangle: bool, what: &'static str| {
+        let bob = &bob;
+        async move {
+            let deadline = std::time::Instant::now() + DEADLINE;
+            loop {
+                let (text_px, _) = painted_in(bob, text_box, RED_RGB).await;
+                let (rect_px, _) = painted_in(bob, inside, GREEN_RGB).await;
+                if (text_px > 0) == text && (rect_px > 0) == rectangle {
+                    return;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "waited in vain until {what}: {text_px} text, {rect_px} rectangle pixels"
+                );
+                tokio::time::sleep(POLL).await;
+            }
+        }
+    };
+    alice.click("#undo").await;
+    bob_shows(false, true, "the text is undone").await;
+    alice.click("#undo").await;
+    bob_shows(false, false, "the rectangle is undone too").await;
+    alice.click("#redo").await;
+    bob_shows(false, true, "the rectangle is back").await;
+    alice.click("#redo").await;
+    bob_shows(true, true, "the text is back").await;
+}
