@@ -476,3 +476,68 @@ async fn the_undo_and_redo_buttons_take_back_a_text_and_a_rectangle_for_everyone
     alice.click("#redo").await;
     bob_shows(true, true, "the text is back").await;
 }
+
+#[tokio::test]
+async fn a_shape_being_dragged_is_previewed_and_sent_only_when_released() {
+    use fantoccini::actions::{MouseActions, PointerAction, MOUSE_BUTTON_LEFT};
+    let server = Server::start();
+    let driver = Driver::start();
+    let room = room_name("preview");
+    let url = room_url(&server, "preview");
+    let alice = Browser::open(&driver, &url).await;
+    let bob = Browser::open(&driver, &url).await;
+    tool(&alice, 'l', "line").await;
+    let rect = alice.board_rect().await;
+    let at = |(x, y): (f64, f64)| PointerAction::MoveTo {
+        duration: Some(std::time::Duration::from_millis(20)),
+        x: (rect[0] + x / LOGICAL_WIDTH * rect[2]).round(),
+        y: (rect[1] + y / LOGICAL_HEIGHT * rect[3]).round(),
+    };
+    // Pressed and moved, not released: the preview overlay shows the line.
+    let press = MouseActions::new("mouse".to_owned())
+        .then(at((400.0, 450.0)))
+        .then(PointerAction::Down {
+            button: MOUSE_BUTTON_LEFT,
+        })
+        .then(at((1200.0, 450.0)));
+    alice
+        .client
+        .perform_actions(press)
+        .await
+        .expect("the browser presses and drags");
+    let preview_shows = "(() => {
+        const o = document.querySelector('.figure-preview');
+        if (!o || o.width === 0) return false;
+        const d = o.getContext('2d').getImageData(Math.floor(o.width / 2), Math.floor(o.height / 2), 1, 1).data;
+        return d[3] > 200;
+    })()";
+    alice
+        .wait_until(preview_shows, "the preview shows the line being dragged")
+        .await;
+    // Nothing is drawn or sent yet.
+    let logged: Value = alice
+        .js("return window.__livecanvas.board.logLength;", vec![])
+        .await;
+    assert_eq!(logged, json!(0), "a preview is not an operation");
+
+    let release = MouseActions::new("mouse".to_owned()).then(PointerAction::Up {
+        button: MOUSE_BUTTON_LEFT,
+    });
+    alice
+        .client
+        .perform_actions(release)
+        .await
+        .expect("the browser releases the button");
+    alice
+        .wait_until(&format!("!{preview_shows}"), "the preview is gone")
+        .await;
+    bob.wait_for_pixels(&ON_STROKE, Px::Paint(RGB_OF_DEFAULT), "Bob gets the line")
+        .await;
+    wait_for_server_picture(
+        &server,
+        &room,
+        &[(&ON_STROKE, Px::Paint(RGB_OF_DEFAULT))],
+        "the server has the line",
+    )
+    .await;
+}
