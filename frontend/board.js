@@ -12,6 +12,8 @@
 
 import { OpLog } from './oplog.js';
 import { ViewTransform, MIN_ZOOM } from './view.js';
+import { paintShape, toShape } from './shapes.js';
+import { paintText, toText } from './text.js';
 
 export const DEFAULT_WIDTH = 1600;
 export const DEFAULT_HEIGHT = 900;
@@ -102,7 +104,32 @@ function blit(ctx, bitmap, a, d, e = 0, f = 0) {
 
 function paintOp(ctx, op, a, d, e = 0, f = 0) {
   if (op.type === 'clear') wipe(ctx);
+  else if (op.type === 'shape') paintShape(ctx, op, a, d, e, f);
+  else if (op.type === 'text') paintText(ctx, op, a, d, e, f);
   else paint(ctx, op, a, d, e, f);
+}
+
+/** The log's copy of an op: only the fields that paint it (and its stroke id). */
+function logEntry(op) {
+  switch (op.type) {
+    case 'clear':
+      return { type: 'clear' };
+    case 'shape':
+      return toShape(op);
+    case 'text':
+      return toText(op);
+    default:
+      return {
+        type: 'draw',
+        color: op.color,
+        startX: op.startX,
+        startY: op.startY,
+        endX: op.endX,
+        endY: op.endY,
+        size: op.size,
+        tool: op.tool,
+      };
+  }
 }
 
 function makeCanvas(width, height) {
@@ -298,23 +325,13 @@ export class Board extends EventTarget {
   }
 
   /**
-   * Appends an op (`{type:'draw', color, startX, startY, endX, endY, size, tool, strokeId?}` or
-   * `{type:'clear', strokeId?}`) to the log and paints it on both canvases.
+   * Appends an op (`{type:'draw', color, startX, startY, endX, endY, size, tool, strokeId?}`, a
+   * shape or text (shapes.js, text.js) or `{type:'clear', strokeId?}`) to the log and paints it on
+   * both canvases.
    */
   apply(op) {
-    const entry =
-      op.type === 'clear'
-        ? { type: 'clear' }
-        : {
-            type: 'draw',
-            color: op.color,
-            startX: op.startX,
-            startY: op.startY,
-            endX: op.endX,
-            endY: op.endY,
-            size: op.size,
-            tool: op.tool,
-          };
+    const entry = logEntry(op);
+    if (!entry) return;
     if (op.strokeId !== undefined && op.strokeId !== null) entry.strokeId = op.strokeId;
     this.#log.push(entry);
     if (this.#masterDirtyFrom < 0) {
@@ -348,6 +365,18 @@ export class Board extends EventTarget {
   /** Whether an op of the log (not folded into the base yet) has this stroke id. */
   hasStroke(strokeId) {
     return this.#log.hasStroke(strokeId);
+  }
+
+  /** Paints everything again (the shipped font arrived: texts drawn before it are re-drawn). */
+  repaint() {
+    this.#checkpoints = [];
+    this.#masterDirtyFrom = 0;
+    this.#requestRender();
+  }
+
+  /** Logical → visible backing pixels: [a, d, e, f] of setTransform(a, 0, 0, d, e, f). */
+  visibleTransform() {
+    return this.#visibleTransform();
   }
 
   /** Does a pending re-render now. */

@@ -16,6 +16,8 @@ import { PrivateRoom, setupNewPrivateRoom, setupPrivateShare, tokenFromSearch } 
 import { setupNames } from './names.js';
 import { createPresence } from './presence.js';
 import { createCursors } from './cursors.js';
+import { attachFigures, isFigureTool } from './figures.js';
+import { loadFont } from './text.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -53,7 +55,11 @@ const undoHistory = new UndoHistory({
 });
 setupUndo({ history: undoHistory, undoButton: $('undo'), redoButton: $('redo') });
 
-const refreshCursor = () => updateCursor(canvas, toolbar.brush, board.displayScale);
+const refreshCursor = () => {
+  const brush = toolbar.brush;
+  if (isFigureTool(brush.tool)) canvas.style.cursor = brush.tool === 'text' ? 'text' : 'crosshair';
+  else updateCursor(canvas, brush, board.displayScale);
+};
 board.addEventListener('view', refreshCursor);
 toolbar.addEventListener('change', refreshCursor);
 refreshCursor();
@@ -66,7 +72,24 @@ attachInput(canvas, {
     undoHistory.drew(seg.strokeId);
   },
   newStrokeId,
+  canDraw: () => privateRoom.canDraw() && !isFigureTool(toolbar.brush.tool),
+});
+
+attachFigures({
+  board,
+  canvas,
+  stage: $('stage'),
+  brush: () => toolbar.brush,
+  onFigure: (op) => {
+    sync.local(op);
+    undoHistory.drew(op.strokeId);
+  },
+  newStrokeId,
   canDraw: () => privateRoom.canDraw(),
+});
+// Texts drawn before the shipped font arrived used a fallback: draw them again in it.
+loadFont().then((loaded) => {
+  if (loaded) board.repaint();
 });
 
 attachView({
@@ -165,6 +188,8 @@ function handleMessage(msg) {
       }
       break;
     case 'draw':
+    case 'shape':
+    case 'text':
     case 'clear':
     case 'undo':
     case 'redo':

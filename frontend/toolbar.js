@@ -1,15 +1,19 @@
 // toolbar.js — owns the brush: colour (picker + the page's palette), size slider, the tool (one
-// button per tool in #tools, each naming its tool in data-tool), the keyboard shortcuts (E eraser,
-// P/B pen, [ / ] size), and the compact layout's pop-over buttons showing the tool and brush.
-// Fires 'change' when the brush changes. It never draws and never sends anything.
+// button per tool in #tools, each naming its tool in data-tool: pen, eraser, and figures.js's line,
+// rectangle, ellipse, arrow and text), the fill toggle, the keyboard shortcuts (E eraser, P/B pen,
+// L line, R rectangle, O ellipse, A arrow, T text, [ / ] size), and the compact layout's pop-over
+// buttons showing the tool and brush. Fires 'change' when the brush changes. It never draws and
+// never sends anything.
 
 const MIN_SIZE = 1;
 const MAX_SIZE = 64;
+const TOOL_KEYS = { e: 'eraser', p: 'pen', b: 'pen', l: 'line', r: 'rect', o: 'ellipse', a: 'arrow', t: 'text' };
 
 export class Toolbar extends EventTarget {
   #color;
   #size;
   #tool = 'pen';
+  #fill = false;
   #el;
 
   constructor(doc = document) {
@@ -24,6 +28,7 @@ export class Toolbar extends EventTarget {
       tools: $('tools'),
       toolsIcon: $('tools-toggle-icon'),
       brushDot: $('brush-toggle-dot'),
+      fill: $('fill'),
     };
     this.#color = this.#el.color.value.toLowerCase();
     this.#size = Number(this.#el.size.value) || 4;
@@ -38,12 +43,13 @@ export class Toolbar extends EventTarget {
       // On a compact screen the tools are a pop-over: a pick closes it.
       if (this.#el.tools.matches(':popover-open')) this.#el.tools.hidePopover();
     });
+    this.#el.fill?.addEventListener('click', () => this.setFill(!this.#fill));
     doc.addEventListener('keydown', (e) => this.#onKey(e));
     this.#render();
   }
 
   get brush() {
-    return { color: this.#color, size: this.#size, tool: this.#tool };
+    return { color: this.#color, size: this.#size, tool: this.#tool, fill: this.#fill };
   }
 
   setColor(color) {
@@ -61,6 +67,12 @@ export class Toolbar extends EventTarget {
   /** Selects `tool` if it has a button in #tools; otherwise the pen. */
   setTool(tool) {
     this.#tool = this.#toolButtons().some((b) => b.dataset.tool === tool) ? tool : 'pen';
+    this.#changed();
+  }
+
+  /** Whether rectangles and ellipses are filled (with the colour). */
+  setFill(fill) {
+    this.#fill = Boolean(fill);
     this.#changed();
   }
 
@@ -95,6 +107,7 @@ export class Toolbar extends EventTarget {
       const icon = button.querySelector('svg');
       if (pressed && icon) el.toolsIcon.replaceChildren(icon.cloneNode(true));
     }
+    el.fill?.setAttribute('aria-pressed', String(this.#fill));
     for (const sw of el.palette.children) {
       sw.setAttribute('aria-pressed', String(sw.dataset.color === this.#color));
     }
@@ -116,17 +129,13 @@ export class Toolbar extends EventTarget {
     if (t instanceof Element && t.closest('input, textarea, select, [contenteditable], dialog, form')) return;
     if (document.querySelector('dialog[open]')) return;
     const step = Math.max(1, Math.round(this.#size * 0.15));
+    const tool = e.key.length === 1 ? TOOL_KEYS[e.key.toLowerCase()] : undefined;
+    if (tool) {
+      this.setTool(tool);
+      e.preventDefault();
+      return;
+    }
     switch (e.key) {
-      case 'e':
-      case 'E':
-        this.setTool('eraser');
-        break;
-      case 'p':
-      case 'P':
-      case 'b':
-      case 'B':
-        this.setTool('pen');
-        break;
       case '[':
         this.setSize(this.#size - step);
         break;

@@ -20,8 +20,9 @@ use crate::registry::RoomIdle;
 use actix_http::ws::CloseCode;
 
 use super::{
-    Availability, CanvasServer, Clear, CloseAll, CurrentCanvas, CursorMove, Drain, Draw, Join,
-    JoinAnswer, Leave, Member, SetName, Shutdown, SnapshotReply, Toggle, UNREACHABLE_REASON,
+    Availability, CanvasServer, Clear, CloseAll, CurrentCanvas, CursorMove, Drain, Draw, Figure,
+    Join, JoinAnswer, Leave, Member, Place, SetName, Shutdown, SnapshotReply, Toggle,
+    UNREACHABLE_REASON,
 };
 
 impl CanvasServer {
@@ -170,6 +171,31 @@ impl Handler<Draw> for CanvasServer {
                 .broadcast_seconds
                 .observe(draw.received.elapsed().as_secs_f64());
         }
+    }
+}
+
+impl Handler<Place> for CanvasServer {
+    type Result = ();
+
+    /// Held to the same limits as a segment: the room's stored bytes, the store's back-pressure.
+    fn handle(&mut self, place: Place, ctx: &mut Context<Self>) {
+        if self.stored_bytes >= self.settings.storage.max_room_bytes {
+            return self.refuse_draw(place.from, ctx);
+        }
+        if !self.storable(place.from, ctx) {
+            return;
+        }
+        let (op, frame) = match place.figure {
+            Figure::Shape(shape) => {
+                let frame = ServerMessage::Shape(&shape).encode();
+                (Op::Shape(shape), frame)
+            }
+            Figure::Text(text) => {
+                let frame = ServerMessage::Text(&text).encode();
+                (Op::Text(text), frame)
+            }
+        };
+        self.accept(place.from, op, Some(Meta::now(place.author)), frame, ctx);
     }
 }
 

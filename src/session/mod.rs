@@ -29,7 +29,8 @@ use crate::protocol::{
 use crate::registry::{JoinRoom, RoomRegistry, TooManyRooms};
 use crate::room::direct::{self, Direct};
 use crate::room::{
-    CanvasServer, Clear, CursorMove, Draw, JoinAnswer, Leave, SetName, SnapshotReply, Toggle,
+    CanvasServer, Clear, CursorMove, Draw, Figure, JoinAnswer, Leave, Place, SetName,
+    SnapshotReply, Toggle,
 };
 use crate::stats::Stats;
 
@@ -410,6 +411,8 @@ impl WsSession {
                     });
                 }
             }
+            ClientMessage::Shape(shape) => self.place(Figure::Shape(shape), "shape", &room, ctx),
+            ClientMessage::Text(text) => self.place(Figure::Text(text), "text", &room, ctx),
             ClientMessage::Clear(stroke_id) => {
                 if self.throttle(ctx) {
                     self.stats.messages_in.with_label_values(&["clear"]).inc();
@@ -465,6 +468,24 @@ impl WsSession {
                     room.do_send(CursorMove { from, x, y });
                 }
             }
+        }
+    }
+
+    /// Sends a shape or text to the room, counted against the drawing rate like a segment.
+    fn place(
+        &mut self,
+        figure: Figure,
+        kind: &'static str,
+        room: &Addr<CanvasServer>,
+        ctx: &mut Context<Self>,
+    ) {
+        if self.throttle(ctx) {
+            self.stats.messages_in.with_label_values(&[kind]).inc();
+            room.do_send(Place {
+                from: self.id,
+                author: self.author,
+                figure,
+            });
         }
     }
 
