@@ -11,6 +11,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::history::UndoLimits;
+use crate::http::client_addr::TrustedProxies;
 use crate::protocol::{CanvasSize, MAX_CANVAS_SIDE_PX};
 
 /// A real-time shared drawing canvas.
@@ -144,6 +145,17 @@ pub struct Config {
     /// comma-separated.
     #[arg(long, env = "LIVECANVAS_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
+
+    /// Reverse proxies whose X-Forwarded-For is believed, comma-separated addresses or networks
+    /// (e.g. 10.0.0.5,192.168.0.0/16): behind one, a client's address is the right-most entry that
+    /// is not itself a trusted proxy. From any other peer the header is ignored.
+    #[arg(
+        long,
+        env = "LIVECANVAS_TRUSTED_PROXIES",
+        default_value = "",
+        hide_default_value = true
+    )]
+    pub trusted_proxies: String,
 
     /// How long a batched client's messages are gathered into one frame (clients opt in with
     /// `?batch=1` on the WebSocket URL).
@@ -338,6 +350,7 @@ pub struct Settings {
     pub flood_close_after: u32,
     pub max_queued_messages: usize,
     pub allowed_origins: Vec<String>,
+    pub trusted_proxies: TrustedProxies,
     pub batch_tick: Duration,
     pub shutdown_grace: Duration,
     pub log_format: LogFormat,
@@ -481,6 +494,10 @@ impl Config {
                 "--allowed-origins: {bad:?} is not an origin like https://canvas.example"
             ));
         }
+        let trusted_proxies: TrustedProxies = self
+            .trusted_proxies
+            .parse()
+            .map_err(|err| format!("--trusted-proxies: {err}"))?;
         if self.flush_interval.is_zero() || self.flush_interval > Duration::from_secs(60) {
             return Err("--flush-interval must be between 1ms and 60s".into());
         }
@@ -530,6 +547,7 @@ impl Config {
             flood_close_after: self.flood_close_after,
             max_queued_messages: self.max_queued_messages,
             allowed_origins: self.allowed_origins,
+            trusted_proxies,
             batch_tick: self.batch_tick,
             shutdown_grace: self.shutdown_grace,
             log_format: self.log_format,

@@ -34,6 +34,7 @@ use actix_http::HttpService;
 use actix_service::{map_config, IntoServiceFactory, ServiceFactory};
 use actix_web::body::MessageBody;
 use actix_web::dev::{AppConfig, ServerHandle, ServiceRequest, ServiceResponse};
+use actix_web::http::header;
 use actix_web::rt::signal::unix::{signal, Signal, SignalKind};
 use actix_web::{middleware, web, App, HttpServer};
 
@@ -165,11 +166,18 @@ fn canvas_app(
 > {
     App::new()
         .app_data(web::Data::new(state))
+        // gzip, brotli or zstd, as the client's Accept-Encoding prefers (with `Vary`); pictures
+        // (already compressed) and the 101 of an upgrade are left as they are.
+        .wrap(middleware::Compress::default())
         .wrap(
             middleware::DefaultHeaders::new()
                 .add(("Content-Security-Policy", CONTENT_SECURITY_POLICY))
                 .add(("X-Content-Type-Options", "nosniff"))
-                .add(("Referrer-Policy", "same-origin")),
+                .add(("Referrer-Policy", "same-origin"))
+                // Every response not marked otherwise is checked again before each use: the
+                // frontend's modules carry an ETag, so an unchanged file costs a 304, and after
+                // an upgrade no browser runs a cached old module beside new ones.
+                .add((header::CACHE_CONTROL, "no-cache")),
         )
         .configure(|cfg| routes::configure(cfg, frontend_dir, with_metrics))
 }

@@ -7,6 +7,8 @@
 //! it asks the registry and the rooms through their messages.
 
 pub mod access;
+pub mod client_addr;
+pub mod credentials;
 pub mod health;
 pub mod limits;
 pub mod private;
