@@ -59,6 +59,9 @@ pub async fn run(settings: Settings, store: Store) -> std::io::Result<()> {
     // must still be graceful.
     let signals = Signals::listen()?;
     let stats = Arc::new(Stats::new());
+    if store.cluster().is_some() {
+        stats.register_redis(crate::storage::redis_figures());
+    }
     let registry = RoomRegistry::new(settings.clone(), stats.clone(), store.clone()).start();
     let max_connections = limits::connection_limit(settings.max_connections);
     let state = AppState {

@@ -354,6 +354,23 @@ fn compose_mounts_the_named_volume_at_the_data_dir() {
 }
 
 #[test]
+fn compose_serves_metrics_on_a_port_of_their_own_published_on_loopback_only() {
+    let compose = read("compose.yaml");
+    let lines = yaml_lines(&compose);
+    let bind = lines
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("LIVECANVAS_METRICS_BIND:"))
+        .map(unquote)
+        .expect("compose.yaml sets no LIVECANVAS_METRICS_BIND: /metrics is on the public port");
+    let port = port_of(&bind);
+    let published = format!("127.0.0.1:{port}:{port}");
+    assert!(
+        has_list_item(&lines, &published),
+        "compose.yaml does not publish the metrics port as `{published}` (loopback only)"
+    );
+}
+
+#[test]
 fn compose_publishes_the_exposed_port() {
     let dockerfile = Dockerfile::load();
     let exposed = dockerfile.exposed_port(dockerfile.last_stage());

@@ -19,7 +19,10 @@ use bytestring::ByteString;
 
 use crate::http::access::AccessHashes;
 
-pub use self::redis::{CatchUp, Cluster, Relayed, RelayedOp, MAX_APPENDS_IN_FLIGHT};
+pub use self::redis::{
+    figures as redis_figures, CatchUp, Cluster, RedisFigures, Relayed, RelayedOp,
+    MAX_APPENDS_IN_FLIGHT,
+};
 pub use types::{Creation, StoreError, StoreHealth, StoreOptions, StoredRoom};
 
 /// The handle every room and handler shares: cheap to clone.

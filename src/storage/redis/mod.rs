@@ -267,18 +267,63 @@ fn redis_error(err: impl std::fmt::Display) -> StoreError {
     }
 }
 
-/// `future`, or a `StoreError` once `REDIS_ANSWER_TIMEOUT` has passed.
+/// `future`, or a `StoreError` once `REDIS_ANSWER_TIMEOUT` has passed. Every call's round trip
+/// and every failure (an error answer, a lost link, a timeout) go into [`figures`].
 async fn bounded<T>(
     what: &str,
     future: impl Future<Output = Result<T, RedisError>>,
 ) -> Result<T, StoreError> {
-    match tokio::time::timeout(REDIS_ANSWER_TIMEOUT, future).await {
+    let started = std::time::Instant::now();
+    let result = match tokio::time::timeout(REDIS_ANSWER_TIMEOUT, future).await {
         Ok(result) => result.map_err(redis_error),
         Err(_) => Err(redis_error(format_args!(
             "{what}: no answer within {}s",
             REDIS_ANSWER_TIMEOUT.as_secs()
         ))),
+    };
+    let figures = figures();
+    figures
+        .round_trip_seconds
+        .observe(started.elapsed().as_secs_f64());
+    if result.is_err() {
+        figures.errors.with_label_values(&[what]).inc();
     }
+    result
+}
+
+/// What `/metrics` shows of this node's Redis: every call's round trip, and the calls that
+/// failed, by what they were for. Process-wide, as the node's links to Redis are.
+pub struct RedisFigures {
+    pub round_trip_seconds: prometheus::Histogram,
+    pub errors: prometheus::IntCounterVec,
+}
+
+/// Round-trip buckets, in seconds: from 100 µs to the 3 s a call may take.
+const ROUND_TRIP_BUCKETS_SECONDS: [f64; 12] = [
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.1, 0.25, 1.0, 3.0,
+];
+
+/// This process's [`RedisFigures`].
+pub fn figures() -> &'static RedisFigures {
+    static FIGURES: std::sync::OnceLock<RedisFigures> = std::sync::OnceLock::new();
+    FIGURES.get_or_init(|| RedisFigures {
+        round_trip_seconds: prometheus::Histogram::with_opts(
+            prometheus::HistogramOpts::new(
+                "redis_round_trip_seconds",
+                "Round trip of each call to Redis (a script, a command, a ping).",
+            )
+            .buckets(ROUND_TRIP_BUCKETS_SECONDS.to_vec()),
+        )
+        .unwrap_or_else(|_| unreachable!("a constant, valid metric name")),
+        errors: prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "redis_errors_total",
+                "Calls to Redis that failed (an error answer, a lost link, no answer in time).",
+            ),
+            &["operation"],
+        )
+        .unwrap_or_else(|_| unreachable!("a constant, valid metric name")),
+    })
 }
 
 impl Cluster {
@@ -559,6 +604,8 @@ impl Cluster {
     }
 
     fn lost(&self, why: String) {
+        // Each broken link and each failed attempt to connect, beside the calls that failed.
+        figures().errors.with_label_values(&["link"]).inc();
         let was_connected = lock(&self.inner.sink).take().is_some();
         if was_connected || !self.inner.health.is_failing() {
             log::error!(
