@@ -34,6 +34,16 @@ pub enum Command {
         #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
         timeout: Duration,
     },
+    /// Writes a consistent copy of the database in --data-dir into DIR (DIR/livecanvas.db), to be
+    /// served with --data-dir DIR. While a server holds the database it is asked to make the copy,
+    /// through its --metrics-bind listener (give this command the same --metrics-bind).
+    Backup {
+        /// An empty (or new) directory for the copy.
+        dir: PathBuf,
+        /// Give up waiting for a running server's copy after this long.
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -231,6 +241,11 @@ pub struct Config {
     #[arg(long, env = "LIVECANVAS_MAX_STORED_ROOMS", default_value_t = 100_000)]
     pub max_stored_rooms: usize,
 
+    /// Delete a room, with its picture, history and (for a private room) its tokens, once nobody
+    /// has had it open for this long (e.g. 30d). Unset: rooms are kept for ever.
+    #[arg(long, env = "LIVECANVAS_ROOM_TTL", value_parser = humantime::parse_duration)]
+    pub room_ttl: Option<Duration>,
+
     /// Most bytes one room may take on disk (its checkpoint picture plus the operations since);
     /// beyond it draws are refused with a room_full error until someone clears the canvas.
     #[arg(long, env = "LIVECANVAS_MAX_ROOM_BYTES", default_value_t = 16 * 1024 * 1024)]
@@ -317,6 +332,8 @@ pub struct StorageSettings {
     pub max_room_bytes: u64,
     pub max_unstored_bytes: u64,
     pub sqlite_max_pages: Option<u32>,
+    /// Rooms nobody opened for this long are deleted (`None`: kept for ever).
+    pub room_ttl: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -383,6 +400,20 @@ impl Config {
             });
         }
         Ok(format!("http://{addr}/healthz"))
+    }
+
+    /// `path` on the operations listener (`--metrics-bind`, on loopback when bound to every
+    /// address), if there is one.
+    pub fn operations_url(&self, path: &str) -> Option<String> {
+        let mut addr = self.metrics_bind?;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(if addr.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            });
+        }
+        Some(format!("http://{addr}{path}"))
     }
 
     /// `--redis-url` and `--node-id`, checked. A cluster needs the server's pictures: a peer on
@@ -501,6 +532,12 @@ impl Config {
         if self.flush_interval.is_zero() || self.flush_interval > Duration::from_secs(60) {
             return Err("--flush-interval must be between 1ms and 60s".into());
         }
+        if self
+            .room_ttl
+            .is_some_and(|ttl| ttl < Duration::from_secs(1))
+        {
+            return Err("--room-ttl must be at least 1s".into());
+        }
         if self.checkpoint_idle.is_zero() {
             return Err("--checkpoint-idle must be greater than zero".into());
         }
@@ -572,6 +609,7 @@ impl Config {
                 max_room_bytes: self.max_room_bytes,
                 max_unstored_bytes: self.max_unstored_bytes,
                 sqlite_max_pages: self.sqlite_max_pages,
+                room_ttl: self.room_ttl,
             },
             newcomer_picture: self.newcomer_picture,
             cluster,
@@ -650,6 +688,17 @@ mod tests {
     fn a_timeout_shorter_than_the_heartbeat_is_refused_by_name() {
         let err = parse(&["--heartbeat-interval", "10s", "--client-timeout", "5s"]).unwrap_err();
         assert!(err.contains("--client-timeout"), "{err}");
+    }
+
+    #[test]
+    fn a_room_ttl_is_off_by_default_and_below_a_second_is_refused() {
+        assert_eq!(parse(&[]).unwrap().storage.room_ttl, None);
+        assert_eq!(
+            parse(&["--room-ttl", "30d"]).unwrap().storage.room_ttl,
+            Some(Duration::from_secs(30 * 24 * 3600))
+        );
+        let err = parse(&["--room-ttl", "500ms"]).unwrap_err();
+        assert!(err.contains("--room-ttl"), "{err}");
     }
 
     #[test]

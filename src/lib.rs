@@ -6,6 +6,7 @@
 //! [`http::websocket`] hands to their sessions. This file wires them together and owns the server's
 //! lifecycle: bind, serve, and the graceful stop on a signal.
 
+pub mod backup;
 mod canvas;
 pub mod config;
 mod history;

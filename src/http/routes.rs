@@ -55,7 +55,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, frontend_dir: &std::path::Path, w
 pub fn configure_operations(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", get_or_head().to(healthz))
         .route("/readyz", get_or_head().to(readyz))
-        .route("/metrics", get_or_head().to(metrics));
+        .route("/metrics", get_or_head().to(metrics))
+        .route("/backup", web::post().to(backup));
 }
 
 /// A route for GET and HEAD: monitors and caches send HEAD, and actix-http leaves out the body of
@@ -442,4 +443,48 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
                 .stats
                 .render(state.admission.open_connections(), state.store.health()),
         )
+}
+
+/// `POST /backup {"dir": "/absolute/dir"}` on the operations listener: a consistent copy of the
+/// database into `dir`, made while serving (`livecanvas backup` asks for it). Answered only to
+/// this machine (a loopback peer): it writes files where the request says.
+async fn backup(
+    req: HttpRequest,
+    body: web::Json<crate::backup::BackupRequest>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let local = req
+        .peer_addr()
+        .is_some_and(|peer| peer.ip().to_canonical().is_loopback());
+    if !local {
+        return json_error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "backups are made only at the request of this machine".into(),
+        );
+    }
+    let dir = body.into_inner().dir;
+    if !dir.is_absolute() {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "relative_dir",
+            "dir must be an absolute path on the server's machine".into(),
+        );
+    }
+    match state.store.backup(dir).await {
+        Ok(done) => HttpResponse::Ok().json(json!({
+            "path": done.path,
+            "bytes": done.bytes,
+        })),
+        Err(err @ crate::storage::StoreError::NothingToBackUp) => json_error(
+            StatusCode::BAD_REQUEST,
+            "nothing_to_back_up",
+            err.to_string(),
+        ),
+        Err(err) => json_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "backup_failed",
+            err.to_string(),
+        ),
+    }
 }
