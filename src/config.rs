@@ -167,6 +167,12 @@ pub struct Config {
     )]
     pub trusted_proxies: String,
 
+    /// Every connection to --bind starts with a PROXY protocol v2 header (HAProxy's
+    /// `send-proxy-v2`), whose source address is then the client's; a connection without one is
+    /// closed. Not with --tls-cert (terminate TLS at the proxy).
+    #[arg(long, env = "LIVECANVAS_PROXY_PROTOCOL")]
+    pub proxy_protocol: bool,
+
     /// How long a batched client's messages are gathered into one frame (clients opt in with
     /// `?batch=1` on the WebSocket URL).
     #[arg(long, env = "LIVECANVAS_BATCH_TICK", default_value = "10ms", value_parser = humantime::parse_duration)]
@@ -368,6 +374,7 @@ pub struct Settings {
     pub max_queued_messages: usize,
     pub allowed_origins: Vec<String>,
     pub trusted_proxies: TrustedProxies,
+    pub proxy_protocol: bool,
     pub batch_tick: Duration,
     pub shutdown_grace: Duration,
     pub log_format: LogFormat,
@@ -529,6 +536,12 @@ impl Config {
             .trusted_proxies
             .parse()
             .map_err(|err| format!("--trusted-proxies: {err}"))?;
+        if self.proxy_protocol && self.tls_cert.is_some() {
+            return Err(
+                "--proxy-protocol cannot be used with --tls-cert: terminate TLS at the proxy"
+                    .into(),
+            );
+        }
         if self.flush_interval.is_zero() || self.flush_interval > Duration::from_secs(60) {
             return Err("--flush-interval must be between 1ms and 60s".into());
         }
@@ -585,6 +598,7 @@ impl Config {
             max_queued_messages: self.max_queued_messages,
             allowed_origins: self.allowed_origins,
             trusted_proxies,
+            proxy_protocol: self.proxy_protocol,
             batch_tick: self.batch_tick,
             shutdown_grace: self.shutdown_grace,
             log_format: self.log_format,

@@ -31,8 +31,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Actor;
-use actix_http::HttpService;
-use actix_service::{map_config, IntoServiceFactory, ServiceFactory};
+use actix_http::{error::DispatchError, HttpService};
+use actix_service::{
+    fn_service, map_config, IntoServiceFactory, ServiceFactory, ServiceFactoryExt,
+};
 use actix_web::body::MessageBody;
 use actix_web::dev::{AppConfig, ServerHandle, ServiceRequest, ServiceResponse};
 use actix_web::http::header;
@@ -230,16 +232,49 @@ fn main_server(settings: &Arc<Settings>, state: AppState) -> std::io::Result<act
             })?;
             (builder, "https")
         }
-        None => (
-            builder.listen("livecanvas", listener, move || {
-                http!(websocket::detach_tcp).tcp()
-            })?,
-            "http",
-        ),
+        None => {
+            let proxy_protocol = settings.proxy_protocol;
+            let builder = builder.listen("livecanvas", listener, move || {
+                fn_service(move |io| accept_tcp(io, proxy_protocol))
+                    .and_then(http!(websocket::detach_tcp))
+            })?;
+            (builder, "http")
+        }
     };
     // Tests and scripts read this line to find an ephemeral port.
     println!("livecanvas listening on {scheme}://{addr}");
     Ok(builder.run())
+}
+
+/// A new plain-TCP connection as actix-http's `HttpService::tcp` hands it on (no Nagle, see
+/// above), with its peer: the TCP peer, or with `--proxy-protocol` the client its PROXY header
+/// names (a connection without a valid one is closed here).
+async fn accept_tcp(
+    mut io: tokio::net::TcpStream,
+    proxy_protocol: bool,
+) -> Result<
+    (
+        tokio::net::TcpStream,
+        actix_http::Protocol,
+        Option<SocketAddr>,
+    ),
+    DispatchError,
+> {
+    let _ = io.set_nodelay(true);
+    let peer = io.peer_addr().ok();
+    if !proxy_protocol {
+        return Ok((io, actix_http::Protocol::Http1, peer));
+    }
+    match http::proxy_protocol::read_client(&mut io).await {
+        Ok(client) => Ok((io, actix_http::Protocol::Http1, client.or(peer))),
+        Err(why) => {
+            log::warn!("connection from {peer:?} closed: {why}");
+            Err(DispatchError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                why,
+            )))
+        }
+    }
 }
 
 /// Binds the canvas listener (address reuse on, as actix-web does).

@@ -124,3 +124,56 @@ fn a_trusted_proxy_list_that_is_no_list_of_addresses_is_refused_by_name() {
         "{stderr}"
     );
 }
+
+// ---- the PROXY protocol ----
+
+#[test]
+fn with_the_proxy_protocol_two_clients_behind_haproxy_are_limited_separately() {
+    let server = Server::start_with(&[&ONE_PER_ADDRESS[..], &["--proxy-protocol"]].concat());
+    let proxy = Haproxy::start_with(server.addr, &[], "send-proxy-v2");
+    let (a, _a_socket) = upgrade_from(CLIENT_A, proxy.addr(), "");
+    assert_eq!(a, 101, "the first client's connection");
+    let (a_again, _) = upgrade_from(CLIENT_A, proxy.addr(), "");
+    assert_eq!(
+        a_again, 429,
+        "a second connection from the first client's address"
+    );
+    let (b, _b_socket) = upgrade_from(CLIENT_B, proxy.addr(), "");
+    assert_eq!(
+        b, 101,
+        "another client behind the same proxy has a limit of its own"
+    );
+}
+
+#[test]
+fn with_the_proxy_protocol_a_connection_without_a_header_is_closed_unanswered() {
+    use std::io::{Read, Write};
+    let server = Server::start_with(&["--proxy-protocol"]);
+    let mut stream = connect_from(CLIENT_A, server.addr);
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .expect("send a request");
+    let mut answer = Vec::new();
+    // The server closes the connection: the read ends (an error is a reset, also an end).
+    let _ = stream.read_to_end(&mut answer);
+    assert!(
+        answer.is_empty(),
+        "answered without a PROXY header: {}",
+        String::from_utf8_lossy(&answer)
+    );
+}
+
+#[test]
+fn the_proxy_protocol_and_tls_on_the_same_listener_are_refused_by_name() {
+    let (code, stderr) = common::run_binary(&[
+        "--frontend-dir",
+        &common::frontend_dir(),
+        "--proxy-protocol",
+        "--tls-cert",
+        "/nonexistent/cert.pem",
+        "--tls-key",
+        "/nonexistent/key.pem",
+    ]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--proxy-protocol"), "{stderr}");
+}

@@ -855,6 +855,15 @@ pub struct Haproxy {
 
 impl Haproxy {
     pub fn start(backend: SocketAddr, extra_frontend: &[&str]) -> Haproxy {
+        Haproxy::start_with(backend, extra_frontend, "")
+    }
+
+    /// As `start`, with `server_options` on the backend's server line (e.g. `send-proxy-v2`).
+    pub fn start_with(
+        backend: SocketAddr,
+        extra_frontend: &[&str],
+        server_options: &str,
+    ) -> Haproxy {
         let dir = tempfile::Builder::new()
             .prefix("livecanvas-haproxy-")
             .tempdir()
@@ -869,7 +878,7 @@ impl Haproxy {
              defaults\n    mode http\n    option forwardfor\n    timeout connect 5s\n    \
              timeout client 30s\n    timeout server 30s\n    timeout tunnel 1h\n\
              frontend canvas\n    bind 127.0.0.1:{port}\n{extra}    default_backend livecanvas\n\
-             backend livecanvas\n    server node {backend}\n"
+             backend livecanvas\n    server node {backend} {server_options}\n"
         );
         let path = dir.path().join("haproxy.cfg");
         std::fs::write(&path, config).expect("write haproxy.cfg");
