@@ -4,8 +4,7 @@
 //! upgrade that hands an admitted socket to its session (`websocket`), admission and rate limits
 //! (`limits`), the client's address behind proxies (`client_addr`, `proxy_protocol`), the secrets
 //! a request presents (`credentials`), private rooms and their tokens (`private`, `access`), the
-//! health probe (`health`),
-//! and [`AppState`], what every handler may use. It must never hold a room's or a session's state:
+//! health probe (`health`), and [`AppState`], what every handler may use. It must never hold a room's or a session's state:
 //! it asks the registry and the rooms through their messages.
 
 pub mod access;
