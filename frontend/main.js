@@ -5,14 +5,14 @@ import { Board } from './board.js';
 import { attachInput } from './input.js';
 import { attachView } from './view.js';
 import { updateCursor } from './brush-outline.js';
-import { Connection } from './connection.js';
+import { Connection, upgradeProtocols } from './connection.js';
 import { Sync } from './sync.js';
 import { Toolbar } from './toolbar.js';
 import { createStatus } from './status.js';
 import { setupClear, setupDownload, setupRoomSwitch, setupShare } from './actions.js';
 import { authorSecret, newStrokeId } from './author.js';
 import { UndoHistory, setupUndo } from './undo.js';
-import { PrivateRoom, setupNewPrivateRoom, setupPrivateShare, tokenFromSearch } from './private.js';
+import { PrivateRoom, setupNewPrivateRoom, setupPrivateShare, tokenFromLocation } from './private.js';
 import { setupNames } from './names.js';
 import { createPresence } from './presence.js';
 import { createCursors } from './cursors.js';
@@ -35,9 +35,11 @@ const status = createStatus({
 const canvas = $('board');
 const board = new Board(canvas, $('stage'));
 const toolbar = new Toolbar(document);
-const token = tokenFromSearch();
+const token = tokenFromLocation();
 const privateRoom = new PrivateRoom({ token, badge: $('view-only') });
-const connection = new Connection(wsUrl(room, location, { author: authorSecret(), token }));
+const connection = new Connection(wsUrl(room, location), {
+  protocols: upgradeProtocols({ token, author: authorSecret() }),
+});
 const sync = new Sync({
   board,
   send: (msg) => connection.send(msg),

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use actix::io::FramedWrite;
 use actix::prelude::*;
+use actix_http::ws::CloseCode;
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
@@ -44,9 +45,10 @@ pub struct Admitted {
     pub author: Option<AuthorId>,
     /// Joined a private room with its view link: nothing that changes the picture is forwarded.
     pub read_only: bool,
-    /// Closed with 1013 and this reason as soon as it starts, without joining: the store is down,
-    /// so whether the room is private cannot be known (and every join is refused meanwhile).
-    pub refuse: Option<&'static str>,
+    /// Closed with this code and reason as soon as it starts, without joining: 1013 while the
+    /// store is down (whether the room is private cannot be known, and every join is refused
+    /// meanwhile), or a page's upgrade to a private room without one of its tokens.
+    pub refuse: Option<(CloseCode, &'static str)>,
     pub settings: Arc<Settings>,
     pub stats: Arc<Stats>,
     pub registry: Addr<RoomRegistry>,

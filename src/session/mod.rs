@@ -114,7 +114,7 @@ pub struct WsSession {
     /// Joined with a view link: what would change the picture is refused (`read_only`).
     read_only: bool,
     /// See [`Admitted::refuse`].
-    refuse: Option<&'static str>,
+    refuse: Option<(CloseCode, &'static str)>,
     /// A look at the write buffer is due (see [`WRITE_BUFFER_RELEASE_DELAY`]).
     release_due: bool,
 }
@@ -601,8 +601,8 @@ impl Actor for WsSession {
         // A client that stops reading stops this actor being polled, so its mailbox fills: the room
         // sees that (its sends fail) and drops it instead of queueing without bound.
         ctx.set_mailbox_capacity(self.settings.max_queued_messages);
-        if let Some(reason) = self.refuse.take() {
-            return self.close(ctx, CloseCode::Again, reason);
+        if let Some((code, reason)) = self.refuse.take() {
+            return self.close(ctx, code, reason);
         }
         if let Some(direct) = &self.direct {
             direct::register(self.id, direct);

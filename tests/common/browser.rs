@@ -148,6 +148,26 @@ impl Browser {
 
     /// As `open`, with `goog:chromeOptions.mobileEmulation` set to `mobile` if given.
     pub async fn open_with(driver: &Arc<Driver>, url: &str, mobile: Option<Value>) -> Browser {
+        let browser = Browser::load(driver, url, mobile).await;
+        browser
+            .wait_until(
+                "document.getElementById('status').dataset.state === 'connected'",
+                "the page's WebSocket is connected (if it never is, is it blocked, e.g. by the \
+                 Content-Security-Policy's connect-src?)",
+            )
+            .await;
+        browser
+            .wait_until(
+                "document.body.dataset.synced === 'true'",
+                "the page has its picture",
+            )
+            .await;
+        browser
+    }
+
+    /// Opens `url` in a fresh browser and returns at once, connected or not (a page that must
+    /// be refused, say).
+    pub async fn load(driver: &Arc<Driver>, url: &str, mobile: Option<Value>) -> Browser {
         let profile = Profile::create();
         let client = new_session_with(driver, &profile.0, mobile).await;
         let session = client
@@ -166,19 +186,6 @@ impl Browser {
             .goto(url)
             .await
             .unwrap_or_else(|e| panic!("the browser opens {url}: {e}"));
-        browser
-            .wait_until(
-                "document.getElementById('status').dataset.state === 'connected'",
-                "the page's WebSocket is connected (if it never is, is it blocked, e.g. by the \
-                 Content-Security-Policy's connect-src?)",
-            )
-            .await;
-        browser
-            .wait_until(
-                "document.body.dataset.synced === 'true'",
-                "the page has its picture",
-            )
-            .await;
         browser
     }
 

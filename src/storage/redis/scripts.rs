@@ -1,5 +1,5 @@
 //! The Lua scripts the cluster runs in Redis, each one atomic step on a room's keys (an append,
-//! a load, a catch-up, a checkpoint, a private room's creation, presence). They must never touch
+//! a load, a catch-up, a checkpoint, a private room's creation, presence, retention). They must never touch
 //! another room's keys: every key a script names has the room's hash tag.
 
 /// Appends an operation: its number, its place in the stream, its publication.
@@ -13,7 +13,8 @@ return seq
 
 /// Reads a room: its checkpoint and the operations after it, in one atomic step (a checkpoint
 /// stored between two reads would trim operations the first read did not cover). Creates the
-/// room's entry in the room set unless `max_rooms` are stored (then answers `too_many`).
+/// room's entry in the room set unless `max_rooms` are stored (then answers `too_many`). A room
+/// opened (not only read) records when, in `opened` (ms), for retention.
 /// KEYS: meta, ops, rooms. ARGV: room, max_rooms (0: read only, never create).
 pub(super) const LOAD: &str = r"
 local existed = redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1
@@ -21,6 +22,10 @@ if not existed then
   if tonumber(ARGV[2]) == 0 then return {'missing'} end
   if redis.call('SCARD', KEYS[3]) >= tonumber(ARGV[2]) then return {'too_many'} end
   redis.call('SADD', KEYS[3], ARGV[1])
+end
+if tonumber(ARGV[2]) > 0 then
+  local t = redis.call('TIME')
+  redis.call('HSET', KEYS[1], 'opened', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
 end
 local m = redis.call('HMGET', KEYS[1], 'cp_seq', 'png', 'seq')
 local cp = tonumber(m[1] or '0')
@@ -68,6 +73,33 @@ end
 if redis.call('SCARD', KEYS[2]) >= tonumber(ARGV[4]) then return -1 end
 redis.call('SADD', KEYS[2], ARGV[1])
 redis.call('HSET', KEYS[1], 'edit', ARGV[2], 'view', ARGV[3])
+return 1
+";
+
+/// Retention: deletes the room, every key of it and its entry in the room set, if nobody has had
+/// it open for `ttl_ms`. A room with a live presence entry (members on some node) is open: its
+/// time becomes now. A room without a time (a private room never opened) starts aging now.
+/// KEYS: meta, ops, lease, presence, access, roster, rooms. ARGV: room, ttl_ms. Answers 1 if the
+/// room was deleted.
+pub(super) const EXPIRE: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local all = redis.call('HGETALL', KEYS[4])
+for i = 1, #all, 2 do
+  local count, deadline = string.match(all[i + 1], '^(%d+):(%d+)$')
+  if count ~= nil and tonumber(count) > 0 and tonumber(deadline) >= now then
+    redis.call('HSET', KEYS[1], 'opened', now)
+    return 0
+  end
+end
+local opened = tonumber(redis.call('HGET', KEYS[1], 'opened') or '')
+if opened == nil then
+  redis.call('HSET', KEYS[1], 'opened', now)
+  return 0
+end
+if opened + tonumber(ARGV[2]) > now then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
+redis.call('SREM', KEYS[7], ARGV[1])
 return 1
 ";
 
