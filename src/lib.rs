@@ -12,6 +12,7 @@ mod history;
 mod http;
 pub mod logging;
 pub mod memory;
+mod moderation;
 mod picture;
 mod presence;
 pub mod protocol;

@@ -8,6 +8,7 @@
 //! gives the heap's free memory back to the system. It must never hold per-message state: after
 //! a join it is out of the path, and draws go straight from sessions to their room.
 
+use crate::moderation::Standing;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -36,8 +37,8 @@ pub struct JoinRoom {
     pub session: Recipient<crate::room::ToMember>,
     /// The client asked for batched delivery.
     pub batched: bool,
-    /// The client joined with a view link.
-    pub read_only: bool,
+    /// What its link makes of it in the room.
+    pub standing: Standing,
 }
 
 /// The server is stopping: every room closes its members with 1001. Answers once all rooms have.
@@ -57,6 +58,12 @@ pub struct DrainRooms;
 pub struct FindRoom {
     pub room: Arc<str>,
 }
+
+/// The open rooms and their member counts on this node (the probe room left out), for the
+/// operator's listing.
+#[derive(Message)]
+#[rtype(result = "HashMap<Arc<str>, usize>")]
+pub struct OpenRooms;
 
 /// A join on its way to its room.
 pub struct Joining {
@@ -353,7 +360,7 @@ impl Handler<JoinRoom> for RoomRegistry {
             id: join.id,
             session: join.session,
             batched: join.batched,
-            read_only: join.read_only,
+            standing: join.standing,
             answer,
         });
         let room = entry.addr.clone();
@@ -379,6 +386,20 @@ impl Handler<FindRoom> for RoomRegistry {
 
     fn handle(&mut self, find: FindRoom, _ctx: &mut Context<Self>) -> Self::Result {
         self.rooms.get(&find.room).map(|entry| entry.addr.clone())
+    }
+}
+
+impl Handler<OpenRooms> for RoomRegistry {
+    type Result = MessageResult<OpenRooms>;
+
+    fn handle(&mut self, _: OpenRooms, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(
+            self.rooms
+                .iter()
+                .filter(|(name, _)| &***name != PROBE_ROOM)
+                .map(|(name, entry)| (name.clone(), entry.population.load(Ordering::Relaxed)))
+                .collect(),
+        )
     }
 }
 

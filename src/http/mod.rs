@@ -2,13 +2,15 @@
 //!
 //! It owns the routes (pages, assets, the upgrade, the canvas PNG, health and metrics), the
 //! upgrade that hands an admitted socket to its session (`websocket`), admission and rate limits
-//! (`limits`), private rooms and their tokens (`private`, `access`), the health probe (`health`),
+//! (`limits`), private rooms and their tokens (`private`, `access`), the owner's and the
+//! operator's calls (`moderation`), the health probe (`health`),
 //! and [`AppState`], what every handler may use. It must never hold a room's or a session's state:
 //! it asks the registry and the rooms through their messages.
 
 pub mod access;
 pub mod health;
 pub mod limits;
+pub mod moderation;
 pub mod private;
 pub mod routes;
 pub mod websocket;

@@ -16,9 +16,10 @@ use crate::canvas::Op;
 use crate::history::{self, AuthorId};
 use crate::http::health::Probe;
 use crate::http::limits::Refusal;
-use crate::http::private;
 use crate::http::websocket::SessionSlot;
 use crate::http::AppState;
+use crate::http::{moderation, private};
+use crate::moderation::Standing;
 use crate::picture::{self, Picture, Priority, RenderFailed};
 use crate::protocol::is_valid_room_name;
 use crate::registry::FindRoom;
@@ -38,6 +39,23 @@ pub fn configure(cfg: &mut web::ServiceConfig, frontend_dir: &std::path::Path, w
         .route("/ws", web::get().to(ws_default_room))
         .route("/ws/{room}", web::get().to(ws_room))
         .route("/api/rooms", web::post().to(private::create_room))
+        .route("/api/rooms", web::get().to(moderation::list_rooms))
+        .route(
+            "/api/rooms/{room}",
+            web::delete().to(moderation::delete_room),
+        )
+        .route(
+            "/api/rooms/{room}/links",
+            web::post().to(moderation::replace_links),
+        )
+        .route(
+            "/api/rooms/{room}/settings",
+            web::put().to(moderation::settings),
+        )
+        .route(
+            "/api/rooms/{room}/kick",
+            web::post().to(moderation::remove_member),
+        )
         .route("/api/rooms/{room}/canvas.png", web::get().to(canvas_png))
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz));
@@ -54,7 +72,7 @@ pub fn configure_operations(cfg: &mut web::ServiceConfig) {
         .route("/metrics", web::get().to(metrics));
 }
 
-fn bad_room(room: &str) -> HttpResponse {
+pub(super) fn bad_room(room: &str) -> HttpResponse {
     HttpResponse::BadRequest().json(json!({
         "error": "invalid_room",
         "message": format!(
@@ -125,13 +143,13 @@ async fn upgrade(room: &str, req: HttpRequest, state: &AppState) -> HttpResponse
             return refused(&refusal);
         }
     };
-    let (read_only, refuse) = match private::check(room, &req, state).await {
-        Ok(access) => (access.read_only(), None),
+    let (standing, refuse) = match private::check(room, &req, state).await {
+        Ok(access) => (access.standing(), None),
         // While the store is known to be down, every join is closed with 1013 after the upgrade
         // (what clients expect of an outage): this one too, without joining, as it cannot be told
         // whether the room is private.
         Err(private::Denied::Unavailable) if state.store.health().is_failing() => {
-            (true, Some(crate::room::UNREACHABLE_REASON))
+            (Standing::Viewer, Some(crate::room::UNREACHABLE_REASON))
         }
         Err(denied) => {
             state
@@ -178,7 +196,7 @@ async fn upgrade(room: &str, req: HttpRequest, state: &AppState) -> HttpResponse
         permit: Some(permit),
         batched,
         author,
-        read_only,
+        standing,
         refuse,
         settings: state.settings.clone(),
         stats: state.stats.clone(),

@@ -263,7 +263,7 @@ impl Handler<Relayed> for CanvasServer {
     type Result = ();
 
     fn handle(&mut self, relayed: Relayed, ctx: &mut Context<Self>) {
-        if !matches!(self.availability, Availability::Ready) {
+        if !matches!(self.availability, Availability::Ready) || self.deleted {
             return;
         }
         match relayed {
@@ -272,6 +272,7 @@ impl Handler<Relayed> for CanvasServer {
             Relayed::Roster { version, rosters } => self.show_roster(version, &rosters, ctx),
             Relayed::Cursors { node, frames } => self.show_remote_cursors(&node, frames, ctx),
             Relayed::Checkpoint(seq) => self.adopt_checkpoint(seq, ctx),
+            Relayed::Moderated(action) => self.moderate(action, ctx),
             Relayed::Resync => {
                 self.warn_if_unstored(ctx);
                 self.catch_up(ctx);

@@ -3,6 +3,7 @@
 //!
 //! It must never start a session for a connection the room has not been asked to take.
 
+use crate::moderation::Standing;
 use std::cell::Cell;
 use std::io::Cursor;
 use std::rc::Rc;
@@ -42,8 +43,9 @@ pub struct Admitted {
     pub batched: bool,
     /// Who this browser is, for undo (`?author=`); `None`: a new author per connection.
     pub author: Option<AuthorId>,
-    /// Joined a private room with its view link: nothing that changes the picture is forwarded.
-    pub read_only: bool,
+    /// What its link makes of it in its room (a view link's: nothing that changes the picture is
+    /// forwarded).
+    pub standing: Standing,
     /// Closed with 1013 and this reason as soon as it starts, without joining: the store is down,
     /// so whether the room is private cannot be known (and every join is refused meanwhile).
     pub refuse: Option<&'static str>,
@@ -169,7 +171,7 @@ pub async fn connect_in_memory(
         permit: None,
         batched: false,
         author: None,
-        read_only: false,
+        standing: Standing::Anyone,
         refuse: None,
         settings: settings.clone(),
         stats: stats.clone(),

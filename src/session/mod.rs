@@ -7,6 +7,7 @@
 //! message it has not validated, never panic on what a client sends, and always leave its room when
 //! it stops, whatever the reason.
 
+use crate::moderation::Standing;
 use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::{Arc, OnceLock};
@@ -108,8 +109,9 @@ pub struct WsSession {
     /// `canvasRequest`s sent to this client and not yet answered: while there is one, the client may
     /// send one message up to the snapshot size limit.
     snapshot_requests_open: usize,
-    /// Joined with a view link: what would change the picture is refused (`read_only`).
-    read_only: bool,
+    /// What its link makes of it (a view link's: what would change the picture is refused
+    /// here, `read_only`; a locked room's rule is the room's).
+    standing: Standing,
     /// See [`Admitted::refuse`].
     refuse: Option<&'static str>,
     /// A look at the write buffer is due (see [`WRITE_BUFFER_RELEASE_DELAY`]).
@@ -129,7 +131,7 @@ impl WsSession {
             permit,
             batched,
             author,
-            read_only,
+            standing,
             refuse,
             settings,
             stats,
@@ -158,7 +160,7 @@ impl WsSession {
             invalid_in_a_row: 0,
             batch: batched.then(Vec::new),
             snapshot_requests_open: 0,
-            read_only,
+            standing,
             refuse,
             release_due: false,
         }
@@ -389,7 +391,7 @@ impl WsSession {
             ClientMessage::Redo(_) => "redo",
             _ => "",
         };
-        if self.read_only && message.changes_canvas() {
+        if self.standing.read_only() && message.changes_canvas() {
             // Throttled like the draws it stands for, so a flood of refusals is closed as one.
             if self.throttle(ctx) {
                 self.send_error(&Rejection::read_only());
@@ -586,7 +588,7 @@ impl Actor for WsSession {
             id: self.id,
             session: ctx.address().recipient(),
             batched: self.batch.is_some(),
-            read_only: self.read_only,
+            standing: self.standing,
         };
         // Nothing the client sends is handled before the room has answered, so `welcome` is
         // always the client's first frame. Both waits are bounded, and neither depends on this
