@@ -141,7 +141,8 @@ impl CanvasServer {
     /// Tells Redis how many members this node has here and who they are; the room-wide count
     /// and presence list come back.
     pub(super) fn publish_presence(&mut self, ctx: &mut Context<Self>) {
-        let Some(cluster) = self.cluster() else {
+        let Some(cluster) = self.cluster().filter(|_| !self.deleted) else {
+            // A deleted room's count would bring its keys back.
             return;
         };
         let roster = serde_json::to_string(&self.local_roster()).unwrap_or_else(|_| "[]".into());
