@@ -12,10 +12,11 @@ import { createStatus } from './status.js';
 import { setupClear, setupDownload, setupRoomSwitch, setupShare } from './actions.js';
 import { authorSecret, newStrokeId } from './author.js';
 import { UndoHistory, setupUndo } from './undo.js';
-import { PrivateRoom, setupNewPrivateRoom, setupPrivateShare, tokenFromSearch } from './private.js';
+import { PrivateRoom, rememberLinks, setupNewPrivateRoom, setupPrivateShare, tokenFromSearch } from './private.js';
 import { setupNames } from './names.js';
 import { createPresence } from './presence.js';
 import { createCursors } from './cursors.js';
+import { createModeration } from './moderation.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -62,7 +63,7 @@ attachInput(canvas, {
     undoHistory.drew(seg.strokeId);
   },
   newStrokeId,
-  canDraw: () => privateRoom.canDraw(),
+  canDraw: () => privateRoom.canDraw() && moderation.canDraw(),
 });
 
 attachView({
@@ -119,8 +120,24 @@ const presence = createPresence({ listEl: $('members'), toggleEl: $('people'), o
 const cursors = createCursors({ board, canvas, stage: $('stage'), presence, send: (msg) => connection.send(msg) });
 names.askIfNew();
 
+// Restore after someone else's clear, the room's lock, the owner's controls (see moderation.js).
+const moderation = createModeration({
+  room,
+  token,
+  perform: (msg) => sync.local(msg),
+  show: (strokeId, hidden) => board.setHidden(strokeId, hidden),
+  toast: status.toast,
+  toastHost: $('toasts'),
+  badgeAnchor: $('view-only'),
+  ownerAnchor: $('share'),
+  members: () => presence.list(),
+  selfId: () => presence.selfId,
+  onLinks: (links) => rememberLinks(room, links),
+});
+
 connection.addEventListener('state', (e) => status.setConnection(e.detail));
-connection.addEventListener('close', () => {
+connection.addEventListener('close', (e) => {
+  if (moderation.stops(e.detail)) connection.suspend();
   sync.disconnected();
   names.disconnected();
   cursors.clear();
@@ -141,6 +158,7 @@ function handleMessage(msg) {
   switch (msg.type) {
     case 'welcome':
       privateRoom.welcome(msg);
+      moderation.welcome(msg);
       sync.welcome(msg);
       presence.welcomed(msg.clientId);
       names.welcomed();
@@ -167,6 +185,10 @@ function handleMessage(msg) {
     case 'undo':
     case 'redo':
       sync.remote(msg);
+      moderation.remote(msg);
+      break;
+    case 'locked':
+      moderation.locked(msg);
       break;
     case 'canvasRequest':
       sync.request(msg);
@@ -181,6 +203,7 @@ function handleMessage(msg) {
       // A refused undo or redo names its stroke: put it back as it was.
       if ((msg.code === 'not_yours' || msg.code === 'cannot_undo') && typeof msg.strokeId === 'string') {
         undoHistory.refused(msg.strokeId);
+        moderation.refused(msg.strokeId);
       }
       status.toast(typeof msg.message === 'string' && msg.message ? msg.message : `Error: ${msg.code ?? 'unknown'}`, 'error');
       break;

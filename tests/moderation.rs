@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{data_dir, http_get, wait_for_status, Image, Client, Redis, Server, EVENT_DEADLINE};
+use common::{data_dir, http_get, wait_for_status, Client, Image, Redis, Server, EVENT_DEADLINE};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite;
 
@@ -300,7 +300,11 @@ async fn the_owners_calls_refuse_every_other_token_a_missing_one_an_unknown_room
     for (method, path, body) in &calls {
         for token in [&created.edit, &created.view, ADMIN_TOKEN, "wrong"] {
             let (status, answer) = http(&server, method, path, Some(token), body.clone()).await;
-            assert_eq!((status, &answer["error"]), (403, &json!("not_owner")), "{path}");
+            assert_eq!(
+                (status, &answer["error"]),
+                (403, &json!("not_owner")),
+                "{path}"
+            );
         }
         let (status, _) = http(&server, method, path, None, body.clone()).await;
         assert_eq!(status, 401, "{path} without a token");
@@ -397,7 +401,14 @@ async fn an_undo_after_a_deletion_brings_nothing_back() {
         .send_json(json!({"type":"undo","strokeId":"bad"}))
         .await;
     watcher.next_of_type("undo").await;
-    let (status, _) = http(&server, "DELETE", "/api/rooms/gone", Some(ADMIN_TOKEN), None).await;
+    let (status, _) = http(
+        &server,
+        "DELETE",
+        "/api/rooms/gone",
+        Some(ADMIN_TOKEN),
+        None,
+    )
+    .await;
     assert_eq!(status, 204);
     drawer.expect_close().await;
     watcher.expect_close().await;
@@ -427,7 +438,14 @@ async fn the_admin_calls_refuse_other_tokens_and_are_off_without_a_token_file() 
     }
     let (status, _) = http(&server, "DELETE", &path, None, None).await;
     assert_eq!(status, 401);
-    let (status, _) = http(&server, "DELETE", "/api/rooms/no such", Some(ADMIN_TOKEN), None).await;
+    let (status, _) = http(
+        &server,
+        "DELETE",
+        "/api/rooms/no such",
+        Some(ADMIN_TOKEN),
+        None,
+    )
+    .await;
     assert_eq!(status, 400);
     let plain = Server::start();
     let (status, body) = http(&plain, "GET", "/api/rooms", Some(ADMIN_TOKEN), None).await;
