@@ -45,6 +45,9 @@ fn api_error(status: StatusCode, error: &str, message: &str) -> HttpResponse {
         .json(json!({"error": error, "message": message}))
 }
 
+/// A refused call's answer (boxed: a response is large, and most calls are not refused).
+type Refused = Box<HttpResponse>;
+
 fn no_token() -> HttpResponse {
     api_error(
         StatusCode::UNAUTHORIZED,
@@ -74,52 +77,54 @@ async fn stored<T>(
     room: &str,
     what: &str,
     answer: impl std::future::Future<Output = Result<T, StoreError>>,
-) -> Result<T, HttpResponse> {
+) -> Result<T, Refused> {
     match tokio::time::timeout(MODERATION_ANSWER_TIMEOUT, answer).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(err)) => {
             log::error!("room={room}: {what} failed: {err}");
-            Err(unavailable())
+            Err(unavailable().into())
         }
         Err(_) => {
             log::error!("room={room}: {what} took too long");
-            Err(unavailable())
+            Err(unavailable().into())
         }
     }
 }
 
 /// `room` if the request carries its owner's token; else the answer: 400 for a bad name, 401
 /// without a token, 404 for a room that is not private, 403 for any other token.
-async fn as_owner(room: &str, req: &HttpRequest, state: &AppState) -> Result<(), HttpResponse> {
+async fn as_owner(room: &str, req: &HttpRequest, state: &AppState) -> Result<(), Refused> {
     if !is_valid_room_name(room) {
-        return Err(bad_room(room));
+        return Err(bad_room(room).into());
     }
-    let token = bearer_token(req).ok_or_else(no_token)?;
+    let token = bearer_token(req).ok_or_else(|| Refused::from(no_token()))?;
     let access = private::lookup(room, state)
         .await
-        .map_err(|denied| denied.json())?
-        .ok_or_else(|| no_such_room(room))?;
+        .map_err(|denied| Refused::from(denied.json()))?
+        .ok_or_else(|| Refused::from(no_such_room(room)))?;
     match access.hashes.role_of(token) {
         Some(Role::Owner) => Ok(()),
         _ => Err(api_error(
             StatusCode::FORBIDDEN,
             "not_owner",
             "only the room's owner link may do this",
-        )),
+        )
+        .into()),
     }
 }
 
 /// Whether the request carries the operator's token; else the answer: 404 while the admin API
 /// is off, 401 without a token, 403 with another.
-fn as_admin(req: &HttpRequest, state: &AppState) -> Result<(), HttpResponse> {
+fn as_admin(req: &HttpRequest, state: &AppState) -> Result<(), Refused> {
     let Some(admin) = state.settings.admin else {
         return Err(api_error(
             StatusCode::NOT_FOUND,
             "admin_api_off",
             "this server has no admin token (--admin-token-file)",
-        ));
+        )
+        .into());
     };
-    let token = bearer_token(req).ok_or_else(no_token)?;
+    let token = bearer_token(req).ok_or_else(|| Refused::from(no_token()))?;
     if admin.admits(token) {
         Ok(())
     } else {
@@ -127,7 +132,8 @@ fn as_admin(req: &HttpRequest, state: &AppState) -> Result<(), HttpResponse> {
             StatusCode::FORBIDDEN,
             "not_admin",
             "that is not this server's admin token",
-        ))
+        )
+        .into())
     }
 }
 
@@ -163,7 +169,7 @@ pub async fn replace_links(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     if let Err(answer) = as_owner(&room, &req, &state).await {
-        return answer;
+        return *answer;
     }
     let links = match NewLinks::generate() {
         Ok(links) => links,
@@ -183,7 +189,7 @@ pub async fn replace_links(
     match stored(&room, "replacing its links", replaced).await {
         Ok(true) => {}
         Ok(false) => return no_such_room(&room),
-        Err(answer) => return answer,
+        Err(answer) => return *answer,
     }
     tell_open_room(&name, Moderation::LinksReplaced, &state).await;
     log_action(&room, Moderation::LinksReplaced, Moderator::Owner);
@@ -214,7 +220,7 @@ pub async fn settings(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     if let Err(answer) = as_owner(&room, &req, &state).await {
-        return answer;
+        return *answer;
     }
     let Ok(SettingsBody { locked }) = serde_json::from_slice::<SettingsBody>(&body) else {
         return api_error(
@@ -228,7 +234,7 @@ pub async fn settings(
     match stored(&room, "changing its lock", changed).await {
         Ok(true) => {}
         Ok(false) => return no_such_room(&room),
-        Err(answer) => return answer,
+        Err(answer) => return *answer,
     }
     tell_open_room(&name, Moderation::Locked(locked), &state).await;
     log_action(&room, Moderation::Locked(locked), Moderator::Owner);
@@ -253,7 +259,7 @@ pub async fn remove_member(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     if let Err(answer) = as_owner(&room, &req, &state).await {
-        return answer;
+        return *answer;
     }
     let id = serde_json::from_slice::<Removal>(&body)
         .ok()
@@ -271,7 +277,7 @@ pub async fn remove_member(
         if let Err(answer) =
             stored(&room, "removing a member", cluster.remove_member(&room, id)).await
         {
-            return answer;
+            return *answer;
         }
     } else {
         tell_open_room(&name, action, &state).await;
@@ -290,7 +296,7 @@ pub async fn delete_room(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     if let Err(answer) = as_admin(&req, &state) {
-        return answer;
+        return *answer;
     }
     if !is_valid_room_name(&room) {
         return bad_room(&room);
@@ -302,7 +308,7 @@ pub async fn delete_room(
     let deleted = state.store.delete_room(name);
     let existed = match stored(&room, "deleting it", deleted).await {
         Ok(existed) => existed,
-        Err(answer) => return answer,
+        Err(answer) => return *answer,
     };
     if !existed && !was_open {
         return api_error(
@@ -321,11 +327,11 @@ pub async fn delete_room(
 /// members, bytes stored and last change.
 pub async fn list_rooms(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     if let Err(answer) = as_admin(&req, &state) {
-        return answer;
+        return *answer;
     }
     let listed = match stored("*", "listing rooms", state.store.list_rooms()).await {
         Ok(listed) => listed,
-        Err(answer) => return answer,
+        Err(answer) => return *answer,
     };
     let mut open: HashMap<Arc<str>, usize> = state
         .registry
