@@ -201,7 +201,7 @@ function handleMessage(msg) {
       break;
     case 'error':
       // A refused undo or redo names its stroke: put it back as it was.
-      if ((msg.code === 'not_yours' || msg.code === 'cannot_undo') && typeof msg.strokeId === 'string') {
+      if (['not_yours', 'cannot_undo', 'read_only'].includes(msg.code) && typeof msg.strokeId === 'string') {
         undoHistory.refused(msg.strokeId);
         moderation.refused(msg.strokeId);
       }

@@ -160,7 +160,7 @@ impl Handler<Draw> for CanvasServer {
     type Result = ();
 
     fn handle(&mut self, draw: Draw, ctx: &mut Context<Self>) {
-        if self.locked_out(draw.from, ctx) {
+        if self.locked_out(draw.from, None, ctx) {
             return;
         }
         if self.stored_bytes >= self.settings.storage.max_room_bytes {
@@ -187,7 +187,7 @@ impl Handler<Toggle> for CanvasServer {
     type Result = ();
 
     fn handle(&mut self, toggle: Toggle, ctx: &mut Context<Self>) {
-        if self.locked_out(toggle.from, ctx) {
+        if self.locked_out(toggle.from, Some(&toggle.stroke_id), ctx) {
             return;
         }
         if !self.storable(toggle.from, ctx) {
@@ -212,7 +212,7 @@ impl Handler<Clear> for CanvasServer {
     type Result = ();
 
     fn handle(&mut self, clear: Clear, ctx: &mut Context<Self>) {
-        if self.locked_out(clear.from, ctx) {
+        if self.locked_out(clear.from, None, ctx) {
             return;
         }
         if !self.storable(clear.from, ctx) {

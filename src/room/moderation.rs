@@ -18,8 +18,14 @@ use crate::protocol::{Rejection, ServerMessage};
 
 impl CanvasServer {
     /// Whether `from` may not change the canvas now because the owner locked the room (it is told
-    /// so). Costs nothing while the room is unlocked.
-    pub(super) fn locked_out(&self, from: Uuid, ctx: &mut Context<Self>) -> bool {
+    /// so, with the stroke it named, so that a page can put back what it had already hidden).
+    /// Costs nothing while the room is unlocked.
+    pub(super) fn locked_out(
+        &self,
+        from: Uuid,
+        stroke: Option<&str>,
+        ctx: &mut Context<Self>,
+    ) -> bool {
         if self.deleted {
             return true;
         }
@@ -30,7 +36,11 @@ impl CanvasServer {
             .member(from)
             .is_some_and(|member| member.standing == Standing::Owner);
         if !owner {
-            self.reject(from, &Rejection::locked(), ctx);
+            let rejection = match stroke {
+                Some(id) => Rejection::locked().about_stroke(id),
+                None => Rejection::locked(),
+            };
+            self.reject(from, &rejection, ctx);
         }
         !owner
     }
