@@ -577,3 +577,62 @@ async fn in_a_cluster_a_deleted_room_leaves_no_key_in_redis_and_its_members_on_e
     let member = redis.command(&["SISMEMBER", "livecanvas:rooms", &created.room]);
     assert_eq!(member.trim(), ":0");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_cluster_every_node_refuses_the_owners_calls_without_the_owner_token_and_a_removed_member_rejoins(
+) {
+    let redis = Redis::start();
+    let (n1, n2, _admin) = two_nodes(&redis);
+    let created = create(&n1).await;
+    let room = &created.room;
+    let lock = Some(json!({"locked": true}));
+    let settings = format!("/api/rooms/{room}/settings");
+    for token in [&created.edit, &created.view, ADMIN_TOKEN] {
+        let (status, _) = http(&n2, "PUT", &settings, Some(token), lock.clone()).await;
+        assert_eq!(status, 403);
+    }
+    let elsewhere = "/api/rooms/nobody-made-this/settings";
+    let (status, _) = http(&n2, "PUT", elsewhere, Some(&created.owner), lock).await;
+    assert_eq!(status, 404);
+    let mut member = Client::join(&ws_url(&n2, room, &created.edit)).await;
+    assert_eq!(
+        member.welcome["locked"], false,
+        "no refused call changed anything"
+    );
+    let kick = format!("/api/rooms/{room}/kick");
+    let body = Some(json!({"clientId": member.id}));
+    let (status, _) = http(&n1, "POST", &kick, Some(&created.owner), body).await;
+    assert_eq!(status, 204);
+    assert_eq!(u16::from(member.expect_close().await.code), 4002);
+    let mut back = Client::join(&ws_url(&n1, room, &created.edit)).await;
+    let mut owner = Client::join(&ws_url(&n2, room, &created.owner)).await;
+    owner.send_json(stroke("o", 30.0)).await;
+    assert_eq!(back.next_of_type("draw").await["strokeId"], "o");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_cluster_an_undo_after_a_deletion_brings_nothing_back() {
+    let redis = Redis::start();
+    let (n1, n2, _admin) = two_nodes(&redis);
+    let url = format!("{}?author=drawer-secret-0003", n1.ws_url("gone"));
+    let mut drawer = Client::join(&url).await;
+    // A watcher on the drawer's node: once it has the stroke, so has that node's history.
+    let mut watcher = Client::join(&n1.ws_url("gone")).await;
+    let mut elsewhere = Client::join(&n2.ws_url("gone")).await;
+    drawer.send_json(stroke("bad", 100.0)).await;
+    watcher.next_of_type("draw").await;
+    drawer
+        .send_json(json!({"type":"undo","strokeId":"bad"}))
+        .await;
+    elsewhere.next_of_type("undo").await;
+    let (status, _) = http(&n2, "DELETE", "/api/rooms/gone", Some(ADMIN_TOKEN), None).await;
+    assert_eq!(status, 204);
+    for member in [&mut drawer, &mut watcher, &mut elsewhere] {
+        member.expect_close().await;
+    }
+    let url = format!("{}?author=drawer-secret-0003", n2.ws_url("gone"));
+    let mut drawer = Client::join(&url).await;
+    assert_eq!(drawer.next_event().await["type"], "canvasEmpty");
+    let error = error_for(&mut drawer, json!({"type":"redo","strokeId":"bad"})).await;
+    assert_eq!(error["code"], "cannot_undo");
+}
