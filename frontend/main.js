@@ -137,7 +137,10 @@ const moderation = createModeration({
 
 connection.addEventListener('state', (e) => status.setConnection(e.detail));
 connection.addEventListener('close', (e) => {
-  if (moderation.stops(e.detail)) connection.suspend();
+  if (moderation.stops(e.detail)) {
+    connection.suspend();
+    status.setConnection('stopped');
+  }
   sync.disconnected();
   names.disconnected();
   cursors.clear();

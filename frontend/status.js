@@ -5,6 +5,7 @@ const STATE_TEXT = {
   connecting: 'Connecting…',
   connected: 'Connected',
   reconnecting: 'Reconnecting…',
+  stopped: 'Disconnected',
 };
 const TOAST_MS = 4000;
 const MAX_TOASTS = 3;

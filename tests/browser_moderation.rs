@@ -1,7 +1,8 @@
 //! Moderation in real browsers (headless Chromium over WebDriver, see `common::browser`): another
 //! page restores a clear with the "Restore" it is offered, for everyone; the owner's page locks
 //! the room and a member's page says it is locked, offers no drawing tools and changes nothing
-//! when drawn on, until the owner unlocks it.
+//! when drawn on, until the owner unlocks it; a member's page whose link the owner replaced says
+//! so and stops, while the owner's share dialog offers the new link.
 
 mod common;
 
@@ -148,4 +149,51 @@ async fn the_owners_page_locks_the_room_and_a_members_page_shows_it_is_read_only
             "the member's page is unlocked",
         )
         .await;
+}
+
+#[tokio::test]
+async fn a_members_page_whose_link_the_owner_replaced_says_so_and_stops() {
+    let server = Server::start();
+    let driver = Driver::start();
+    let (owner_url, edit_url) = create_room(&server).await;
+    let owner = Browser::open(&driver, &owner_url).await;
+    let member = Browser::open(&driver, &edit_url).await;
+    owner
+        .wait_until(
+            "document.getElementById('people').dataset.count === '2'",
+            "the owner sees the member",
+        )
+        .await;
+    owner.click("#owner-tools").await;
+    owner.click("#owner-links").await;
+    member
+        .wait_until(
+            "document.body.dataset.stopped === '4001' \
+             && document.getElementById('status').dataset.state === 'stopped' \
+             && [...document.querySelectorAll('.toast')].some((t) => t.textContent.includes('withdrew'))",
+            "the member's page says its link was withdrawn and stops",
+        )
+        .await;
+    owner
+        .wait_until(
+            "document.getElementById('people').dataset.count === '1'",
+            "the owner is alone",
+        )
+        .await;
+    owner
+        .click("#owner-dialog .dialog-actions:last-child button")
+        .await;
+    owner.click("#share").await;
+    let shared = owner
+        .js(
+            "return document.getElementById('share-edit-url').value;",
+            vec![],
+        )
+        .await;
+    let shared = shared.as_str().expect("the edit link shown");
+    assert!(shared.contains("?token="), "{shared}");
+    assert_ne!(
+        shared, edit_url,
+        "the share dialog offers the new edit link"
+    );
 }
