@@ -3,13 +3,15 @@
 //! (everyone else read-only) and removes a member, with `Authorization: Bearer OWNER`, on one
 //! node and across a cluster; the operator's admin token deletes a room for good (no row in
 //! SQLite, no key in Redis, no stroke an undo could bring back) and lists the rooms. Every call
-//! refuses every other token.
+//! refuses every other token, and every action leaves a log line naming no token.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{data_dir, http_get, wait_for_status, Client, Image, Redis, Server, EVENT_DEADLINE};
+use common::{
+    data_dir, http_get, run_binary, wait_for_status, Client, Image, Redis, Server, EVENT_DEADLINE,
+};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite;
 
@@ -635,4 +637,103 @@ async fn in_a_cluster_an_undo_after_a_deletion_brings_nothing_back() {
     assert_eq!(drawer.next_event().await["type"], "canvasEmpty");
     let error = error_for(&mut drawer, json!({"type":"redo","strokeId":"bad"})).await;
     assert_eq!(error["code"], "cannot_undo");
+}
+
+// ---- the log ----
+
+#[test]
+fn an_unreadable_or_short_admin_token_file_stops_start_up_naming_the_option() {
+    let (code, stderr) = run_binary(&["--admin-token-file", "/nonexistent/admin-token"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--admin-token-file"), "{stderr}");
+    let short = tempfile::NamedTempFile::new().expect("a temporary file");
+    std::fs::write(short.path(), "short\n").expect("written");
+    let path = short.path().to_str().expect("a UTF-8 path");
+    let (code, stderr) = run_binary(&["--admin-token-file", path]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("at least 16 characters"), "{stderr}");
+}
+
+#[test]
+fn each_moderation_action_is_logged_with_its_room_and_token_kind_and_never_a_token() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::{Command, Stdio};
+    let admin = admin_file();
+    let dir = data_dir();
+    let mut command = Command::new(common::server_binary());
+    command
+        .args([
+            "--bind",
+            "127.0.0.1:0",
+            "--frontend-dir",
+            &common::frontend_dir(),
+        ])
+        .arg("--admin-token-file")
+        .arg(admin.path())
+        .env("LIVECANVAS_DATA_DIR", dir.path())
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    common::die_with_parent(&mut command);
+    let mut child = command.spawn().expect("the server starts");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut stderr = child.stderr.take().expect("stderr");
+    // The log goes to stderr: read it all along, so that the server never blocks on a full pipe.
+    let log = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let base = loop {
+        let mut line = String::new();
+        assert!(
+            stdout.read_line(&mut line).expect("stdout") > 0,
+            "no address"
+        );
+        if let Some(url) = line.trim().strip_prefix("livecanvas listening on ") {
+            break url.to_owned();
+        }
+    };
+    let (status, created) = call("POST", &format!("{base}/api/rooms"), None, None);
+    assert_eq!(status, 201);
+    let room = created["room"].as_str().expect("room");
+    let owner = created["ownerToken"].as_str().expect("ownerToken");
+    let api = format!("{base}/api/rooms/{room}");
+    let lock = Some(json!({"locked": true}));
+    assert_eq!(
+        call("PUT", &format!("{api}/settings"), Some(owner), lock).0,
+        200
+    );
+    let (status, links) = call("POST", &format!("{api}/links"), Some(owner), None);
+    assert_eq!(status, 200);
+    let kick = Some(json!({"clientId": uuid::Uuid::new_v4().to_string()}));
+    assert_eq!(
+        call("POST", &format!("{api}/kick"), Some(owner), kick).0,
+        204
+    );
+    assert_eq!(call("DELETE", &api, Some(ADMIN_TOKEN), None).0, 204);
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let log = log.join().expect("the log was read");
+    for action in [
+        "moderation: locked by owner token",
+        "moderation: links replaced by owner token",
+        "moderation: removed client=",
+        "moderation: deleted by admin token",
+    ] {
+        assert!(
+            log.lines()
+                .any(|line| line.contains(&format!("room={room}")) && line.contains(action)),
+            "no {action:?} line in:\n{log}"
+        );
+    }
+    for token in [
+        owner,
+        ADMIN_TOKEN,
+        links["editToken"].as_str().expect("editToken"),
+    ] {
+        assert!(!log.contains(token), "a token in the log:\n{log}");
+    }
 }
