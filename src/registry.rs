@@ -8,7 +8,6 @@
 //! gives the heap's free memory back to the system. It must never hold per-message state: after
 //! a join it is out of the path, and draws go straight from sessions to their room.
 
-use crate::moderation::Standing;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -19,9 +18,10 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::config::Settings;
-use crate::room::{CanvasServer, CloseAll, Drain, Join, JoinAnswer, Shutdown};
+use crate::moderation::Standing;
+use crate::room::{CanvasServer, CloseAll, DeleteNow, Drain, Join, JoinAnswer, Shutdown};
 use crate::stats::Stats;
-use crate::storage::Store;
+use crate::storage::{Store, StoreError};
 
 /// The health probe's room (see `health`). No client can name it (`~` is not allowed in room
 /// names); it lives in memory, is not counted among the rooms, and is exempt from `--max-rooms`.
@@ -56,6 +56,16 @@ pub struct DrainRooms;
 #[derive(Message)]
 #[rtype(result = "Option<Addr<CanvasServer>>")]
 pub struct FindRoom {
+    pub room: Arc<str>,
+}
+
+/// The operator deletes `room` for good: the open room (if any) closes its members, lets go of
+/// everything and has the store delete it; else the store deletes it at once. Either way the
+/// deletion is queued to the store before any later join can open the room again, so that no
+/// newcomer's room reads what is being deleted. `true` if anything was kept or the room was open.
+#[derive(Message)]
+#[rtype(result = "Result<bool, StoreError>")]
+pub struct DeleteRoom {
     pub room: Arc<str>,
 }
 
@@ -386,6 +396,24 @@ impl Handler<FindRoom> for RoomRegistry {
 
     fn handle(&mut self, find: FindRoom, _ctx: &mut Context<Self>) -> Self::Result {
         self.rooms.get(&find.room).map(|entry| entry.addr.clone())
+    }
+}
+
+impl Handler<DeleteRoom> for RoomRegistry {
+    type Result = ResponseFuture<Result<bool, StoreError>>;
+
+    fn handle(&mut self, delete: DeleteRoom, _ctx: &mut Context<Self>) -> Self::Result {
+        let Some(entry) = self.rooms.get(&delete.room) else {
+            return Box::pin(self.store.delete_room(delete.room));
+        };
+        let (open, store) = (entry.addr.clone(), self.store.clone());
+        Box::pin(async move {
+            match open.send(DeleteNow).await {
+                Ok(deleted) => deleted.map(|_| true),
+                // It stopped meanwhile, after storing what it had: delete that.
+                Err(_) => store.delete_room(delete.room).await,
+            }
+        })
     }
 }
 

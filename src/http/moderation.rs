@@ -22,7 +22,7 @@ use crate::http::routes::bad_room;
 use crate::http::AppState;
 use crate::moderation::{log_action, Moderation, Moderator};
 use crate::protocol::is_valid_room_name;
-use crate::registry::{FindRoom, OpenRooms};
+use crate::registry::{DeleteRoom, FindRoom, OpenRooms};
 use crate::room::Moderate;
 use crate::storage::StoreError;
 
@@ -302,15 +302,21 @@ pub async fn delete_room(
         return bad_room(&room);
     }
     let name: Arc<str> = Arc::from(room.as_str());
-    // On a single node the open room lets go of everything first, so that it writes nothing
-    // after the store has deleted the room.
-    let was_open = tell_open_room(&name, Moderation::Deleted, &state).await;
-    let deleted = state.store.delete_room(name);
-    let existed = match stored(&room, "deleting it", deleted).await {
-        Ok(existed) => existed,
-        Err(answer) => return *answer,
+    // Through the registry: the room open here (if any) lets go of everything first, so that it
+    // writes nothing after the store has deleted it (a cluster's other nodes hear it from Redis).
+    let deleted = state.registry.send(DeleteRoom { room: name });
+    let existed = match tokio::time::timeout(MODERATION_ANSWER_TIMEOUT, deleted).await {
+        Ok(Ok(Ok(existed))) => existed,
+        Ok(Ok(Err(err))) => {
+            log::error!("room={room}: deleting it failed: {err}");
+            return unavailable();
+        }
+        Ok(Err(_)) | Err(_) => {
+            log::error!("room={room}: deleting it: no answer in time");
+            return unavailable();
+        }
     };
-    if !existed && !was_open {
+    if !existed {
         return api_error(
             StatusCode::NOT_FOUND,
             "no_such_room",

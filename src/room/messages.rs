@@ -133,6 +133,13 @@ pub struct Shutdown;
 #[rtype(result = "()")]
 pub struct Moderate(pub Moderation);
 
+/// The operator deletes this room (sent by the registry, see `registry::DeleteRoom`): the room
+/// carries out [`Moderation::Deleted`] and queues the store's deletion before it handles anything
+/// else; answered with the store's answer (whether anything was kept).
+#[derive(Message)]
+#[rtype(result = "Result<bool, crate::storage::StoreError>")]
+pub struct DeleteNow;
+
 /// Answered once everything sent to the room before it has been handled (mailboxes are in order).
 #[derive(Message)]
 #[rtype(result = "()")]

@@ -10,11 +10,12 @@ use std::sync::atomic::Ordering;
 use actix::prelude::*;
 use uuid::Uuid;
 
-use super::{CanvasServer, Kick, Moderate, ToMember};
+use super::{CanvasServer, DeleteNow, Kick, Moderate, ToMember};
 use crate::history::History;
 use crate::moderation::{Moderation, Standing};
 use crate::picture::Picture;
 use crate::protocol::{Rejection, ServerMessage};
+use crate::storage::StoreError;
 
 impl CanvasServer {
     /// Whether `from` may not change the canvas now because the owner locked the room (it is told
@@ -95,6 +96,16 @@ impl CanvasServer {
         self.stored_bytes = 0;
         self.pending.clear();
         self.population.store(self.members.len(), Ordering::Relaxed);
+    }
+}
+
+impl Handler<DeleteNow> for CanvasServer {
+    type Result = ResponseFuture<Result<bool, StoreError>>;
+
+    fn handle(&mut self, _: DeleteNow, ctx: &mut Context<Self>) -> Self::Result {
+        self.moderate(Moderation::Deleted, ctx);
+        // Queued now, before the registry can hear that the room is empty and open it afresh.
+        Box::pin(self.store.delete_room(self.name.clone()))
     }
 }
 
