@@ -543,7 +543,8 @@ async fn in_a_cluster_the_lock_and_a_removal_made_on_one_node_hold_on_another() 
     let mut other = Client::join(&ws_url(&n2, &created.room, &created.edit)).await;
     let path = format!("/api/rooms/{}/settings", created.room);
     let lock = Some(json!({"locked": true}));
-    let (status, _) = http(&n1, "PUT", &path, Some(&created.owner), lock).await;
+    // The room was made on n1; its owner token works on n2 too.
+    let (status, _) = http(&n2, "PUT", &path, Some(&created.owner), lock).await;
     assert_eq!(status, 200);
     assert_eq!(editor.next_of_type("locked").await["locked"], true);
     let error = error_for(&mut editor, stroke("e", 10.0)).await;

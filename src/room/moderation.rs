@@ -5,8 +5,6 @@
 //! It must never keep state per member for this (the lock is one flag of the room's), and never
 //! let a deleted room store, relay or bring back anything.
 
-use std::sync::atomic::Ordering;
-
 use actix::prelude::*;
 use uuid::Uuid;
 
@@ -63,19 +61,15 @@ impl CanvasServer {
         }
         // What the members were sent before reaches them before the close.
         self.flush_tick(ctx);
-        let closed: Vec<Uuid> = self
+        let closed: Vec<_> = self
             .members
             .iter()
-            .filter(|member| action.closes(member.id, member.standing).is_some())
-            .map(|member| member.id)
+            .filter_map(|member| {
+                let (code, reason) = action.closes(member.id, member.standing)?;
+                Some((member.id, code, reason))
+            })
             .collect();
-        for id in closed {
-            let Some((code, reason)) = self
-                .member(id)
-                .and_then(|member| action.closes(id, member.standing))
-            else {
-                continue;
-            };
+        for (id, code, reason) in closed {
             if let Some(member) = self.remove_member(id, ctx) {
                 member.tell(ToMember::Kick(Kick {
                     code,
@@ -95,7 +89,6 @@ impl CanvasServer {
         self.history = History::new(self.settings.storage.undo);
         self.stored_bytes = 0;
         self.pending.clear();
-        self.population.store(self.members.len(), Ordering::Relaxed);
     }
 }
 
