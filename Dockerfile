@@ -18,6 +18,8 @@ RUN mkdir -p src crates/livecanvas-load/src \
     && cargo build --release --locked --bin livecanvas \
     && rm -rf src
 COPY src ./src
+# The font texts are drawn in is built into the binary (src/lettering.rs).
+COPY frontend/fonts ./frontend/fonts
 # Make sure cargo sees the real sources as newer than the stub's build. Only the server is built.
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin livecanvas
 

@@ -12,6 +12,8 @@
 
 import { OpLog } from './oplog.js';
 import { ViewTransform, MIN_ZOOM } from './view.js';
+import { paintShape, toShape } from './shapes.js';
+import { paintText, toText } from './text.js';
 
 export const DEFAULT_WIDTH = 1600;
 export const DEFAULT_HEIGHT = 900;
@@ -102,7 +104,32 @@ function blit(ctx, bitmap, a, d, e = 0, f = 0) {
 
 function paintOp(ctx, op, a, d, e = 0, f = 0) {
   if (op.type === 'clear') wipe(ctx);
+  else if (op.type === 'shape') paintShape(ctx, op, a, d, e, f);
+  else if (op.type === 'text') paintText(ctx, op, a, d, e, f);
   else paint(ctx, op, a, d, e, f);
+}
+
+/** The log's copy of an op: only the fields that paint it (and its stroke id). */
+function logEntry(op) {
+  switch (op.type) {
+    case 'clear':
+      return { type: 'clear' };
+    case 'shape':
+      return toShape(op);
+    case 'text':
+      return toText(op);
+    default:
+      return {
+        type: 'draw',
+        color: op.color,
+        startX: op.startX,
+        startY: op.startY,
+        endX: op.endX,
+        endY: op.endY,
+        size: op.size,
+        tool: op.tool,
+      };
+  }
 }
 
 function makeCanvas(width, height) {
@@ -129,6 +156,7 @@ export class Board extends EventTarget {
   #frame = 0; // a pending requestAnimationFrame for the re-render
   #view = new ViewTransform();
   #interactiveAt = -Infinity;
+  #starting = true; // the view is the start view (view.js's startZoom) until someone zooms or pans
   #settle = 0;
 
   constructor(visible, container) {
@@ -175,10 +203,14 @@ export class Board extends EventTarget {
     this.#base = null;
     this.#resetLog();
     this.#view.setZoom(MIN_ZOOM);
+    this.#starting = true;
     this.layout(true);
   }
 
-  /** Fits the visible canvas into its container (zoom applied), keeping the aspect ratio. */
+  /**
+   * Fits the visible canvas into its container (zoom applied), keeping the aspect ratio; a view
+   * nobody has zoomed or panned yet opens at the start zoom (fit, or filling a phone's stage).
+   */
   layout(force = false) {
     const cs = getComputedStyle(this.container);
     const availW = this.container.clientWidth - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight);
@@ -194,6 +226,8 @@ export class Board extends EventTarget {
     cssW = Math.max(1, Math.floor(cssW));
     cssH = Math.max(1, Math.floor(cssH));
     this.#view.setLayout({ logicalW: this.width, logicalH: this.height, fitW: cssW, fitH: cssH, availW, availH });
+    // Until someone zooms or pans, a new layout (a phone turned on its side) opens afresh.
+    if (this.#starting) this.#view.start();
     this.#applyView(force, true);
   }
 
@@ -238,6 +272,7 @@ export class Board extends EventTarget {
    * `interactive`: part of a gesture (a long log is then previewed, and drawn crisp when it stops).
    */
   zoomAt(zoom, clientX, clientY, { anchor = null, interactive = false } = {}) {
+    this.#starting = false;
     const p = anchor ?? this.toBoard(clientX, clientY);
     this.#view.setZoom(zoom);
     this.#sizeCanvas(false); // the canvas's CSS size may change: the rectangle below is the new one
@@ -251,6 +286,7 @@ export class Board extends EventTarget {
 
   /** Pans by (dx, dy) CSS pixels (positive: the view moves right/down over the board). */
   panBy(dx, dy, { interactive = false } = {}) {
+    this.#starting = false;
     const v = this.#view;
     v.ox += dx;
     v.oy += dy;
@@ -260,6 +296,7 @@ export class Board extends EventTarget {
 
   /** Back to "fit": the whole board, mapped exactly as without zoom. */
   fit() {
+    this.#starting = false;
     this.#view.setZoom(MIN_ZOOM);
     this.#applyView(false, false);
   }
@@ -288,23 +325,13 @@ export class Board extends EventTarget {
   }
 
   /**
-   * Appends an op (`{type:'draw', color, startX, startY, endX, endY, size, tool, strokeId?}` or
-   * `{type:'clear', strokeId?}`) to the log and paints it on both canvases.
+   * Appends an op (`{type:'draw', color, startX, startY, endX, endY, size, tool, strokeId?}`, a
+   * shape or text (shapes.js, text.js) or `{type:'clear', strokeId?}`) to the log and paints it on
+   * both canvases.
    */
   apply(op) {
-    const entry =
-      op.type === 'clear'
-        ? { type: 'clear' }
-        : {
-            type: 'draw',
-            color: op.color,
-            startX: op.startX,
-            startY: op.startY,
-            endX: op.endX,
-            endY: op.endY,
-            size: op.size,
-            tool: op.tool,
-          };
+    const entry = logEntry(op);
+    if (!entry) return;
     if (op.strokeId !== undefined && op.strokeId !== null) entry.strokeId = op.strokeId;
     this.#log.push(entry);
     if (this.#masterDirtyFrom < 0) {
@@ -338,6 +365,18 @@ export class Board extends EventTarget {
   /** Whether an op of the log (not folded into the base yet) has this stroke id. */
   hasStroke(strokeId) {
     return this.#log.hasStroke(strokeId);
+  }
+
+  /** Paints everything again (the shipped font arrived: texts drawn before it are re-drawn). */
+  repaint() {
+    this.#checkpoints = [];
+    this.#masterDirtyFrom = 0;
+    this.#requestRender();
+  }
+
+  /** Logical → visible backing pixels: [a, d, e, f] of setTransform(a, 0, 0, d, e, f). */
+  visibleTransform() {
+    return this.#visibleTransform();
   }
 
   /** Does a pending re-render now. */

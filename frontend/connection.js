@@ -1,12 +1,28 @@
-// connection.js — owns the WebSocket: connects, parses JSON frames, reconnects with
-// exponential backoff and jitter. Events (on the Connection, an EventTarget):
-//   'state'   detail: 'connecting' | 'connected' | 'reconnecting'
+// connection.js — owns the WebSocket: connects, presents the page's secrets, parses JSON frames,
+// reconnects with exponential backoff and jitter. Events (on the Connection, an EventTarget):
+//   'state'   detail: 'connecting' | 'connected' | 'reconnecting' | 'refused'
 //   'open'    a socket just opened
 //   'close'   an open socket closed; detail: { code, reason }
 //   'message' detail: the parsed JSON object
+// Secrets (a private room's token, the undo secret) travel as WebSocket subprotocol values, never
+// in the URL: request lines end up in proxies' logs.
+
+/** The subprotocol the server answers with; offered first, always. */
+export const SUBPROTOCOL = 'livecanvas';
+/** Close code of a refused private room (no token, or not one of its tokens): do not retry. */
+export const FORBIDDEN_CLOSE_CODE = 4403;
+
+/** The subprotocols to offer: `livecanvas`, and one value per secret the page holds. */
+export function upgradeProtocols({ token = null, author = null } = {}) {
+  const protocols = [SUBPROTOCOL];
+  if (token) protocols.push(`${SUBPROTOCOL}.token.${token}`);
+  if (author) protocols.push(`${SUBPROTOCOL}.author.${author}`);
+  return protocols;
+}
 
 export class Connection extends EventTarget {
   #url;
+  #protocols;
   #opts;
   #ws = null;
   #timer = null;
@@ -15,9 +31,10 @@ export class Connection extends EventTarget {
   #state = null;
   #suspended = false;
 
-  constructor(url, { baseDelay = 500, maxDelay = 10000, jitter = 0.3, stableAfter = 5000 } = {}) {
+  constructor(url, { protocols = [], baseDelay = 500, maxDelay = 10000, jitter = 0.3, stableAfter = 5000 } = {}) {
     super();
     this.#url = url;
+    this.#protocols = protocols;
     this.#opts = { baseDelay, maxDelay, jitter, stableAfter };
   }
 
@@ -77,7 +94,7 @@ export class Connection extends EventTarget {
 
     let ws;
     try {
-      ws = new WebSocket(this.#url);
+      ws = new WebSocket(this.#url, this.#protocols);
     } catch (err) {
       console.warn('livecanvas: cannot open WebSocket', err);
       this.#scheduleRetry();
@@ -114,6 +131,12 @@ export class Connection extends EventTarget {
         // A connection that stayed up for a while was a good one: start the backoff afresh.
         if (Date.now() - openedAt >= this.#opts.stableAfter) this.#attempt = 0;
         this.dispatchEvent(new CustomEvent('close', { detail: { code: ev.code, reason: ev.reason } }));
+      }
+      // Refused for good (a private room without its token): retrying cannot help.
+      if (ev.code === FORBIDDEN_CLOSE_CODE) {
+        this.#suspended = true;
+        this.#setState('refused');
+        return;
       }
       this.#scheduleRetry();
     });

@@ -5,18 +5,20 @@ import { Board } from './board.js';
 import { attachInput } from './input.js';
 import { attachView } from './view.js';
 import { updateCursor } from './brush-outline.js';
-import { Connection } from './connection.js';
+import { Connection, upgradeProtocols } from './connection.js';
 import { Sync } from './sync.js';
 import { Toolbar } from './toolbar.js';
 import { createStatus } from './status.js';
 import { setupClear, setupDownload, setupRoomSwitch, setupShare } from './actions.js';
 import { authorSecret, newStrokeId } from './author.js';
 import { UndoHistory, setupUndo } from './undo.js';
-import { PrivateRoom, rememberLinks, setupNewPrivateRoom, setupPrivateShare, tokenFromSearch } from './private.js';
+import { PrivateRoom, rememberLinks, setupNewPrivateRoom, setupPrivateShare, tokenFromLocation } from './private.js';
 import { setupNames } from './names.js';
 import { createPresence } from './presence.js';
 import { createCursors } from './cursors.js';
 import { createModeration } from './moderation.js';
+import { attachFigures, isFigureTool } from './figures.js';
+import { loadFont } from './text.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -34,13 +36,19 @@ const status = createStatus({
 const canvas = $('board');
 const board = new Board(canvas, $('stage'));
 const toolbar = new Toolbar(document);
-const token = tokenFromSearch();
+const token = tokenFromLocation();
 const privateRoom = new PrivateRoom({ token, badge: $('view-only') });
-const connection = new Connection(wsUrl(room, location, { author: authorSecret(), token }));
+const connection = new Connection(wsUrl(room, location), {
+  protocols: upgradeProtocols({ token, author: authorSecret() }),
+});
 const sync = new Sync({
   board,
   send: (msg) => connection.send(msg),
-  onSynced: (synced) => status.setSynced(synced),
+  onSynced: (synced) => {
+    status.setSynced(synced);
+    // Undo and redo wait for the picture and for what was drawn offline to be sent.
+    undoHistory.setOnline(synced);
+  },
 });
 
 const undoHistory = new UndoHistory({
@@ -50,7 +58,11 @@ const undoHistory = new UndoHistory({
 });
 setupUndo({ history: undoHistory, undoButton: $('undo'), redoButton: $('redo') });
 
-const refreshCursor = () => updateCursor(canvas, toolbar.brush, board.displayScale);
+const refreshCursor = () => {
+  const brush = toolbar.brush;
+  if (isFigureTool(brush.tool)) canvas.style.cursor = brush.tool === 'text' ? 'text' : 'crosshair';
+  else updateCursor(canvas, brush, board.displayScale);
+};
 board.addEventListener('view', refreshCursor);
 toolbar.addEventListener('change', refreshCursor);
 refreshCursor();
@@ -63,7 +75,24 @@ attachInput(canvas, {
     undoHistory.drew(seg.strokeId);
   },
   newStrokeId,
+  canDraw: () => privateRoom.canDraw() && moderation.canDraw() && !isFigureTool(toolbar.brush.tool),
+});
+
+attachFigures({
+  board,
+  canvas,
+  stage: $('stage'),
+  brush: () => toolbar.brush,
+  onFigure: (op) => {
+    sync.local(op);
+    undoHistory.drew(op.strokeId);
+  },
+  newStrokeId,
   canDraw: () => privateRoom.canDraw() && moderation.canDraw(),
+});
+// Texts drawn before the shipped font arrived used a fallback: draw them again in it.
+loadFont().then((loaded) => {
+  if (loaded) board.repaint();
 });
 
 attachView({
@@ -74,6 +103,7 @@ attachView({
   zoomOut: $('zoom-out'),
   fit: $('zoom-fit'),
   label: $('zoom-level'),
+  toggle: $('zoom-toggle'),
 });
 // A hook for the browser tests (and the console): the board and its API.
 window.__livecanvas = { board };
@@ -109,16 +139,13 @@ if (privateRoom.isPrivate) {
 setupNewPrivateRoom({ button: $('new-private'), toast: status.toast });
 
 const names = setupNames({
-  dialog: $('name-dialog'),
   form: $('name-form'),
   input: $('name-input'),
-  skipButton: $('name-skip'),
   error: $('name-error'),
   send: (msg) => connection.send(msg),
 });
-const presence = createPresence({ listEl: $('members'), toggleEl: $('people'), onRenameSelf: () => names.open() });
+const presence = createPresence({ listEl: $('members'), toggleEl: $('people'), onRenameSelf: (shown, chip) => names.open(shown, chip) });
 const cursors = createCursors({ board, canvas, stage: $('stage'), presence, send: (msg) => connection.send(msg) });
-names.askIfNew();
 
 // Restore after someone else's clear, the room's lock, the owner's controls (see moderation.js).
 const moderation = createModeration({
@@ -184,6 +211,8 @@ function handleMessage(msg) {
       }
       break;
     case 'draw':
+    case 'shape':
+    case 'text':
     case 'clear':
     case 'undo':
     case 'redo':
@@ -214,6 +243,15 @@ function handleMessage(msg) {
       break; // unknown messages are ignored, for forward compatibility
   }
 }
+// The compact layout's pop-overs are inline parts of the bars on a wide screen (style.css's media
+// query): one left open while the window widens would float in the top layer, so close it.
+matchMedia('(min-width: 721px) and (min-height: 501px)').addEventListener('change', (e) => {
+  if (!e.matches) return;
+  for (const el of document.querySelectorAll('.toolbar [popover], .appbar [popover]')) {
+    if (el.matches(':popover-open')) el.hidePopover();
+  }
+});
+
 // Leaving the page (or entering the back/forward cache) closes the socket; coming back reconnects.
 window.addEventListener('pagehide', () => connection.suspend());
 window.addEventListener('pageshow', (e) => {

@@ -1,11 +1,10 @@
-// names.js — owns the user's display name: asking for it (a small dialog on the first visit and
-// whenever the user wants to change it), remembering it in localStorage, and sending it to the
-// server after every welcome. Until a name is chosen the server's default ("Guest 1234") is shown.
-// It never shows a name as HTML and never sends one the server would refuse.
+// names.js — owns the user's display name: the rename pop-over (opened from one's own chip in the
+// member list; never a dialog that stands between a first visit and the board), remembering the
+// name in localStorage, and sending it to the server after every welcome. Until a name is chosen
+// the server's default ("Guest 1234") is shown. It never shows a name as HTML and never sends one
+// the server would refuse.
 
 const STORAGE_KEY = 'livecanvas.name';
-/** Set once the dialog was shown, so a user who skipped it is not asked on every visit. */
-const ASKED_KEY = 'livecanvas.name.asked';
 export const MAX_NAME_CHARS = 32;
 // Controls and the invisible characters the server refuses (bidi overrides/isolates, zero-width
 // space, BOM, …); zero-width joiners stay, as emoji and some scripts need them.
@@ -36,7 +35,12 @@ function store(key, value) {
   }
 }
 
-export function setupNames({ dialog, form, input, skipButton, error, send }) {
+/**
+ * Wires the rename pop-over (#name-form, `popover`): `open()` shows it with the current name
+ * selected; Save (or Enter) keeps a valid name and sends it; Escape or a click elsewhere closes it.
+ * It is never modal: nothing waits for it, and the board takes the pointer while it is open.
+ */
+export function setupNames({ form, input, error, send }) {
   let name = cleanName(stored(STORAGE_KEY));
   let connected = false;
 
@@ -44,11 +48,16 @@ export function setupNames({ dialog, form, input, skipButton, error, send }) {
     if (connected && name) send({ type: 'name', name });
   };
 
-  const open = () => {
-    input.value = name ?? '';
+  const open = (current, anchor) => {
+    input.value = name ?? current ?? '';
     error.hidden = true;
-    store(ASKED_KEY, '1');
-    if (!dialog.open) dialog.showModal();
+    if (anchor) {
+      // Under the chip that opened it (style.css places it there on wide screens).
+      const r = anchor.getBoundingClientRect();
+      form.style.setProperty('--anchor-left', `${Math.round(r.left)}px`);
+      form.style.setProperty('--anchor-top', `${Math.round(r.bottom + 6)}px`);
+    }
+    if (!form.matches(':popover-open')) form.showPopover();
     input.focus();
     input.select();
   };
@@ -62,10 +71,9 @@ export function setupNames({ dialog, form, input, skipButton, error, send }) {
     }
     name = chosen;
     store(STORAGE_KEY, chosen);
-    dialog.close();
+    form.hidePopover();
     sendName();
   });
-  skipButton.addEventListener('click', () => dialog.close());
 
   return {
     get name() {
@@ -79,10 +87,10 @@ export function setupNames({ dialog, form, input, skipButton, error, send }) {
     disconnected() {
       connected = false;
     },
-    /** Opens the dialog on the first visit only. */
-    askIfNew() {
-      if (!name && !stored(ASKED_KEY)) open();
-    },
+    /**
+     * Opens the rename pop-over under `anchor` (an element); `current` (the name shown now) fills
+     * it when none was chosen.
+     */
     open,
   };
 }

@@ -1,6 +1,6 @@
 // presence.js — owns the member list in the app bar (#members): a chip per member with a colour
-// dot and the name, one's own marked and clickable to change it. Names are always set with
-// textContent, never as HTML. It keeps the list as the server describes it (the whole `presence`
+// dot and the name; one's own first, marked with a pencil, a button that opens the rename
+// pop-over. Names are always set with textContent, never as HTML. It keeps the list as the server describes it (the whole `presence`
 // after `welcome`, then each `presenceChange` applied to it) so that others (the cursor overlay)
 // can ask who is still here. The list holds at most what the server sends (the first 200 members);
 // the total comes with it and with every `clientCount`.
@@ -31,6 +31,22 @@ export function createPresence({ listEl, toggleEl, onRenameSelf }) {
     toggleEl.setAttribute('aria-expanded', String(expanded));
   });
 
+  const pencil = () => {
+    const ns = 'http://www.w3.org/2000/svg';
+    const svg = document.createElementNS(ns, 'svg');
+    svg.setAttribute('viewBox', '0 0 24 24');
+    svg.setAttribute('aria-hidden', 'true');
+    svg.classList.add('member-edit');
+    const path = document.createElementNS(ns, 'path');
+    path.setAttribute('d', 'M4 20l1-4L16 5l3 3L8 19l-4 1z');
+    path.setAttribute('fill', 'none');
+    path.setAttribute('stroke', 'currentColor');
+    path.setAttribute('stroke-width', '2.4');
+    path.setAttribute('stroke-linejoin', 'round');
+    svg.append(path);
+    return svg;
+  };
+
   const chip = (id, member) => {
     const self = id === selfId;
     const el = document.createElement(self ? 'button' : 'li');
@@ -46,7 +62,9 @@ export function createPresence({ listEl, toggleEl, onRenameSelf }) {
     if (self) {
       el.type = 'button';
       el.title = 'You: click to change your name';
-      el.addEventListener('click', onRenameSelf);
+      el.setAttribute('aria-label', `You: ${member.name}. Change your name`);
+      el.append(pencil());
+      el.addEventListener('click', () => onRenameSelf(member.name, el));
       const item = document.createElement('li');
       item.append(el);
       return item;

@@ -2,14 +2,27 @@
 // with the edit and view-only links, and the view-only mode (no tools, a "View only" badge, no
 // drawing). It never sends a token anywhere but to this page's own server, and keeps the links of
 // the rooms this browser created in localStorage, the only place the view link is known later.
-// The creating browser opens the owner link; the share dialog never offers it.
+// The creating browser opens the owner link; the share dialog never offers it. A link carries its
+// token in the fragment (`#token=`), which browsers never send in a request.
 
 const LINKS_KEY_PREFIX = 'livecanvas:links:';
 
-/** `?token=` of this page's URL, or null. */
-export function tokenFromSearch(search = location.search) {
-  const token = new URLSearchParams(search).get('token');
-  return token ? token : null;
+/**
+ * The token of this page's link, or null: `#token=`, or `?token=` of an old link, which is then
+ * moved into the fragment (history.replaceState) so that the address bar, bookmarks and later
+ * requests no longer carry it in the query.
+ */
+export function tokenFromLocation(loc = location, history = window.history) {
+  const fromFragment = new URLSearchParams(loc.hash.slice(1)).get('token');
+  if (fromFragment) return fromFragment;
+  const search = new URLSearchParams(loc.search);
+  const fromQuery = search.get('token');
+  if (!fromQuery) return null;
+  search.delete('token');
+  const rest = search.toString();
+  const fragment = new URLSearchParams({ token: fromQuery });
+  history.replaceState(history.state, '', `${loc.pathname}${rest ? `?${rest}` : ''}#${fragment}`);
+  return fromQuery;
 }
 
 export function rememberLinks(room, links) {
@@ -118,7 +131,7 @@ function showLink(row, url, toast) {
 /** The share button of a private room opens #share-dialog with the links this page knows. */
 export function setupPrivateShare({ button, dialog, editRow, viewRow, note, closeButton, room, privateRoom, toast }) {
   button.addEventListener('click', () => {
-    const here = `${location.pathname}${location.search}`;
+    const here = `${location.pathname}${location.hash}`;
     const links = rememberedLinks(room) ?? {};
     // The page's own URL carries the token it holds; the other link is known only to the browser
     // that created the room.

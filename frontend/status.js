@@ -6,6 +6,7 @@ const STATE_TEXT = {
   connected: 'Connected',
   reconnecting: 'Reconnecting…',
   stopped: 'Disconnected',
+  refused: 'Private room: open it with its edit or view link',
 };
 const TOAST_MS = 4000;
 const MAX_TOASTS = 3;
@@ -32,7 +33,14 @@ export function createStatus({ statusEl, peopleEl, noticeEl, toastHost }) {
 
     setPeople(n) {
       peopleEl.dataset.count = String(n);
-      peopleEl.textContent = n === 1 ? '1 person here' : `${n} people here`;
+      // The number always shows; the words only where there is room (style.css).
+      const count = document.createElement('span');
+      count.textContent = String(n);
+      const words = document.createElement('span');
+      words.className = 'people-label';
+      // A no-break space: a flex item's leading ordinary space would collapse.
+      words.textContent = n === 1 ? '\u00a0person here' : '\u00a0people here';
+      peopleEl.replaceChildren(count, words);
       peopleEl.title = n === 1 ? 'Just you here' : `${n} people drawing in this room`;
     },
 

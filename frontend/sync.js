@@ -10,6 +10,8 @@
 
 import { toSegment, decodeImage, DEFAULT_WIDTH, DEFAULT_HEIGHT } from './board.js';
 import { isStrokeId } from './author.js';
+import { toShape } from './shapes.js';
+import { toText } from './text.js';
 
 // At most this many operations drawn while disconnected are kept to send later: the server's
 // default --draw-burst, so that sending them all at once is never rate-limited.
@@ -58,7 +60,7 @@ export class Sync {
     this.#onSynced(false);
   }
 
-  /** A draw, clear, undo or redo from another client. */
+  /** A draw, shape, text, clear, undo or redo from another client. */
   remote(msg) {
     const op = toOp(msg);
     if (!op) return;
@@ -163,6 +165,12 @@ function toOp(msg) {
       return strokeId ? { type: msg.type, strokeId } : null;
     case 'clear':
       return { type: 'clear', strokeId };
+    case 'shape':
+    case 'text': {
+      const figure = msg.type === 'shape' ? toShape(msg) : toText(msg);
+      if (figure) figure.strokeId = strokeId;
+      return figure;
+    }
     default: {
       const segment = toSegment(msg);
       if (segment) segment.strokeId = strokeId;

@@ -1,25 +1,19 @@
-// toolbar.js — owns the brush: colour (picker + palette), size slider, pen/eraser toggle,
-// and the keyboard shortcuts (E eraser, P/B pen, [ / ] size). Fires 'change' when the brush changes.
+// toolbar.js — owns the brush: colour (picker + the page's palette), size slider, the tool (one
+// button per tool in #tools, each naming its tool in data-tool: pen, eraser, and figures.js's line,
+// rectangle, ellipse, arrow and text), the fill toggle, the keyboard shortcuts (E eraser, P/B pen,
+// L line, R rectangle, O ellipse, A arrow, T text, [ / ] size), and the compact layout's pop-over
+// buttons showing the tool and brush. Fires 'change' when the brush changes. It never draws and
+// never sends anything.
 
-const PALETTE = [
-  ['#000000', 'Black'],
-  ['#6b7280', 'Grey'],
-  ['#ffffff', 'White'],
-  ['#e53935', 'Red'],
-  ['#fb8c00', 'Orange'],
-  ['#fdd835', 'Yellow'],
-  ['#43a047', 'Green'],
-  ['#00acc1', 'Teal'],
-  ['#1e88e5', 'Blue'],
-  ['#8e24aa', 'Purple'],
-];
 const MIN_SIZE = 1;
 const MAX_SIZE = 64;
+const TOOL_KEYS = { e: 'eraser', p: 'pen', b: 'pen', l: 'line', r: 'rect', o: 'ellipse', a: 'arrow', t: 'text' };
 
 export class Toolbar extends EventTarget {
   #color;
   #size;
   #tool = 'pen';
+  #fill = false;
   #el;
 
   constructor(doc = document) {
@@ -31,23 +25,31 @@ export class Toolbar extends EventTarget {
       sizeValue: $('size-value'),
       sizePreview: $('size-preview'),
       palette: $('palette'),
-      pen: $('tool-pen'),
-      eraser: $('tool-eraser'),
+      tools: $('tools'),
+      toolsIcon: $('tools-toggle-icon'),
+      brushDot: $('brush-toggle-dot'),
+      fill: $('fill'),
     };
     this.#color = this.#el.color.value.toLowerCase();
     this.#size = Number(this.#el.size.value) || 4;
-    this.#buildPalette(doc);
+    this.#colourSwatches();
 
     this.#el.color.addEventListener('input', () => this.setColor(this.#el.color.value));
     this.#el.size.addEventListener('input', () => this.setSize(Number(this.#el.size.value)));
-    this.#el.pen.addEventListener('click', () => this.setTool('pen'));
-    this.#el.eraser.addEventListener('click', () => this.setTool('eraser'));
+    this.#el.tools.addEventListener('click', (e) => {
+      const button = e.target instanceof Element ? e.target.closest('[data-tool]') : null;
+      if (!button) return;
+      this.setTool(button.dataset.tool);
+      // On a compact screen the tools are a pop-over: a pick closes it.
+      if (this.#el.tools.matches(':popover-open')) this.#el.tools.hidePopover();
+    });
+    this.#el.fill?.addEventListener('click', () => this.setFill(!this.#fill));
     doc.addEventListener('keydown', (e) => this.#onKey(e));
     this.#render();
   }
 
   get brush() {
-    return { color: this.#color, size: this.#size, tool: this.#tool };
+    return { color: this.#color, size: this.#size, tool: this.#tool, fill: this.#fill };
   }
 
   setColor(color) {
@@ -62,22 +64,27 @@ export class Toolbar extends EventTarget {
     this.#changed();
   }
 
+  /** Selects `tool` if it has a button in #tools; otherwise the pen. */
   setTool(tool) {
-    this.#tool = tool === 'eraser' ? 'eraser' : 'pen';
+    this.#tool = this.#toolButtons().some((b) => b.dataset.tool === tool) ? tool : 'pen';
     this.#changed();
   }
 
-  #buildPalette(doc) {
-    for (const [color, name] of PALETTE) {
-      const b = doc.createElement('button');
-      b.type = 'button';
-      b.className = 'swatch';
-      b.dataset.color = color;
-      b.title = name;
-      b.setAttribute('aria-label', name);
-      b.style.backgroundColor = color;
-      b.addEventListener('click', () => this.setColor(color));
-      this.#el.palette.append(b);
+  /** Whether rectangles and ellipses are filled (with the colour). */
+  setFill(fill) {
+    this.#fill = Boolean(fill);
+    this.#changed();
+  }
+
+  #toolButtons() {
+    return [...this.#el.tools.querySelectorAll('[data-tool]')];
+  }
+
+  /** The palette's swatches are in the page (so its size is known before any script runs). */
+  #colourSwatches() {
+    for (const swatch of this.#el.palette.querySelectorAll('[data-color]')) {
+      swatch.style.backgroundColor = swatch.dataset.color; // a CSSOM property: the CSP allows it
+      swatch.addEventListener('click', () => this.setColor(swatch.dataset.color));
     }
   }
 
@@ -91,36 +98,44 @@ export class Toolbar extends EventTarget {
     if (el.color.value.toLowerCase() !== this.#color) el.color.value = this.#color;
     if (Number(el.size.value) !== this.#size) el.size.value = String(this.#size);
     el.sizeValue.textContent = String(this.#size);
-    const dot = Math.max(2, Math.min(28, this.#size));
-    el.sizePreview.style.width = `${dot}px`;
-    el.sizePreview.style.height = `${dot}px`;
-    el.sizePreview.style.backgroundColor = this.#tool === 'eraser' ? 'transparent' : this.#color;
-    el.sizePreview.classList.toggle('eraser', this.#tool === 'eraser');
-    el.pen.setAttribute('aria-pressed', String(this.#tool === 'pen'));
-    el.eraser.setAttribute('aria-pressed', String(this.#tool === 'eraser'));
+    this.#renderDot(el.sizePreview, 2, 28);
+    this.#renderDot(el.brushDot, 12, 24); // big enough to show the colour
+    for (const button of this.#toolButtons()) {
+      const pressed = button.dataset.tool === this.#tool;
+      button.setAttribute('aria-pressed', String(pressed));
+      // The compact layout's tools button shows the current tool's icon.
+      const icon = button.querySelector('svg');
+      if (pressed && icon) el.toolsIcon.replaceChildren(icon.cloneNode(true));
+    }
+    el.fill?.setAttribute('aria-pressed', String(this.#fill));
     for (const sw of el.palette.children) {
       sw.setAttribute('aria-pressed', String(sw.dataset.color === this.#color));
     }
     document.body.dataset.tool = this.#tool;
   }
 
+  /** A dot of the brush's size (from `min` to `max` CSS pixels) and colour; dashed for the eraser. */
+  #renderDot(dot, min, max) {
+    const side = Math.max(min, Math.min(max, this.#size));
+    dot.style.width = `${side}px`;
+    dot.style.height = `${side}px`;
+    dot.style.backgroundColor = this.#tool === 'eraser' ? 'transparent' : this.#color;
+    dot.classList.toggle('eraser', this.#tool === 'eraser');
+  }
+
   #onKey(e) {
     if (e.ctrlKey || e.metaKey || e.altKey || e.defaultPrevented) return;
     const t = e.target;
-    if (t instanceof Element && t.closest('input, textarea, select, [contenteditable], dialog')) return;
+    if (t instanceof Element && t.closest('input, textarea, select, [contenteditable], dialog, form')) return;
     if (document.querySelector('dialog[open]')) return;
     const step = Math.max(1, Math.round(this.#size * 0.15));
+    const tool = e.key.length === 1 ? TOOL_KEYS[e.key.toLowerCase()] : undefined;
+    if (tool) {
+      this.setTool(tool);
+      e.preventDefault();
+      return;
+    }
     switch (e.key) {
-      case 'e':
-      case 'E':
-        this.setTool('eraser');
-        break;
-      case 'p':
-      case 'P':
-      case 'b':
-      case 'B':
-        this.setTool('pen');
-        break;
       case '[':
         this.setSize(this.#size - step);
         break;

@@ -2,6 +2,9 @@
 // the Undo/Redo buttons and their shortcuts (Ctrl/Cmd+Z, Ctrl/Cmd+Shift+Z, Ctrl+Y). The stacks are
 // kept per room in localStorage, so a reload can still undo what this browser drew; the server
 // decides (it answers `not_yours` or `cannot_undo` when the history no longer allows it).
+// Undo and redo need the server: until the page is connected and in sync (its picture loaded,
+// what it drew offline sent) they are disabled (buttons and keys), not queued, since what they
+// would take back may have changed by the time the page is back.
 
 // The server keeps each person's last 100 strokes undoable by default; keeping more ids is useless.
 const MAX_KEPT = 100;
@@ -13,6 +16,7 @@ export class UndoHistory extends EventTarget {
   #pending = new Map(); // stroke id → true (undo) / false (redo), sent and not refused yet
   #perform; // (msg) => boolean: sends an undo/redo and shows it here; false if offline
   #show; // (id, hidden) => shows or hides a stroke on this page only
+  #online = false; // connected and in sync: an undo or redo can be sent now
 
   constructor({ room, perform, show }) {
     super();
@@ -23,11 +27,22 @@ export class UndoHistory extends EventTarget {
   }
 
   get canUndo() {
-    return this.#undo.length > 0;
+    return this.#online && this.#undo.length > 0;
   }
 
   get canRedo() {
-    return this.#redo.length > 0;
+    return this.#online && this.#redo.length > 0;
+  }
+
+  get online() {
+    return this.#online;
+  }
+
+  /** Whether the page is connected and in sync, so it can send an undo or redo now. */
+  setOnline(online) {
+    if (this.#online === online) return;
+    this.#online = online;
+    this.dispatchEvent(new Event('change'));
   }
 
   /** A stroke (or clear) of this page's was sent: it can be undone; new work ends the redo chain. */
@@ -40,6 +55,7 @@ export class UndoHistory extends EventTarget {
   }
 
   undo() {
+    if (!this.#online) return;
     const id = this.#undo.pop();
     if (id === undefined) return;
     if (!this.#perform({ type: 'undo', strokeId: id })) {
@@ -52,6 +68,7 @@ export class UndoHistory extends EventTarget {
   }
 
   redo() {
+    if (!this.#online) return;
     const id = this.#redo.pop();
     if (id === undefined) return;
     if (!this.#perform({ type: 'redo', strokeId: id })) {
@@ -114,9 +131,13 @@ export class UndoHistory extends EventTarget {
 
 /** Wires the Undo/Redo buttons and shortcuts to `history`. */
 export function setupUndo({ history, undoButton, redoButton, doc = document }) {
+  const titles = { undo: undoButton.title, redo: redoButton.title };
   const render = () => {
     undoButton.disabled = !history.canUndo;
     redoButton.disabled = !history.canRedo;
+    const offline = history.online ? '' : ' (when connected)';
+    undoButton.title = titles.undo + offline;
+    redoButton.title = titles.redo + offline;
   };
   history.addEventListener('change', render);
   undoButton.addEventListener('click', () => history.undo());

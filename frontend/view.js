@@ -8,6 +8,8 @@
 
 export const MIN_ZOOM = 1;
 export const MAX_ZOOM = 8;
+/** A fitted board covering less than this share of the stage opens zoomed to fill it. */
+export const START_FILL_BELOW = 0.5;
 const STEP = 1.25; // one click of − / + or one key press
 const WHEEL_ZOOM_PER_PX = 0.003; // Ctrl+wheel: a 100 px notch zooms by e^0.3 ≈ 1.35
 const LINE_PX = 16;
@@ -57,6 +59,22 @@ export class ViewTransform {
     return (this.zoom * this.fitH) / this.logicalH;
   }
 
+  /**
+   * The zoom a fresh view opens at: fit, unless the fitted board would cover less than
+   * START_FILL_BELOW of the available area (a 16:9 board on a phone held upright), then the zoom
+   * at which the canvas fills that area (style.css sizes the canvas so before any script runs).
+   */
+  get startZoom() {
+    if (this.fitW * this.fitH >= START_FILL_BELOW * this.availW * this.availH) return MIN_ZOOM;
+    return clamp(Math.max(this.availW / this.fitW, this.availH / this.fitH), MIN_ZOOM, MAX_ZOOM);
+  }
+
+  /** Opens at the start zoom, centred on the board's middle. */
+  start() {
+    this.setZoom(this.startZoom);
+    this.place(this.logicalW / 2, this.logicalH / 2, this.canvasW / 2, this.canvasH / 2);
+  }
+
   setZoom(zoom) {
     this.zoom = clamp(Number.isFinite(zoom) ? zoom : MIN_ZOOM, MIN_ZOOM, MAX_ZOOM);
     // Snap to fit, so that "fit" maps exactly as without zoom.
@@ -97,9 +115,10 @@ const isTextTarget = (t) => t instanceof Element && t.closest('input, textarea, 
  * Wires the zoom/pan controls to the board.
  * @param {{ board: import('./board.js').Board, stage: HTMLElement, canvas: HTMLCanvasElement,
  *           zoomIn: HTMLButtonElement, zoomOut: HTMLButtonElement, fit: HTMLButtonElement,
- *           label: HTMLElement, doc?: Document }} opts
+ *           label: HTMLElement, toggle: HTMLElement, doc?: Document }} opts
+ * `toggle` is the compact layout's button that opens the zoom pop-over: it shows the zoom too.
  */
-export function attachView({ board, stage, canvas, zoomIn, zoomOut, fit, label, doc = document }) {
+export function attachView({ board, stage, canvas, zoomIn, zoomOut, fit, label, toggle, doc = document }) {
   const centre = () => {
     const r = canvas.getBoundingClientRect();
     return [r.left + r.width / 2, r.top + r.height / 2];
@@ -113,6 +132,8 @@ export function attachView({ board, stage, canvas, zoomIn, zoomOut, fit, label, 
   const show = () => {
     const z = board.zoom;
     label.textContent = `${Math.round(z * 100)}%`;
+    toggle.textContent = label.textContent;
+    toggle.setAttribute('aria-label', `Zoom ${label.textContent}`); // the name holds what it shows
     zoomOut.disabled = z <= MIN_ZOOM;
     fit.disabled = z <= MIN_ZOOM;
     zoomIn.disabled = z >= MAX_ZOOM;

@@ -15,7 +15,9 @@ use tiny_skia::{
     Transform,
 };
 
-use crate::protocol::{CanvasSize, Segment, StrokeId, Tool, MAX_CANVAS_SIDE_PX};
+use crate::lettering::text_path;
+use crate::protocol::{CanvasSize, Segment, Shape, StrokeId, Text, Tool, MAX_CANVAS_SIDE_PX};
+use crate::shapes::{self, Outline};
 
 /// The largest side of a PNG that [`Canvas::decode_png`] will look at.
 pub const MAX_PNG_SIDE_PX: u32 = 16_384;
@@ -27,6 +29,10 @@ pub const MAX_PNG_DECODE_BYTES: usize = 256 * 1024 * 1024;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
     Draw(Segment),
+    /// A line, rectangle, ellipse or arrow: a stroke in one operation.
+    Shape(Shape),
+    /// One line of text: a stroke in one operation.
+    Text(Text),
     /// With a stroke id, an undoable clear.
     Clear(Option<StrokeId>),
     /// Hides a stroke (see `history`); draws nothing itself.
@@ -40,6 +46,8 @@ impl Op {
     pub fn stroke_id(&self) -> Option<&str> {
         match self {
             Op::Draw(segment) => segment.stroke_id.as_deref(),
+            Op::Shape(shape) => Some(&shape.stroke_id),
+            Op::Text(text) => Some(&text.stroke_id),
             Op::Clear(id) => id.as_deref(),
             Op::Undo(_) | Op::Redo(_) => None,
         }
@@ -49,6 +57,8 @@ impl Op {
     pub fn kind(&self) -> &'static str {
         match self {
             Op::Draw(_) => "draw",
+            Op::Shape(_) => "shape",
+            Op::Text(_) => "text",
             Op::Clear(_) => "clear",
             Op::Undo(_) => "undo",
             Op::Redo(_) => "redo",
@@ -134,6 +144,8 @@ impl Canvas {
     pub fn apply(&mut self, op: &Op) {
         match op {
             Op::Draw(segment) => self.draw(segment),
+            Op::Shape(shape) => self.draw_shape(shape),
+            Op::Text(text) => self.draw_text(text),
             Op::Clear(_) => self.clear(),
             // Visibility is the caller's business (`picture::render`).
             Op::Undo(_) | Op::Redo(_) => {}
@@ -212,6 +224,61 @@ impl Canvas {
         if !erasing {
             self.blank = false;
         }
+    }
+
+    /// Draws a shape as the page does: its fill (rect and ellipse), then its outline with round
+    /// caps and joins.
+    pub fn draw_shape(&mut self, shape: &Shape) {
+        let width = shape.size as f32;
+        if !(width.is_finite() && width > 0.0) {
+            return;
+        }
+        let color = solid_paint(&shape.color);
+        match shapes::outline(shape) {
+            None => return,
+            Some(Outline::Dot { x, y, radius }) => {
+                let Some(dot) = PathBuilder::from_circle(x, y, radius) else {
+                    return;
+                };
+                self.pixmap
+                    .fill_path(&dot, &color, FillRule::Winding, Transform::identity(), None);
+            }
+            Some(Outline::Path { path, closed }) => {
+                if let (true, Some(fill)) = (closed, shape.fill.as_deref()) {
+                    self.pixmap.fill_path(
+                        &path,
+                        &solid_paint(fill),
+                        FillRule::Winding,
+                        Transform::identity(),
+                        None,
+                    );
+                }
+                let stroke = Stroke {
+                    width,
+                    line_cap: LineCap::Round,
+                    line_join: LineJoin::Round,
+                    ..Stroke::default()
+                };
+                self.pixmap
+                    .stroke_path(&path, &color, &stroke, Transform::identity(), None);
+            }
+        }
+        self.blank = false;
+    }
+
+    /// Draws a line of text in the shipped font (see `lettering`).
+    pub fn draw_text(&mut self, text: &Text) {
+        let Some(path) = text_path(text, self.pixmap.width() as f32) else {
+            return;
+        };
+        self.pixmap.fill_path(
+            &path,
+            &solid_paint(&text.color),
+            FillRule::Winding,
+            Transform::identity(),
+            None,
+        );
+        self.blank = false;
     }
 
     /// Whether any pixel could get coverage from `segment`: its bounding box, grown by half the
@@ -428,6 +495,16 @@ impl Canvas {
             }
             None => [0, 0, 0, 0],
         }
+    }
+}
+
+/// Opaque, anti-aliased paint of `color` (black if unreadable), drawn over what is there.
+fn solid_paint(color: &str) -> Paint<'static> {
+    let (r, g, b) = parse_hex_color(color).unwrap_or((0, 0, 0));
+    Paint {
+        shader: Shader::SolidColor(Color::from_rgba8(r, g, b, 255)),
+        anti_alias: true,
+        ..Paint::default()
     }
 }
 
@@ -992,6 +1069,60 @@ mod tests {
         assert_eq!(canvas.pixel(2, 1), [255, 255, 255, 255]);
         assert_eq!(canvas.pixel(12, 0), TRANSPARENT);
         assert_eq!(canvas.pixel(0, 10), TRANSPARENT);
+    }
+
+    /// Not an assertion: prints what drawing the largest shapes and texts costs, the worst a
+    /// client can send (`cargo test --release --lib canvas -- --nocapture`).
+    #[test]
+    fn timing_of_the_largest_shapes_and_texts() {
+        use crate::protocol::{Shape, ShapeKind, Text};
+        let size = CanvasSize {
+            width: 1600,
+            height: 900,
+        };
+        let mut canvas = Canvas::blank(size);
+        let rounds = 20;
+        let started = Instant::now();
+        for i in 0..rounds {
+            canvas.draw_text(&Text {
+                x: -100.0,
+                y: f64::from(i) * 40.0 - 100.0,
+                text: "Wg@%".repeat(125),
+                color: "#123456".into(),
+                size: 200.0,
+                stroke_id: "t".into(),
+            });
+        }
+        let text = started.elapsed() / rounds;
+        let started = Instant::now();
+        for i in 0..rounds {
+            canvas.draw_shape(&Shape {
+                shape: ShapeKind::Ellipse,
+                x1: -100.0,
+                y1: -100.0,
+                x2: 1700.0,
+                y2: 1000.0 - f64::from(i),
+                color: "#654321".into(),
+                size: 64.0,
+                fill: Some("#abcdef".into()),
+                stroke_id: "e".into(),
+            });
+        }
+        let ellipse = started.elapsed() / rounds;
+        let started = Instant::now();
+        for i in 0..rounds {
+            canvas.draw(&pen(
+                "#000",
+                (-100.0, f64::from(i)),
+                (1700.0, 1000.0 - f64::from(i)),
+                64.0,
+            ));
+        }
+        let segment = started.elapsed() / rounds;
+        println!(
+            "largest on 1600x900: a 500-character text at 200 px {text:?}; a filled ellipse over \
+             the whole canvas, 64 px wide {ellipse:?}; a 64 px segment across it {segment:?}"
+        );
     }
 
     /// Not an assertion: prints what encoding and decoding a full-size, busy canvas costs

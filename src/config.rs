@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::history::UndoLimits;
 use crate::http::access::AdminKey;
+use crate::http::client_addr::TrustedProxies;
 use crate::protocol::{CanvasSize, MAX_CANVAS_SIDE_PX};
 
 /// A real-time shared drawing canvas.
@@ -32,6 +33,16 @@ pub enum Command {
     Healthcheck {
         /// Give up after this long.
         #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+    /// Writes a consistent copy of the database in --data-dir into DIR (DIR/livecanvas.db), to be
+    /// served with --data-dir DIR. While a server holds the database it is asked to make the copy,
+    /// through its --metrics-bind listener (give this command the same --metrics-bind).
+    Backup {
+        /// An empty (or new) directory for the copy.
+        dir: PathBuf,
+        /// Give up waiting for a running server's copy after this long.
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
         timeout: Duration,
     },
 }
@@ -152,6 +163,23 @@ pub struct Config {
     #[arg(long, env = "LIVECANVAS_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
 
+    /// Reverse proxies whose X-Forwarded-For is believed, comma-separated addresses or networks
+    /// (e.g. 10.0.0.5,192.168.0.0/16): behind one, a client's address is the right-most entry that
+    /// is not itself a trusted proxy. From any other peer the header is ignored.
+    #[arg(
+        long,
+        env = "LIVECANVAS_TRUSTED_PROXIES",
+        default_value = "",
+        hide_default_value = true
+    )]
+    pub trusted_proxies: String,
+
+    /// Every connection to --bind starts with a PROXY protocol v2 header (HAProxy's
+    /// `send-proxy-v2`), whose source address is then the client's; a connection without one is
+    /// closed. Not with --tls-cert (terminate TLS at the proxy).
+    #[arg(long, env = "LIVECANVAS_PROXY_PROTOCOL")]
+    pub proxy_protocol: bool,
+
     /// How long a batched client's messages are gathered into one frame (clients opt in with
     /// `?batch=1` on the WebSocket URL).
     #[arg(long, env = "LIVECANVAS_BATCH_TICK", default_value = "10ms", value_parser = humantime::parse_duration)]
@@ -225,6 +253,11 @@ pub struct Config {
     /// Most rooms kept on disk; a new room beyond it is refused (close 1013). Blank rooms are not kept.
     #[arg(long, env = "LIVECANVAS_MAX_STORED_ROOMS", default_value_t = 100_000)]
     pub max_stored_rooms: usize,
+
+    /// Delete a room, with its picture, history and (for a private room) its tokens, once nobody
+    /// has had it open for this long (e.g. 30d). Unset: rooms are kept for ever.
+    #[arg(long, env = "LIVECANVAS_ROOM_TTL", value_parser = humantime::parse_duration)]
+    pub room_ttl: Option<Duration>,
 
     /// Most bytes one room may take on disk (its checkpoint picture plus the operations since);
     /// beyond it draws are refused with a room_full error until someone clears the canvas.
@@ -312,6 +345,8 @@ pub struct StorageSettings {
     pub max_room_bytes: u64,
     pub max_unstored_bytes: u64,
     pub sqlite_max_pages: Option<u32>,
+    /// Rooms nobody opened for this long are deleted (`None`: kept for ever).
+    pub room_ttl: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -347,6 +382,8 @@ pub struct Settings {
     pub flood_close_after: u32,
     pub max_queued_messages: usize,
     pub allowed_origins: Vec<String>,
+    pub trusted_proxies: TrustedProxies,
+    pub proxy_protocol: bool,
     pub batch_tick: Duration,
     pub shutdown_grace: Duration,
     pub log_format: LogFormat,
@@ -387,6 +424,20 @@ impl Config {
             });
         }
         Ok(format!("http://{addr}/healthz"))
+    }
+
+    /// `path` on the operations listener (`--metrics-bind`, on loopback when bound to every
+    /// address), if there is one.
+    pub fn operations_url(&self, path: &str) -> Option<String> {
+        let mut addr = self.metrics_bind?;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(if addr.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            });
+        }
+        Some(format!("http://{addr}{path}"))
     }
 
     /// `--redis-url` and `--node-id`, checked. A cluster needs the server's pictures: a peer on
@@ -498,8 +549,24 @@ impl Config {
                 "--allowed-origins: {bad:?} is not an origin like https://canvas.example"
             ));
         }
+        let trusted_proxies: TrustedProxies = self
+            .trusted_proxies
+            .parse()
+            .map_err(|err| format!("--trusted-proxies: {err}"))?;
+        if self.proxy_protocol && self.tls_cert.is_some() {
+            return Err(
+                "--proxy-protocol cannot be used with --tls-cert: terminate TLS at the proxy"
+                    .into(),
+            );
+        }
         if self.flush_interval.is_zero() || self.flush_interval > Duration::from_secs(60) {
             return Err("--flush-interval must be between 1ms and 60s".into());
+        }
+        if self
+            .room_ttl
+            .is_some_and(|ttl| ttl < Duration::from_secs(1))
+        {
+            return Err("--room-ttl must be at least 1s".into());
         }
         if self.checkpoint_idle.is_zero() {
             return Err("--checkpoint-idle must be greater than zero".into());
@@ -552,6 +619,8 @@ impl Config {
             flood_close_after: self.flood_close_after,
             max_queued_messages: self.max_queued_messages,
             allowed_origins: self.allowed_origins,
+            trusted_proxies,
+            proxy_protocol: self.proxy_protocol,
             batch_tick: self.batch_tick,
             shutdown_grace: self.shutdown_grace,
             log_format: self.log_format,
@@ -576,6 +645,7 @@ impl Config {
                 max_room_bytes: self.max_room_bytes,
                 max_unstored_bytes: self.max_unstored_bytes,
                 sqlite_max_pages: self.sqlite_max_pages,
+                room_ttl: self.room_ttl,
             },
             newcomer_picture: self.newcomer_picture,
             cluster,
@@ -654,6 +724,17 @@ mod tests {
     fn a_timeout_shorter_than_the_heartbeat_is_refused_by_name() {
         let err = parse(&["--heartbeat-interval", "10s", "--client-timeout", "5s"]).unwrap_err();
         assert!(err.contains("--client-timeout"), "{err}");
+    }
+
+    #[test]
+    fn a_room_ttl_is_off_by_default_and_below_a_second_is_refused() {
+        assert_eq!(parse(&[]).unwrap().storage.room_ttl, None);
+        assert_eq!(
+            parse(&["--room-ttl", "30d"]).unwrap().storage.room_ttl,
+            Some(Duration::from_secs(30 * 24 * 3600))
+        );
+        let err = parse(&["--room-ttl", "500ms"]).unwrap_err();
+        assert!(err.contains("--room-ttl"), "{err}");
     }
 
     #[test]

@@ -203,6 +203,17 @@ impl History {
             Op::Clear(Some(id)) if self.strokes.contains_key(id) => {
                 Err(Rejection::stroke_id("a clear needs a strokeId of its own"))
             }
+            // A shape or a text is a whole stroke in one operation.
+            Op::Shape(_) | Op::Text(_)
+                if op
+                    .stroke_id()
+                    .is_some_and(|id| self.strokes.contains_key(id)) =>
+            {
+                Err(Rejection::stroke_id(
+                    "a shape or text needs a strokeId of its own; pick a new one",
+                ))
+            }
+            Op::Shape(_) | Op::Text(_) => Ok(()),
             Op::Clear(_) => Ok(()),
             Op::Undo(id) => self.check_toggle(seq, id, meta, true),
             Op::Redo(id) => self.check_toggle(seq, id, meta, false),
@@ -242,7 +253,7 @@ impl History {
             return;
         };
         match op {
-            Op::Draw(_) | Op::Clear(_) => {
+            Op::Draw(_) | Op::Shape(_) | Op::Text(_) | Op::Clear(_) => {
                 let Some(id) = op.stroke_id() else {
                     return;
                 };

@@ -6,10 +6,12 @@
 //! [`http::websocket`] hands to their sessions. This file wires them together and owns the server's
 //! lifecycle: bind, serve, and the graceful stop on a signal.
 
+pub mod backup;
 mod canvas;
 pub mod config;
 mod history;
 mod http;
+mod lettering;
 pub mod logging;
 pub mod memory;
 mod moderation;
@@ -19,6 +21,7 @@ pub mod protocol;
 mod registry;
 mod room;
 mod session;
+mod shapes;
 mod stats;
 mod storage;
 mod tls;
@@ -31,10 +34,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Actor;
-use actix_http::HttpService;
-use actix_service::{map_config, IntoServiceFactory, ServiceFactory};
+use actix_http::{error::DispatchError, HttpService};
+use actix_service::{
+    fn_service, map_config, IntoServiceFactory, ServiceFactory, ServiceFactoryExt,
+};
 use actix_web::body::MessageBody;
 use actix_web::dev::{AppConfig, ServerHandle, ServiceRequest, ServiceResponse};
+use actix_web::http::header;
 use actix_web::rt::signal::unix::{signal, Signal, SignalKind};
 use actix_web::{middleware, web, App, HttpServer};
 
@@ -59,6 +65,9 @@ pub async fn run(settings: Settings, store: Store) -> std::io::Result<()> {
     // must still be graceful.
     let signals = Signals::listen()?;
     let stats = Arc::new(Stats::new());
+    if store.cluster().is_some() {
+        stats.register_redis(crate::storage::redis_figures());
+    }
     let registry = RoomRegistry::new(settings.clone(), stats.clone(), store.clone()).start();
     let max_connections = limits::connection_limit(settings.max_connections);
     let state = AppState {
@@ -166,11 +175,18 @@ fn canvas_app(
 > {
     App::new()
         .app_data(web::Data::new(state))
+        // gzip, brotli or zstd, as the client's Accept-Encoding prefers (with `Vary`); pictures
+        // (already compressed) and the 101 of an upgrade are left as they are.
+        .wrap(middleware::Compress::default())
         .wrap(
             middleware::DefaultHeaders::new()
                 .add(("Content-Security-Policy", CONTENT_SECURITY_POLICY))
                 .add(("X-Content-Type-Options", "nosniff"))
-                .add(("Referrer-Policy", "same-origin")),
+                .add(("Referrer-Policy", "same-origin"))
+                // Every response not marked otherwise is checked again before each use: the
+                // frontend's modules carry an ETag, so an unchanged file costs a 304, and after
+                // an upgrade no browser runs a cached old module beside new ones.
+                .add((header::CACHE_CONTROL, "no-cache")),
         )
         .configure(|cfg| routes::configure(cfg, frontend_dir, with_metrics))
 }
@@ -219,16 +235,49 @@ fn main_server(settings: &Arc<Settings>, state: AppState) -> std::io::Result<act
             })?;
             (builder, "https")
         }
-        None => (
-            builder.listen("livecanvas", listener, move || {
-                http!(websocket::detach_tcp).tcp()
-            })?,
-            "http",
-        ),
+        None => {
+            let proxy_protocol = settings.proxy_protocol;
+            let builder = builder.listen("livecanvas", listener, move || {
+                fn_service(move |io| accept_tcp(io, proxy_protocol))
+                    .and_then(http!(websocket::detach_tcp))
+            })?;
+            (builder, "http")
+        }
     };
     // Tests and scripts read this line to find an ephemeral port.
     println!("livecanvas listening on {scheme}://{addr}");
     Ok(builder.run())
+}
+
+/// A new plain-TCP connection as actix-http's `HttpService::tcp` hands it on (no Nagle, see
+/// above), with its peer: the TCP peer, or with `--proxy-protocol` the client its PROXY header
+/// names (a connection without a valid one is closed here).
+async fn accept_tcp(
+    mut io: tokio::net::TcpStream,
+    proxy_protocol: bool,
+) -> Result<
+    (
+        tokio::net::TcpStream,
+        actix_http::Protocol,
+        Option<SocketAddr>,
+    ),
+    DispatchError,
+> {
+    let _ = io.set_nodelay(true);
+    let peer = io.peer_addr().ok();
+    if !proxy_protocol {
+        return Ok((io, actix_http::Protocol::Http1, peer));
+    }
+    match http::proxy_protocol::read_client(&mut io).await {
+        Ok(client) => Ok((io, actix_http::Protocol::Http1, client.or(peer))),
+        Err(why) => {
+            log::warn!("connection from {peer:?} closed: {why}");
+            Err(DispatchError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                why,
+            )))
+        }
+    }
 }
 
 /// Binds the canvas listener (address reuse on, as actix-web does).

@@ -6,10 +6,23 @@ use clap::Parser;
 use livecanvas::config::{Cli, Command, Config};
 
 fn main() -> ExitCode {
-    livecanvas::memory::keep_big_buffers_out_of_the_heap();
+    livecanvas::memory::tune_the_heap();
     let cli = Cli::parse();
-    if let Some(Command::Healthcheck { timeout }) = cli.command {
-        return healthcheck(&cli.config, timeout);
+    match &cli.command {
+        Some(Command::Healthcheck { timeout }) => return healthcheck(&cli.config, *timeout),
+        Some(Command::Backup { dir, timeout }) => {
+            return match livecanvas::backup::run(&cli.config, dir, *timeout) {
+                Ok(done) => {
+                    println!("livecanvas backup: {done}");
+                    ExitCode::SUCCESS
+                }
+                Err(why) => {
+                    eprintln!("livecanvas backup: {why}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        None => {}
     }
     livecanvas::logging::init(cli.config.log_format);
     log_panics();

@@ -183,7 +183,7 @@ pub fn undone(ops: &[Op]) -> HashSet<StrokeId> {
             Op::Redo(id) => {
                 hidden.remove(id);
             }
-            Op::Draw(_) | Op::Clear(_) => {}
+            Op::Draw(_) | Op::Shape(_) | Op::Text(_) | Op::Clear(_) => {}
         }
     }
     hidden
@@ -330,10 +330,12 @@ pub fn parse_stored_op(text: &str) -> Result<(Op, Option<Meta>, &str), String> {
     };
     let op = match decode_client_message(json, any_size) {
         Ok(ClientMessage::Draw(segment)) => Op::Draw(segment),
+        Ok(ClientMessage::Shape(shape)) => Op::Shape(shape),
+        Ok(ClientMessage::Text(text)) => Op::Text(text),
         Ok(ClientMessage::Clear(id)) => Op::Clear(id),
         Ok(ClientMessage::Undo(id)) => Op::Undo(id),
         Ok(ClientMessage::Redo(id)) => Op::Redo(id),
-        Ok(_) => return Err("not a draw, clear, undo or redo".into()),
+        Ok(_) => return Err("not a draw, shape, text, clear, undo or redo".into()),
         Err(rejection) => return Err(rejection.message),
     };
     Ok((op, meta, json))
@@ -342,7 +344,7 @@ pub fn parse_stored_op(text: &str) -> Result<(Op, Option<Meta>, &str), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{Segment, ServerMessage, Tool};
+    use crate::protocol::{Segment, ServerMessage, Shape, ShapeKind, Text, Tool};
 
     const SIZE: CanvasSize = CanvasSize {
         width: 64,
@@ -374,6 +376,8 @@ mod tests {
     fn encoded(op: &Op) -> String {
         let message = match op {
             Op::Draw(segment) => ServerMessage::Draw(segment),
+            Op::Shape(shape) => ServerMessage::Shape(shape),
+            Op::Text(text) => ServerMessage::Text(text),
             Op::Clear(id) => ServerMessage::Clear {
                 stroke_id: id.as_deref(),
             },
@@ -459,6 +463,36 @@ mod tests {
     fn stored_operations_of_strokes_keep_their_author_and_time() {
         for op in [
             stroke("s1", "#abcdef", 12.5, Tool::Pen),
+            Op::Shape(Shape {
+                shape: ShapeKind::Rect,
+                x1: 1.5,
+                y1: 2.0,
+                x2: 30.0,
+                y2: 40.25,
+                color: "#abcdef".into(),
+                size: 3.0,
+                fill: Some("#123".into()),
+                stroke_id: "r1".into(),
+            }),
+            Op::Shape(Shape {
+                shape: ShapeKind::Arrow,
+                x1: 1.0,
+                y1: 2.0,
+                x2: 3.0,
+                y2: 4.0,
+                color: "#000".into(),
+                size: 64.0,
+                fill: None,
+                stroke_id: "a1".into(),
+            }),
+            Op::Text(Text {
+                x: -10.0,
+                y: 20.5,
+                text: "Grüße \"quoted\" 😀".into(),
+                color: "#fff".into(),
+                size: 8.0,
+                stroke_id: "t1".into(),
+            }),
             Op::Clear(Some("c1".into())),
             Op::Undo("s1".into()),
             Op::Redo("s1".into()),

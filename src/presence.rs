@@ -11,6 +11,7 @@
 //! grow with the room beyond [`MAX_PRESENCE_MEMBERS`], and never send the whole list to members
 //! who have it: a change costs each member bytes in proportion to the change, not to the room.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -32,20 +33,29 @@ pub const CURSOR_TICK: Duration = Duration::from_millis(50);
 pub const CURSORS_PER_SECOND: u32 = 30;
 pub const CURSOR_BURST_MESSAGES: u32 = 10;
 
-/// How a member is shown to the others.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How a member is shown to the others: its default name and colour follow from its id, so a member
+/// keeps only a name it chose (a big room's members mostly never choose one).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Identity {
-    pub name: String,
-    pub color: String,
+    chosen_name: Option<Box<str>>,
 }
 
 impl Identity {
-    /// What a member is called and how it is coloured until it names itself.
-    pub fn default_for(id: Uuid) -> Self {
-        Identity {
-            name: default_name(id),
-            color: color_of(id),
+    /// The member `id`'s name: the one it chose, else its default.
+    pub fn name(&self, id: Uuid) -> Cow<'_, str> {
+        match &self.chosen_name {
+            Some(name) => Cow::Borrowed(name),
+            None => Cow::Owned(default_name(id)),
         }
+    }
+
+    /// Names the member; `false` when that is its name already.
+    pub fn rename(&mut self, id: Uuid, name: String) -> bool {
+        if self.name(id) == name.as_str() {
+            return false;
+        }
+        self.chosen_name = Some(name.into_boxed_str());
+        true
     }
 }
 
@@ -125,34 +135,84 @@ impl PresenceChange {
     }
 }
 
+/// A member as the list showed it, kept between changes: a default name or colour (which follow
+/// from the id) is not stored, so a room of guests keeps no string per member.
+#[derive(Debug, PartialEq, Eq)]
+struct Listed {
+    client_id: Uuid,
+    name: Option<Box<str>>,
+    color: Option<Box<str>>,
+}
+
+impl Listed {
+    fn from(member: PresenceMember) -> Self {
+        let id = member.client_id;
+        let chosen = |value: String, default: String| (value != default).then(|| value.into());
+        Listed {
+            client_id: id,
+            name: chosen(member.name, default_name(id)),
+            color: chosen(member.color, color_of(id)),
+        }
+    }
+
+    fn member(&self) -> PresenceMember {
+        let id = self.client_id;
+        PresenceMember {
+            client_id: id,
+            name: self
+                .name
+                .as_deref()
+                .map_or_else(|| default_name(id), str::to_owned),
+            color: self
+                .color
+                .as_deref()
+                .map_or_else(|| color_of(id), str::to_owned),
+        }
+    }
+
+    fn expand(listed: &[Listed]) -> Vec<PresenceMember> {
+        listed.iter().map(Listed::member).collect()
+    }
+}
+
 /// The presence list as the members were last shown it, and the room's total then. A newcomer
 /// gets it whole (encoded once for every newcomer until it changes); the others get only what
 /// changed.
 #[derive(Default)]
 pub struct ShownPresence {
-    members: Vec<PresenceMember>,
+    members: Vec<Listed>,
     total: usize,
     /// The `presence` frame of `members` and `total`, once a newcomer asked for it.
     frame: Option<ByteString>,
 }
 
 impl ShownPresence {
-    /// The whole list, for a newcomer: the base that later `presenceChange`s apply to.
-    pub fn full_frame(&mut self) -> ByteString {
-        self.frame
-            .get_or_insert_with(|| presence_frame(&self.members, self.total))
-            .clone()
+    /// The whole list, for a newcomer: the base that later `presenceChange`s apply to; and whether
+    /// it was encoded now rather than kept from an earlier newcomer (see [`Self::forget_frame`]).
+    pub fn full_frame(&mut self) -> (ByteString, bool) {
+        let encoded = self.frame.is_none();
+        let frame = self
+            .frame
+            .get_or_insert_with(|| presence_frame(&Listed::expand(&self.members), self.total))
+            .clone();
+        (frame, encoded)
+    }
+
+    /// Drops the kept `presence` frame: newcomers arriving together share one encoding, but an idle
+    /// room should not hold a copy of its list for the next one.
+    pub fn forget_frame(&mut self) {
+        self.frame = None;
     }
 
     /// Moves on to `members` (capped) out of `total`; the `presenceChange` frame for the members
     /// who were shown the list before, when the list itself changed (beyond the cap, a join or a
     /// leave changes only the total, which `clientCount` carries).
     pub fn update(&mut self, members: Vec<PresenceMember>, total: usize) -> Option<ByteString> {
-        let change = PresenceChange::between(&self.members, &members);
+        let change = PresenceChange::between(&Listed::expand(&self.members), &members);
         if change.is_empty() && total == self.total {
             return None;
         }
-        self.members = members;
+        self.members = members.into_iter().map(Listed::from).collect();
         self.total = total;
         self.frame = None;
         (!change.is_empty()).then(|| {
@@ -179,8 +239,8 @@ pub fn roster<'a>(members: impl Iterator<Item = (Uuid, &'a Identity)>) -> Vec<Pr
         .take(MAX_PRESENCE_MEMBERS)
         .map(|(client_id, identity)| PresenceMember {
             client_id,
-            name: identity.name.clone(),
-            color: identity.color.clone(),
+            name: identity.name(client_id).into_owned(),
+            color: color_of(client_id),
         })
         .collect()
 }
@@ -232,7 +292,7 @@ impl CursorBuffer {
 pub fn cursor_frame(from: Uuid, identity: &Identity, x: f64, y: f64) -> ByteString {
     ServerMessage::Cursor {
         client_id: from,
-        name: &identity.name,
+        name: &identity.name(from),
         x,
         y,
     }
@@ -277,13 +337,48 @@ mod tests {
     #[test]
     fn defaults_are_a_guest_number_and_a_hex_colour_derived_from_the_id() {
         let id = Uuid::new_v4();
-        let identity = Identity::default_for(id);
-        assert_eq!(identity, Identity::default_for(id));
-        let number: u32 = identity.name["Guest ".len()..].parse().unwrap();
+        let name = Identity::default().name(id).into_owned();
+        assert_eq!(name, Identity::default().name(id));
+        let number: u32 = name["Guest ".len()..].parse().unwrap();
         assert!((1000..=9999).contains(&number));
-        assert_eq!(identity.color.len(), 7);
-        assert!(identity.color.starts_with('#'));
-        assert!(identity.color[1..].bytes().all(|b| b.is_ascii_hexdigit()));
+        let color = color_of(id);
+        assert_eq!(color, color_of(id));
+        assert_eq!(color.len(), 7);
+        assert!(color.starts_with('#'));
+        assert!(color[1..].bytes().all(|b| b.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn a_chosen_name_replaces_the_default_and_the_same_name_changes_nothing() {
+        let id = Uuid::new_v4();
+        let mut identity = Identity::default();
+        let default = identity.name(id).into_owned();
+        assert!(!identity.rename(id, default.clone()));
+        assert_eq!(identity, Identity::default());
+        assert!(identity.rename(id, "Ada".to_owned()));
+        assert_eq!(identity.name(id), "Ada");
+        assert!(!identity.rename(id, "Ada".to_owned()));
+    }
+
+    #[test]
+    fn the_shown_list_gives_back_chosen_and_default_names_and_colours_alike() {
+        let (guest, named) = (Uuid::new_v4(), Uuid::new_v4());
+        let members = vec![
+            PresenceMember {
+                client_id: guest,
+                name: default_name(guest),
+                color: color_of(guest),
+            },
+            PresenceMember {
+                client_id: named,
+                name: "Ada".to_owned(),
+                color: "#123456".to_owned(),
+            },
+        ];
+        let listed: Vec<Listed> = members.iter().cloned().map(Listed::from).collect();
+        assert_eq!((&listed[0].name, &listed[0].color), (&None, &None));
+        assert_eq!(listed[1].name.as_deref(), Some("Ada"));
+        assert_eq!(Listed::expand(&listed), members);
     }
 
     #[test]
@@ -314,7 +409,7 @@ mod tests {
 
     #[test]
     fn a_cursors_payload_round_trips_and_garbage_does_not() {
-        let identity = Identity::default_for(Uuid::new_v4());
+        let identity = Identity::default();
         let frames = [
             cursor_frame(Uuid::new_v4(), &identity, 1.0, 2.0),
             cursor_frame(Uuid::new_v4(), &identity, 3.0, 4.0),
@@ -366,7 +461,7 @@ mod tests {
         );
         assert_eq!(json["total"], 1);
         assert_eq!(shown.update(vec![member(1)], 1), None, "nothing changed");
-        let full: serde_json::Value = serde_json::from_str(&shown.full_frame()).unwrap();
+        let full: serde_json::Value = serde_json::from_str(&shown.full_frame().0).unwrap();
         assert_eq!(full["type"], "presence");
         assert_eq!(full["members"].as_array().unwrap().len(), 1);
     }
@@ -378,7 +473,7 @@ mod tests {
         shown.update(listed.clone(), MAX_PRESENCE_MEMBERS);
         assert_eq!(shown.update(listed.clone(), MAX_PRESENCE_MEMBERS + 1), None);
         assert_eq!(shown.total(), MAX_PRESENCE_MEMBERS + 1);
-        let full: serde_json::Value = serde_json::from_str(&shown.full_frame()).unwrap();
+        let full: serde_json::Value = serde_json::from_str(&shown.full_frame().0).unwrap();
         assert_eq!(
             full["total"],
             MAX_PRESENCE_MEMBERS + 1,

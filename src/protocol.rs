@@ -25,6 +25,15 @@ pub const MAX_STROKE_ID_CHARS: usize = 64;
 /// A display name's length bounds after trimming, in characters (Unicode scalar values).
 pub const MIN_DISPLAY_NAME_CHARS: usize = 1;
 pub const MAX_DISPLAY_NAME_CHARS: usize = 32;
+/// A shape's line width bounds, in logical pixels (a pen's).
+pub const MIN_SHAPE_SIZE_PX: f64 = MIN_SIZE_PX;
+pub const MAX_SHAPE_SIZE_PX: f64 = MAX_SIZE_PX;
+/// A text's font size bounds, in logical pixels.
+pub const MIN_FONT_SIZE_PX: f64 = 8.0;
+pub const MAX_FONT_SIZE_PX: f64 = 200.0;
+/// A text's length bounds, in characters (Unicode scalar values).
+pub const MIN_TEXT_CHARS: usize = 1;
+pub const MAX_TEXT_CHARS: usize = 500;
 /// The largest canvas side the server accepts, in logical pixels.
 pub const MAX_CANVAS_SIDE_PX: u32 = 8192;
 /// The only accepted form of a picture in `canvasState`.
@@ -60,6 +69,60 @@ pub struct Segment {
     pub stroke_id: Option<StrokeId>,
 }
 
+/// What a `shape` draws between its two corners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ShapeKind {
+    /// From (x1, y1) to (x2, y2).
+    Line,
+    /// The rectangle with opposite corners (x1, y1) and (x2, y2).
+    Rect,
+    /// The ellipse inscribed in that rectangle.
+    Ellipse,
+    /// A line with a head at (x2, y2), the head's size proportional to the line's width.
+    Arrow,
+}
+
+impl ShapeKind {
+    /// Only closed shapes can be filled.
+    pub fn fillable(self) -> bool {
+        matches!(self, ShapeKind::Rect | ShapeKind::Ellipse)
+    }
+}
+
+/// One validated shape, as broadcast to the room: a stroke of its own.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Shape {
+    pub shape: ShapeKind,
+    pub x1: f64,
+    pub y1: f64,
+    pub x2: f64,
+    pub y2: f64,
+    /// The outline's colour, `#rrggbb` or `#rgb`, lower case.
+    pub color: String,
+    /// The outline's width in logical pixels.
+    pub size: f64,
+    /// The inside's colour (rect and ellipse only); always sent, `null` for none.
+    pub fill: Option<String>,
+    pub stroke_id: StrokeId,
+}
+
+/// One validated line of text, as broadcast to the room: a stroke of its own.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Text {
+    /// The left edge of the text.
+    pub x: f64,
+    /// The top of the text's line box: its baseline is the font's ascent below.
+    pub y: f64,
+    pub text: String,
+    pub color: String,
+    /// The font size (em) in logical pixels.
+    pub size: f64,
+    pub stroke_id: StrokeId,
+}
+
 /// A client-chosen stroke name, already checked by [`is_valid_stroke_id`].
 pub type StrokeId = Box<str>;
 
@@ -67,6 +130,8 @@ pub type StrokeId = Box<str>;
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientMessage {
     Draw(Segment),
+    Shape(Shape),
+    Text(Text),
     /// With a `strokeId`, the one who cleared may undo it.
     Clear(Option<StrokeId>),
     /// Removes the sender's own stroke (or clear) for everyone.
@@ -102,6 +167,8 @@ impl ClientMessage {
     pub fn changes_canvas(&self) -> bool {
         match self {
             ClientMessage::Draw(_)
+            | ClientMessage::Shape(_)
+            | ClientMessage::Text(_)
             | ClientMessage::Clear(_)
             | ClientMessage::Undo(_)
             | ClientMessage::Redo(_) => true,
@@ -266,6 +333,8 @@ pub enum ServerMessage<'a> {
         client_count: usize,
     },
     Draw(&'a Segment),
+    Shape(&'a Shape),
+    Text(&'a Text),
     Clear {
         #[serde(skip_serializing_if = "Option::is_none")]
         stroke_id: Option<&'a str>,
@@ -328,6 +397,8 @@ impl ServerMessage<'_> {
             ServerMessage::Locked { .. } => "locked",
             ServerMessage::ClientCount { .. } => "clientCount",
             ServerMessage::Draw(_) => "draw",
+            ServerMessage::Shape(_) => "shape",
+            ServerMessage::Text(_) => "text",
             ServerMessage::Clear { .. } => "clear",
             ServerMessage::Undo { .. } => "undo",
             ServerMessage::Redo { .. } => "redo",
@@ -404,6 +475,13 @@ struct Incoming {
     name: Option<String>,
     x: Option<f64>,
     y: Option<f64>,
+    shape: Option<String>,
+    x1: Option<f64>,
+    y1: Option<f64>,
+    x2: Option<f64>,
+    y2: Option<f64>,
+    fill: Option<String>,
+    text: Option<String>,
 }
 
 /// Decodes and validates one client text frame.
@@ -415,6 +493,8 @@ pub fn decode_client_message(text: &str, canvas: CanvasSize) -> Result<ClientMes
     match incoming.kind.as_deref() {
         // The original demo's clients send draws without a type.
         None | Some("draw") => validate_draw(&incoming, canvas).map(ClientMessage::Draw),
+        Some("shape") => validate_shape(&incoming, canvas).map(ClientMessage::Shape),
+        Some("text") => validate_text(incoming, canvas).map(ClientMessage::Text),
         Some("clear") => optional_stroke_id(&incoming).map(ClientMessage::Clear),
         Some("undo") => required_stroke_id(&incoming).map(ClientMessage::Undo),
         Some("redo") => required_stroke_id(&incoming).map(ClientMessage::Redo),
@@ -440,10 +520,12 @@ fn explain_decode_failure(text: &str, typed_error: &serde_json::Error) -> Reject
             return Rejection::new(ErrorCode::InvalidJson, format!("not valid JSON: {err}"));
         }
     };
-    const STRING_FIELDS: [&str; 7] = [
-        "type", "color", "tool", "clientId", "data", "strokeId", "name",
+    const STRING_FIELDS: [&str; 10] = [
+        "type", "color", "tool", "clientId", "data", "strokeId", "name", "shape", "fill", "text",
     ];
-    const NUMBER_FIELDS: [&str; 7] = ["startX", "startY", "endX", "endY", "size", "x", "y"];
+    const NUMBER_FIELDS: [&str; 11] = [
+        "startX", "startY", "endX", "endY", "size", "x", "y", "x1", "y1", "x2", "y2",
+    ];
     let raw = |field: &str| fields.get(field).map(|value| value.get());
     for field in STRING_FIELDS {
         if raw(field).is_some_and(|v| serde_json::from_str::<Option<String>>(v).is_err()) {
@@ -589,6 +671,103 @@ fn validate_draw(incoming: &Incoming, canvas: CanvasSize) -> Result<Segment, Rej
         tool,
         stroke_id: optional_stroke_id(incoming)?,
     })
+}
+
+fn validate_shape(incoming: &Incoming, canvas: CanvasSize) -> Result<Shape, Rejection> {
+    let shape = match incoming.shape.as_deref() {
+        Some("line") => ShapeKind::Line,
+        Some("rect") => ShapeKind::Rect,
+        Some("ellipse") => ShapeKind::Ellipse,
+        Some("arrow") => ShapeKind::Arrow,
+        Some(_) => {
+            return Err(Rejection::field(
+                "shape",
+                "shape must be \"line\", \"rect\", \"ellipse\" or \"arrow\"",
+            ))
+        }
+        None => return Err(Rejection::field("shape", "shape is required")),
+    };
+    let (x_range, y_range) = coordinate_ranges(canvas);
+    let x1 = coordinate("x1", incoming.x1, &x_range)?;
+    let y1 = coordinate("y1", incoming.y1, &y_range)?;
+    let x2 = coordinate("x2", incoming.x2, &x_range)?;
+    let y2 = coordinate("y2", incoming.y2, &y_range)?;
+    let color = required_color("color", incoming.color.as_deref())?;
+    let size = coordinate(
+        "size",
+        incoming.size,
+        &(MIN_SHAPE_SIZE_PX..=MAX_SHAPE_SIZE_PX),
+    )?;
+    let fill = match incoming.fill.as_deref() {
+        None => None,
+        Some(_) if !shape.fillable() => {
+            return Err(Rejection::field(
+                "fill",
+                "fill is only for rect and ellipse; send null",
+            ))
+        }
+        Some(fill) => Some(required_color("fill", Some(fill))?),
+    };
+    Ok(Shape {
+        shape,
+        x1,
+        y1,
+        x2,
+        y2,
+        color,
+        size,
+        fill,
+        stroke_id: required_stroke_id(incoming)?,
+    })
+}
+
+fn validate_text(incoming: Incoming, canvas: CanvasSize) -> Result<Text, Rejection> {
+    let (x_range, y_range) = coordinate_ranges(canvas);
+    let x = coordinate("x", incoming.x, &x_range)?;
+    let y = coordinate("y", incoming.y, &y_range)?;
+    let color = required_color("color", incoming.color.as_deref())?;
+    let size = coordinate(
+        "size",
+        incoming.size,
+        &(MIN_FONT_SIZE_PX..=MAX_FONT_SIZE_PX),
+    )?;
+    let stroke_id = required_stroke_id(&incoming)?;
+    let text = incoming
+        .text
+        .ok_or_else(|| Rejection::field("text", "text is required"))?;
+    let chars = text.chars().count();
+    if !(MIN_TEXT_CHARS..=MAX_TEXT_CHARS).contains(&chars) {
+        return Err(Rejection::field(
+            "text",
+            format!("text must be {MIN_TEXT_CHARS} to {MAX_TEXT_CHARS} characters"),
+        ));
+    }
+    if text.chars().any(char::is_control) {
+        return Err(Rejection::field(
+            "text",
+            "text must not contain control characters (one line, no tabs)",
+        ));
+    }
+    Ok(Text {
+        x,
+        y,
+        text,
+        color,
+        size,
+        stroke_id,
+    })
+}
+
+/// A `#rgb`/`#rrggbb` colour in `field`, lower-cased.
+fn required_color(field: &'static str, color: Option<&str>) -> Result<String, Rejection> {
+    match color {
+        Some(color) if is_hex_color(color) => Ok(color.to_ascii_lowercase()),
+        Some(_) => Err(Rejection::field(
+            field,
+            format!("{field} must be #rgb or #rrggbb"),
+        )),
+        None => Err(Rejection::field(field, format!("{field} is required"))),
+    }
 }
 
 fn optional_stroke_id(incoming: &Incoming) -> Result<Option<StrokeId>, Rejection> {

@@ -5,7 +5,8 @@
 //! tells each new connection which thread to start its session on (its room's, while the room is
 //! small, so that a delivery never crosses threads; any, round-robin, once it is large); and it
 //! stops a room once it is empty and no join is on its way; once a burst of rooms has closed, it
-//! gives the heap's free memory back to the system. It must never hold per-message state: after
+//! gives the heap's free memory back to the system; with `--room-ttl` it has the store delete the
+//! rooms nobody opened for that long, never one open now. It must never hold per-message state: after
 //! a join it is out of the path, and draws go straight from sessions to their room.
 
 use std::collections::HashMap;
@@ -117,6 +118,8 @@ pub struct RoomRegistry {
     placements: HashMap<Arc<str>, Placement>,
     /// Counts room closures, so that only the last of a burst schedules a trim that runs.
     closures: u64,
+    /// A retention sweep is on its way (`--room-ttl`).
+    sweeping: bool,
     /// The server is stopping (`CloseAllRooms`): a room opened from now on is closed at once, so a
     /// join that raced the stop is answered 1001 instead of being left open.
     stopping: bool,
@@ -162,6 +165,7 @@ impl RoomRegistry {
             stopping: false,
             placements: HashMap::new(),
             closures: 0,
+            sweeping: false,
         }
     }
 
@@ -327,8 +331,50 @@ fn count_room(stats: &Stats, room: &str, change: i8) {
     }
 }
 
+/// How often retention looks for rooms to delete: a tenth of `--room-ttl`, between these bounds
+/// (a room outlives its time by at most one interval).
+const RETENTION_SWEEP_MIN: Duration = Duration::from_secs(1);
+const RETENTION_SWEEP_MAX: Duration = Duration::from_secs(3600);
+
+fn retention_sweep_interval(ttl: Duration) -> Duration {
+    (ttl / 10).clamp(RETENTION_SWEEP_MIN, RETENTION_SWEEP_MAX)
+}
+
+impl RoomRegistry {
+    /// Retention (`--room-ttl`): asks the store to delete the rooms nobody opened within the time,
+    /// never one open here now. One sweep at a time: a slow one delays the next.
+    fn sweep(&mut self, ttl: Duration, ctx: &mut Context<Self>) {
+        if self.sweeping {
+            return;
+        }
+        self.sweeping = true;
+        let open: Vec<Arc<str>> = self.rooms.keys().cloned().collect();
+        let expired = self.store.expire(ttl, open);
+        ctx.spawn(
+            actix::fut::wrap_future(expired).map(|result, registry: &mut Self, _| {
+                registry.sweeping = false;
+                match result {
+                    Ok(0) => {}
+                    Ok(deleted) => log::info!("retention deleted {deleted} rooms"),
+                    Err(err) => log::error!("retention could not delete old rooms: {err}"),
+                }
+            }),
+        );
+    }
+}
+
 impl Actor for RoomRegistry {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        if let Some(ttl) = self.settings.storage.room_ttl {
+            if self.store.keeps_pictures() {
+                ctx.run_interval(retention_sweep_interval(ttl), move |registry, ctx| {
+                    registry.sweep(ttl, ctx)
+                });
+            }
+        }
+    }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
         for arbiter in &self.arbiters {

@@ -8,14 +8,17 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::storage::StoreHealth;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 pub struct Stats {
     /// Live `CanvasServer` actors.
     pub rooms: AtomicUsize,
     registry: Registry,
+    /// The process's own figures (`process_*`: resident memory, open descriptors, CPU), named as
+    /// every Prometheus exporter names them, without the `livecanvas_` prefix.
+    process: Registry,
     connections_gauge: IntGauge,
     rooms_gauge: IntGauge,
     /// Client messages accepted, by type.
@@ -104,13 +107,52 @@ impl Stats {
                 "Memory SQLite uses, mostly its page cache (bounded at 64 MiB).",
             ),
             registry,
+            process: Registry::new(),
         };
         stats.register_all();
+        stats.register_process();
         stats
     }
 
+    /// `process_resident_memory_bytes`, `process_open_fds`, `process_cpu_seconds_total` and the
+    /// rest, read from /proc at each scrape (Linux only; elsewhere there are none).
+    fn register_process(&self) {
+        #[cfg(target_os = "linux")]
+        {
+            let collector = prometheus::process_collector::ProcessCollector::for_self();
+            if let Err(err) = self.process.register(Box::new(collector)) {
+                log::error!("process metrics registration failed: {err}");
+            }
+        }
+    }
+
+    /// A cluster node's Redis figures: each call's round trip and the calls that failed.
+    pub fn register_redis(&self, figures: &crate::storage::RedisFigures) {
+        let collectors: [Box<dyn prometheus::core::Collector>; 2] = [
+            Box::new(figures.round_trip_seconds.clone()),
+            Box::new(figures.errors.clone()),
+        ];
+        for collector in collectors {
+            if let Err(err) = self.registry.register(collector) {
+                log::error!("metric registration failed: {err}");
+            }
+        }
+    }
+
     fn register_all(&self) {
-        let collectors: [Box<dyn prometheus::core::Collector>; 16] = [
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "build_info",
+                "1, labelled with the version of the server that runs.",
+            ),
+            &["version"],
+        )
+        .unwrap_or_else(|_| unreachable_metric());
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        let collectors: [Box<dyn prometheus::core::Collector>; 17] = [
+            Box::new(build_info),
             Box::new(self.sqlite_memory_bytes.clone()),
             Box::new(self.store_failures.clone()),
             Box::new(self.store_held_bytes.clone()),
@@ -162,8 +204,10 @@ impl Stats {
             .set(unsafe { rusqlite::ffi::sqlite3_memory_used() });
         self.rooms_gauge
             .set(self.rooms.load(Ordering::Relaxed) as i64);
+        let mut families = self.registry.gather();
+        families.extend(self.process.gather());
         let mut buffer = Vec::new();
-        if let Err(err) = TextEncoder::new().encode(&self.registry.gather(), &mut buffer) {
+        if let Err(err) = TextEncoder::new().encode(&families, &mut buffer) {
             log::error!("metrics encoding failed: {err}");
         }
         String::from_utf8(buffer).unwrap_or_default()
@@ -210,10 +254,29 @@ mod tests {
             "livecanvas_bytes_out_total",
             "livecanvas_broadcast_seconds_bucket",
             "livecanvas_up 1",
+            "livecanvas_build_info{version=\"0.1.0\"} 1",
+            "# TYPE livecanvas_store_failures_total counter",
+            "# TYPE livecanvas_messages_in_total counter",
             "livecanvas_store_failures_total 0",
             "livecanvas_store_held_bytes 0",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_process_figures_are_exposed_under_their_usual_names() {
+        let text = Stats::new().render(0, &StoreHealth::default());
+        for name in [
+            "process_resident_memory_bytes ",
+            "process_open_fds ",
+            "process_cpu_seconds_total ",
+        ] {
+            assert!(
+                text.lines().any(|line| line.starts_with(name)),
+                "{name} missing from:\n{text}"
+            );
         }
     }
 }

@@ -8,9 +8,6 @@ mod common;
 
 use common::browser::*;
 use common::{Image, Server};
-use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
-use std::time::Instant;
 
 // ---- the tests ----
 
@@ -163,32 +160,6 @@ async fn the_eraser_removes_paint_on_every_page() {
             &format!("{who}'s board keeps the rest of the stroke"),
         )
         .await;
-    }
-}
-
-/// Starts a server on `addr`, where a server that has just exited listened; retried until the
-/// deadline while the port is not free yet (or was taken for a moment by someone else).
-fn start_server_on(addr: SocketAddr, data_dir: &Path) -> Server {
-    let bind = addr.to_string();
-    let data_dir = data_dir.to_str().expect("a UTF-8 data directory");
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        // A quick look first (std's listener sets SO_REUSEADDR, as the server's does), so that a
-        // busy port is waited for without the noise of a failed start.
-        if TcpListener::bind(addr).is_ok() {
-            match std::panic::catch_unwind(|| {
-                Server::start_with(&["--bind", &bind, "--data-dir", data_dir])
-            }) {
-                Ok(server) => return server,
-                Err(panic) if Instant::now() >= deadline => std::panic::resume_unwind(panic),
-                Err(_) => {}
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{addr} was not free again within {DEADLINE:?} of the old server's exit"
-        );
-        std::thread::sleep(POLL);
     }
 }
 

@@ -191,7 +191,7 @@ async fn a_members_page_whose_link_the_owner_replaced_says_so_and_stops() {
         )
         .await;
     let shared = shared.as_str().expect("the edit link shown");
-    assert!(shared.contains("?token="), "{shared}");
+    assert!(shared.contains("#token="), "{shared}");
     assert_ne!(
         shared, edit_url,
         "the share dialog offers the new edit link"

@@ -12,7 +12,7 @@ use common::Server;
 use fantoccini::Locator;
 use serde_json::{json, Value};
 
-/// Names itself through the page: its own chip in the member list opens the name dialog.
+/// Names itself through the page: its own chip in the member list opens the rename pop-over.
 async fn name_through_the_ui(page: &Browser, name: &str) {
     page.wait_until(
         "document.querySelector('#members .member-self') !== null",
@@ -21,8 +21,8 @@ async fn name_through_the_ui(page: &Browser, name: &str) {
     .await;
     page.click("#members .member-self").await;
     page.wait_until(
-        "document.getElementById('name-dialog').open",
-        "the name dialog is open",
+        "document.getElementById('name-form').matches(':popover-open')",
+        "the rename pop-over is open",
     )
     .await;
     let input = page
@@ -33,6 +33,11 @@ async fn name_through_the_ui(page: &Browser, name: &str) {
     input.clear().await.expect("the name field clears");
     input.send_keys(name).await.expect("typing the name");
     page.click("#name-save").await;
+    page.wait_until(
+        "!document.getElementById('name-form').matches(':popover-open')",
+        "the rename pop-over closes once the name is saved",
+    )
+    .await;
 }
 
 /// Where `page` shows the cursor labelled `name`, in logical board coordinates (from the arrow's
@@ -63,15 +68,6 @@ async fn a_name_set_on_one_page_is_listed_and_labels_its_cursor_on_the_other() {
     let url = room_url(&server, "presence");
     let ada = Browser::open(&driver, &url).await;
     let bob = Browser::open(&driver, &url).await;
-    // The first visit asked for a name (Browser::open skipped the dialog).
-    assert_eq!(
-        ada.js(
-            "return localStorage.getItem('livecanvas.name.asked');",
-            vec![]
-        )
-        .await,
-        json!("1")
-    );
     let name = "<i>Ada</i>";
     name_through_the_ui(&ada, name).await;
     let listed = format!(

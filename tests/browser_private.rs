@@ -1,7 +1,8 @@
 //! Private rooms in a real browser (headless Chromium over WebDriver, see `common::browser`): the
 //! "New private room" action (which opens the owner link), the share dialog's edit and view-only
-//! links, and a view-only page that shows it, offers no drawing tools and changes nothing when
-//! drawn on with the pointer.
+//! links, a view-only page that shows it, offers no drawing tools and changes nothing when drawn
+//! on with the pointer, links with the token in the fragment (old `?token=` links moved there),
+//! and a page without a token told that the room is private instead of retrying.
 
 mod common;
 
@@ -70,7 +71,8 @@ async fn new_private_room_leads_to_a_working_room_whose_share_dialog_offers_an_e
     let page = Browser::open(&driver, &server.http_url("/")).await;
     page.click("#new-private").await;
     page.wait_until(
-        "location.pathname.startsWith('/r/') && location.search.startsWith('?token=') \
+        "location.pathname.startsWith('/r/') && location.hash.startsWith('#token=') \
+         && location.search === '' \
          && document.getElementById('status').dataset.state === 'connected' \
          && document.body.dataset.synced === 'true'",
         "the page moved to its new private room and is connected",
@@ -103,9 +105,9 @@ async fn new_private_room_leads_to_a_working_room_whose_share_dialog_offers_an_e
         (&links[3], &links[4]),
         (&Value::Bool(true), &Value::Bool(true))
     );
-    let room_path = here.split('?').next().unwrap();
-    assert!(edit.starts_with(&format!("{room_path}?token=")), "{edit}");
-    assert!(view.starts_with(&format!("{room_path}?token=")), "{view}");
+    let room_path = here.split('#').next().unwrap();
+    assert!(edit.starts_with(&format!("{room_path}#token=")), "{edit}");
+    assert!(view.starts_with(&format!("{room_path}#token=")), "{view}");
     assert_ne!(view, edit);
     page.click("#share-close").await;
 
@@ -151,13 +153,7 @@ async fn a_view_link_page_shows_view_only_offers_no_tools_and_its_drawing_change
             "the page shows View only",
         )
         .await;
-    for tool in [
-        ".toolbar > .colors",
-        ".toolbar > .size",
-        ".toolbar > .segmented",
-        ".toolbar > .history",
-        "#clear",
-    ] {
+    for tool in ["#brush", "#tools", ".toolbar > .history", "#clear"] {
         assert!(!is_displayed(&viewer, tool).await, "{tool} is hidden");
         assert!(
             is_displayed(&editor, tool).await,
@@ -200,4 +196,61 @@ async fn a_view_link_page_shows_view_only_offers_no_tools_and_its_drawing_change
         picture.all(&ON_STROKE, Px::Blank),
         "the server has nothing of the viewer's"
     );
+}
+
+#[tokio::test]
+async fn an_old_query_link_opens_the_room_and_moves_its_token_into_the_fragment() {
+    let server = Server::start();
+    let driver = Driver::start();
+    let (room, edit_url, _) = create_room(&server).await;
+    let token = edit_url.split("#token=").nth(1).expect("a fragment token");
+    let old = server.http_url(&format!("/r/{room}?token={token}"));
+    let page = Browser::open(&driver, &old).await;
+    page.wait_until(
+        "document.getElementById('status').dataset.state === 'connected' \
+         && document.body.dataset.synced === 'true'",
+        "the old link's page is connected",
+    )
+    .await;
+    let address = page
+        .js("return [location.search, location.hash];", vec![])
+        .await;
+    assert_eq!(address[0], "", "the query no longer holds the token");
+    assert_eq!(address[1], format!("#token={token}").as_str());
+    assert!(!is_displayed(&page, "#view-only").await, "an editor's page");
+}
+
+#[tokio::test]
+async fn a_private_rooms_page_without_its_token_says_so_and_stops_trying() {
+    let server = Server::start();
+    let driver = Driver::start();
+    let (room, _, _) = create_room(&server).await;
+    let page = Browser::load(&driver, &server.http_url(&format!("/r/{room}")), None).await;
+    page.wait_until(
+        "document.getElementById('status').dataset.state === 'refused'",
+        "the page says the room is refused",
+    )
+    .await;
+    let text = page
+        .js(
+            "return document.getElementById('status').textContent;",
+            vec![],
+        )
+        .await;
+    assert!(
+        text.as_str().is_some_and(|t| t.contains("link")),
+        "the status tells how to get in: {text}"
+    );
+    let wrong = Browser::load(
+        &driver,
+        &server.http_url(&format!("/r/{room}#token=nope")),
+        None,
+    )
+    .await;
+    wrong
+        .wait_until(
+            "document.getElementById('status').dataset.state === 'refused'",
+            "a wrong token is refused as well",
+        )
+        .await;
 }

@@ -165,3 +165,60 @@ async fn a_reloaded_page_can_still_undo_what_it_drew_and_another_page_cannot() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn undo_is_disabled_while_the_page_is_offline_and_takes_back_the_offline_stroke_once_back() {
+    let data = common::data_dir();
+    let data_path = data.path().to_str().expect("a UTF-8 data directory");
+    let mut server = Server::start_with(&["--data-dir", data_path]);
+    let driver = Driver::start();
+    let url = room_url(&server, "undo-offline");
+    let room = room_name("undo-offline");
+    let alice = Browser::open(&driver, &url).await;
+
+    let addr = server.addr;
+    server.terminate();
+    assert!(server.wait_for_exit(DEADLINE).is_some(), "the server stops");
+    drop(server);
+    alice
+        .wait_until(
+            "document.getElementById('status').dataset.state === 'reconnecting'",
+            "the page knows it is disconnected",
+        )
+        .await;
+
+    // Drawn offline: shown and kept to send, but not undoable until the page is back.
+    draw_red_middle_stroke(&alice).await;
+    alice
+        .wait_for_pixels(&ON_STROKE, Px::Paint(RED_RGB), "the offline stroke shows")
+        .await;
+    let offered = "!document.getElementById('undo').disabled";
+    assert_eq!(
+        alice.js(&format!("return {offered};"), vec![]).await,
+        serde_json::json!(false),
+        "Undo is not offered while offline"
+    );
+    chord(&alice, &[ctrl(), 'z']).await;
+    alice
+        .assert_pixels(
+            &ON_STROKE,
+            Px::Paint(RED_RGB),
+            "Ctrl+Z offline leaves the stroke",
+        )
+        .await;
+
+    let server = start_server_on(addr, data.path());
+    alice
+        .wait_until(
+            offered,
+            "Undo is offered again once the page is back in sync",
+        )
+        .await;
+    let want: &[(&[(f64, f64)], Px)] = &[(&ON_STROKE, Px::Paint(RED_RGB))];
+    wait_for_server_picture(&server, &room, want, "the offline stroke reached the room").await;
+    alice.click("#undo").await;
+    wait_for_server_blank(&server, &room, "the room no longer has the offline stroke").await;
+    alice
+        .wait_for_pixels(&ON_STROKE, Px::Blank, "the page no longer shows it")
+        .await;
+}

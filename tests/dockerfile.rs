@@ -354,6 +354,23 @@ fn compose_mounts_the_named_volume_at_the_data_dir() {
 }
 
 #[test]
+fn compose_serves_metrics_on_a_port_of_their_own_published_on_loopback_only() {
+    let compose = read("compose.yaml");
+    let lines = yaml_lines(&compose);
+    let bind = lines
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("LIVECANVAS_METRICS_BIND:"))
+        .map(unquote)
+        .expect("compose.yaml sets no LIVECANVAS_METRICS_BIND: /metrics is on the public port");
+    let port = port_of(&bind);
+    let published = format!("127.0.0.1:{port}:{port}");
+    assert!(
+        has_list_item(&lines, &published),
+        "compose.yaml does not publish the metrics port as `{published}` (loopback only)"
+    );
+}
+
+#[test]
 fn compose_publishes_the_exposed_port() {
     let dockerfile = Dockerfile::load();
     let exposed = dockerfile.exposed_port(dockerfile.last_stage());
@@ -907,11 +924,21 @@ fn cluster_nodes_set_only_options_the_server_has() {
 }
 
 #[test]
-fn cluster_nodes_raise_the_per_ip_limits_and_stop_gracefully() {
+fn cluster_nodes_trust_haproxy_and_keep_the_per_ip_limits_and_stop_gracefully() {
     let help = server_help();
-    for (name, node) in ClusterCompose::load().nodes() {
+    let compose = ClusterCompose::load();
+    let proxy_address = haproxy_address(&compose);
+    for (name, node) in compose.nodes() {
         let env = environment(&node);
-        // Behind HAProxy every client's TCP peer is HAProxy.
+        // Behind HAProxy every client's TCP peer is HAProxy: trusting its X-Forwarded-For gives
+        // each client its own address, and the per-address limits stay what they are alone.
+        let trusted = env
+            .get("LIVECANVAS_TRUSTED_PROXIES")
+            .unwrap_or_else(|| panic!("{name}: LIVECANVAS_TRUSTED_PROXIES is not set"));
+        assert!(
+            trusted.split(',').any(|t| t.trim() == proxy_address),
+            "{name}: LIVECANVAS_TRUSTED_PROXIES={trusted} does not name HAProxy ({proxy_address})"
+        );
         for (flag, var) in [
             (
                 "--max-connections-per-ip",
@@ -927,16 +954,16 @@ fn cluster_nodes_raise_the_per_ip_limits_and_stop_gracefully() {
             ),
         ] {
             let default: u64 = help_default(&help, flag).parse().unwrap();
-            let set: u64 = env
-                .get(var)
-                .unwrap_or_else(|| panic!("{name}: {var} is not set (default {default})"))
-                .parse()
-                .unwrap_or_else(|_| panic!("{name}: {var} is not a number"));
-            assert!(
-                set > default,
-                "{name}: {var}={set} is not above the default {default}: behind a proxy every \
-                 client shares the proxy's address"
-            );
+            if let Some(set) = env.get(var) {
+                let set: u64 = set
+                    .parse()
+                    .unwrap_or_else(|_| panic!("{name}: {var} is not a number"));
+                assert!(
+                    set <= default,
+                    "{name}: {var}={set} raises the default {default}: with HAProxy trusted, \
+                     each client has its own address"
+                );
+            }
         }
         let grace = env
             .get("LIVECANVAS_SHUTDOWN_GRACE")
@@ -1175,25 +1202,44 @@ fn cluster_haproxy_holds_no_stickiness_and_keeps_websockets_open() {
 }
 
 #[test]
-fn cluster_haproxy_forwards_the_client_address_only_if_the_server_reads_it() {
+fn cluster_haproxy_forwards_the_client_address() {
     let cfg = HaproxyCfg::load();
     let forwards = cfg
         .sections
         .iter()
         .flat_map(|s| s.all("option"))
         .any(|w| w.first().is_some_and(|w| w == "forwardfor"));
-    // The header by name, or actix-web's reader of it.
-    let reads = files_under(&Path::new(ROOT).join("src")).iter().any(|f| {
-        let text = std::fs::read_to_string(f)
-            .unwrap_or_default()
-            .to_ascii_lowercase();
-        text.contains("x-forwarded-for") || text.contains("realip_remote_addr")
-    });
     assert!(
-        !forwards || reads,
-        "{HAPROXY_CFG}: `option forwardfor`, but the server never reads X-Forwarded-For (it \
-         limits by TCP peer)"
+        forwards,
+        "{HAPROXY_CFG}: no `option forwardfor`: the nodes would count every client as HAProxy"
     );
+}
+
+/// HAProxy's fixed address on the compose network, the one the nodes trust.
+fn haproxy_address(compose: &ClusterCompose) -> String {
+    let address = compose
+        .haproxy()
+        .get("networks")
+        .and_then(|n| n.get("default"))
+        .and_then(|d| d.get("ipv4_address"))
+        .map(Yaml::to_string)
+        .unwrap_or_else(|| {
+            panic!("{CLUSTER_COMPOSE}: haproxy has no fixed networks.default.ipv4_address")
+        });
+    let subnet = compose
+        .top("networks")
+        .and_then(|n| n.get("default"))
+        .and_then(|d| d.get("ipam"))
+        .and_then(|i| i.get("config"))
+        .map(Yaml::to_string)
+        .unwrap_or_default();
+    let prefix = address.rsplit_once('.').map_or("", |(net, _)| net);
+    assert!(
+        !prefix.is_empty() && subnet.contains(&format!("{prefix}.0/")),
+        "{CLUSTER_COMPOSE}: haproxy's address {address} is not in the default network's subnet \
+         ({subnet})"
+    );
+    address
 }
 
 #[test]

@@ -184,7 +184,7 @@ async fn a_new_room_has_an_owner_link_whose_member_draws_and_is_told_it_is_the_o
     let room = body["room"].as_str().expect("room");
     let owner = body["ownerToken"].as_str().expect("ownerToken");
     assert_eq!(owner.len(), 43, "{body}");
-    assert_eq!(body["ownerUrl"], format!("/r/{room}?token={owner}"));
+    assert_eq!(body["ownerUrl"], format!("/r/{room}#token={owner}"));
     assert_ne!(body["ownerToken"], body["editToken"]);
     let mut owner = Client::join(&ws_url(&server, room, owner)).await;
     assert_eq!(owner.welcome["owner"], true);
@@ -218,7 +218,7 @@ async fn replacing_the_links_refuses_the_old_tokens_and_closes_their_members_but
     }
     let new_edit = links["editToken"].as_str().expect("editToken");
     assert_ne!(new_edit, created.edit);
-    let expected = format!("/r/{}?token={new_edit}", created.room);
+    let expected = format!("/r/{}#token={new_edit}", created.room);
     assert_eq!(links["editUrl"], expected.as_str());
     let mut editor = Client::join(&ws_url(&server, &created.room, new_edit)).await;
     let new_view = links["viewToken"].as_str().expect("viewToken");

@@ -200,6 +200,7 @@ async fn a_wss_client_connects_with_tls() {
     .expect("the TLS upgrade succeeds");
     let mut client = Client {
         ws,
+        protocol: None,
         id: String::new(),
         welcome: serde_json::Value::Null,
         roster: Default::default(),

@@ -16,9 +16,9 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 /// Every field name the protocol knows.
-const PROTOCOL_FIELDS: [&str; 14] = [
+const PROTOCOL_FIELDS: [&str; 21] = [
     "type", "color", "startX", "startY", "endX", "endY", "size", "tool", "clientId", "data",
-    "strokeId", "name", "x", "y",
+    "strokeId", "name", "x", "y", "shape", "x1", "y1", "x2", "y2", "fill", "text",
 ];
 /// The fields of a draw that a value can be out of range in.
 const DRAW_FIELDS: [&str; 7] = ["startX", "startY", "endX", "endY", "size", "color", "tool"];
@@ -114,6 +114,34 @@ fn assert_rejection_well_formed(rejection: &Rejection) -> Result<(), TestCaseErr
 fn check_decoder_contract(text: &str, canvas: CanvasSize) -> Result<(), TestCaseError> {
     match decode_client_message(text, canvas) {
         Ok(ClientMessage::Draw(seg)) => assert_segment_in_range(&seg, canvas)?,
+        Ok(ClientMessage::Shape(shape)) => {
+            let (xs, ys) = (x_limit(canvas), y_limit(canvas));
+            prop_assert!(within(shape.x1, xs) && within(shape.x2, xs), "{shape:?}");
+            prop_assert!(within(shape.y1, ys) && within(shape.y2, ys), "{shape:?}");
+            prop_assert!(
+                (MIN_SIZE_PX..=MAX_SIZE_PX).contains(&shape.size),
+                "{shape:?}"
+            );
+            prop_assert!(is_lowercase_hex_color(&shape.color), "{shape:?}");
+            prop_assert!(
+                shape
+                    .fill
+                    .as_deref()
+                    .is_none_or(|fill| shape.shape.fillable() && is_lowercase_hex_color(fill)),
+                "{shape:?}"
+            );
+            prop_assert!(is_valid_stroke_id(&shape.stroke_id), "{shape:?}");
+        }
+        Ok(ClientMessage::Text(text)) => {
+            prop_assert!(within(text.x, x_limit(canvas)), "{text:?}");
+            prop_assert!(within(text.y, y_limit(canvas)), "{text:?}");
+            prop_assert!((8.0..=200.0).contains(&text.size), "{text:?}");
+            let chars = text.text.chars().count();
+            prop_assert!((1..=500).contains(&chars), "{text:?}");
+            prop_assert!(!text.text.chars().any(char::is_control), "{text:?}");
+            prop_assert!(is_lowercase_hex_color(&text.color), "{text:?}");
+            prop_assert!(is_valid_stroke_id(&text.stroke_id), "{text:?}");
+        }
         Ok(ClientMessage::CanvasState { data, .. }) => {
             prop_assert!(data.starts_with(PNG_DATA_URL_PREFIX), "data {data:?}");
         }
@@ -207,6 +235,12 @@ fn protocolish_string() -> impl Strategy<Value = String> + Clone {
         any::<String>(),
         select(vec![
             "draw",
+            "shape",
+            "text",
+            "rect",
+            "ellipse",
+            "arrow",
+            "line",
             "clear",
             "canvasState",
             "canvasRequest",

@@ -2,7 +2,7 @@
 //!
 //! This module owns the server-wide connection limit (`--max-connections`, lowered to what the
 //! process's open-file limit leaves room for), the connection counts (total and per IP address),
-//! the per-IP rate of connection attempts, the Origin check, the per-connection draw and cursor
+//! the per-address rate of connection attempts (the address `client_addr` gives), the Origin check, the per-connection draw and cursor
 //! rates, and the per-IP rate of private room creation. Counts are released by
 //! dropping a [`ConnectionPermit`], so no path can forget to. It must never block on I/O and never
 //! keep state for an address that has no connection and no recent attempt.
@@ -158,10 +158,14 @@ impl Admission {
         })
     }
 
-    /// Checks an upgrade request; on success the permit holds its place until dropped.
-    pub fn admit(self: &Arc<Self>, req: &HttpRequest) -> Result<ConnectionPermit, Refusal> {
+    /// Checks an upgrade request from `ip` (the client's address, see `client_addr`); on success
+    /// the permit holds its place until dropped.
+    pub fn admit(
+        self: &Arc<Self>,
+        req: &HttpRequest,
+        ip: IpAddr,
+    ) -> Result<ConnectionPermit, Refusal> {
         self.check_origin(req)?;
-        let ip = client_ip(req);
         if self.attempts.check_key(&ip).is_err() {
             return Err(Refusal::TooFast);
         }
@@ -185,9 +189,10 @@ impl Admission {
         })
     }
 
-    /// Browsers always send `Origin` on a WebSocket upgrade; other clients usually do not, and are
-    /// not what this check protects against. Allowed: the page's own host, or the allow-list.
-    fn check_origin(&self, req: &HttpRequest) -> Result<(), Refusal> {
+    /// Browsers always send `Origin` on a WebSocket upgrade and on a cross-site POST; other
+    /// clients usually do not, and are not what this check protects against. Allowed: the page's
+    /// own host, or the allow-list.
+    pub fn check_origin(&self, req: &HttpRequest) -> Result<(), Refusal> {
         let Some(origin) = req.headers().get(header::ORIGIN) else {
             return Ok(());
         };
@@ -275,22 +280,15 @@ impl RoomCreations {
         }
     }
 
-    /// Whether the request's address may create a room now (the same address as the connection
-    /// limits use: the TCP peer).
-    pub fn allow(&self, req: &HttpRequest) -> bool {
-        let ip = client_ip(req);
+    /// Whether the client at `ip` may create a room now (the same address as the connection
+    /// limits use, see `client_addr`).
+    pub fn allow(&self, ip: IpAddr) -> bool {
         let allowed = self.per_address.check_key(&ip).is_ok();
         if self.per_address.len() > ATTEMPT_TABLE_SWEEP_AT {
             self.per_address.retain_recent();
         }
         allowed
     }
-}
-
-/// The address limits count against: the TCP peer (no proxy header is trusted).
-fn client_ip(req: &HttpRequest) -> IpAddr {
-    req.peer_addr()
-        .map_or(IpAddr::from([0, 0, 0, 0]), |addr| addr.ip())
 }
 
 /// What the draw limiter says about one message.

@@ -2,16 +2,20 @@
 //!
 //! It owns the routes (pages, assets, the upgrade, the canvas PNG, health and metrics), the
 //! upgrade that hands an admitted socket to its session (`websocket`), admission and rate limits
-//! (`limits`), private rooms and their tokens (`private`, `access`), the owner's and the
-//! operator's calls (`moderation`), the health probe (`health`),
-//! and [`AppState`], what every handler may use. It must never hold a room's or a session's state:
+//! (`limits`), the client's address behind proxies (`client_addr`, `proxy_protocol`), the secrets
+//! a request presents (`credentials`), private rooms and their tokens (`private`, `access`), the
+//! owner's and the operator's calls (`moderation`), the health probe (`health`), and
+//! [`AppState`], what every handler may use. It must never hold a room's or a session's state:
 //! it asks the registry and the rooms through their messages.
 
 pub mod access;
+pub mod client_addr;
+pub mod credentials;
 pub mod health;
 pub mod limits;
 pub mod moderation;
 pub mod private;
+pub mod proxy_protocol;
 pub mod routes;
 pub mod websocket;
 

@@ -17,7 +17,8 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::http::access::{NewLinks, Role};
-use crate::http::private::{self, bearer_token, room_url};
+use crate::http::credentials::bearer_token;
+use crate::http::private::{self, room_url};
 use crate::http::routes::bad_room;
 use crate::http::AppState;
 use crate::moderation::{log_action, Moderation, Moderator};

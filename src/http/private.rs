@@ -1,9 +1,9 @@
 //! Private rooms over HTTP: `POST /api/rooms`, and the token check every route of a room makes.
 //!
 //! This module owns the answer to "may this request see this room, and may it draw?": a room the
-//! store knows as private needs one of its tokens in `?token=` (the owner's, an edit or a view
-//! token); any other room is public, as rooms always were. It also reads a bearer token
-//! (`Authorization: Bearer`), which the owner's and the operator's calls use. It must never log or echo a token, never compare one itself (see `access`), and
+//! store knows as private needs one of its tokens (found by `credentials`: the owner's, an edit
+//! or a view token); any other room is public. It must never log or echo a token, never compare
+//! one itself (see `access`), and
 //! never wait for the store without a bound: a lookup that takes too long answers 503.
 
 use std::sync::Arc;
@@ -14,6 +14,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
 use crate::http::access::{NewPrivateRoom, Role};
+use crate::http::client_addr::ClientAddr;
+use crate::http::credentials::presented_token;
 use crate::http::AppState;
 use crate::moderation::Standing;
 use crate::storage::RoomAccess;
@@ -90,43 +92,6 @@ impl Denied {
         }
         response.json(json!({"error": self.code(), "message": self.message()}))
     }
-
-    /// The answer of the page `/r/{room}`: a short page a person can read.
-    pub fn page(self) -> HttpResponse {
-        HttpResponse::build(self.status())
-            .content_type("text/html; charset=utf-8")
-            .insert_header((header::CACHE_CONTROL, "no-store"))
-            .body(format!(
-                "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\">\
-                 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-                 <title>livecanvas: private room</title><h1>Private room</h1><p>{}.</p>\
-                 <p><a href=\"/\">Go to the public canvas</a></p></html>",
-                self.message()
-            ))
-    }
-}
-
-/// `?token=` on a room's URL.
-#[derive(serde::Deserialize)]
-struct TokenQuery {
-    token: Option<String>,
-}
-
-/// The token in the request's query string, if any.
-fn token_of(req: &HttpRequest) -> Option<String> {
-    web::Query::<TokenQuery>::from_query(req.query_string())
-        .ok()
-        .and_then(|query| query.into_inner().token)
-        .filter(|token| !token.is_empty())
-}
-
-/// The token of the request's `Authorization: Bearer TOKEN` header, if it has one (the scheme's
-/// name in any case, as RFC 7235 has it).
-pub fn bearer_token(req: &HttpRequest) -> Option<&str> {
-    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.trim().split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// What the store keeps of `room`'s access (`None`: a public room), or why it could not say in
@@ -151,7 +116,7 @@ pub async fn check(room: &str, req: &HttpRequest, state: &AppState) -> Result<Ac
     let Some(access) = lookup(room, state).await? else {
         return Ok(Access::Public);
     };
-    let token = token_of(req).ok_or(Denied::NoToken)?;
+    let token = presented_token(req).ok_or(Denied::NoToken)?;
     access
         .hashes
         .role_of(&token)
@@ -170,7 +135,19 @@ fn api_error(status: StatusCode, error: &str, message: &str) -> HttpResponse {
 /// `POST /api/rooms`: a new private room; 201 with its name, tokens and links (the only time the
 /// tokens are ever sent: the store keeps their digests).
 pub async fn create_room(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    if !state.room_creations.allow(&req) {
+    if let Err(refusal) = state.admission.check_origin(&req) {
+        state
+            .stats
+            .refusals
+            .with_label_values(&[refusal.code()])
+            .inc();
+        return HttpResponse::Forbidden().json(json!({
+            "error": refusal.code(),
+            "message": refusal.message(),
+        }));
+    }
+    let client = ClientAddr::of(&req, &state.settings.trusted_proxies);
+    if !state.room_creations.allow(client.ip) {
         state
             .stats
             .refusals
@@ -229,9 +206,10 @@ fn unavailable() -> HttpResponse {
     )
 }
 
-/// A room's page with `token` in it: the link a token is shared as.
+/// A room's page with `token` in its fragment: the link a token is shared as. Browsers never send
+/// a fragment, so no request line, proxy log or history entry of the server's holds the token.
 pub fn room_url(room: &str, token: &str) -> String {
-    format!("/r/{room}?token={token}")
+    format!("/r/{room}#token={token}")
 }
 
 fn created_response(created: &NewPrivateRoom) -> HttpResponse {

@@ -8,12 +8,15 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use actix_files::{Files, NamedFile};
+use actix_http::ws::CloseCode;
 use actix_web::http::{header, StatusCode};
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{guard, web, HttpRequest, HttpResponse};
 use serde_json::json;
 
 use crate::canvas::Op;
 use crate::history::{self, AuthorId};
+use crate::http::client_addr::ClientAddr;
+use crate::http::credentials;
 use crate::http::health::Probe;
 use crate::http::limits::Refusal;
 use crate::http::websocket::SessionSlot;
@@ -34,10 +37,10 @@ pub const DEFAULT_ROOM: &str = "main";
 
 /// The canvas: pages, upgrades, health, and (unless it has its own listener) metrics.
 pub fn configure(cfg: &mut web::ServiceConfig, frontend_dir: &std::path::Path, with_metrics: bool) {
-    cfg.route("/", web::get().to(index))
-        .route("/r/{room}", web::get().to(room_page))
-        .route("/ws", web::get().to(ws_default_room))
-        .route("/ws/{room}", web::get().to(ws_room))
+    cfg.route("/", get_or_head().to(index))
+        .route("/r/{room}", get_or_head().to(room_page))
+        .route("/ws", get_or_head().to(ws_default_room))
+        .route("/ws/{room}", get_or_head().to(ws_room))
         .route("/api/rooms", web::post().to(private::create_room))
         .route("/api/rooms", web::get().to(moderation::list_rooms))
         .route(
@@ -56,20 +59,28 @@ pub fn configure(cfg: &mut web::ServiceConfig, frontend_dir: &std::path::Path, w
             "/api/rooms/{room}/kick",
             web::post().to(moderation::remove_member),
         )
-        .route("/api/rooms/{room}/canvas.png", web::get().to(canvas_png))
-        .route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz));
+        .route("/api/rooms/{room}/canvas.png", get_or_head().to(canvas_png))
+        .route("/healthz", get_or_head().to(healthz))
+        .route("/readyz", get_or_head().to(readyz));
     if with_metrics {
-        cfg.route("/metrics", web::get().to(metrics));
+        cfg.route("/metrics", get_or_head().to(metrics));
     }
+    // actix-files answers GET and HEAD, with an ETag and Last-Modified (304 when unchanged).
     cfg.service(Files::new("/", frontend_dir));
 }
 
 /// The operations listener (`--metrics-bind`): health, readiness, metrics.
 pub fn configure_operations(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz))
-        .route("/metrics", web::get().to(metrics));
+    cfg.route("/healthz", get_or_head().to(healthz))
+        .route("/readyz", get_or_head().to(readyz))
+        .route("/metrics", get_or_head().to(metrics))
+        .route("/backup", web::post().to(backup));
+}
+
+/// A route for GET and HEAD: monitors and caches send HEAD, and actix-http leaves out the body of
+/// a HEAD's answer (keeping its headers and length).
+fn get_or_head() -> actix_web::Route {
+    web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
 }
 
 pub(super) fn bad_room(room: &str) -> HttpResponse {
@@ -92,6 +103,9 @@ async fn index(state: web::Data<AppState>) -> actix_web::Result<NamedFile> {
     page(&state).await
 }
 
+/// The page of any room, private or not: it holds no secret, and a private room's link carries
+/// its token in the fragment, which the server never sees. The page presents the token on its
+/// upgrade, where a private room is checked.
 async fn room_page(
     room: web::Path<String>,
     state: web::Data<AppState>,
@@ -99,9 +113,6 @@ async fn room_page(
 ) -> actix_web::Result<HttpResponse> {
     if !is_valid_room_name(&room) {
         return Ok(bad_room(&room));
-    }
-    if let Err(denied) = private::check(&room, &req, &state).await {
-        return Ok(denied.page());
     }
     Ok(page(&state).await?.into_response(&req))
 }
@@ -121,18 +132,22 @@ async fn ws_room(
     upgrade(&room, req, &state).await
 }
 
-/// `?batch=1` on the WebSocket URL asks for batched delivery; `?author=` is the browser's secret
-/// for undo (see `history`).
+/// `?batch=1` on the WebSocket URL asks for batched delivery.
 #[derive(serde::Deserialize)]
 struct UpgradeQuery {
     batch: Option<String>,
-    author: Option<String>,
 }
+
+/// A private room's page that presented no token, or a wrong one, is refused with this close code
+/// (the application range's "forbidden", after HTTP's 403) and the refusal's code as the reason:
+/// a browser cannot read the status of a refused upgrade, only that it failed, and would retry.
+pub const FORBIDDEN_CLOSE_CODE: u16 = 4403;
 
 /// Admits the connection (a private room's only with one of its tokens) and answers 101; the
 /// session starts once the upgrade has the socket (see `websocket`).
 async fn upgrade(room: &str, req: HttpRequest, state: &AppState) -> HttpResponse {
-    let permit = match state.admission.admit(&req) {
+    let client = ClientAddr::of(&req, &state.settings.trusted_proxies);
+    let permit = match state.admission.admit(&req, client.ip) {
         Ok(permit) => permit,
         Err(refusal) => {
             state
@@ -143,13 +158,26 @@ async fn upgrade(room: &str, req: HttpRequest, state: &AppState) -> HttpResponse
             return refused(&refusal);
         }
     };
+    let page = credentials::offers_subprotocol(&req);
     let (standing, refuse) = match private::check(room, &req, state).await {
         Ok(access) => (access.standing(), None),
         // While the store is known to be down, every join is closed with 1013 after the upgrade
         // (what clients expect of an outage): this one too, without joining, as it cannot be told
         // whether the room is private.
-        Err(private::Denied::Unavailable) if state.store.health().is_failing() => {
-            (Standing::Viewer, Some(crate::room::UNREACHABLE_REASON))
+        Err(private::Denied::Unavailable) if state.store.health().is_failing() => (
+            Standing::Viewer,
+            Some((CloseCode::Again, crate::room::UNREACHABLE_REASON)),
+        ),
+        Err(denied @ (private::Denied::NoToken | private::Denied::WrongToken)) if page => {
+            state
+                .stats
+                .refusals
+                .with_label_values(&[denied.code()])
+                .inc();
+            (
+                Standing::Viewer,
+                Some((CloseCode::Other(FORBIDDEN_CLOSE_CODE), denied.code())),
+            )
         }
         Err(denied) => {
             state
@@ -160,10 +188,15 @@ async fn upgrade(room: &str, req: HttpRequest, state: &AppState) -> HttpResponse
             return denied.json();
         }
     };
-    let handshake = match actix_http::ws::handshake(req.head()) {
-        Ok(mut handshake) => handshake.finish(),
+    let mut handshake = match actix_http::ws::handshake(req.head()) {
+        Ok(handshake) => handshake,
         Err(error) => return HttpResponse::from_error(error),
     };
+    if page {
+        // Never an offered value with a secret in it: only the plain protocol name.
+        handshake.insert_header((header::SEC_WEBSOCKET_PROTOCOL, credentials::SUBPROTOCOL));
+    }
+    let handshake = handshake.finish();
     // Only a request the upgrade service passed on can have its socket taken.
     let Some(slot) = SessionSlot::of(&req) else {
         return HttpResponse::BadRequest().json(json!({
@@ -171,17 +204,14 @@ async fn upgrade(room: &str, req: HttpRequest, state: &AppState) -> HttpResponse
             "message": "a WebSocket upgrade request must not announce a body",
         }));
     };
-    let peer = req
-        .peer_addr()
-        .map_or_else(|| "unknown".to_owned(), |addr| addr.to_string());
     let query = web::Query::<UpgradeQuery>::from_query(req.query_string()).ok();
     let batched = query
         .as_ref()
         .is_some_and(|query| matches!(query.batch.as_deref(), Some("1" | "true")));
-    let author = match query.as_ref().and_then(|query| query.author.as_deref()) {
+    let author = match credentials::presented_author(&req) {
         None => None,
-        Some(secret) if history::is_valid_author_secret(secret) => {
-            Some(AuthorId::from_secret(room, secret))
+        Some(secret) if history::is_valid_author_secret(&secret) => {
+            Some(AuthorId::from_secret(room, &secret))
         }
         Some(_) => {
             return HttpResponse::BadRequest().json(json!({
@@ -192,7 +222,7 @@ async fn upgrade(room: &str, req: HttpRequest, state: &AppState) -> HttpResponse
     };
     slot.fill(Admitted {
         room_name: room.into(),
-        peer,
+        peer: client.to_string(),
         permit: Some(permit),
         batched,
         author,
@@ -212,7 +242,7 @@ struct PictureQuery {
     background: Option<String>,
 }
 
-fn picture_error(status: StatusCode, error: &str, message: String) -> HttpResponse {
+fn json_error(status: StatusCode, error: &str, message: String) -> HttpResponse {
     HttpResponse::build(status).json(json!({"error": error, "message": message}))
 }
 
@@ -233,7 +263,7 @@ async fn canvas_png(
         None | Some("white") => false,
         Some("transparent") => true,
         Some(_) => {
-            return picture_error(
+            return json_error(
                 StatusCode::BAD_REQUEST,
                 "invalid_background",
                 "background is white or transparent".into(),
@@ -244,7 +274,7 @@ async fn canvas_png(
     let (base, ops) = match current_canvas(&name, &state).await {
         Ok(Some(current)) => current,
         Ok(None) => {
-            return picture_error(
+            return json_error(
                 StatusCode::NOT_FOUND,
                 "no_such_room",
                 format!("nothing has been drawn in room {name:?}"),
@@ -272,7 +302,7 @@ async fn canvas_png(
                 format!("inline; filename=\"livecanvas-{name}.png\""),
             ))
             .body(png),
-        Ok(Err(err)) => picture_error(
+        Ok(Err(err)) => json_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "unreadable_canvas",
             format!("the room's picture could not be drawn: {err}"),
@@ -309,7 +339,7 @@ async fn current_canvas(
         Ok(None) => return Ok(None),
         Err(err) => {
             log::error!("room={name} cannot be read: {err}");
-            return Err(picture_error(
+            return Err(json_error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "storage_unavailable",
                 "the room's canvas could not be read from disk".into(),
@@ -327,7 +357,7 @@ async fn current_canvas(
         }
         Ok(Err(why)) => {
             log::error!("room={name} has a damaged stored canvas: {why}");
-            Err(picture_error(
+            Err(json_error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "unreadable_canvas",
                 "the room's saved canvas could not be read".into(),
@@ -343,7 +373,7 @@ fn render_failed(failed: RenderFailed) -> HttpResponse {
         RenderFailed::Busy => StatusCode::SERVICE_UNAVAILABLE,
         RenderFailed::Panicked => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    picture_error(
+    json_error(
         status,
         "render_failed",
         format!("the picture could not be drawn: {failed}"),
@@ -431,4 +461,48 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
                 .stats
                 .render(state.admission.open_connections(), state.store.health()),
         )
+}
+
+/// `POST /backup {"dir": "/absolute/dir"}` on the operations listener: a consistent copy of the
+/// database into `dir`, made while serving (`livecanvas backup` asks for it). Answered only to
+/// this machine (a loopback peer): it writes files where the request says.
+async fn backup(
+    req: HttpRequest,
+    body: web::Json<crate::backup::BackupRequest>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let local = req
+        .peer_addr()
+        .is_some_and(|peer| peer.ip().to_canonical().is_loopback());
+    if !local {
+        return json_error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "backups are made only at the request of this machine".into(),
+        );
+    }
+    let dir = body.into_inner().dir;
+    if !dir.is_absolute() {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "relative_dir",
+            "dir must be an absolute path on the server's machine".into(),
+        );
+    }
+    match state.store.backup(dir).await {
+        Ok(done) => HttpResponse::Ok().json(json!({
+            "path": done.path,
+            "bytes": done.bytes,
+        })),
+        Err(err @ crate::storage::StoreError::NothingToBackUp) => json_error(
+            StatusCode::BAD_REQUEST,
+            "nothing_to_back_up",
+            err.to_string(),
+        ),
+        Err(err) => json_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "backup_failed",
+            err.to_string(),
+        ),
+    }
 }

@@ -19,6 +19,10 @@ use super::CanvasServer;
 /// that a crowd joining at once costs a few frames per member, not one per join.
 const CLIENT_COUNT_INTERVAL: Duration = Duration::from_millis(100);
 
+/// How long the encoded list is kept for further newcomers: a crowd arriving together shares one
+/// encoding, and an idle room keeps no copy of its list.
+const PRESENCE_FRAME_KEPT: Duration = Duration::from_secs(1);
+
 impl CanvasServer {
     pub(super) fn count_changed(&mut self, ctx: &mut Context<Self>) {
         self.count_dirty = true;
@@ -71,7 +75,10 @@ impl CanvasServer {
     /// count): it lists the newcomer unless announcements are throttled, and the next
     /// `presenceChange` applies to it as to everyone.
     pub(super) fn presence_for_newcomer(&mut self, id: Uuid, ctx: &mut Context<Self>) {
-        let frame = self.shown.full_frame();
+        let (frame, encoded) = self.shown.full_frame();
+        if encoded {
+            ctx.run_later(PRESENCE_FRAME_KEPT, |room, _| room.shown.forget_frame());
+        }
         if let Some(member) = self.member(id) {
             self.count_out("presence", &frame, 1);
             Self::deliver(member, frame, &self.to_write, ctx);

@@ -41,6 +41,10 @@ impl SharedTcp {
     pub fn new(socket: TcpStream) -> SharedTcp {
         SharedTcp(Rc::new(socket))
     }
+
+    pub fn socket(&self) -> &TcpStream {
+        &self.0
+    }
 }
 
 impl AsyncRead for SharedTcp {

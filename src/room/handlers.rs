@@ -21,8 +21,9 @@ use crate::registry::RoomIdle;
 use actix_http::ws::CloseCode;
 
 use super::{
-    Availability, CanvasServer, Clear, CloseAll, CurrentCanvas, CursorMove, Drain, Draw, Join,
-    JoinAnswer, Leave, Member, SetName, Shutdown, SnapshotReply, Toggle, UNREACHABLE_REASON,
+    Availability, CanvasServer, Clear, CloseAll, CurrentCanvas, CursorMove, Drain, Draw, Figure,
+    Join, JoinAnswer, Leave, Member, Place, SetName, Shutdown, SnapshotReply, Toggle,
+    UNREACHABLE_REASON,
 };
 
 impl CanvasServer {
@@ -122,6 +123,10 @@ impl Handler<Join> for CanvasServer {
             );
             return self.idle_if_empty();
         }
+        if self.members.is_empty() {
+            // Most rooms have one member: room for exactly one, not the four a first push makes.
+            self.members.reserve_exact(1);
+        }
         self.members.push(Member {
             id: join.id,
             session: join.session,
@@ -130,7 +135,7 @@ impl Handler<Join> for CanvasServer {
             tick_from: self.tick.frames.len(),
             refused_at: None,
             direct: direct::find(join.id),
-            identity: Identity::default_for(join.id),
+            identity: Identity::default(),
             standing: join.standing,
         });
         self.population.store(self.members.len(), Ordering::Relaxed);
@@ -180,6 +185,31 @@ impl Handler<Draw> for CanvasServer {
                 .broadcast_seconds
                 .observe(draw.received.elapsed().as_secs_f64());
         }
+    }
+}
+
+impl Handler<Place> for CanvasServer {
+    type Result = ();
+
+    /// Held to the same limits as a segment: the room's stored bytes, the store's back-pressure.
+    fn handle(&mut self, place: Place, ctx: &mut Context<Self>) {
+        if self.stored_bytes >= self.settings.storage.max_room_bytes {
+            return self.refuse_draw(place.from, ctx);
+        }
+        if !self.storable(place.from, ctx) {
+            return;
+        }
+        let (op, frame) = match place.figure {
+            Figure::Shape(shape) => {
+                let frame = ServerMessage::Shape(&shape).encode();
+                (Op::Shape(shape), frame)
+            }
+            Figure::Text(text) => {
+                let frame = ServerMessage::Text(&text).encode();
+                (Op::Text(text), frame)
+            }
+        };
+        self.accept(place.from, op, Some(Meta::now(place.author)), frame, ctx);
     }
 }
 
@@ -234,11 +264,9 @@ impl Handler<SetName> for CanvasServer {
         let Some(member) = self.members.iter_mut().find(|m| m.id == set.from) else {
             return;
         };
-        if member.identity.name == set.name {
-            return;
+        if member.identity.rename(set.from, set.name) {
+            self.announce(ctx);
         }
-        member.identity.name = set.name;
-        self.announce(ctx);
     }
 }
 

@@ -15,7 +15,7 @@ use crate::canvas::Op;
 use crate::history::AuthorId;
 use crate::moderation::{Moderation, Standing};
 use crate::picture::Picture;
-use crate::protocol::{Segment, StrokeId};
+use crate::protocol::{Segment, Shape, StrokeId, Text};
 use actix_http::ws::CloseCode;
 
 /// A session enters the room. Sent by the registry only, so the registry can count joins.
@@ -61,6 +61,21 @@ pub struct Draw {
     pub author: AuthorId,
     pub segment: Segment,
     pub received: Instant,
+}
+
+/// A validated shape or text from member `from`: a whole stroke in one operation.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Place {
+    pub from: Uuid,
+    pub author: AuthorId,
+    pub figure: Figure,
+}
+
+/// What a [`Place`] puts on the canvas.
+pub enum Figure {
+    Shape(Shape),
+    Text(Text),
 }
 
 /// Member `from` undoes (or redoes) a stroke of theirs.

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use actix::io::FramedWrite;
 use actix::prelude::*;
+use actix_http::ws::CloseCode;
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
@@ -24,7 +25,7 @@ use crate::registry::{PlaceSession, RoomRegistry};
 use crate::room::direct::{Direct, SharedTcp};
 use crate::stats::Stats;
 
-use super::reader::{ClientCodec, ClientFrames, READ_BUFFER_BYTES, SNAPSHOT_ENVELOPE_BYTES};
+use super::reader::{ClientCodec, ClientFrames, ReadReady, SNAPSHOT_ENVELOPE_BYTES};
 use super::writer::{ReleasingCodec, SocketWriter};
 use super::WsSession;
 
@@ -46,9 +47,10 @@ pub struct Admitted {
     /// What its link makes of it in its room (a view link's: nothing that changes the picture is
     /// forwarded).
     pub standing: Standing,
-    /// Closed with 1013 and this reason as soon as it starts, without joining: the store is down,
-    /// so whether the room is private cannot be known (and every join is refused meanwhile).
-    pub refuse: Option<&'static str>,
+    /// Closed with this code and reason as soon as it starts, without joining: 1013 while the
+    /// store is down (whether the room is private cannot be known, and every join is refused
+    /// meanwhile), or a page's upgrade to a private room without one of its tokens.
+    pub refuse: Option<(CloseCode, &'static str)>,
     pub settings: Arc<Settings>,
     pub stats: Arc<Stats>,
     pub registry: Addr<RoomRegistry>,
@@ -126,15 +128,15 @@ impl Admitted {
         read_ahead: &[u8],
     ) -> Addr<WsSession>
     where
-        R: AsyncRead + Unpin + 'static,
+        R: AsyncRead + ReadReady + Unpin + 'static,
     {
         // A copy: the HTTP side's buffer is 8 KiB, and the reader keeps what it chains for good.
         let reader = Cursor::new(Bytes::copy_from_slice(read_ahead)).chain(reader);
         // The codec must let a requested snapshot through; the session enforces the small limit
         // on everything else.
         let frame_limit = self.settings.max_snapshot_bytes + SNAPSHOT_ENVELOPE_BYTES;
-        let frames =
-            FramedRead::with_capacity(reader, ClientCodec::new(frame_limit), READ_BUFFER_BYTES);
+        // No buffer yet: `ClientFrames` makes one when the first bytes arrive.
+        let frames = FramedRead::with_capacity(reader, ClientCodec::new(frame_limit), 0);
         WsSession::create(move |ctx| {
             ctx.add_stream(ClientFrames {
                 frames,

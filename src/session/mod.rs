@@ -30,7 +30,8 @@ use crate::protocol::{
 use crate::registry::{JoinRoom, RoomRegistry, TooManyRooms};
 use crate::room::direct::{self, Direct};
 use crate::room::{
-    CanvasServer, Clear, CursorMove, Draw, JoinAnswer, Leave, SetName, SnapshotReply, Toggle,
+    CanvasServer, Clear, CursorMove, Draw, Figure, JoinAnswer, Leave, Place, SetName,
+    SnapshotReply, Toggle,
 };
 use crate::stats::Stats;
 
@@ -90,9 +91,11 @@ pub struct WsSession {
     direct: Option<Rc<Direct>>,
     /// This connection's place in the server's connection counts, released when the actor drops.
     _permit: Option<ConnectionPermit>,
-    draws: DrawLimiter,
+    /// Made at the first draw: a member who only watches (most of a big room) never pays for it.
+    draws: Option<Box<DrawLimiter>>,
     /// Cursor moves beyond their rate are dropped silently (see `presence::CURSORS_PER_SECOND`).
-    cursors: CursorLimiter,
+    /// Made at the first move, as `draws` is.
+    cursors: Option<Box<CursorLimiter>>,
     room_name: Arc<str>,
     peer: String,
     settings: Arc<Settings>,
@@ -113,7 +116,7 @@ pub struct WsSession {
     /// here, `read_only`; a locked room's rule is the room's).
     standing: Standing,
     /// See [`Admitted::refuse`].
-    refuse: Option<&'static str>,
+    refuse: Option<(CloseCode, &'static str)>,
     /// A look at the write buffer is due (see [`WRITE_BUFFER_RELEASE_DELAY`]).
     release_due: bool,
 }
@@ -147,8 +150,8 @@ impl WsSession {
             half_close,
             direct,
             _permit: permit,
-            draws: DrawLimiter::new(&settings),
-            cursors: CursorLimiter::new(),
+            draws: None,
+            cursors: None,
             room_name,
             peer,
             settings,
@@ -410,6 +413,8 @@ impl WsSession {
                     });
                 }
             }
+            ClientMessage::Shape(shape) => self.place(Figure::Shape(shape), "shape", &room, ctx),
+            ClientMessage::Text(text) => self.place(Figure::Text(text), "text", &room, ctx),
             ClientMessage::Clear(stroke_id) => {
                 if self.throttle(ctx) {
                     self.stats.messages_in.with_label_values(&["clear"]).inc();
@@ -459,7 +464,8 @@ impl WsSession {
                 }
             }
             ClientMessage::Cursor { x, y } => {
-                if self.cursors.allow() {
+                let cursors = self.cursors.get_or_insert_with(Box::default);
+                if cursors.allow() {
                     self.stats.messages_in.with_label_values(&["cursor"]).inc();
                     room.do_send(CursorMove { from, x, y });
                 }
@@ -467,10 +473,31 @@ impl WsSession {
         }
     }
 
+    /// Sends a shape or text to the room, counted against the drawing rate like a segment.
+    fn place(
+        &mut self,
+        figure: Figure,
+        kind: &'static str,
+        room: &Addr<CanvasServer>,
+        ctx: &mut Context<Self>,
+    ) {
+        if self.throttle(ctx) {
+            self.stats.messages_in.with_label_values(&[kind]).inc();
+            room.do_send(Place {
+                from: self.id,
+                author: self.author,
+                figure,
+            });
+        }
+    }
+
     /// Whether a draw or clear may go to the room now; reminds a flooder now and then, and closes
     /// one that keeps on.
     fn throttle(&mut self, ctx: &mut Context<Self>) -> bool {
-        match self.draws.check() {
+        let draws = self
+            .draws
+            .get_or_insert_with(|| Box::new(DrawLimiter::new(&self.settings)));
+        match draws.check() {
             Throttle::Allow => true,
             Throttle::Drop { warn } => {
                 if warn {
@@ -576,8 +603,8 @@ impl Actor for WsSession {
         // A client that stops reading stops this actor being polled, so its mailbox fills: the room
         // sees that (its sends fail) and drops it instead of queueing without bound.
         ctx.set_mailbox_capacity(self.settings.max_queued_messages);
-        if let Some(reason) = self.refuse.take() {
-            return self.close(ctx, CloseCode::Again, reason);
+        if let Some((code, reason)) = self.refuse.take() {
+            return self.close(ctx, code, reason);
         }
         if let Some(direct) = &self.direct {
             direct::register(self.id, direct);

@@ -2,23 +2,26 @@
 //! (`ClientCodec`: UTF-8 as the bytes arrive, sizes as soon as a header announces them) and the
 //! frames a client sends read into a buffer that does not stay large (`ClientFrames`).
 //!
-//! It must never wait for a whole oversized frame before refusing it, and never keep a buffer a
-//! snapshot grew once it is empty.
+//! It must never wait for a whole oversized frame before refusing it, never keep a buffer a
+//! snapshot grew once it is empty, and never hold a buffer for a TCP client that sends nothing.
 
+use std::io::Cursor;
 use std::pin::Pin;
 use std::task::Poll;
 
 use actix_http::ws::{self, ProtocolError};
-use bytes::BytesMut;
-use tokio::io::AsyncRead;
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, Chain, ReadHalf};
 use tokio_util::codec::FramedRead;
+
+use crate::room::direct::SharedTcp;
 
 use super::utf8_guard::{announced_length, Utf8Guard};
 
 use super::LINGER_MAX_BYTES;
 
-/// What a connection reads into at first. Clients send small messages (a stroke is ~150 bytes), and
-/// an idle connection keeps this buffer, so it is small; a snapshot grows it as far as it needs.
+/// What a connection reads into once bytes arrive. Clients send small messages (a stroke is ~150
+/// bytes); a snapshot grows it as far as it needs.
 pub(super) const READ_BUFFER_BYTES: usize = 256;
 /// Room for the JSON envelope around the largest accepted PNG data URL: the codec's frame limit is
 /// `--max-snapshot-bytes` plus this.
@@ -103,7 +106,7 @@ pub(super) struct ClientFrames<R> {
     pub(super) draining: Option<usize>,
 }
 
-impl<R: AsyncRead + Unpin> ClientFrames<R> {
+impl<R: AsyncRead + ReadReady + Unpin> ClientFrames<R> {
     /// Reads and discards until the end of the stream or the byte bound; never yields a frame.
     pub(super) fn drain(
         &mut self,
@@ -126,7 +129,7 @@ impl<R: AsyncRead + Unpin> ClientFrames<R> {
     }
 }
 
-impl<R: AsyncRead + Unpin> futures_util::Stream for ClientFrames<R> {
+impl<R: AsyncRead + ReadReady + Unpin> futures_util::Stream for ClientFrames<R> {
     type Item = Result<Incoming, ProtocolError>;
 
     fn poll_next(
@@ -137,15 +140,71 @@ impl<R: AsyncRead + Unpin> futures_util::Stream for ClientFrames<R> {
             return self.drain(cx);
         }
         let frames = &mut self.frames;
+        if frames.read_buffer().capacity() == 0 {
+            // Idle: a buffer only once the socket has bytes for it.
+            if frames.get_ref().poll_read_ready(cx).is_pending() {
+                return Poll::Pending;
+            }
+            *frames.read_buffer_mut() = BytesMut::with_capacity(READ_BUFFER_BYTES);
+        }
         let polled = Pin::new(&mut *frames).poll_next(cx);
         let buffer = frames.read_buffer_mut();
-        if buffer.is_empty() && buffer.capacity() > READ_BUFFER_KEPT_BYTES {
-            *buffer = BytesMut::with_capacity(READ_BUFFER_BYTES);
+        if buffer.is_empty() {
+            if polled.is_pending() && R::TELLS_READINESS {
+                // Everything read was handled: wait for more without a buffer (most members of a
+                // big room only watch).
+                *buffer = BytesMut::new();
+            } else if buffer.capacity() > READ_BUFFER_KEPT_BYTES {
+                *buffer = BytesMut::with_capacity(READ_BUFFER_BYTES);
+            }
         }
         if let Poll::Ready(Some(Err(_))) = &polled {
             self.frames.read_buffer_mut().clear();
             self.draining = Some(0);
         }
         polled
+    }
+}
+
+/// A reader that can tell, without being read, that bytes (or the end) have arrived: a session on
+/// such a reader holds no read buffer while its client is quiet.
+pub(crate) trait ReadReady {
+    /// Whether [`ReadReady::poll_read_ready`] can wait; `false`: it is always ready, and the
+    /// session keeps its buffer.
+    const TELLS_READINESS: bool;
+
+    /// `Ready` once a read would not block; `Pending` arranges a wake-up when one would not.
+    fn poll_read_ready(&self, cx: &mut std::task::Context<'_>) -> Poll<()>;
+}
+
+/// A plain TCP socket: the reactor says when it is readable.
+impl ReadReady for SharedTcp {
+    const TELLS_READINESS: bool = true;
+
+    fn poll_read_ready(&self, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        // An error is ready too: the read that follows reports it.
+        self.socket().poll_read_ready(cx).map(|_| ())
+    }
+}
+
+/// Any other stream (TLS): rustls may hold decrypted bytes the socket no longer shows.
+impl<T> ReadReady for ReadHalf<T> {
+    const TELLS_READINESS: bool = false;
+
+    fn poll_read_ready(&self, _: &mut std::task::Context<'_>) -> Poll<()> {
+        Poll::Ready(())
+    }
+}
+
+/// What the HTTP side read ahead, then the socket.
+impl<R: AsyncRead + ReadReady> ReadReady for Chain<Cursor<Bytes>, R> {
+    const TELLS_READINESS: bool = R::TELLS_READINESS;
+
+    fn poll_read_ready(&self, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        let (read_ahead, socket) = self.get_ref();
+        if read_ahead.has_remaining() {
+            return Poll::Ready(());
+        }
+        socket.poll_read_ready(cx)
     }
 }

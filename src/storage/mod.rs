@@ -19,7 +19,11 @@ use bytestring::ByteString;
 
 use crate::http::access::{AccessHashes, Digest32};
 
-pub use self::redis::{CatchUp, Cluster, Relayed, RelayedOp, MAX_APPENDS_IN_FLIGHT};
+pub use self::redis::{
+    figures as redis_figures, CatchUp, Cluster, RedisFigures, Relayed, RelayedOp,
+    MAX_APPENDS_IN_FLIGHT,
+};
+pub use sqlite::{copy_unheld, BackupDone};
 pub use types::{
     Creation, RoomAccess, RoomListing, StoreError, StoreHealth, StoreOptions, StoredRoom,
 };
@@ -68,6 +72,25 @@ impl Store {
         match self {
             Store::Sqlite(store) => store.path().is_some(),
             Store::Redis(_) => true,
+        }
+    }
+
+    /// Deletes the rooms nobody opened within `ttl` (`--room-ttl`); `open` are the rooms open on
+    /// this node now, never deleted. A cluster node sweeps the whole cluster (see
+    /// [`Cluster::expire`]). The number deleted.
+    pub fn expire(&self, ttl: std::time::Duration, open: Vec<Arc<str>>) -> Answer<usize> {
+        match self {
+            Store::Sqlite(store) => Box::pin(store.expire(ttl, open)),
+            Store::Redis(cluster) => Box::pin(cluster.expire(ttl)),
+        }
+    }
+
+    /// A consistent copy of a single node's database into `dir` while serving (see
+    /// [`sqlite::Store::backup`]); a cluster's canvases are Redis's to back up.
+    pub fn backup(&self, dir: std::path::PathBuf) -> Answer<BackupDone> {
+        match self {
+            Store::Sqlite(store) => Box::pin(store.backup(dir)),
+            Store::Redis(_) => Box::pin(async { Err(StoreError::NothingToBackUp) }),
         }
     }
 

@@ -189,6 +189,11 @@ pub enum StoreError {
     Stopped { path: PathBuf },
     /// The store's thread did not answer within `waited` (a disk that hangs).
     NoAnswer { path: PathBuf, waited: Duration },
+    /// A backup could not be written (`why` names the file and the cause).
+    BackupFailed { why: String },
+    /// This store keeps nothing of its own to back up (`--storage memory`, or a cluster, whose
+    /// canvases are Redis's to back up).
+    NothingToBackUp,
 }
 
 impl fmt::Display for StoreError {
@@ -255,6 +260,11 @@ impl fmt::Display for StoreError {
                 write!(f, "too many rooms are stored (the limit is {limit})")
             }
             StoreError::Redis { detail } => write!(f, "the cluster's Redis: {detail}"),
+            StoreError::BackupFailed { why } => write!(f, "the backup failed: {why}"),
+            StoreError::NothingToBackUp => f.write_str(
+                "this server keeps no database of its own (--storage memory, or a cluster: back up \
+                 Redis instead)",
+            ),
             StoreError::NoAnswer { path, waited } => write!(
                 f,
                 "the storage of {} did not answer within {}s",

@@ -3,7 +3,7 @@
 //! input and to read the pixels of a page's visible `#board` canvas and of the server's picture.
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -138,8 +138,36 @@ impl Browser {
         Browser::open_with(driver, url, Some(phone)).await
     }
 
+    /// As `open_phone`, the phone turned on its side: 844x390 CSS pixels.
+    pub async fn open_phone_landscape(driver: &Arc<Driver>, url: &str) -> Browser {
+        let phone = json!({
+            "deviceMetrics": { "width": 844, "height": 390, "pixelRatio": 3.0, "touch": true },
+        });
+        Browser::open_with(driver, url, Some(phone)).await
+    }
+
     /// As `open`, with `goog:chromeOptions.mobileEmulation` set to `mobile` if given.
     pub async fn open_with(driver: &Arc<Driver>, url: &str, mobile: Option<Value>) -> Browser {
+        let browser = Browser::load(driver, url, mobile).await;
+        browser
+            .wait_until(
+                "document.getElementById('status').dataset.state === 'connected'",
+                "the page's WebSocket is connected (if it never is, is it blocked, e.g. by the \
+                 Content-Security-Policy's connect-src?)",
+            )
+            .await;
+        browser
+            .wait_until(
+                "document.body.dataset.synced === 'true'",
+                "the page has its picture",
+            )
+            .await;
+        browser
+    }
+
+    /// Opens `url` in a fresh browser and returns at once, connected or not (a page that must
+    /// be refused, say).
+    pub async fn load(driver: &Arc<Driver>, url: &str, mobile: Option<Value>) -> Browser {
         let profile = Profile::create();
         let client = new_session_with(driver, &profile.0, mobile).await;
         let session = client
@@ -159,20 +187,27 @@ impl Browser {
             .await
             .unwrap_or_else(|e| panic!("the browser opens {url}: {e}"));
         browser
-            .wait_until(
-                "document.getElementById('status').dataset.state === 'connected'",
-                "the page's WebSocket is connected (if it never is, is it blocked, e.g. by the \
-                 Content-Security-Policy's connect-src?)",
+    }
+
+    /// Resizes the window so that the page's viewport is `width` x `height` CSS pixels (the window
+    /// adds its own frame), and waits until the page has it.
+    pub async fn set_viewport(&self, width: u32, height: u32) {
+        let frame = self
+            .js(
+                "return [outerWidth - innerWidth, outerHeight - innerHeight];",
+                vec![],
             )
             .await;
-        browser
-            .wait_until(
-                "document.body.dataset.synced === 'true'",
-                "the page has its picture",
-            )
-            .await;
-        browser.skip_name_dialog().await;
-        browser
+        let frame: Vec<u32> = serde_json::from_value(frame).expect("the window's frame");
+        self.client
+            .set_window_size(width + frame[0], height + frame[1])
+            .await
+            .expect("the window resizes");
+        self.wait_until(
+            &format!("innerWidth === {width} && innerHeight === {height}"),
+            &format!("the viewport is {width}x{height}"),
+        )
+        .await;
     }
 
     /// Reloads the page and waits until it is connected and has its picture again.
@@ -188,26 +223,11 @@ impl Browser {
             "the reloaded page has its picture",
         )
         .await;
-        self.skip_name_dialog().await;
     }
 
     /// The board shows nothing where the middle stroke goes.
     pub async fn assert_shows_no_stroke(&self, what: &str) {
         self.assert_pixels(&ON_STROKE, Px::Blank, what).await;
-    }
-
-    /// A fresh profile is a first visit, on which the page asks for a name in a modal dialog:
-    /// skip it as a user would ("Not now"), so that the board takes pointer input.
-    pub async fn skip_name_dialog(&self) {
-        let open = self
-            .js(
-                "const d = document.getElementById('name-dialog'); return Boolean(d && d.open);",
-                vec![],
-            )
-            .await;
-        if open == Value::Bool(true) {
-            self.click("#name-skip").await;
-        }
     }
 
     /// Runs `script` (a function body; `arguments` holds `args`) in the page.
@@ -601,6 +621,32 @@ pub async fn wait_for_server_picture(
             panic!("waited {DEADLINE:?} in vain until {what}: the room has no picture (404)");
         }
         tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Starts a server on `addr`, where a server that has just exited listened; retried until the
+/// deadline while the port is not free yet (or was taken for a moment by someone else).
+pub fn start_server_on(addr: SocketAddr, data_dir: &Path) -> Server {
+    let bind = addr.to_string();
+    let data_dir = data_dir.to_str().expect("a UTF-8 data directory");
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        // A quick look first (std's listener sets SO_REUSEADDR, as the server's does), so that a
+        // busy port is waited for without the noise of a failed start.
+        if TcpListener::bind(addr).is_ok() {
+            match std::panic::catch_unwind(|| {
+                Server::start_with(&["--bind", &bind, "--data-dir", data_dir])
+            }) {
+                Ok(server) => return server,
+                Err(panic) if Instant::now() >= deadline => std::panic::resume_unwind(panic),
+                Err(_) => {}
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{addr} was not free again within {DEADLINE:?} of the old server's exit"
+        );
+        std::thread::sleep(POLL);
     }
 }
 

@@ -13,6 +13,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -86,27 +87,41 @@ impl Server {
 
     /// Like `start_with`, with extra environment variables.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
-        Server::launch(args, env, None)
+        Server::launch(args, env, None, None)
+    }
+
+    /// Like `start_with`, logging at `level` (`RUST_LOG`) into the file `log`.
+    pub fn start_logging(args: &[&str], level: &str, log: &std::path::Path) -> Server {
+        let file = std::fs::File::create(log).expect("a log file for the server");
+        Server::launch(args, &[("RUST_LOG", level)], None, Some(file))
     }
 
     /// Like `start_with`, in a process whose open-file limit (soft and hard) is `open_files`, as
     /// `prlimit --nofile` would start it.
     pub fn start_with_open_files(args: &[&str], open_files: u64) -> Server {
-        Server::launch(args, &[], Some(open_files))
+        Server::launch(args, &[], Some(open_files), None)
     }
 
-    fn launch(args: &[&str], env: &[(&str, &str)], open_files: Option<u64>) -> Server {
+    fn launch(
+        args: &[&str],
+        env: &[(&str, &str)],
+        open_files: Option<u64>,
+        log: Option<std::fs::File>,
+    ) -> Server {
         let own_data_dir = (!args.contains(&"--data-dir")).then(data_dir);
         let mut command = Command::new(server_binary());
         command
             .args(["--bind", "127.0.0.1:0", "--frontend-dir", &frontend_dir()])
             .args(args)
-            .envs(env.iter().copied())
             .env(
                 "RUST_LOG",
                 std::env::var("TEST_SERVER_LOG").unwrap_or_else(|_| "warn".into()),
             )
+            .envs(env.iter().copied())
             .stdout(Stdio::piped());
+        if let Some(log) = log {
+            command.stderr(log);
+        }
         if let Some(dir) = &own_data_dir {
             command.env("LIVECANVAS_DATA_DIR", dir.path());
         }
@@ -286,6 +301,8 @@ impl Drop for Server {
 /// A WebSocket client speaking the protocol, as a test would like to talk to it.
 pub struct Client {
     pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// The subprotocol the server answered the upgrade with, if any.
+    pub protocol: Option<String>,
     /// Our id, from `welcome`.
     pub id: String,
     pub welcome: Value,
@@ -351,8 +368,8 @@ impl Roster {
 
 impl Client {
     /// Connects and reads the `welcome`.
-    pub async fn join(url: &str) -> Client {
-        match Client::join_or_close(url).await {
+    pub async fn join<R: IntoClientRequest + Unpin>(request: R) -> Client {
+        match Client::join_or_close(request).await {
             Ok(client) => client,
             Err(close) => panic!("the join was refused: {close:?}"),
         }
@@ -360,12 +377,20 @@ impl Client {
 
     /// Connects and reads the first message: the `welcome` of a member, or the close frame of a
     /// join the server refused (after the upgrade).
-    pub async fn join_or_close(url: &str) -> Result<Client, CloseFrame> {
-        let (ws, _) = tokio_tungstenite::connect_async(url)
+    pub async fn join_or_close<R: IntoClientRequest + Unpin>(
+        request: R,
+    ) -> Result<Client, CloseFrame> {
+        let (ws, response) = tokio_tungstenite::connect_async(request)
             .await
             .expect("the upgrade succeeds");
+        let protocol = response
+            .headers()
+            .get("sec-websocket-protocol")
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
         let mut client = Client {
             ws,
+            protocol,
             id: String::new(),
             welcome: Value::Null,
             roster: Roster::default(),
@@ -816,4 +841,137 @@ pub fn wait_for_status(url: &str, status: u16, deadline: Duration) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// A real HAProxy (Debian's package) of the test's own in front of `backend`: a free loopback
+/// port, a temporary directory for its configuration, HTTP mode with `option forwardfor` (the
+/// client's address appended to `X-Forwarded-For`), `extra_frontend` lines added to its frontend;
+/// killed when dropped.
+pub struct Haproxy {
+    child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Haproxy {
+    pub fn start(backend: SocketAddr, extra_frontend: &[&str]) -> Haproxy {
+        Haproxy::start_with(backend, extra_frontend, "")
+    }
+
+    /// As `start`, with `server_options` on the backend's server line (e.g. `send-proxy-v2`).
+    pub fn start_with(
+        backend: SocketAddr,
+        extra_frontend: &[&str],
+        server_options: &str,
+    ) -> Haproxy {
+        let dir = tempfile::Builder::new()
+            .prefix("livecanvas-haproxy-")
+            .tempdir()
+            .expect("a temporary directory for HAProxy");
+        let port = free_port();
+        let extra: String = extra_frontend
+            .iter()
+            .map(|line| format!("    {line}\n"))
+            .collect();
+        let config = format!(
+            "global\n    maxconn 1000\n\
+             defaults\n    mode http\n    option forwardfor\n    timeout connect 5s\n    \
+             timeout client 30s\n    timeout server 30s\n    timeout tunnel 1h\n\
+             frontend canvas\n    bind 127.0.0.1:{port}\n{extra}    default_backend livecanvas\n\
+             backend livecanvas\n    server node {backend} {server_options}\n"
+        );
+        let path = dir.path().join("haproxy.cfg");
+        std::fs::write(&path, config).expect("write haproxy.cfg");
+        let mut command = Command::new("haproxy");
+        command
+            .arg("-f")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        die_with_parent(&mut command);
+        let child = command
+            .spawn()
+            .expect("haproxy starts (install Debian's haproxy package: apt-get install haproxy)");
+        let proxy = Haproxy {
+            child,
+            port,
+            _dir: dir,
+        };
+        // Listening once a request through it reaches the server.
+        let deadline = std::time::Instant::now() + EVENT_DEADLINE;
+        while !(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            && http_status(&proxy.http_url("/readyz")) == 200)
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "haproxy did not answer on port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        proxy
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TCP connection to `to` from the loopback address `from` (any of 127.0.0.0/8): a client at
+/// an address of its own, as seen by whatever it connects to.
+pub fn connect_from(from: [u8; 4], to: SocketAddr) -> std::net::TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+        .expect("a TCP socket");
+    let source = SocketAddr::from((from, 0));
+    socket
+        .bind(&source.into())
+        .expect("bind a loopback source address");
+    socket.connect(&to.into()).expect("connect");
+    let stream: std::net::TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(EVENT_DEADLINE))
+        .expect("a read timeout");
+    stream
+}
+
+/// Sends `request` (a whole HTTP/1.1 request head, and body if any) on `stream` and reads the
+/// status line's code; the stream stays open (a 101 keeps the WebSocket).
+pub fn send_raw_request(stream: &mut std::net::TcpStream, request: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    stream
+        .write_all(request.as_bytes())
+        .expect("send a request");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => break,
+        }
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {head:?}"));
+    (status, head)
+}
+
+/// A WebSocket upgrade request for `path`, with `extra` header lines (each ending in CRLF).
+pub fn upgrade_request(path: &str, extra: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    )
 }

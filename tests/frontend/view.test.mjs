@@ -54,3 +54,24 @@ test('place puts a logical point under a canvas point, and fromCanvas inverts to
   const back = v.toCanvas(p.x, p.y);
   assert.ok(Math.abs(back.x - 123) < 1e-9 && Math.abs(back.y - 45) < 1e-9);
 });
+
+test('a stage the fitted board covers half of or more opens at fit', () => {
+  const v = new ViewTransform();
+  v.setLayout(layout); // a desktop: 1248x702 of 1248x740
+  v.start();
+  assert.equal(v.zoom, 1);
+  assert.deepEqual([v.ox, v.oy], [0, 0]);
+});
+
+test('a stage the fitted board covers less than half of opens zoomed to fill it, centred', () => {
+  const v = new ViewTransform();
+  // A phone held upright: the 16:9 board fits 390x219 of a 390x732 stage (30%).
+  v.setLayout({ logicalW: 1600, logicalH: 900, fitW: 390, fitH: 219, availW: 390, availH: 732 });
+  assert.ok(v.fitW * v.fitH < 0.5 * v.availW * v.availH);
+  v.start();
+  assert.ok(Math.abs(v.zoom - 732 / 219) < 1e-9, `zoom ${v.zoom}`);
+  assert.equal(v.canvasW, 390);
+  assert.equal(v.canvasH, 732);
+  const middle = v.toCanvas(800, 450);
+  assert.ok(Math.abs(middle.x - 195) < 1 && Math.abs(middle.y - 366) < 1, JSON.stringify(middle));
+});

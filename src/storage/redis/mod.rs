@@ -13,7 +13,8 @@
 //! - `livecanvas:{R}:meta`, a hash: `seq` (the last operation's number), `cp_seq`, `cp_at` and
 //!   `png` (the last checkpoint: the picture after operation `cp_seq`, stored at Unix ms `cp_at`;
 //!   no `png` while blank), `members` and `members_v` (the last room-wide count published, and its
-//!   version).
+//!   version), `opened` (when a node last opened the room, or a retention sweep found it open: ms
+//!   since the epoch).
 //! - `livecanvas:{R}:ops`, a stream: operation `n` has ID `0-n`, fields `o` (the JSON broadcast for
 //!   it) and `f` (the sender's client id, so that nobody gets their own back). A stored checkpoint
 //!   trims what it covers (`XTRIM MINID`).
@@ -26,7 +27,8 @@
 //!   had owners), and `locked` (`1` while the owner has locked the room). Present only for a
 //!   private room; written when the room is created (which also enters R in `livecanvas:rooms`),
 //!   changed when its owner replaces the links or locks it, and kept as long as the room's other
-//!   keys. Only the operator's delete removes a room: every key of it, and its set entry.
+//!   keys. A room is removed, every key of it and its set entry, only by the operator's delete or
+//!   by retention (`--room-ttl`), both with the same Lua (`delete_room_keys!`).
 //! - `livecanvas:{R}:roster`, a hash: node → the JSON array of that node's first 200 members
 //!   (`clientId`, `name`, `color`). Written and dropped with the node's `presence` entry (same
 //!   deadline), so a dead node's members leave the room-wide list when its count does.
@@ -71,6 +73,8 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 /// The Pub/Sub link is pinged this often: a Redis that stopped answering without closing the
 /// connection is noticed within about this plus `REDIS_ANSWER_TIMEOUT`.
 const PING_INTERVAL: Duration = Duration::from_secs(1);
+/// Rooms listed per `SSCAN` of a retention sweep.
+const EXPIRE_SCAN_COUNT: usize = 500;
 /// At most this many appends go to Redis in one pipeline (one round trip).
 const MAX_APPENDS_PER_TRIP: usize = 256;
 /// At most this many appends may be on their way to Redis from one node; beyond, strokes are
@@ -231,6 +235,21 @@ struct Scripts {
     create_private: Script,
     change_access: Script,
     delete_room: Script,
+    expire: Script,
+}
+
+/// Every key of `room`, then the set of rooms: what deleting a room removes (the `KEYS` of
+/// `DELETE_ROOM` and `EXPIRE`, which delete with the same Lua).
+fn room_keys(room: &str) -> Vec<String> {
+    vec![
+        meta_key(room),
+        ops_key(room),
+        lease_key(room),
+        presence_key(room),
+        access_key(room),
+        roster_key(room),
+        rooms_key(),
+    ]
 }
 
 fn meta_key(room: &str) -> String {
@@ -284,18 +303,63 @@ fn redis_error(err: impl std::fmt::Display) -> StoreError {
     }
 }
 
-/// `future`, or a `StoreError` once `REDIS_ANSWER_TIMEOUT` has passed.
+/// `future`, or a `StoreError` once `REDIS_ANSWER_TIMEOUT` has passed. Every call's round trip
+/// and every failure (an error answer, a lost link, a timeout) go into [`figures`].
 async fn bounded<T>(
     what: &str,
     future: impl Future<Output = Result<T, RedisError>>,
 ) -> Result<T, StoreError> {
-    match tokio::time::timeout(REDIS_ANSWER_TIMEOUT, future).await {
+    let started = std::time::Instant::now();
+    let result = match tokio::time::timeout(REDIS_ANSWER_TIMEOUT, future).await {
         Ok(result) => result.map_err(redis_error),
         Err(_) => Err(redis_error(format_args!(
             "{what}: no answer within {}s",
             REDIS_ANSWER_TIMEOUT.as_secs()
         ))),
+    };
+    let figures = figures();
+    figures
+        .round_trip_seconds
+        .observe(started.elapsed().as_secs_f64());
+    if result.is_err() {
+        figures.errors.with_label_values(&[what]).inc();
     }
+    result
+}
+
+/// What `/metrics` shows of this node's Redis: every call's round trip, and the calls that
+/// failed, by what they were for. Process-wide, as the node's links to Redis are.
+pub struct RedisFigures {
+    pub round_trip_seconds: prometheus::Histogram,
+    pub errors: prometheus::IntCounterVec,
+}
+
+/// Round-trip buckets, in seconds: from 100 µs to the 3 s a call may take.
+const ROUND_TRIP_BUCKETS_SECONDS: [f64; 12] = [
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.1, 0.25, 1.0, 3.0,
+];
+
+/// This process's [`RedisFigures`].
+pub fn figures() -> &'static RedisFigures {
+    static FIGURES: std::sync::OnceLock<RedisFigures> = std::sync::OnceLock::new();
+    FIGURES.get_or_init(|| RedisFigures {
+        round_trip_seconds: prometheus::Histogram::with_opts(
+            prometheus::HistogramOpts::new(
+                "redis_round_trip_seconds",
+                "Round trip of each call to Redis (a script, a command, a ping).",
+            )
+            .buckets(ROUND_TRIP_BUCKETS_SECONDS.to_vec()),
+        )
+        .unwrap_or_else(|_| unreachable!("a constant, valid metric name")),
+        errors: prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "redis_errors_total",
+                "Calls to Redis that failed (an error answer, a lost link, no answer in time).",
+            ),
+            &["operation"],
+        )
+        .unwrap_or_else(|_| unreachable!("a constant, valid metric name")),
+    })
 }
 
 impl Cluster {
@@ -338,6 +402,7 @@ impl Cluster {
                     create_private: Script::new(CREATE_PRIVATE),
                     change_access: Script::new(CHANGE_ACCESS),
                     delete_room: Script::new(DELETE_ROOM),
+                    expire: Script::new(EXPIRE),
                 },
             }),
         };
@@ -578,6 +643,8 @@ impl Cluster {
     }
 
     fn lost(&self, why: String) {
+        // Each broken link and each failed attempt to connect, beside the calls that failed.
+        figures().errors.with_label_values(&["link"]).inc();
         let was_connected = lock(&self.inner.sink).take().is_some();
         if was_connected || !self.inner.health.is_failing() {
             log::error!(
@@ -675,6 +742,46 @@ impl Cluster {
                 invocation.arg(arg);
             }
             bounded(what, invocation.invoke_async(&mut conn)).await
+        }
+    }
+
+    /// Retention: deletes every room of the cluster that nobody had open for `ttl` (see the
+    /// `EXPIRE` script; a room with members on any node is open); the number deleted. Every node
+    /// sweeps: a room deleted by one is gone for the others' scripts.
+    pub fn expire(
+        &self,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<usize, StoreError>> + Send + 'static {
+        let cluster = self.clone();
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        async move {
+            let mut cursor = 0u64;
+            let mut deleted = 0;
+            loop {
+                let mut command = ::redis::cmd("SSCAN");
+                command
+                    .arg(rooms_key())
+                    .arg(cursor)
+                    .arg("COUNT")
+                    .arg(EXPIRE_SCAN_COUNT);
+                let (next, rooms): (u64, Vec<String>) =
+                    cluster.query("listing rooms to expire", command).await?;
+                for room in rooms {
+                    let keys = room_keys(&room);
+                    let args = vec![room.as_bytes().to_vec(), ttl_ms.to_string().into_bytes()];
+                    let gone: i64 = cluster
+                        .invoke("expiring a room", |s| &s.expire, keys, args)
+                        .await?;
+                    if gone == 1 {
+                        log::info!("room={room} deleted: nobody opened it within --room-ttl");
+                        deleted += 1;
+                    }
+                }
+                cursor = next;
+                if cursor == 0 {
+                    return Ok(deleted);
+                }
+            }
         }
     }
 
@@ -1057,15 +1164,7 @@ impl Cluster {
         self.invoke::<i64>(
             "deleting a room",
             |s| &s.delete_room,
-            vec![
-                meta_key(room),
-                ops_key(room),
-                lease_key(room),
-                presence_key(room),
-                access_key(room),
-                roster_key(room),
-                rooms_key(),
-            ],
+            room_keys(room),
             vec![
                 room.as_bytes().to_vec(),
                 channel(room).into_bytes(),

@@ -1,7 +1,7 @@
 //! The Lua scripts the cluster runs in Redis, each one atomic step on a room's keys (an append,
 //! a load, a catch-up, a checkpoint, a private room's creation and moderation, a room's deletion,
-//! presence). They must never touch another room's keys: every key a script names has the room's
-//! hash tag (but for the set of rooms).
+//! presence, retention). They must never touch another room's keys: every key a script names has
+//! the room's hash tag (but for the set of rooms).
 
 /// Appends an operation: its number, its place in the stream, its publication.
 /// KEYS: meta, ops. ARGV: sender, json, channel.
@@ -14,7 +14,8 @@ return seq
 
 /// Reads a room: its checkpoint and the operations after it, in one atomic step (a checkpoint
 /// stored between two reads would trim operations the first read did not cover). Creates the
-/// room's entry in the room set unless `max_rooms` are stored (then answers `too_many`).
+/// room's entry in the room set unless `max_rooms` are stored (then answers `too_many`). A room
+/// opened (not only read) records when, in `opened` (ms), for retention.
 /// KEYS: meta, ops, rooms. ARGV: room, max_rooms (0: read only, never create).
 pub(super) const LOAD: &str = r"
 local existed = redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1
@@ -22,6 +23,10 @@ if not existed then
   if tonumber(ARGV[2]) == 0 then return {'missing'} end
   if redis.call('SCARD', KEYS[3]) >= tonumber(ARGV[2]) then return {'too_many'} end
   redis.call('SADD', KEYS[3], ARGV[1])
+end
+if tonumber(ARGV[2]) > 0 then
+  local t = redis.call('TIME')
+  redis.call('HSET', KEYS[1], 'opened', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
 end
 local m = redis.call('HMGET', KEYS[1], 'cp_seq', 'png', 'seq')
 local cp = tonumber(m[1] or '0')
@@ -85,15 +90,58 @@ redis.call('PUBLISH', ARGV[1], ARGV[2])
 return 1
 ";
 
-/// Deletes every key of a room and its entry in the room set, and tells every node with members
-/// in it. Answers how many keys (and set entries) there were. KEYS: the room's keys, then the
-/// room set. ARGV: room, channel, message (empty: tell nobody).
-pub(super) const DELETE_ROOM: &str = r"
+/// The Lua that deletes a room, shared by the operator's delete and retention: every key of the
+/// room (KEYS but the last) and its entry in the room set (the last KEY); `gone` counts them.
+/// ARGV[1]: the room.
+macro_rules! delete_room_keys {
+    () => {
+        r"
 local gone = redis.call('SREM', KEYS[#KEYS], ARGV[1])
 for i = 1, #KEYS - 1 do gone = gone + redis.call('DEL', KEYS[i]) end
+"
+    };
+}
+
+/// Deletes every key of a room and its entry in the room set, and tells every node with members
+/// in it. Answers how many keys (and set entries) there were. KEYS: the room's keys, then the
+/// room set (`room_keys`). ARGV: room, channel, message (empty: tell nobody).
+pub(super) const DELETE_ROOM: &str = concat!(
+    delete_room_keys!(),
+    r"
 if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
 return gone
-";
+"
+);
+
+/// Retention: deletes the room, every key of it and its entry in the room set, if nobody has had
+/// it open for `ttl_ms`. A room with a live presence entry (members on some node) is open: its
+/// time becomes now. A room without a time (a private room never opened) starts aging now.
+/// KEYS: meta, ops, lease, presence, access, roster, rooms (`room_keys`). ARGV: room, ttl_ms.
+/// Answers 1 if the room was deleted.
+pub(super) const EXPIRE: &str = concat!(
+    r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local all = redis.call('HGETALL', KEYS[4])
+for i = 1, #all, 2 do
+  local count, deadline = string.match(all[i + 1], '^(%d+):(%d+)$')
+  if count ~= nil and tonumber(count) > 0 and tonumber(deadline) >= now then
+    redis.call('HSET', KEYS[1], 'opened', now)
+    return 0
+  end
+end
+local opened = tonumber(redis.call('HGET', KEYS[1], 'opened') or '')
+if opened == nil then
+  redis.call('HSET', KEYS[1], 'opened', now)
+  return 0
+end
+if opened + tonumber(ARGV[2]) > now then return 0 end
+",
+    delete_room_keys!(),
+    r"
+return 1
+"
+);
 
 /// Sets this node's member count and roster in a room (count 0: removes both) and sums the live
 /// entries, dropping those past their deadline (with their rosters); publishes the sum when it

@@ -17,7 +17,9 @@
 //! - `rooms(name TEXT PRIMARY KEY, width INTEGER, height INTEGER, checkpoint BLOB NULL,
 //!   checkpoint_seq INTEGER NOT NULL DEFAULT 0, updated_at INTEGER)`: one row per room on disk.
 //!   `checkpoint` is a PNG (NULL until the first checkpoint; `width`/`height` are those of the
-//!   checkpoint), `updated_at` the Unix time of its last write. A row exists from the room's first
+//!   checkpoint), `updated_at` the Unix time of its last checkpoint or of its last opening (a room
+//!   actor loading it; with `--room-ttl`, every sweep also sets it for the rooms open then). A
+//!   row exists from the room's first
 //!   load on, so it counts toward `max_rooms` even before anything is drawn, until `forget`.
 //! - `ops(room TEXT NOT NULL, seq INTEGER NOT NULL, op TEXT NOT NULL, PRIMARY KEY(room, seq))
 //!   WITHOUT ROWID`: every accepted op after the checkpoint, as the JSON text that was broadcast
@@ -29,7 +31,8 @@
 //!   tokens; no owner digest for a room made before rooms had owners) and whether the owner locked
 //!   the room. Created if missing when a database is opened, and its later columns added (older
 //!   code ignores them). Forgetting a blank room's picture never deletes a row (that must not
-//!   turn a private room public); only the operator's delete does, with the room's other rows.
+//!   turn a private room public); a row is deleted only with the room's other rows, by the
+//!   operator's delete or by retention (`--room-ttl`), both through the writer's `delete_rows`.
 //!   Every row is read into memory at open, so the check on a WebSocket upgrade never waits for
 //!   the disk; the writer changes that map once a change is committed. Rows count toward
 //!   `max_rooms` of their own.
@@ -85,6 +88,9 @@ use tokio::sync::oneshot;
 /// The database's file name inside the data directory.
 pub const FILE_NAME: &str = "livecanvas.db";
 
+mod backup;
+pub use backup::{copy_unheld, BackupDone};
+
 /// The schema this code reads and writes (`PRAGMA user_version`).
 pub const SCHEMA_VERSION: i64 = 1;
 
@@ -128,6 +134,9 @@ const WAL_FOLD_MIN_BYTES: u64 = 1024 * 1024;
 /// How long a caller waits for the store thread's answer (a load, a read, a flush) before it gives
 /// up with [`StoreError::NoAnswer`].
 const STORE_ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a backup may take before its requester stops waiting (the copy goes on): a database
+/// of gigabytes on a slow disk.
+const BACKUP_ANSWER_TIMEOUT: Duration = Duration::from_secs(600);
 /// While commits fail, the error is logged at the first failure and then at most this often.
 const FAILURE_LOG_EVERY: Duration = Duration::from_secs(30);
 
@@ -289,6 +298,18 @@ enum Command {
     },
     Close {
         reply: oneshot::Sender<()>,
+    },
+    /// Deletes the rooms nobody opened since `cutoff` (Unix seconds), except those in `open`, whose
+    /// time is set to now (retention, `--room-ttl`).
+    Expire {
+        cutoff: i64,
+        open: Vec<Arc<str>>,
+        reply: oneshot::Sender<Result<usize, StoreError>>,
+    },
+    /// A consistent copy of the database into a directory (see `backup`).
+    Backup {
+        dir: PathBuf,
+        reply: oneshot::Sender<Result<BackupDone, StoreError>>,
     },
     /// Tests: SQLite's `max_page_count`, to make the database full and then not.
     #[cfg(test)]
@@ -677,6 +698,50 @@ impl Store {
         if let Some(inner) = &self.inner {
             inner.send(Command::SetMaxPageCount(pages));
         }
+    }
+
+    /// Copies the database, with everything committed before this call, into `dir/livecanvas.db`
+    /// while serving (SQLite's online backup, on the writer thread; writes wait meanwhile). A
+    /// memory store has nothing to copy: `Err(NothingToBackUp)`.
+    pub fn backup(
+        &self,
+        dir: PathBuf,
+    ) -> impl Future<Output = Result<BackupDone, StoreError>> + Send + 'static {
+        let queued = self.request(|reply| Command::Backup { dir, reply });
+        async move {
+            match queued {
+                Request::Memory => Err(StoreError::NothingToBackUp),
+                Request::Stopped(err) => Err(err),
+                Request::Queued(inner, answer) => {
+                    match tokio::time::timeout(BACKUP_ANSWER_TIMEOUT, answer).await {
+                        Ok(Ok(result)) => result,
+                        Ok(Err(_)) => Err(inner.stopped()),
+                        Err(_) => Err(StoreError::NoAnswer {
+                            path: inner.path.clone(),
+                            waited: BACKUP_ANSWER_TIMEOUT,
+                        }),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Deletes every room, with its picture, operations and tokens, that nobody opened within `ttl`
+    /// and that is not in `open` (the rooms open now, whose time becomes now, so that a room's age
+    /// counts from when its last member left, give or take one sweep); the number deleted.
+    pub fn expire(
+        &self,
+        ttl: Duration,
+        open: Vec<Arc<str>>,
+    ) -> impl Future<Output = Result<usize, StoreError>> + Send + 'static {
+        let ttl_secs = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
+        let cutoff = unix_now().saturating_sub(ttl_secs);
+        let queued = self.request(|reply| Command::Expire {
+            cutoff,
+            open,
+            reply,
+        });
+        queued.answer(0)
     }
 
     /// Number of rooms stored (0 for [`Store::memory`]).

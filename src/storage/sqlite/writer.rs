@@ -141,6 +141,9 @@ impl Writer {
             Command::Load { room, reply } => {
                 // With `create`, the answer is always `Some`.
                 let loaded = self.load(&room, true).map(Option::unwrap_or_default);
+                if let Err(err) = self.mark_opened(&room) {
+                    log::warn!("room={room}: cannot record that it was opened: {err}");
+                }
                 let _ = reply.send(loaded.map(|stored| self.with_held(&room, stored)));
             }
             Command::Read { room, reply } => {
@@ -248,6 +251,43 @@ impl Writer {
                 // Handled by `run`, which owns the connection's end.
                 let _ = reply.send(());
             }
+            // Held ops of an expired room would bring it back half; expire once they are written.
+            Command::Expire { reply, .. } if !self.held.is_empty() => {
+                let _ = reply.send(Ok(0));
+            }
+            Command::Expire {
+                cutoff,
+                open,
+                reply,
+            } => {
+                let expired = self
+                    .expire(cutoff, &open)
+                    .map_err(|source| self.sqlite_error("cannot expire rooms in", source));
+                if let Ok(rooms) = &expired {
+                    let mut access = self
+                        .access
+                        .write()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    for room in rooms {
+                        log::info!("room={room} deleted: nobody opened it within --room-ttl");
+                        access.remove(room.as_str());
+                    }
+                }
+                let _ = reply.send(expired.map(|rooms| rooms.len()));
+            }
+            Command::Backup { dir, reply } => {
+                let copied = super::backup::copy_database(&self.conn, &dir);
+                match &copied {
+                    Ok(done) => log::info!(
+                        "backed up {} into {} ({} bytes)",
+                        self.path.display(),
+                        done.path.display(),
+                        done.bytes
+                    ),
+                    Err(why) => log::error!("backup of {} failed: {why}", self.path.display()),
+                }
+                let _ = reply.send(copied.map_err(|why| StoreError::BackupFailed { why }));
+            }
             #[cfg(test)]
             Command::SetMaxPageCount(pages) => {
                 let set = format!("PRAGMA max_page_count = {pages}");
@@ -279,14 +319,7 @@ impl Writer {
             }
         }
         let tx = self.conn.transaction()?;
-        let mut deleted = 0;
-        for statement in [
-            "DELETE FROM ops WHERE room = ?1",
-            "DELETE FROM rooms WHERE name = ?1",
-            "DELETE FROM room_access WHERE room = ?1",
-        ] {
-            deleted += tx.prepare_cached(statement)?.execute([room])?;
-        }
+        let deleted = delete_rows(&tx, room)?;
         tx.commit()?;
         Ok(deleted > 0 || self.held.len() != before)
     }
@@ -534,6 +567,54 @@ impl Writer {
             .execute([room])?;
         tx.commit()?;
         Ok(true)
+    }
+
+    /// Records that a room actor opened `room` now (retention counts from it).
+    fn mark_opened(&mut self, room: &str) -> rusqlite::Result<()> {
+        self.conn
+            .prepare_cached("UPDATE rooms SET updated_at = ?2 WHERE name = ?1")?
+            .execute(params![room, unix_now()])?;
+        Ok(())
+    }
+
+    /// Deletes the rooms last opened before `cutoff` (Unix seconds), with their ops and tokens,
+    /// after setting the time of every room in `open` to now; the names deleted.
+    pub(super) fn expire(
+        &mut self,
+        cutoff: i64,
+        open: &[std::sync::Arc<str>],
+    ) -> rusqlite::Result<Vec<String>> {
+        let now = unix_now();
+        let tx = self.conn.transaction()?;
+        {
+            let mut touch =
+                tx.prepare_cached("UPDATE rooms SET updated_at = ?2 WHERE name = ?1")?;
+            for room in open {
+                touch.execute(params![room.as_ref(), now])?;
+            }
+        }
+        // Rows of another age of this code, without a time: their age starts now.
+        tx.execute(
+            "UPDATE rooms SET updated_at = ?1 WHERE updated_at IS NULL",
+            [now],
+        )?;
+        tx.execute(
+            "UPDATE room_access SET created_at = ?1 WHERE created_at IS NULL",
+            [now],
+        )?;
+        let expired: Vec<String> = tx
+            .prepare(
+                "SELECT name FROM rooms WHERE updated_at < ?1 \
+                 UNION SELECT room FROM room_access WHERE created_at < ?1 \
+                 AND room NOT IN (SELECT name FROM rooms)",
+            )?
+            .query_map([cutoff], |row| row.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        for room in &expired {
+            delete_rows(&tx, room)?;
+        }
+        tx.commit()?;
+        Ok(expired)
     }
 
     /// Inserts a private room's row unless a room of that name exists; `TooManyRooms` once
@@ -796,4 +877,18 @@ pub(super) fn ungroup(
         }
     }
     Ok(ops)
+}
+
+/// Deletes every row of `room` (its ops, its picture, its tokens) in `tx`: the one deletion of a
+/// room, whether the operator asked for it or retention found the room unused. The number of rows.
+fn delete_rows(tx: &rusqlite::Transaction<'_>, room: &str) -> rusqlite::Result<usize> {
+    let mut deleted = 0;
+    for statement in [
+        "DELETE FROM ops WHERE room = ?1",
+        "DELETE FROM rooms WHERE name = ?1",
+        "DELETE FROM room_access WHERE room = ?1",
+    ] {
+        deleted += tx.prepare_cached(statement)?.execute([room])?;
+    }
+    Ok(deleted)
 }
