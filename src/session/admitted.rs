@@ -3,7 +3,6 @@
 //!
 //! It must never start a session for a connection the room has not been asked to take.
 
-use crate::moderation::Standing;
 use std::cell::Cell;
 use std::io::Cursor;
 use std::rc::Rc;
@@ -21,6 +20,7 @@ use tokio_util::codec::FramedRead;
 use crate::config::Settings;
 use crate::history::AuthorId;
 use crate::http::limits::ConnectionPermit;
+use crate::moderation::Standing;
 use crate::registry::{PlaceSession, RoomRegistry};
 use crate::room::direct::{Direct, SharedTcp};
 use crate::stats::Stats;

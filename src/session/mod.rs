@@ -7,7 +7,6 @@
 //! message it has not validated, never panic on what a client sends, and always leave its room when
 //! it stops, whatever the reason.
 
-use crate::moderation::Standing;
 use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::{Arc, OnceLock};
@@ -24,6 +23,7 @@ use uuid::Uuid;
 use crate::config::Settings;
 use crate::history::AuthorId;
 use crate::http::limits::{ConnectionPermit, CursorLimiter, DrawLimiter, Throttle};
+use crate::moderation::Standing;
 use crate::protocol::{
     batch_frame, check_png_snapshot, decode_client_message, ClientMessage, Rejection,
 };
