@@ -2,7 +2,8 @@
 //! page restores a clear with the "Restore" it is offered, for everyone; the owner's page locks
 //! the room and a member's page says it is locked, offers no drawing tools and changes nothing
 //! when drawn on, until the owner unlocks it; a member's page whose link the owner replaced says
-//! so and stops, while the owner's share dialog offers the new link.
+//! so and stops, while the owner's share dialog offers the new link; on a phone the owner's
+//! button is in the room menu and a member's phone shows the lock.
 
 mod common;
 
@@ -196,4 +197,64 @@ async fn a_members_page_whose_link_the_owner_replaced_says_so_and_stops() {
         shared, edit_url,
         "the share dialog offers the new edit link"
     );
+}
+
+#[tokio::test]
+async fn on_a_phone_the_owner_locks_the_room_from_the_room_menu_and_a_members_phone_shows_the_lock()
+{
+    let server = Server::start();
+    let driver = Driver::start();
+    let (owner_url, edit_url) = create_room(&server).await;
+    let owner = Browser::open_phone(&driver, &owner_url).await;
+    let member = Browser::open_phone(&driver, &edit_url).await;
+    let shown = |id: &str| format!("document.getElementById('{id}').getClientRects().length > 0");
+    owner
+        .wait_until(
+            "!document.getElementById('owner-tools').hidden",
+            "the owner's page knows it is the owner's",
+        )
+        .await;
+    assert_eq!(
+        owner
+            .js(&format!("return {};", shown("owner-tools")), vec![])
+            .await,
+        Value::Bool(false),
+        "the owner's button waits in the room menu (⋯) with the room's other tools"
+    );
+    // Clicked from the page: chromedriver's emulated tap sometimes delivers no click.
+    owner
+        .js(
+            "document.getElementById('room-tools-toggle').click();",
+            vec![],
+        )
+        .await;
+    owner
+        .wait_until(
+            &shown("owner-tools"),
+            "the room menu shows the owner's button",
+        )
+        .await;
+    owner
+        .js("document.getElementById('owner-tools').click();", vec![])
+        .await;
+    owner
+        .wait_until(
+            "document.getElementById('owner-dialog').open",
+            "the owner's dialog is open",
+        )
+        .await;
+    owner
+        .js("document.getElementById('owner-lock').click();", vec![])
+        .await;
+    member
+        .wait_until(
+            &format!(
+                "{} && !{} && !{}",
+                shown("locked-badge"),
+                shown("tools-toggle"),
+                shown("clear")
+            ),
+            "the member's phone shows the lock and offers no drawing tools",
+        )
+        .await;
 }
