@@ -12,10 +12,11 @@ import { createStatus } from './status.js';
 import { setupClear, setupDownload, setupRoomSwitch, setupShare } from './actions.js';
 import { authorSecret, newStrokeId } from './author.js';
 import { UndoHistory, setupUndo } from './undo.js';
-import { PrivateRoom, setupNewPrivateRoom, setupPrivateShare, tokenFromLocation } from './private.js';
+import { PrivateRoom, rememberLinks, setupNewPrivateRoom, setupPrivateShare, tokenFromLocation } from './private.js';
 import { setupNames } from './names.js';
 import { createPresence } from './presence.js';
 import { createCursors } from './cursors.js';
+import { createModeration } from './moderation.js';
 import { attachFigures, isFigureTool } from './figures.js';
 import { loadFont } from './text.js';
 
@@ -74,7 +75,7 @@ attachInput(canvas, {
     undoHistory.drew(seg.strokeId);
   },
   newStrokeId,
-  canDraw: () => privateRoom.canDraw() && !isFigureTool(toolbar.brush.tool),
+  canDraw: () => privateRoom.canDraw() && moderation.canDraw() && !isFigureTool(toolbar.brush.tool),
 });
 
 attachFigures({
@@ -87,7 +88,7 @@ attachFigures({
     undoHistory.drew(op.strokeId);
   },
   newStrokeId,
-  canDraw: () => privateRoom.canDraw(),
+  canDraw: () => privateRoom.canDraw() && moderation.canDraw(),
 });
 // Texts drawn before the shipped font arrived used a fallback: draw them again in it.
 loadFont().then((loaded) => {
@@ -146,8 +147,27 @@ const names = setupNames({
 const presence = createPresence({ listEl: $('members'), toggleEl: $('people'), onRenameSelf: (shown, chip) => names.open(shown, chip) });
 const cursors = createCursors({ board, canvas, stage: $('stage'), presence, send: (msg) => connection.send(msg) });
 
+// Restore after someone else's clear, the room's lock, the owner's controls (see moderation.js).
+const moderation = createModeration({
+  room,
+  token,
+  perform: (msg) => sync.local(msg),
+  show: (strokeId, hidden) => board.setHidden(strokeId, hidden),
+  toast: status.toast,
+  toastHost: $('toasts'),
+  badgeAnchor: $('view-only'),
+  ownerAnchor: $('share'),
+  members: () => presence.list(),
+  selfId: () => presence.selfId,
+  onLinks: (links) => rememberLinks(room, links),
+});
+
 connection.addEventListener('state', (e) => status.setConnection(e.detail));
-connection.addEventListener('close', () => {
+connection.addEventListener('close', (e) => {
+  if (moderation.stops(e.detail)) {
+    connection.suspend();
+    status.setConnection('stopped');
+  }
   sync.disconnected();
   names.disconnected();
   cursors.clear();
@@ -168,6 +188,7 @@ function handleMessage(msg) {
   switch (msg.type) {
     case 'welcome':
       privateRoom.welcome(msg);
+      moderation.welcome(msg);
       sync.welcome(msg);
       presence.welcomed(msg.clientId);
       names.welcomed();
@@ -196,6 +217,10 @@ function handleMessage(msg) {
     case 'undo':
     case 'redo':
       sync.remote(msg);
+      moderation.remote(msg);
+      break;
+    case 'locked':
+      moderation.locked(msg);
       break;
     case 'canvasRequest':
       sync.request(msg);
@@ -208,8 +233,9 @@ function handleMessage(msg) {
       break;
     case 'error':
       // A refused undo or redo names its stroke: put it back as it was.
-      if ((msg.code === 'not_yours' || msg.code === 'cannot_undo') && typeof msg.strokeId === 'string') {
+      if (['not_yours', 'cannot_undo', 'read_only'].includes(msg.code) && typeof msg.strokeId === 'string') {
         undoHistory.refused(msg.strokeId);
+        moderation.refused(msg.strokeId);
       }
       status.toast(typeof msg.message === 'string' && msg.message ? msg.message : `Error: ${msg.code ?? 'unknown'}`, 'error');
       break;

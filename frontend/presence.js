@@ -129,6 +129,11 @@ export function createPresence({ listEl, toggleEl, onRenameSelf }) {
       return members.get(id) ?? null;
     },
 
+    /** The listed members, `[clientId, { name, color }]` in join order. */
+    list() {
+      return [...members];
+    },
+
     get selfId() {
       return selfId;
     },

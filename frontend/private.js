@@ -2,7 +2,8 @@
 // with the edit and view-only links, and the view-only mode (no tools, a "View only" badge, no
 // drawing). It never sends a token anywhere but to this page's own server, and keeps the links of
 // the rooms this browser created in localStorage, the only place the view link is known later.
-// A link carries its token in the fragment (`#token=`), which browsers never send in a request.
+// The creating browser opens the owner link; the share dialog never offers it. A link carries its
+// token in the fragment (`#token=`), which browsers never send in a request.
 
 const LINKS_KEY_PREFIX = 'livecanvas:links:';
 
@@ -24,7 +25,7 @@ export function tokenFromLocation(loc = location, history = window.history) {
   return fromQuery;
 }
 
-function rememberLinks(room, links) {
+export function rememberLinks(room, links) {
   try {
     localStorage.setItem(LINKS_KEY_PREFIX + room, JSON.stringify(links));
   } catch {
@@ -41,7 +42,7 @@ function rememberedLinks(room) {
   }
 }
 
-/** "New private room": asks the server for one and opens its edit link. */
+/** "New private room": asks the server for one and opens its owner link. */
 export function setupNewPrivateRoom({ button, toast }) {
   button.addEventListener('click', async () => {
     button.disabled = true;
@@ -53,7 +54,7 @@ export function setupNewPrivateRoom({ button, toast }) {
         return;
       }
       rememberLinks(body.room, { editUrl: body.editUrl, viewUrl: body.viewUrl });
-      location.assign(body.editUrl);
+      location.assign(typeof body.ownerUrl === 'string' ? body.ownerUrl : body.editUrl);
     } catch {
       toast('Could not reach the server to create a private room', 'error');
     } finally {
@@ -69,6 +70,7 @@ export function setupNewPrivateRoom({ button, toast }) {
 export class PrivateRoom {
   #token;
   #readOnly;
+  #owner = false;
   #badge;
 
   constructor({ token, badge }) {
@@ -85,12 +87,18 @@ export class PrivateRoom {
     return this.#readOnly === true;
   }
 
+  /** Opened with the owner link (whose URL must not be shared as the edit link). */
+  get owner() {
+    return this.#owner;
+  }
+
   canDraw() {
     return this.#readOnly === false;
   }
 
   welcome(msg) {
     this.#readOnly = msg.readOnly === true;
+    this.#owner = msg.owner === true;
     document.body.dataset.readonly = String(this.#readOnly);
     this.#badge.hidden = !this.#readOnly;
   }
@@ -127,7 +135,7 @@ export function setupPrivateShare({ button, dialog, editRow, viewRow, note, clos
     const links = rememberedLinks(room) ?? {};
     // The page's own URL carries the token it holds; the other link is known only to the browser
     // that created the room.
-    const editUrl = privateRoom.readOnly ? null : links.editUrl ?? here;
+    const editUrl = privateRoom.readOnly ? null : links.editUrl ?? (privateRoom.owner ? null : here);
     const viewUrl = privateRoom.readOnly ? here : links.viewUrl ?? null;
     showLink(editRow, editUrl, toast);
     showLink(viewRow, viewUrl, toast);
@@ -135,7 +143,9 @@ export function setupPrivateShare({ button, dialog, editRow, viewRow, note, clos
       ? 'You have the view-only link: it lets others watch, not draw.'
       : viewUrl
         ? 'Anyone with the edit link can draw; the view-only link lets people watch.'
-        : 'Only the browser that created this room knows its view-only link; ask its creator for it.';
+        : privateRoom.owner && !editUrl
+          ? 'This browser does not know the room’s links: Owner → Replace the links makes new ones.'
+          : 'Only the browser that created this room knows its view-only link; ask its creator for it.';
     if (typeof dialog.showModal === 'function') {
       if (!dialog.open) dialog.showModal();
     } else {

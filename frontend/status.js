@@ -5,6 +5,7 @@ const STATE_TEXT = {
   connecting: 'Connecting…',
   connected: 'Connected',
   reconnecting: 'Reconnecting…',
+  stopped: 'Disconnected',
   refused: 'Private room: open it with its edit or view link',
 };
 const TOAST_MS = 4000;

@@ -11,6 +11,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::history::UndoLimits;
+use crate::http::access::AdminKey;
 use crate::http::client_addr::TrustedProxies;
 use crate::protocol::{CanvasSize, MAX_CANVAS_SIDE_PX};
 
@@ -120,6 +121,12 @@ pub struct Config {
         default_value_t = 10
     )]
     pub room_creations_per_minute: u32,
+
+    /// A file holding the operator's token (the admin API: `DELETE /api/rooms/{room}` and
+    /// `GET /api/rooms` with `Authorization: Bearer TOKEN`); unset, the admin API is off. A file,
+    /// so that the secret is not in the process list.
+    #[arg(long, env = "LIVECANVAS_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
 
     /// Private rooms one IP address may create at once before the rate applies.
     #[arg(long, env = "LIVECANVAS_ROOM_CREATION_BURST", default_value_t = 3)]
@@ -366,6 +373,8 @@ pub struct Settings {
     pub connection_burst_per_ip: u32,
     pub room_creations_per_minute: u32,
     pub room_creation_burst: u32,
+    /// The operator's token's digest (`--admin-token-file`); `None`: the admin API is off.
+    pub admin: Option<AdminKey>,
     pub max_clients_per_room: usize,
     pub max_rooms: usize,
     pub draws_per_second: u32,
@@ -386,6 +395,14 @@ pub struct Settings {
     pub newcomer_picture: PictureSource,
     /// `Some`: this node is one of a cluster sharing rooms through Redis.
     pub cluster: Option<ClusterSettings>,
+}
+
+/// The operator's token from `path`: read once, at start-up; only its digest is kept.
+fn read_admin_token(path: &std::path::Path) -> Result<AdminKey, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| format!("--admin-token-file {}: {err}", path.display()))?;
+    AdminKey::from_file_text(&text)
+        .map_err(|why| format!("--admin-token-file {}: {why}", path.display()))
 }
 
 impl Config {
@@ -571,6 +588,10 @@ impl Config {
         if self.room_threads == Some(0) || self.workers == Some(0) {
             return Err("--room-threads and --workers must be at least 1".into());
         }
+        let admin = match &self.admin_token_file {
+            None => None,
+            Some(path) => Some(read_admin_token(path)?),
+        };
         Ok(Settings {
             bind: self.bind,
             frontend_dir: resolve_frontend_dir(self.frontend_dir)?,
@@ -590,6 +611,7 @@ impl Config {
             connection_burst_per_ip: self.connection_burst_per_ip,
             room_creations_per_minute: self.room_creations_per_minute,
             room_creation_burst: self.room_creation_burst,
+            admin,
             max_clients_per_room: self.max_clients_per_room,
             max_rooms: self.max_rooms,
             draws_per_second: self.draws_per_second,

@@ -5,7 +5,9 @@
 //! with one). Its author is a browser, not a connection: an [`AuthorId`] is a hash of the secret
 //! the page keeps and sends when it connects, so a page that reloads can still undo what it drew.
 //! A stroke may be undone or redone by its author while it is among the author's last
-//! `--undo-strokes` strokes and younger than `--undo-window`; after that it is *final*.
+//! `--undo-strokes` strokes and younger than `--undo-window`; after that it is *final*. A clear
+//! is everyone's to undo (any member may restore what someone else wiped), within the same
+//! limits; only its author may redo it.
 //!
 //! This module is pure (no actors, no I/O, no clock: times are passed in), so that every node
 //! replaying the same operations in the same order reaches the same decisions. It must never let
@@ -140,6 +142,8 @@ struct Stroke {
     last_seq: u64,
     last_at_ms: u64,
     hidden: bool,
+    /// A clear: anyone may undo it (restore what it wiped).
+    clear: bool,
 }
 
 /// The strokes of a room's operations since its checkpoint.
@@ -222,7 +226,8 @@ impl History {
                 "that stroke is not in the undo history (unknown, or too old)",
             ));
         };
-        if stroke.author != meta.author {
+        let restoring_a_clear = undo && stroke.clear;
+        if stroke.author != meta.author && !restoring_a_clear {
             return Err(Rejection::not_yours(
                 "only the person who drew a stroke can undo or redo it",
             ));
@@ -268,6 +273,7 @@ impl History {
                         last_seq: seq,
                         last_at_ms: meta.at_ms,
                         hidden: false,
+                        clear: matches!(op, Op::Clear(_)),
                     },
                 );
             }
@@ -412,6 +418,34 @@ mod tests {
 
     fn code(result: Result<(), Rejection>) -> Option<ErrorCode> {
         result.err().map(|r| r.code)
+    }
+
+    #[test]
+    fn anyone_may_undo_a_clear_and_only_its_author_may_redo_it() {
+        let mut history = History::new(LIMITS);
+        let clear = Op::Clear(Some("wipe".into()));
+        history.admit(1, &clear, Some(&by(ada(), 0))).unwrap();
+        history
+            .admit(2, &undo("wipe"), Some(&by(bob(), 1)))
+            .unwrap();
+        assert!(history.is_hidden("wipe"));
+        let bobs_redo = history.check(3, &Op::Redo("wipe".into()), Some(&by(bob(), 2)));
+        assert_eq!(code(bobs_redo), Some(ErrorCode::NotYours));
+        history
+            .admit(3, &Op::Redo("wipe".into()), Some(&by(ada(), 2)))
+            .unwrap();
+        assert!(!history.is_hidden("wipe"));
+    }
+
+    #[test]
+    fn a_clear_past_the_undo_window_cannot_be_restored_by_anyone() {
+        let mut history = History::new(LIMITS);
+        history
+            .admit(1, &Op::Clear(Some("wipe".into())), Some(&by(ada(), 0)))
+            .unwrap();
+        let late = LIMITS.window.as_millis() as u64 + 1;
+        let bobs = history.check(2, &undo("wipe"), Some(&by(bob(), late)));
+        assert_eq!(code(bobs), Some(ErrorCode::CannotUndo));
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod http;
 mod lettering;
 pub mod logging;
 pub mod memory;
+mod moderation;
 mod picture;
 mod presence;
 pub mod protocol;

@@ -285,6 +285,14 @@ impl Rejection {
         )
     }
 
+    /// A change refused because the room's owner locked the room.
+    pub fn locked() -> Self {
+        Rejection::new(
+            ErrorCode::ReadOnly,
+            "the room's owner has locked it: only the owner can change the canvas now",
+        )
+    }
+
     pub fn to_server_message(&self) -> ServerMessage<'_> {
         ServerMessage::Error {
             code: self.code,
@@ -312,6 +320,14 @@ pub enum ServerMessage<'a> {
         /// Joined with a private room's view link: the server refuses what would change the
         /// picture. Always sent, so a client never has to guess.
         read_only: bool,
+        /// The room's owner locked it: only the owner may change the picture until it unlocks.
+        locked: bool,
+        /// Joined with the private room's owner link.
+        owner: bool,
+    },
+    /// The room's owner locked or unlocked the room (to everyone in it).
+    Locked {
+        locked: bool,
     },
     ClientCount {
         client_count: usize,
@@ -378,6 +394,7 @@ impl ServerMessage<'_> {
     pub fn kind(&self) -> &'static str {
         match self {
             ServerMessage::Welcome { .. } => "welcome",
+            ServerMessage::Locked { .. } => "locked",
             ServerMessage::ClientCount { .. } => "clientCount",
             ServerMessage::Draw(_) => "draw",
             ServerMessage::Shape(_) => "shape",

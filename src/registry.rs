@@ -19,9 +19,10 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::config::Settings;
-use crate::room::{CanvasServer, CloseAll, Drain, Join, JoinAnswer, Shutdown};
+use crate::moderation::Standing;
+use crate::room::{CanvasServer, CloseAll, DeleteNow, Drain, Join, JoinAnswer, Shutdown};
 use crate::stats::Stats;
-use crate::storage::Store;
+use crate::storage::{Store, StoreError};
 
 /// The health probe's room (see `health`). No client can name it (`~` is not allowed in room
 /// names); it lives in memory, is not counted among the rooms, and is exempt from `--max-rooms`.
@@ -37,8 +38,8 @@ pub struct JoinRoom {
     pub session: Recipient<crate::room::ToMember>,
     /// The client asked for batched delivery.
     pub batched: bool,
-    /// The client joined with a view link.
-    pub read_only: bool,
+    /// What its link makes of it in the room.
+    pub standing: Standing,
 }
 
 /// The server is stopping: every room closes its members with 1001. Answers once all rooms have.
@@ -58,6 +59,22 @@ pub struct DrainRooms;
 pub struct FindRoom {
     pub room: Arc<str>,
 }
+
+/// The operator deletes `room` for good: the open room (if any) closes its members, lets go of
+/// everything and has the store delete it; else the store deletes it at once. Either way the
+/// deletion is queued to the store before any later join can open the room again, so that no
+/// newcomer's room reads what is being deleted. `true` if anything was kept or the room was open.
+#[derive(Message)]
+#[rtype(result = "Result<bool, StoreError>")]
+pub struct DeleteRoom {
+    pub room: Arc<str>,
+}
+
+/// The open rooms and their member counts on this node (the probe room left out), for the
+/// operator's listing.
+#[derive(Message)]
+#[rtype(result = "HashMap<Arc<str>, usize>")]
+pub struct OpenRooms;
 
 /// A join on its way to its room.
 pub struct Joining {
@@ -399,7 +416,7 @@ impl Handler<JoinRoom> for RoomRegistry {
             id: join.id,
             session: join.session,
             batched: join.batched,
-            read_only: join.read_only,
+            standing: join.standing,
             answer,
         });
         let room = entry.addr.clone();
@@ -425,6 +442,38 @@ impl Handler<FindRoom> for RoomRegistry {
 
     fn handle(&mut self, find: FindRoom, _ctx: &mut Context<Self>) -> Self::Result {
         self.rooms.get(&find.room).map(|entry| entry.addr.clone())
+    }
+}
+
+impl Handler<DeleteRoom> for RoomRegistry {
+    type Result = ResponseFuture<Result<bool, StoreError>>;
+
+    fn handle(&mut self, delete: DeleteRoom, _ctx: &mut Context<Self>) -> Self::Result {
+        let Some(entry) = self.rooms.get(&delete.room) else {
+            return Box::pin(self.store.delete_room(delete.room));
+        };
+        let (open, store) = (entry.addr.clone(), self.store.clone());
+        Box::pin(async move {
+            match open.send(DeleteNow).await {
+                Ok(deleted) => deleted.map(|_| true),
+                // It stopped meanwhile, after storing what it had: delete that.
+                Err(_) => store.delete_room(delete.room).await,
+            }
+        })
+    }
+}
+
+impl Handler<OpenRooms> for RoomRegistry {
+    type Result = MessageResult<OpenRooms>;
+
+    fn handle(&mut self, _: OpenRooms, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(
+            self.rooms
+                .iter()
+                .filter(|(name, _)| &***name != PROBE_ROOM)
+                .map(|(name, entry)| (name.clone(), entry.population.load(Ordering::Relaxed)))
+                .collect(),
+        )
     }
 }
 

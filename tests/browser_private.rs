@@ -1,8 +1,8 @@
 //! Private rooms in a real browser (headless Chromium over WebDriver, see `common::browser`): the
-//! "New private room" action, the share dialog's edit and view-only links, a view-only page that
-//! shows it, offers no drawing tools and changes nothing when drawn on with the pointer, links with
-//! the token in the fragment (old `?token=` links moved there), and a page without a token told
-//! that the room is private instead of retrying.
+//! "New private room" action (which opens the owner link), the share dialog's edit and view-only
+//! links, a view-only page that shows it, offers no drawing tools and changes nothing when drawn
+//! on with the pointer, links with the token in the fragment (old `?token=` links moved there),
+//! and a page without a token told that the room is private instead of retrying.
 
 mod common;
 
@@ -97,12 +97,16 @@ async fn new_private_room_leads_to_a_working_room_whose_share_dialog_offers_an_e
         .await;
     let here = links[0].as_str().expect("the page's URL");
     let (edit, view) = (links[1].as_str().unwrap(), links[2].as_str().unwrap());
-    assert_eq!(edit, here, "the edit link is the page's own");
+    assert_ne!(
+        edit, here,
+        "the page is the owner's: its own link is never shared"
+    );
     assert_eq!(
         (&links[3], &links[4]),
         (&Value::Bool(true), &Value::Bool(true))
     );
     let room_path = here.split('#').next().unwrap();
+    assert!(edit.starts_with(&format!("{room_path}#token=")), "{edit}");
     assert!(view.starts_with(&format!("{room_path}#token=")), "{view}");
     assert_ne!(view, edit);
     page.click("#share-close").await;

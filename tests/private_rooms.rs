@@ -343,7 +343,8 @@ fn assert_no_token_stored(dir: &Path, created: &Created) {
         "the search finds what is stored"
     );
     for (path, bytes) in &files {
-        for token in [&created.edit, &created.view] {
+        let owner = created.body["ownerToken"].as_str().expect("ownerToken");
+        for token in [created.edit.as_str(), created.view.as_str(), owner] {
             assert!(!contains(bytes, token), "{path} holds a token");
         }
     }
@@ -384,7 +385,8 @@ async fn redis_holds_the_tokens_digests_and_never_the_tokens() {
     let n1 = node(&redis, "n1");
     let (created, _n1) = blocking(move || (create(&n1), n1)).await;
     let access = format!("livecanvas:{{{}}}:access", created.room);
-    assert_eq!(redis.command(&["HLEN", &access]).trim(), ":2");
+    // edit, view, owner and locked
+    assert_eq!(redis.command(&["HLEN", &access]).trim(), ":4");
     assert!(redis.command(&["SAVE"]).starts_with("+OK"));
     assert_no_token_stored(redis.dir.path(), &created);
 }

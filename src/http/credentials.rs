@@ -43,15 +43,18 @@ fn offered_subprotocols(req: &HttpRequest) -> impl Iterator<Item = &str> {
         .map(str::trim)
 }
 
-fn bearer(req: &HttpRequest) -> Option<&str> {
+/// The token of `Authorization: Bearer TOKEN`, if any (the scheme's name in any case, as RFC 7235
+/// has it): the only place the owner's and the operator's HTTP calls carry theirs.
+pub fn bearer_token(req: &HttpRequest) -> Option<&str> {
     let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// The token `req` presents, if any: Bearer, then the subprotocol, then `?token=`.
 pub fn presented_token(req: &HttpRequest) -> Option<Cow<'_, str>> {
-    let token = bearer(req)
+    let token = bearer_token(req)
         .map(Cow::Borrowed)
         .or_else(|| {
             offered_subprotocols(req)

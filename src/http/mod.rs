@@ -4,7 +4,8 @@
 //! upgrade that hands an admitted socket to its session (`websocket`), admission and rate limits
 //! (`limits`), the client's address behind proxies (`client_addr`, `proxy_protocol`), the secrets
 //! a request presents (`credentials`), private rooms and their tokens (`private`, `access`), the
-//! health probe (`health`), and [`AppState`], what every handler may use. It must never hold a room's or a session's state:
+//! owner's and the operator's calls (`moderation`), the health probe (`health`), and
+//! [`AppState`], what every handler may use. It must never hold a room's or a session's state:
 //! it asks the registry and the rooms through their messages.
 
 pub mod access;
@@ -12,6 +13,7 @@ pub mod client_addr;
 pub mod credentials;
 pub mod health;
 pub mod limits;
+pub mod moderation;
 pub mod private;
 pub mod proxy_protocol;
 pub mod routes;

@@ -1,8 +1,9 @@
 //! Private rooms over HTTP: `POST /api/rooms`, and the token check every route of a room makes.
 //!
 //! This module owns the answer to "may this request see this room, and may it draw?": a room the
-//! store knows as private needs one of its tokens (found by `credentials`); any other room is
-//! public. It must never log or echo a token, never compare one itself (see `access`), and
+//! store knows as private needs one of its tokens (found by `credentials`: the owner's, an edit
+//! or a view token); any other room is public. It must never log or echo a token, never compare
+//! one itself (see `access`), and
 //! never wait for the store without a bound: a lookup that takes too long answers 503.
 
 use std::sync::Arc;
@@ -16,6 +17,8 @@ use crate::http::access::{NewPrivateRoom, Role};
 use crate::http::client_addr::ClientAddr;
 use crate::http::credentials::presented_token;
 use crate::http::AppState;
+use crate::moderation::Standing;
+use crate::storage::RoomAccess;
 use crate::storage::{Creation, StoreError};
 
 /// How long a request waits for the store to say whether a room is private, or to record a new
@@ -35,9 +38,14 @@ pub enum Access {
 }
 
 impl Access {
-    /// Whether the member may only watch.
-    pub fn read_only(self) -> bool {
-        self == Access::Private(Role::View)
+    /// What a member admitted with this access is in its room.
+    pub fn standing(self) -> Standing {
+        match self {
+            Access::Public => Standing::Anyone,
+            Access::Private(Role::Owner) => Standing::Owner,
+            Access::Private(Role::Edit) => Standing::Editor,
+            Access::Private(Role::View) => Standing::Viewer,
+        }
     }
 }
 
@@ -86,25 +94,31 @@ impl Denied {
     }
 }
 
-/// What `req` may do in `room` (a valid room name).
-pub async fn check(room: &str, req: &HttpRequest, state: &AppState) -> Result<Access, Denied> {
+/// What the store keeps of `room`'s access (`None`: a public room), or why it could not say in
+/// time.
+pub async fn lookup(room: &str, state: &AppState) -> Result<Option<RoomAccess>, Denied> {
     let lookup = state.store.room_access(room);
-    let hashes = match tokio::time::timeout(ACCESS_ANSWER_TIMEOUT, lookup).await {
-        Ok(Ok(hashes)) => hashes,
+    match tokio::time::timeout(ACCESS_ANSWER_TIMEOUT, lookup).await {
+        Ok(Ok(access)) => Ok(access),
         Ok(Err(err)) => {
             log::error!("room={room}: cannot tell whether it is private: {err}");
-            return Err(Denied::Unavailable);
+            Err(Denied::Unavailable)
         }
         Err(_) => {
             log::error!("room={room}: no answer in time on whether it is private");
-            return Err(Denied::Unavailable);
+            Err(Denied::Unavailable)
         }
-    };
-    let Some(hashes) = hashes else {
+    }
+}
+
+/// What `req` may do in `room` (a valid room name).
+pub async fn check(room: &str, req: &HttpRequest, state: &AppState) -> Result<Access, Denied> {
+    let Some(access) = lookup(room, state).await? else {
         return Ok(Access::Public);
     };
     let token = presented_token(req).ok_or(Denied::NoToken)?;
-    hashes
+    access
+        .hashes
         .role_of(&token)
         .map(Access::Private)
         .ok_or(Denied::WrongToken)
@@ -192,19 +206,25 @@ fn unavailable() -> HttpResponse {
     )
 }
 
+/// A room's page with `token` in its fragment: the link a token is shared as. Browsers never send
+/// a fragment, so no request line, proxy log or history entry of the server's holds the token.
+pub fn room_url(room: &str, token: &str) -> String {
+    format!("/r/{room}#token={token}")
+}
+
 fn created_response(created: &NewPrivateRoom) -> HttpResponse {
-    // The token goes in the fragment, which browsers never send: no request line, proxy log or
-    // history entry of the server's holds it.
-    let url = |token: &str| format!("/r/{}#token={token}", created.room);
-    log::info!("room={} created as a private room", created.room);
+    let room = &created.room;
+    log::info!("room={room} created as a private room");
     HttpResponse::Created()
         .insert_header((header::CACHE_CONTROL, "no-store"))
-        .insert_header((header::LOCATION, format!("/r/{}", created.room)))
+        .insert_header((header::LOCATION, format!("/r/{room}")))
         .json(json!({
-            "room": created.room,
-            "editToken": created.edit_token,
-            "viewToken": created.view_token,
-            "editUrl": url(&created.edit_token),
-            "viewUrl": url(&created.view_token),
+            "room": room,
+            "ownerToken": created.owner_token,
+            "editToken": created.links.edit_token,
+            "viewToken": created.links.view_token,
+            "ownerUrl": room_url(room, &created.owner_token),
+            "editUrl": room_url(room, &created.links.edit_token),
+            "viewUrl": room_url(room, &created.links.view_token),
         }))
 }

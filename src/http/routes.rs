@@ -19,9 +19,10 @@ use crate::http::client_addr::ClientAddr;
 use crate::http::credentials;
 use crate::http::health::Probe;
 use crate::http::limits::Refusal;
-use crate::http::private;
 use crate::http::websocket::SessionSlot;
 use crate::http::AppState;
+use crate::http::{moderation, private};
+use crate::moderation::Standing;
 use crate::picture::{self, Picture, Priority, RenderFailed};
 use crate::protocol::is_valid_room_name;
 use crate::registry::FindRoom;
@@ -41,6 +42,23 @@ pub fn configure(cfg: &mut web::ServiceConfig, frontend_dir: &std::path::Path, w
         .route("/ws", get_or_head().to(ws_default_room))
         .route("/ws/{room}", get_or_head().to(ws_room))
         .route("/api/rooms", web::post().to(private::create_room))
+        .route("/api/rooms", web::get().to(moderation::list_rooms))
+        .route(
+            "/api/rooms/{room}",
+            web::delete().to(moderation::delete_room),
+        )
+        .route(
+            "/api/rooms/{room}/links",
+            web::post().to(moderation::replace_links),
+        )
+        .route(
+            "/api/rooms/{room}/settings",
+            web::put().to(moderation::settings),
+        )
+        .route(
+            "/api/rooms/{room}/kick",
+            web::post().to(moderation::remove_member),
+        )
         .route("/api/rooms/{room}/canvas.png", get_or_head().to(canvas_png))
         .route("/healthz", get_or_head().to(healthz))
         .route("/readyz", get_or_head().to(readyz));
@@ -65,7 +83,7 @@ fn get_or_head() -> actix_web::Route {
     web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
 }
 
-fn bad_room(room: &str) -> HttpResponse {
+pub(super) fn bad_room(room: &str) -> HttpResponse {
     HttpResponse::BadRequest().json(json!({
         "error": "invalid_room",
         "message": format!(
@@ -141,13 +159,13 @@ async fn upgrade(room: &str, req: HttpRequest, state: &AppState) -> HttpResponse
         }
     };
     let page = credentials::offers_subprotocol(&req);
-    let (read_only, refuse) = match private::check(room, &req, state).await {
-        Ok(access) => (access.read_only(), None),
+    let (standing, refuse) = match private::check(room, &req, state).await {
+        Ok(access) => (access.standing(), None),
         // While the store is known to be down, every join is closed with 1013 after the upgrade
         // (what clients expect of an outage): this one too, without joining, as it cannot be told
         // whether the room is private.
         Err(private::Denied::Unavailable) if state.store.health().is_failing() => (
-            true,
+            Standing::Viewer,
             Some((CloseCode::Again, crate::room::UNREACHABLE_REASON)),
         ),
         Err(denied @ (private::Denied::NoToken | private::Denied::WrongToken)) if page => {
@@ -157,7 +175,7 @@ async fn upgrade(room: &str, req: HttpRequest, state: &AppState) -> HttpResponse
                 .with_label_values(&[denied.code()])
                 .inc();
             (
-                true,
+                Standing::Viewer,
                 Some((CloseCode::Other(FORBIDDEN_CLOSE_CODE), denied.code())),
             )
         }
@@ -208,7 +226,7 @@ async fn upgrade(room: &str, req: HttpRequest, state: &AppState) -> HttpResponse
         permit: Some(permit),
         batched,
         author,
-        read_only,
+        standing,
         refuse,
         settings: state.settings.clone(),
         stats: state.stats.clone(),

@@ -331,6 +331,9 @@ impl CanvasServer {
     }
 
     pub(super) fn store_checkpoint(&self, picture: &Picture) {
+        if self.deleted {
+            return;
+        }
         let size = self.settings.canvas;
         self.store.checkpoint(
             &self.name,

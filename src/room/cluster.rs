@@ -141,7 +141,8 @@ impl CanvasServer {
     /// Tells Redis how many members this node has here and who they are; the room-wide count
     /// and presence list come back.
     pub(super) fn publish_presence(&mut self, ctx: &mut Context<Self>) {
-        let Some(cluster) = self.cluster() else {
+        let Some(cluster) = self.cluster().filter(|_| !self.deleted) else {
+            // A deleted room's count would bring its keys back.
             return;
         };
         let roster = serde_json::to_string(&self.local_roster()).unwrap_or_else(|_| "[]".into());
@@ -263,7 +264,7 @@ impl Handler<Relayed> for CanvasServer {
     type Result = ();
 
     fn handle(&mut self, relayed: Relayed, ctx: &mut Context<Self>) {
-        if !matches!(self.availability, Availability::Ready) {
+        if !matches!(self.availability, Availability::Ready) || self.deleted {
             return;
         }
         match relayed {
@@ -272,6 +273,7 @@ impl Handler<Relayed> for CanvasServer {
             Relayed::Roster { version, rosters } => self.show_roster(version, &rosters, ctx),
             Relayed::Cursors { node, frames } => self.show_remote_cursors(&node, frames, ctx),
             Relayed::Checkpoint(seq) => self.adopt_checkpoint(seq, ctx),
+            Relayed::Moderated(action) => self.moderate(action, ctx),
             Relayed::Resync => {
                 self.warn_if_unstored(ctx);
                 self.catch_up(ctx);

@@ -14,6 +14,7 @@ use super::{Kick, ToMember};
 use crate::canvas::Op;
 use crate::config::PictureSource;
 use crate::history::{self, Meta};
+use crate::moderation::{self, Standing};
 use crate::presence::{self, Identity, CURSOR_TICK};
 use crate::protocol::{Rejection, ServerMessage};
 use crate::registry::RoomIdle;
@@ -84,6 +85,13 @@ impl Handler<Join> for CanvasServer {
         if let Availability::Refused { code, reason } = self.availability {
             return self.refuse_join(join, code, reason);
         }
+        if self.deleted {
+            return self.refuse_join(
+                join,
+                CloseCode::Other(moderation::DELETED_CODE),
+                moderation::DELETED_REASON,
+            );
+        }
         if self.members.len() >= self.settings.max_clients_per_room {
             return self.refuse_join(join, CloseCode::Again, "the room is full");
         }
@@ -98,7 +106,9 @@ impl Handler<Join> for CanvasServer {
             width: self.settings.canvas.width,
             height: self.settings.canvas.height,
             awaiting_snapshot,
-            read_only: join.read_only,
+            read_only: join.standing.read_only(),
+            locked: self.locked,
+            owner: join.standing == Standing::Owner,
         };
         if join
             .answer
@@ -126,6 +136,7 @@ impl Handler<Join> for CanvasServer {
             refused_at: None,
             direct: direct::find(join.id),
             identity: Identity::default(),
+            standing: join.standing,
         });
         self.population.store(self.members.len(), Ordering::Relaxed);
         if let Some(shared) = &mut self.shared {
@@ -154,6 +165,9 @@ impl Handler<Draw> for CanvasServer {
     type Result = ();
 
     fn handle(&mut self, draw: Draw, ctx: &mut Context<Self>) {
+        if self.locked_out(draw.from, None, ctx) {
+            return;
+        }
         if self.stored_bytes >= self.settings.storage.max_room_bytes {
             return self.refuse_draw(draw.from, ctx);
         }
@@ -203,6 +217,9 @@ impl Handler<Toggle> for CanvasServer {
     type Result = ();
 
     fn handle(&mut self, toggle: Toggle, ctx: &mut Context<Self>) {
+        if self.locked_out(toggle.from, Some(&toggle.stroke_id), ctx) {
+            return;
+        }
         if !self.storable(toggle.from, ctx) {
             return;
         }
@@ -225,6 +242,9 @@ impl Handler<Clear> for CanvasServer {
     type Result = ();
 
     fn handle(&mut self, clear: Clear, ctx: &mut Context<Self>) {
+        if self.locked_out(clear.from, None, ctx) {
+            return;
+        }
         if !self.storable(clear.from, ctx) {
             return;
         }
@@ -293,6 +313,10 @@ impl Handler<Shutdown> for CanvasServer {
     fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
         if !self.members.is_empty() {
             return;
+        }
+        if self.deleted {
+            // Nothing of it may be written again (a count would bring its keys back).
+            return ctx.stop();
         }
         if let Some(cluster) = self.cluster() {
             // This node's members leave the room-wide count now, not when its entry expires.

@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use crate::canvas::Op;
 use crate::history::AuthorId;
+use crate::moderation::{Moderation, Standing};
 use crate::picture::Picture;
 use crate::protocol::{Segment, Shape, StrokeId, Text};
 use actix_http::ws::CloseCode;
@@ -25,8 +26,8 @@ pub struct Join {
     pub session: Recipient<super::ToMember>,
     /// The client asked for batched delivery.
     pub batched: bool,
-    /// The client joined with a view link (said in its `welcome`).
-    pub read_only: bool,
+    /// What its link makes of it here (a view link's is said in its `welcome`).
+    pub standing: Standing,
     /// Where the room answers, before it sends the member anything else. Not a message to the
     /// session's mailbox: the session waits for this answer with its mailbox held (so that its
     /// `welcome` comes first), and an answer queued behind that wait would never arrive.
@@ -140,6 +141,19 @@ pub(super) struct Evict {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Shutdown;
+
+/// The room's owner or the operator acted on the room (on a single node; a cluster's rooms hear
+/// it on their channel). Answered once the members it closes have been told.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Moderate(pub Moderation);
+
+/// The operator deletes this room (sent by the registry, see `registry::DeleteRoom`): the room
+/// carries out [`Moderation::Deleted`] and queues the store's deletion before it handles anything
+/// else; answered with the store's answer (whether anything was kept).
+#[derive(Message)]
+#[rtype(result = "Result<bool, crate::storage::StoreError>")]
+pub struct DeleteNow;
 
 /// Answered once everything sent to the room before it has been handled (mailboxes are in order).
 #[derive(Message)]

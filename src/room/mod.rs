@@ -28,6 +28,7 @@ use uuid::Uuid;
 use crate::canvas::Op;
 use crate::config::Settings;
 use crate::history::{self, History};
+use crate::moderation::Standing;
 use crate::picture::{self, Picture, Priority, RenderFailed};
 use crate::presence::{CursorBuffer, Identity, ShownPresence};
 use crate::registry::RoomRegistry;
@@ -42,6 +43,7 @@ mod delivery;
 pub(crate) mod direct;
 mod handlers;
 mod messages;
+mod moderation;
 mod newcomer;
 mod operations;
 mod to_member;
@@ -90,6 +92,9 @@ struct Member {
     direct: Option<Weak<Direct>>,
     /// Its name and colour in `presence` and on its cursor.
     identity: Identity,
+    /// What its link makes of it: whether it may draw while the room is locked, and whether
+    /// replacing the links closes it.
+    standing: Standing,
 }
 
 impl Member {
@@ -205,6 +210,10 @@ pub struct CanvasServer {
     shared: Option<Shared>,
     /// The server is stopping (`CloseAll`): joins are answered 1001.
     closing: bool,
+    /// The owner locked the room: only the owner may change the canvas.
+    locked: bool,
+    /// The operator deleted the room: it keeps, stores and relays nothing more, and stops.
+    deleted: bool,
 }
 
 /// A cluster room's state: Redis orders its operations, this node follows.
@@ -267,6 +276,8 @@ impl CanvasServer {
             told_unstorable: false,
             shared: None,
             closing: false,
+            locked: false,
+            deleted: false,
         }
     }
 
@@ -332,17 +343,25 @@ impl Actor for CanvasServer {
             if let Some(subscribed) = subscribed {
                 subscribed.await.map_err(LoadError::Store)?;
             }
+            // Read after subscribing, like the canvas: a lock changed later is heard.
+            let access = store.room_access(&name);
             let stored = store.load(name).await.map_err(LoadError::Store)?;
-            if !picture::needs_render(&stored) {
-                return picture::restore(&stored, size, limits, history::now_ms())
-                    .map_err(LoadError::Damaged);
-            }
-            picture::render_off_thread(Priority::Foreground, move || {
+            let locked = access
+                .await
+                .map_err(LoadError::Store)?
+                .is_some_and(|access| access.locked);
+            let restored = if !picture::needs_render(&stored) {
                 picture::restore(&stored, size, limits, history::now_ms())
-            })
-            .await
-            .map_err(LoadError::Render)?
-            .map_err(LoadError::Damaged)
+                    .map_err(LoadError::Damaged)?
+            } else {
+                picture::render_off_thread(Priority::Foreground, move || {
+                    picture::restore(&stored, size, limits, history::now_ms())
+                })
+                .await
+                .map_err(LoadError::Render)?
+                .map_err(LoadError::Damaged)?
+            };
+            Ok((restored, locked))
         };
         // The mailbox (joins first) waits for the canvas. This `wait` depends only on the store's
         // thread and the render task, never on this actor's own mailbox or spawned futures (it
@@ -353,6 +372,10 @@ impl Actor for CanvasServer {
                 .unwrap_or(Err(LoadError::TimedOut))
         };
         ctx.wait(load.into_actor(self).map(|result, room, ctx| {
+            let result = result.map(|(restored, locked)| {
+                room.locked = locked;
+                restored
+            });
             room.loaded(result, ctx);
         }));
     }

@@ -20,6 +20,7 @@ use tokio_util::codec::FramedRead;
 use crate::config::Settings;
 use crate::history::AuthorId;
 use crate::http::limits::ConnectionPermit;
+use crate::moderation::Standing;
 use crate::registry::{PlaceSession, RoomRegistry};
 use crate::room::direct::{Direct, SharedTcp};
 use crate::stats::Stats;
@@ -43,8 +44,9 @@ pub struct Admitted {
     pub batched: bool,
     /// Who this browser is, for undo (`?author=`); `None`: a new author per connection.
     pub author: Option<AuthorId>,
-    /// Joined a private room with its view link: nothing that changes the picture is forwarded.
-    pub read_only: bool,
+    /// What its link makes of it in its room (a view link's: nothing that changes the picture is
+    /// forwarded).
+    pub standing: Standing,
     /// Closed with this code and reason as soon as it starts, without joining: 1013 while the
     /// store is down (whether the room is private cannot be known, and every join is refused
     /// meanwhile), or a page's upgrade to a private room without one of its tokens.
@@ -171,7 +173,7 @@ pub async fn connect_in_memory(
         permit: None,
         batched: false,
         author: None,
-        read_only: false,
+        standing: Standing::Anyone,
         refuse: None,
         settings: settings.clone(),
         stats: stats.clone(),

@@ -23,6 +23,7 @@ use uuid::Uuid;
 use crate::config::Settings;
 use crate::history::AuthorId;
 use crate::http::limits::{ConnectionPermit, CursorLimiter, DrawLimiter, Throttle};
+use crate::moderation::Standing;
 use crate::protocol::{
     batch_frame, check_png_snapshot, decode_client_message, ClientMessage, Rejection,
 };
@@ -111,8 +112,9 @@ pub struct WsSession {
     /// `canvasRequest`s sent to this client and not yet answered: while there is one, the client may
     /// send one message up to the snapshot size limit.
     snapshot_requests_open: usize,
-    /// Joined with a view link: what would change the picture is refused (`read_only`).
-    read_only: bool,
+    /// What its link makes of it (a view link's: what would change the picture is refused
+    /// here, `read_only`; a locked room's rule is the room's).
+    standing: Standing,
     /// See [`Admitted::refuse`].
     refuse: Option<(CloseCode, &'static str)>,
     /// A look at the write buffer is due (see [`WRITE_BUFFER_RELEASE_DELAY`]).
@@ -132,7 +134,7 @@ impl WsSession {
             permit,
             batched,
             author,
-            read_only,
+            standing,
             refuse,
             settings,
             stats,
@@ -161,7 +163,7 @@ impl WsSession {
             invalid_in_a_row: 0,
             batch: batched.then(Vec::new),
             snapshot_requests_open: 0,
-            read_only,
+            standing,
             refuse,
             release_due: false,
         }
@@ -392,7 +394,7 @@ impl WsSession {
             ClientMessage::Redo(_) => "redo",
             _ => "",
         };
-        if self.read_only && message.changes_canvas() {
+        if self.standing.read_only() && message.changes_canvas() {
             // Throttled like the draws it stands for, so a flood of refusals is closed as one.
             if self.throttle(ctx) {
                 self.send_error(&Rejection::read_only());
@@ -613,7 +615,7 @@ impl Actor for WsSession {
             id: self.id,
             session: ctx.address().recipient(),
             batched: self.batch.is_some(),
-            read_only: self.read_only,
+            standing: self.standing,
         };
         // Nothing the client sends is handled before the room has answered, so `welcome` is
         // always the client's first frame. Both waits are bounded, and neither depends on this

@@ -17,14 +17,16 @@ use std::sync::Arc;
 
 use bytestring::ByteString;
 
-use crate::http::access::AccessHashes;
+use crate::http::access::{AccessHashes, Digest32};
 
 pub use self::redis::{
     figures as redis_figures, CatchUp, Cluster, RedisFigures, Relayed, RelayedOp,
     MAX_APPENDS_IN_FLIGHT,
 };
 pub use sqlite::{copy_unheld, BackupDone};
-pub use types::{Creation, StoreError, StoreHealth, StoreOptions, StoredRoom};
+pub use types::{
+    Creation, RoomAccess, RoomListing, StoreError, StoreHealth, StoreOptions, StoredRoom,
+};
 
 /// The handle every room and handler shares: cheap to clone.
 #[derive(Clone)]
@@ -162,15 +164,48 @@ impl Store {
         }
     }
 
-    /// A private room's token digests, `None` for a public room. SQLite answers from memory at
-    /// once; a cluster asks Redis (bounded by its answer timeout).
-    pub fn room_access(&self, room: &str) -> Answer<Option<AccessHashes>> {
+    /// A private room's token digests and lock, `None` for a public room. SQLite answers from
+    /// memory at once; a cluster asks Redis (bounded by its answer timeout).
+    pub fn room_access(&self, room: &str) -> Answer<Option<RoomAccess>> {
         match self {
             Store::Sqlite(store) => {
                 let access = store.room_access(room);
                 Box::pin(async move { Ok(access) })
             }
             Store::Redis(cluster) => Box::pin(cluster.room_access(room)),
+        }
+    }
+
+    /// Replaces a private room's edit and view digests (`false`: no such private room). In a
+    /// cluster every node hears of it on the room's channel; a single node's caller tells its room.
+    pub fn replace_links(&self, room: Arc<str>, edit: Digest32, view: Digest32) -> Answer<bool> {
+        match self {
+            Store::Sqlite(store) => Box::pin(store.replace_links(room, edit, view)),
+            Store::Redis(cluster) => Box::pin(cluster.replace_links(&room, edit, view)),
+        }
+    }
+
+    /// Locks or unlocks a private room (`false`: no such private room); told as `replace_links`.
+    pub fn set_locked(&self, room: Arc<str>, locked: bool) -> Answer<bool> {
+        match self {
+            Store::Sqlite(store) => Box::pin(store.set_locked(room, locked)),
+            Store::Redis(cluster) => Box::pin(cluster.set_locked(&room, locked)),
+        }
+    }
+
+    /// Deletes everything kept of a room (`false`: nothing was); told as `replace_links`.
+    pub fn delete_room(&self, room: Arc<str>) -> Answer<bool> {
+        match self {
+            Store::Sqlite(store) => Box::pin(store.delete_room(room)),
+            Store::Redis(cluster) => Box::pin(cluster.delete_room(&room)),
+        }
+    }
+
+    /// Every room stored, for the operator.
+    pub fn list_rooms(&self) -> Answer<Vec<RoomListing>> {
+        match self {
+            Store::Sqlite(store) => Box::pin(store.list_rooms()),
+            Store::Redis(cluster) => Box::pin(cluster.list_rooms()),
         }
     }
 

@@ -12,6 +12,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::sqlite::SCHEMA_VERSION;
+use crate::http::access::AccessHashes;
 
 /// Locks `mutex`, also after a panic elsewhere: what the stores guard this way (a buffer of ops,
 /// a link's state) is valid either way, and a store must not stop over another thread's panic.
@@ -19,6 +20,29 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// What the store keeps of a private room besides its canvas: its token digests and its lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoomAccess {
+    pub hashes: AccessHashes,
+    /// Only the owner may change the canvas (see `moderation`).
+    pub locked: bool,
+}
+
+/// One stored room, as the operator's listing shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomListing {
+    pub room: String,
+    pub private: bool,
+    /// Members in it now: room-wide in a cluster; `None` when the store does not count them
+    /// (a single node counts its open rooms itself).
+    pub members: Option<u64>,
+    /// Bytes its picture and operations take in the store (in a cluster: the checkpoint's bytes
+    /// plus Redis's own estimate of the operations' stream).
+    pub stored_bytes: u64,
+    /// When it last changed (Unix ms), if the store knows.
+    pub changed_ms: Option<u64>,
 }
 
 /// Whether a private room was made.

@@ -10,10 +10,11 @@
 //!
 //! # Data model (every key of room R holds `{R}`, so one room lives in one Redis Cluster slot)
 //!
-//! - `livecanvas:{R}:meta`, a hash: `seq` (the last operation's number), `cp_seq` and `png` (the
-//!   last checkpoint: the picture after operation `cp_seq`; no `png` while blank), `members` and
-//!   `members_v` (the last room-wide count published, and its version), `opened` (when a node
-//!   last opened the room, or a retention sweep found it open: ms since the epoch).
+//! - `livecanvas:{R}:meta`, a hash: `seq` (the last operation's number), `cp_seq`, `cp_at` and
+//!   `png` (the last checkpoint: the picture after operation `cp_seq`, stored at Unix ms `cp_at`;
+//!   no `png` while blank), `members` and `members_v` (the last room-wide count published, and its
+//!   version), `opened` (when a node last opened the room, or a retention sweep found it open: ms
+//!   since the epoch).
 //! - `livecanvas:{R}:ops`, a stream: operation `n` has ID `0-n`, fields `o` (the JSON broadcast for
 //!   it) and `f` (the sender's client id, so that nobody gets their own back). A stored checkpoint
 //!   trims what it covers (`XTRIM MINID`).
@@ -21,10 +22,13 @@
 //! - `livecanvas:{R}:presence`, a hash: node → `count:deadline_ms`. Nodes refresh their entries
 //!   every heartbeat; an entry past its deadline (a node that died) is dropped by the next script
 //!   that sums them.
-//! - `livecanvas:{R}:access`, a hash: `edit` and `view`, the SHA-256 digests (32 raw bytes) of a
-//!   private room's tokens, never the tokens. Present only for a private room; written once, when
-//!   the room is created (which also enters R in `livecanvas:rooms`), and kept as long as the
-//!   room's other keys (deleted only with the whole room, by retention).
+//! - `livecanvas:{R}:access`, a hash: `edit`, `view` and `owner`, the SHA-256 digests (32 raw
+//!   bytes) of a private room's tokens, never the tokens (no `owner` for a room made before rooms
+//!   had owners), and `locked` (`1` while the owner has locked the room). Present only for a
+//!   private room; written when the room is created (which also enters R in `livecanvas:rooms`),
+//!   changed when its owner replaces the links or locks it, and kept as long as the room's other
+//!   keys. A room is removed, every key of it and its set entry, only by the operator's delete or
+//!   by retention (`--room-ttl`), both with the same Lua (`delete_room_keys!`).
 //! - `livecanvas:{R}:roster`, a hash: node → the JSON array of that node's first 200 members
 //!   (`clientId`, `name`, `color`). Written and dropped with the node's `presence` entry (same
 //!   deadline), so a dead node's members leave the room-wide list when its count does.
@@ -36,7 +40,8 @@
 //!   (the room-wide presence list changed: a JSON array of every live node's roster; `version` is
 //!   `roster_v` in the meta hash), `u:<node>:<json>` (the cursors that moved on `node` during one
 //!   tick: a JSON array of `cursor` frames; published by each node at most once per room per
-//!   `CURSOR_TICK`, never stored).
+//!   `CURSOR_TICK`, never stored), `m:<action>` (the room's owner or the operator acted on it:
+//!   `links`, `lock:1`, `lock:0`, `kick:<client id>`, `deleted`; see `moderation`).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -51,8 +56,9 @@ use bytestring::ByteString;
 use futures_util::StreamExt;
 use uuid::Uuid;
 
-use super::types::{lock, Creation, StoreError, StoreHealth, StoredRoom};
-use crate::http::access::AccessHashes;
+use super::types::{lock, Creation, RoomAccess, RoomListing, StoreError, StoreHealth, StoredRoom};
+use crate::http::access::{AccessHashes, Digest32};
+use crate::moderation::Moderation;
 
 /// Every key and channel starts with this.
 pub const KEY_PREFIX: &str = "livecanvas:";
@@ -79,6 +85,9 @@ const MAX_APPENDS_PER_TRIP: usize = 256;
 pub const MAX_APPENDS_IN_FLIGHT: usize = 8_192;
 /// The key each node writes every `PING_INTERVAL` to prove Redis takes writes lives this long.
 const NODE_KEY_LIFETIME: Duration = Duration::from_secs(10);
+/// A deleted room's keys are deleted once more this long after (see `Cluster::delete_room`):
+/// longer than any append or count another node may have had on its way to Redis.
+const DELETE_SWEEP_AFTER: Duration = Duration::from_secs(2 * REDIS_ANSWER_TIMEOUT.as_secs());
 /// How long a node may hold a room's checkpoint lease (rendering takes well under a second).
 pub const CHECKPOINT_LEASE: Duration = Duration::from_secs(30);
 
@@ -131,6 +140,8 @@ pub enum Relayed {
     },
     /// A checkpoint at `seq` was stored.
     Checkpoint(u64),
+    /// The room's owner or the operator acted on the room.
+    Moderated(Moderation),
     /// The link to Redis is back: what was published meanwhile was missed, catch up.
     Resync,
     /// The link to Redis is lost.
@@ -222,7 +233,23 @@ struct Scripts {
     checkpoint: Script,
     presence: Script,
     create_private: Script,
+    change_access: Script,
+    delete_room: Script,
     expire: Script,
+}
+
+/// Every key of `room`, then the set of rooms: what deleting a room removes (the `KEYS` of
+/// `DELETE_ROOM` and `EXPIRE`, which delete with the same Lua).
+fn room_keys(room: &str) -> Vec<String> {
+    vec![
+        meta_key(room),
+        ops_key(room),
+        lease_key(room),
+        presence_key(room),
+        access_key(room),
+        roster_key(room),
+        rooms_key(),
+    ]
 }
 
 fn meta_key(room: &str) -> String {
@@ -239,6 +266,11 @@ fn presence_key(room: &str) -> String {
 }
 fn access_key(room: &str) -> String {
     format!("{KEY_PREFIX}{{{room}}}:access")
+}
+
+/// What a room's channel carries for a moderation action.
+fn moderation_message(action: Moderation) -> String {
+    format!("m:{}", action.to_wire())
 }
 
 fn roster_key(room: &str) -> String {
@@ -368,6 +400,8 @@ impl Cluster {
                     checkpoint: Script::new(CHECKPOINT),
                     presence: Script::new(PRESENCE),
                     create_private: Script::new(CREATE_PRIVATE),
+                    change_access: Script::new(CHANGE_ACCESS),
+                    delete_room: Script::new(DELETE_ROOM),
                     expire: Script::new(EXPIRE),
                 },
             }),
@@ -733,15 +767,7 @@ impl Cluster {
                 let (next, rooms): (u64, Vec<String>) =
                     cluster.query("listing rooms to expire", command).await?;
                 for room in rooms {
-                    let keys = vec![
-                        meta_key(&room),
-                        ops_key(&room),
-                        lease_key(&room),
-                        presence_key(&room),
-                        access_key(&room),
-                        roster_key(&room),
-                        rooms_key(),
-                    ];
+                    let keys = room_keys(&room);
                     let args = vec![room.as_bytes().to_vec(), ttl_ms.to_string().into_bytes()];
                     let gone: i64 = cluster
                         .invoke("expiring a room", |s| &s.expire, keys, args)
@@ -972,6 +998,7 @@ impl Cluster {
                 hashes.edit.to_vec(),
                 hashes.view.to_vec(),
                 self.inner.max_rooms.max(1).to_string().into_bytes(),
+                hashes.owner.map_or_else(Vec::new, |owner| owner.to_vec()),
             ],
         );
         let limit = self.inner.max_rooms;
@@ -984,29 +1011,214 @@ impl Cluster {
         }
     }
 
-    /// A private room's token digests; `None` for a public room. One bounded round trip: not
-    /// cached, so that a room created on another node is private here at once.
+    /// A private room's token digests and lock; `None` for a public room. One bounded round
+    /// trip: not cached, so that a room created or changed on another node is so here at once.
     pub fn room_access(
         &self,
         room: &str,
-    ) -> impl Future<Output = Result<Option<AccessHashes>, StoreError>> + Send + 'static {
+    ) -> impl Future<Output = Result<Option<RoomAccess>, StoreError>> + Send + 'static {
         let mut command = ::redis::cmd("HMGET");
-        command.arg(access_key(room)).arg("edit").arg("view");
-        let answer = self.query::<(Option<Vec<u8>>, Option<Vec<u8>>)>("reading access", command);
+        command
+            .arg(access_key(room))
+            .arg("edit")
+            .arg("view")
+            .arg("owner")
+            .arg("locked");
+        type Fields = (
+            Option<Vec<u8>>,
+            Option<Vec<u8>>,
+            Option<Vec<u8>>,
+            Option<String>,
+        );
+        let answer = self.query::<Fields>("reading access", command);
         let room = room.to_owned();
         async move {
             match answer.await? {
-                (None, None) => Ok(None),
-                (Some(edit), Some(view)) => match AccessHashes::from_slices(&edit, &view) {
-                    Some(hashes) => Ok(Some(hashes)),
-                    None => Err(redis_error(format_args!(
-                        "the token digests of private room {room:?} are damaged"
-                    ))),
-                },
+                (None, None, _, _) => Ok(None),
+                (Some(edit), Some(view), owner, locked) => {
+                    let owner = owner.filter(|owner| !owner.is_empty());
+                    match AccessHashes::from_slices(&edit, &view, owner.as_deref()) {
+                        Some(hashes) => Ok(Some(RoomAccess {
+                            hashes,
+                            locked: locked.as_deref() == Some("1"),
+                        })),
+                        None => Err(redis_error(format_args!(
+                            "the token digests of private room {room:?} are damaged"
+                        ))),
+                    }
+                }
                 _ => Err(redis_error(format_args!(
                     "private room {room:?} has only one token digest"
                 ))),
             }
+        }
+    }
+
+    /// Replaces a private room's edit and view digests and tells every node (see
+    /// `CHANGE_ACCESS`); `false` if there is no such private room.
+    pub fn replace_links(
+        &self,
+        room: &str,
+        edit: Digest32,
+        view: Digest32,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send + 'static {
+        self.change_access(
+            room,
+            Moderation::LinksReplaced,
+            vec![
+                b"edit".to_vec(),
+                edit.to_vec(),
+                b"view".to_vec(),
+                view.to_vec(),
+            ],
+        )
+    }
+
+    /// Locks or unlocks a private room and tells every node; `false` if there is no such room.
+    pub fn set_locked(
+        &self,
+        room: &str,
+        locked: bool,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send + 'static {
+        let value = if locked { b"1" } else { b"0" };
+        self.change_access(
+            room,
+            Moderation::Locked(locked),
+            vec![b"locked".to_vec(), value.to_vec()],
+        )
+    }
+
+    fn change_access(
+        &self,
+        room: &str,
+        action: Moderation,
+        fields: Vec<Vec<u8>>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send + 'static {
+        let mut args = vec![
+            channel(room).into_bytes(),
+            moderation_message(action).into_bytes(),
+        ];
+        args.extend(fields);
+        let answer = self.invoke::<i64>(
+            "changing a room's access",
+            |s| &s.change_access,
+            vec![access_key(room)],
+            args,
+        );
+        async move { Ok(answer.await? == 1) }
+    }
+
+    /// Tells every node with members in the room to close member `id` (nothing is stored).
+    pub fn remove_member(
+        &self,
+        room: &str,
+        id: uuid::Uuid,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'static {
+        let mut command = ::redis::cmd("PUBLISH");
+        command
+            .arg(channel(room))
+            .arg(moderation_message(Moderation::Removed(id)));
+        let published = self.query::<Value>("removing a member", command);
+        async move { published.await.map(|_| ()) }
+    }
+
+    /// Deletes every key of the room and tells every node to close its members and drop the
+    /// room (see `DELETE_ROOM`); `true` if anything was stored. A node that had an operation or
+    /// a count on its way to Redis when it heard may write a key again: the same deletion runs
+    /// once more `DELETE_SWEEP_AFTER` later, when anything in flight has been answered.
+    pub fn delete_room(
+        &self,
+        room: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send + 'static {
+        let deleted = self.run_delete(room, true);
+        let sweep = self.run_delete(room, false);
+        let room = room.to_owned();
+        async move {
+            let gone = deleted.await? > 0;
+            actix::spawn(async move {
+                tokio::time::sleep(DELETE_SWEEP_AFTER).await;
+                match sweep.await {
+                    Ok(0) => {}
+                    Ok(keys) => {
+                        log::info!("room={room}: {keys} keys written after its deletion removed")
+                    }
+                    Err(err) => {
+                        log::warn!("room={room}: the second sweep of its deletion failed: {err}")
+                    }
+                }
+            });
+            Ok(gone)
+        }
+    }
+
+    fn run_delete(
+        &self,
+        room: &str,
+        tell: bool,
+    ) -> impl Future<Output = Result<i64, StoreError>> + Send + 'static {
+        let message = if tell {
+            moderation_message(Moderation::Deleted)
+        } else {
+            String::new()
+        };
+        self.invoke::<i64>(
+            "deleting a room",
+            |s| &s.delete_room,
+            room_keys(room),
+            vec![
+                room.as_bytes().to_vec(),
+                channel(room).into_bytes(),
+                message.into_bytes(),
+            ],
+        )
+    }
+
+    /// Every room in the room set, with its room-wide count, the bytes of its checkpoint plus
+    /// Redis's estimate of its operations' stream, and when its checkpoint was stored.
+    pub fn list_rooms(
+        &self,
+    ) -> impl Future<Output = Result<Vec<RoomListing>, StoreError>> + Send + 'static {
+        let inner = self.inner.clone();
+        async move {
+            let mut conn = inner.conn()?;
+            let names: Vec<String> = bounded(
+                "listing rooms",
+                ::redis::cmd("SMEMBERS")
+                    .arg(rooms_key())
+                    .query_async(&mut conn),
+            )
+            .await?;
+            let mut pipe = ::redis::pipe();
+            for name in &names {
+                pipe.cmd("HMGET")
+                    .arg(meta_key(name))
+                    .arg("members")
+                    .arg("cp_at");
+                pipe.cmd("HSTRLEN").arg(meta_key(name)).arg("png");
+                pipe.cmd("MEMORY").arg("USAGE").arg(ops_key(name));
+                pipe.cmd("EXISTS").arg(access_key(name));
+            }
+            type Row = ((Option<u64>, Option<u64>), u64, Option<u64>, bool);
+            let rows: Vec<Row> = if names.is_empty() {
+                Vec::new()
+            } else {
+                bounded("listing rooms", pipe.query_async(&mut conn)).await?
+            };
+            let mut listed: Vec<RoomListing> = names
+                .into_iter()
+                .zip(rows)
+                .map(
+                    |(room, ((members, changed_ms), png, ops, private))| RoomListing {
+                        room,
+                        private,
+                        members: Some(members.unwrap_or(0)),
+                        stored_bytes: png + ops.unwrap_or(0),
+                        changed_ms,
+                    },
+                )
+                .collect();
+            listed.sort_by(|a, b| a.room.cmp(&b.room));
+            Ok(listed)
         }
     }
 

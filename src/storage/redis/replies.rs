@@ -10,8 +10,8 @@ pub(super) fn is_no_script(result: &Result<u64, StoreError>) -> bool {
     matches!(result, Err(StoreError::Redis { detail }) if detail == NO_SCRIPT)
 }
 
-/// `o:<seq>:<from>:<json>`, `c:<version>:<count>`, `k:<seq>`, `p:<version>:<json>` or
-/// `u:<node>:<json>`.
+/// `o:<seq>:<from>:<json>`, `c:<version>:<count>`, `k:<seq>`, `p:<version>:<json>`,
+/// `u:<node>:<json>` or `m:<action>`.
 pub(super) fn parse_message(payload: &[u8]) -> Option<Relayed> {
     let text = std::str::from_utf8(payload).ok()?;
     let (kind, rest) = text.split_once(':')?;
@@ -35,6 +35,7 @@ pub(super) fn parse_message(payload: &[u8]) -> Option<Relayed> {
             })
         }
         "k" => rest.parse().ok().map(Relayed::Checkpoint),
+        "m" => Moderation::from_wire(rest).map(Relayed::Moderated),
         "p" => {
             let (version, rosters) = rest.split_once(':')?;
             Some(Relayed::Roster {

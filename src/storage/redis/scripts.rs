@@ -1,6 +1,7 @@
 //! The Lua scripts the cluster runs in Redis, each one atomic step on a room's keys (an append,
-//! a load, a catch-up, a checkpoint, a private room's creation, presence, retention). They must never touch
-//! another room's keys: every key a script names has the room's hash tag.
+//! a load, a catch-up, a checkpoint, a private room's creation and moderation, a room's deletion,
+//! presence, retention). They must never touch another room's keys: every key a script names has
+//! the room's hash tag (but for the set of rooms).
 
 /// Appends an operation: its number, its place in the stream, its publication.
 /// KEYS: meta, ops. ARGV: sender, json, channel.
@@ -56,6 +57,8 @@ if seq <= tonumber(redis.call('HGET', KEYS[1], 'cp_seq') or '0') then
   return 0
 end
 redis.call('HSET', KEYS[1], 'cp_seq', ARGV[1])
+local t = redis.call('TIME')
+redis.call('HSET', KEYS[1], 'cp_at', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
 if ARGV[2] == '' then redis.call('HDEL', KEYS[1], 'png') else redis.call('HSET', KEYS[1], 'png', ARGV[2]) end
 redis.call('XTRIM', KEYS[2], 'MINID', '0-' .. (seq + 1))
 redis.call('DEL', KEYS[3])
@@ -65,23 +68,58 @@ return 1
 
 /// Creates a private room: its token digests, and its entry in the room set, unless a room of
 /// that name exists (answers 0) or `max_rooms` are stored (answers -1). KEYS: access, rooms.
-/// ARGV: room, edit digest, view digest, max_rooms.
+/// ARGV: room, edit digest, view digest, max_rooms, owner digest.
 pub(super) const CREATE_PRIVATE: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then
   return 0
 end
 if redis.call('SCARD', KEYS[2]) >= tonumber(ARGV[4]) then return -1 end
 redis.call('SADD', KEYS[2], ARGV[1])
-redis.call('HSET', KEYS[1], 'edit', ARGV[2], 'view', ARGV[3])
+redis.call('HSET', KEYS[1], 'edit', ARGV[2], 'view', ARGV[3], 'owner', ARGV[5], 'locked', '0')
 return 1
 ";
+
+/// Changes a private room's access (new link digests, or its lock) and tells every node with
+/// members in it, in one step: a node that reads the room after this sees the change, one that
+/// had it open hears it. Answers 0 (nothing changed) if there is no such private room.
+/// KEYS: access. ARGV: channel, message, then field and value pairs.
+pub(super) const CHANGE_ACCESS: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return 1
+";
+
+/// The Lua that deletes a room, shared by the operator's delete and retention: every key of the
+/// room (KEYS but the last) and its entry in the room set (the last KEY); `gone` counts them.
+/// ARGV[1]: the room.
+macro_rules! delete_room_keys {
+    () => {
+        r"
+local gone = redis.call('SREM', KEYS[#KEYS], ARGV[1])
+for i = 1, #KEYS - 1 do gone = gone + redis.call('DEL', KEYS[i]) end
+"
+    };
+}
+
+/// Deletes every key of a room and its entry in the room set, and tells every node with members
+/// in it. Answers how many keys (and set entries) there were. KEYS: the room's keys, then the
+/// room set (`room_keys`). ARGV: room, channel, message (empty: tell nobody).
+pub(super) const DELETE_ROOM: &str = concat!(
+    delete_room_keys!(),
+    r"
+if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
+return gone
+"
+);
 
 /// Retention: deletes the room, every key of it and its entry in the room set, if nobody has had
 /// it open for `ttl_ms`. A room with a live presence entry (members on some node) is open: its
 /// time becomes now. A room without a time (a private room never opened) starts aging now.
-/// KEYS: meta, ops, lease, presence, access, roster, rooms. ARGV: room, ttl_ms. Answers 1 if the
-/// room was deleted.
-pub(super) const EXPIRE: &str = r"
+/// KEYS: meta, ops, lease, presence, access, roster, rooms (`room_keys`). ARGV: room, ttl_ms.
+/// Answers 1 if the room was deleted.
+pub(super) const EXPIRE: &str = concat!(
+    r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local all = redis.call('HGETALL', KEYS[4])
@@ -98,10 +136,12 @@ if opened == nil then
   return 0
 end
 if opened + tonumber(ARGV[2]) > now then return 0 end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
-redis.call('SREM', KEYS[7], ARGV[1])
+",
+    delete_room_keys!(),
+    r"
 return 1
-";
+"
+);
 
 /// Sets this node's member count and roster in a room (count 0: removes both) and sums the live
 /// entries, dropping those past their deadline (with their rosters); publishes the sum when it

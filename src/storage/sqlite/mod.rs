@@ -26,13 +26,16 @@
 //!   (`{"type":"draw",...}`, `{"type":"clear"}`). A checkpoint deletes the ops it covers in the
 //!   same transaction.
 //! - `room_access(room TEXT PRIMARY KEY, edit_hash BLOB NOT NULL, view_hash BLOB NOT NULL,
-//!   created_at INTEGER) WITHOUT ROWID`: the private rooms, with the SHA-256 digests of their
-//!   edit and view tokens (never the tokens). Created if missing when a database is opened (it
-//!   was added after version 1, and older code ignores it). A row is deleted only with the whole
-//!   room, by retention (`--room-ttl`): forgetting a blank room's picture must not turn a private
-//!   room public. Every row is read into memory at
-//!   open, so the check on a WebSocket upgrade never waits for the disk; the writer adds a row to
-//!   that map once it is committed. Rows count toward `max_rooms` of their own.
+//!   created_at INTEGER, owner_hash BLOB NULL, locked INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID`:
+//!   the private rooms, with the SHA-256 digests of their edit, view and owner tokens (never the
+//!   tokens; no owner digest for a room made before rooms had owners) and whether the owner locked
+//!   the room. Created if missing when a database is opened, and its later columns added (older
+//!   code ignores them). Forgetting a blank room's picture never deletes a row (that must not
+//!   turn a private room public); a row is deleted only with the room's other rows, by the
+//!   operator's delete or by retention (`--room-ttl`), both through the writer's `delete_rows`.
+//!   Every row is read into memory at open, so the check on a WebSocket upgrade never waits for
+//!   the disk; the writer changes that map once a change is committed. Rows count toward
+//!   `max_rooms` of their own.
 //! - `PRAGMA user_version` is the schema version, 1. A database with another version (or with
 //!   tables but no version: not ours) is refused.
 //!
@@ -75,8 +78,10 @@ use bytestring::ByteString;
 use rusqlite::config::DbConfig;
 use std::sync::RwLock;
 
-use super::types::{lock, Creation, StoreError, StoreHealth, StoreOptions, StoredRoom};
-use crate::http::access::AccessHashes;
+use super::types::{
+    lock, Creation, RoomAccess, RoomListing, StoreError, StoreHealth, StoreOptions, StoredRoom,
+};
+use crate::http::access::{AccessHashes, Digest32};
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
 use tokio::sync::oneshot;
 
@@ -160,15 +165,29 @@ const CREATE_ACCESS_TABLE: &str = "
         room TEXT PRIMARY KEY,
         edit_hash BLOB NOT NULL,
         view_hash BLOB NOT NULL,
-        created_at INTEGER
+        created_at INTEGER,
+        owner_hash BLOB NULL,
+        locked INTEGER NOT NULL DEFAULT 0
     ) WITHOUT ROWID;
 ";
+
+/// The columns of `room_access` added after it was first made, and how to add each.
+const ACCESS_COLUMNS_ADDED: [(&str, &str); 2] = [
+    (
+        "owner_hash",
+        "ALTER TABLE room_access ADD COLUMN owner_hash BLOB NULL",
+    ),
+    (
+        "locked",
+        "ALTER TABLE room_access ADD COLUMN locked INTEGER NOT NULL DEFAULT 0",
+    ),
+];
 
 /// Private rooms a memory store (`--storage memory`) keeps at most.
 const MAX_MEMORY_PRIVATE_ROOMS: usize = 10_000;
 
 /// Every private room's token digests, by room: shared by the handles and the writer.
-type AccessMap = Arc<RwLock<HashMap<Arc<str>, AccessHashes>>>;
+type AccessMap = Arc<RwLock<HashMap<Arc<str>, RoomAccess>>>;
 
 /// The handle to the store: cheap to clone, shared by every room and handler.
 #[derive(Clone)]
@@ -256,6 +275,26 @@ enum Command {
         room: Arc<str>,
         hashes: AccessHashes,
         reply: oneshot::Sender<Result<Creation, StoreError>>,
+    },
+    /// New edit and view digests for a private room; answers whether there is such a room.
+    ReplaceLinks {
+        room: Arc<str>,
+        edit: Digest32,
+        view: Digest32,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
+    SetLocked {
+        room: Arc<str>,
+        locked: bool,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
+    /// Deletes every row of a room; answers whether there was any.
+    Delete {
+        room: Arc<str>,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
+    List {
+        reply: oneshot::Sender<Result<Vec<RoomListing>, StoreError>>,
     },
     Close {
         reply: oneshot::Sender<()>,
@@ -376,13 +415,116 @@ impl Store {
         }
     }
 
-    /// A private room's token digests; `None` for a public room. Read from memory: never waits.
-    pub fn room_access(&self, room: &str) -> Option<AccessHashes> {
+    /// A private room's token digests and lock; `None` for a public room. Read from memory:
+    /// never waits.
+    pub fn room_access(&self, room: &str) -> Option<RoomAccess> {
         self.access
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(room)
             .copied()
+    }
+
+    /// Replaces a private room's edit and view digests; `false` if there is no such room.
+    /// Answered once committed.
+    pub fn replace_links(
+        &self,
+        room: Arc<str>,
+        edit: Digest32,
+        view: Digest32,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send + 'static {
+        let memory = self.inner.is_none().then(|| {
+            self.change_in_memory(&room, |access| {
+                access.hashes.edit = edit;
+                access.hashes.view = view;
+            })
+        });
+        let queued = self.request(|reply| Command::ReplaceLinks {
+            room,
+            edit,
+            view,
+            reply,
+        });
+        async move {
+            match memory {
+                Some(changed) => Ok(changed),
+                None => queued.answer(false).await,
+            }
+        }
+    }
+
+    /// Locks or unlocks a private room; `false` if there is no such room. Answered once committed.
+    pub fn set_locked(
+        &self,
+        room: Arc<str>,
+        locked: bool,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send + 'static {
+        let memory = self
+            .inner
+            .is_none()
+            .then(|| self.change_in_memory(&room, |access| access.locked = locked));
+        let queued = self.request(|reply| Command::SetLocked {
+            room,
+            locked,
+            reply,
+        });
+        async move {
+            match memory {
+                Some(changed) => Ok(changed),
+                None => queued.answer(false).await,
+            }
+        }
+    }
+
+    /// Deletes everything kept of a room (its picture, operations and private room's row, held
+    /// ops included); `true` if anything was. Answered once committed.
+    pub fn delete_room(
+        &self,
+        room: Arc<str>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send + 'static {
+        let memory = self.inner.is_none().then(|| {
+            self.access
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&room)
+                .is_some()
+        });
+        let queued = self.request(|reply| Command::Delete { room, reply });
+        async move {
+            match memory {
+                Some(deleted) => Ok(deleted),
+                None => queued.answer(false).await,
+            }
+        }
+    }
+
+    /// Every stored room (a memory store: its private rooms).
+    pub fn list_rooms(
+        &self,
+    ) -> impl Future<Output = Result<Vec<RoomListing>, StoreError>> + Send + 'static {
+        let memory: Vec<RoomListing> = self
+            .access
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .keys()
+            .map(|room| RoomListing {
+                room: room.to_string(),
+                private: true,
+                members: None,
+                stored_bytes: 0,
+                changed_ms: None,
+            })
+            .collect();
+        let queued = self.request(|reply| Command::List { reply });
+        queued.answer(memory)
+    }
+
+    fn change_in_memory(&self, room: &str, change: impl FnOnce(&mut RoomAccess)) -> bool {
+        let mut access = self
+            .access
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        access.get_mut(room).map(change).is_some()
     }
 
     /// Records a new private room; answers once it is committed (a room announced to its creator
@@ -426,7 +568,13 @@ impl Store {
                 limit: MAX_MEMORY_PRIVATE_ROOMS,
             });
         }
-        access.insert(room, hashes);
+        access.insert(
+            room,
+            RoomAccess {
+                hashes,
+                locked: false,
+            },
+        );
         Ok(Creation::Created)
     }
 
@@ -776,17 +924,32 @@ fn open_verified(path: &Path) -> Result<Connection, StoreError> {
     };
     conn.execute_batch(&schema)
         .map_err(fail("cannot create the schema in"))?;
+    add_access_columns(&conn).map_err(fail("cannot add columns to"))?;
     Ok(conn)
+}
+
+/// Adds the columns `room_access` gained since a database was made (see the module doc).
+fn add_access_columns(conn: &Connection) -> rusqlite::Result<()> {
+    let present: HashSet<String> = conn
+        .prepare("SELECT name FROM pragma_table_info('room_access')")?
+        .query_map([], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (column, add) in ACCESS_COLUMNS_ADDED {
+        if !present.contains(column) {
+            conn.execute_batch(add)?;
+        }
+    }
+    Ok(())
 }
 
 /// Every private room's digests (at open; the writer keeps the map up to date afterwards).
 fn read_access(
     conn: &Connection,
     path: &Path,
-) -> Result<HashMap<Arc<str>, AccessHashes>, StoreError> {
+) -> Result<HashMap<Arc<str>, RoomAccess>, StoreError> {
     let fail = |err| open_error(path, "cannot read", err);
     let mut statement = conn
-        .prepare("SELECT room, edit_hash, view_hash FROM room_access")
+        .prepare("SELECT room, edit_hash, view_hash, owner_hash, locked FROM room_access")
         .map_err(fail)?;
     let rows = statement
         .query_map([], |row| {
@@ -794,19 +957,21 @@ fn read_access(
                 row.get::<_, String>(0)?,
                 row.get::<_, Vec<u8>>(1)?,
                 row.get::<_, Vec<u8>>(2)?,
+                row.get::<_, Option<Vec<u8>>>(3)?,
+                row.get::<_, bool>(4)?,
             ))
         })
         .map_err(fail)?;
     let mut access = HashMap::new();
     for row in rows {
-        let (room, edit, view) = row.map_err(fail)?;
-        let Some(hashes) = AccessHashes::from_slices(&edit, &view) else {
+        let (room, edit, view, owner, locked) = row.map_err(fail)?;
+        let Some(hashes) = AccessHashes::from_slices(&edit, &view, owner.as_deref()) else {
             return Err(StoreError::Corrupt {
                 path: path.to_path_buf(),
                 detail: format!("the token digests of private room {room:?} are damaged"),
             });
         };
-        access.insert(Arc::from(room), hashes);
+        access.insert(Arc::from(room), RoomAccess { hashes, locked });
     }
     Ok(access)
 }

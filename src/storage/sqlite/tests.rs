@@ -690,3 +690,46 @@ async fn a_kill_after_a_flush_loses_nothing_flushed() {
     assert_eq!(seqs[..30], (21..=50).collect::<Vec<_>>()[..]);
     store.close().await;
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_private_room_from_before_owners_gains_the_new_columns_and_can_be_locked() {
+    let dir = TempDir::new().unwrap();
+    Store::open(dir.path(), options()).unwrap().close().await;
+    tamper(
+        &dir,
+        "DROP TABLE room_access;
+         CREATE TABLE room_access (room TEXT PRIMARY KEY, edit_hash BLOB NOT NULL,
+             view_hash BLOB NOT NULL, created_at INTEGER) WITHOUT ROWID;
+         INSERT INTO room_access VALUES ('old', zeroblob(32), zeroblob(32), 0);",
+    );
+    let store = Store::open(dir.path(), options()).unwrap();
+    let access = store.room_access("old").expect("still private");
+    assert_eq!(access.hashes.owner, None);
+    assert!(!access.locked);
+    assert!(store.set_locked(room("old"), true).await.unwrap());
+    store.close().await;
+    let store = Store::open(dir.path(), options()).unwrap();
+    assert!(store.room_access("old").expect("still private").locked);
+    store.close().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn deleting_a_room_removes_its_rows_and_nothing_else() {
+    let dir = TempDir::new().unwrap();
+    let store = Store::open(dir.path(), options()).unwrap();
+    let (gone, kept) = (room("gone"), room("kept"));
+    for name in [&gone, &kept] {
+        store.load(name.clone()).await.unwrap();
+        append_draws(&store, name, 1..=3);
+    }
+    store.flush().await.unwrap();
+    assert!(store.delete_room(gone.clone()).await.unwrap());
+    assert!(
+        !store.delete_room(gone.clone()).await.unwrap(),
+        "nothing left"
+    );
+    assert_eq!(store.read(gone).await.unwrap(), None);
+    let kept_room = store.read(kept).await.unwrap().expect("the other room");
+    assert_eq!(seqs(&kept_room), vec![1, 2, 3]);
+    store.close().await;
+}

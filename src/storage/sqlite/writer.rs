@@ -180,12 +180,72 @@ impl Writer {
                     .map_err(|source| self.sqlite_error("cannot write to", source))
                     .and_then(|created| created);
                 if let Ok(Creation::Created) = created {
-                    self.access
-                        .write()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .insert(room, hashes);
+                    self.access_map().insert(
+                        room,
+                        RoomAccess {
+                            hashes,
+                            locked: false,
+                        },
+                    );
                 }
                 let _ = reply.send(created);
+            }
+            Command::ReplaceLinks {
+                room,
+                edit,
+                view,
+                reply,
+            } => {
+                let changed = self
+                    .conn
+                    .execute(
+                        "UPDATE room_access SET edit_hash = ?2, view_hash = ?3 WHERE room = ?1",
+                        params![&*room, &edit[..], &view[..]],
+                    )
+                    .map_err(|source| self.sqlite_error("cannot write to", source))
+                    .map(|rows| rows > 0);
+                if let Ok(true) = changed {
+                    if let Some(access) = self.access_map().get_mut(&room) {
+                        access.hashes.edit = edit;
+                        access.hashes.view = view;
+                    }
+                }
+                let _ = reply.send(changed);
+            }
+            Command::SetLocked {
+                room,
+                locked,
+                reply,
+            } => {
+                let changed = self
+                    .conn
+                    .execute(
+                        "UPDATE room_access SET locked = ?2 WHERE room = ?1",
+                        params![&*room, locked],
+                    )
+                    .map_err(|source| self.sqlite_error("cannot write to", source))
+                    .map(|rows| rows > 0);
+                if let Ok(true) = changed {
+                    if let Some(access) = self.access_map().get_mut(&room) {
+                        access.locked = locked;
+                    }
+                }
+                let _ = reply.send(changed);
+            }
+            Command::Delete { room, reply } => {
+                let deleted = self
+                    .delete_room(&room)
+                    .map_err(|source| self.sqlite_error("cannot delete from", source));
+                if deleted.is_ok() {
+                    self.access_map().remove(&room);
+                }
+                let _ = reply.send(deleted);
+            }
+            Command::List { reply } => {
+                let listed = self
+                    .list_rooms()
+                    .map_err(|source| self.sqlite_error("cannot read", source));
+                let _ = reply.send(listed);
             }
             Command::Close { reply } => {
                 // Handled by `run`, which owns the connection's end.
@@ -236,6 +296,52 @@ impl Writer {
                 }
             }
         }
+    }
+
+    fn access_map(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Arc<str>, RoomAccess>> {
+        self.access
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Deletes every row of `room`, and drops its held ops (never to be written): `true` if
+    /// anything was there.
+    pub(super) fn delete_room(&mut self, room: &str) -> rusqlite::Result<bool> {
+        let before = self.held.len();
+        self.held.retain(|op| &*op.room != room);
+        if self.held.len() != before {
+            self.held_bytes = op_bytes(&self.held);
+            self.health.holding(self.held_bytes);
+            if self.held.is_empty() {
+                self.held_since = None;
+                self.retry = None;
+                self.health.recovered();
+            }
+        }
+        let tx = self.conn.transaction()?;
+        let deleted = delete_rows(&tx, room)?;
+        tx.commit()?;
+        Ok(deleted > 0 || self.held.len() != before)
+    }
+
+    /// Every room on disk and every private room: its bytes stored and when its picture was last
+    /// written (or the room made).
+    pub(super) fn list_rooms(&mut self) -> rusqlite::Result<Vec<RoomListing>> {
+        let mut statement = self.conn.prepare(
+            "SELECT r.name, a.room IS NOT NULL,                     coalesce(length(r.checkpoint), 0)                       + coalesce((SELECT sum(length(op)) FROM ops WHERE ops.room = r.name), 0),                     r.updated_at              FROM rooms r LEFT JOIN room_access a ON a.room = r.name              UNION ALL              SELECT a.room, 1, 0, a.created_at FROM room_access a              WHERE NOT EXISTS (SELECT 1 FROM rooms WHERE name = a.room)              ORDER BY 1",
+        )?;
+        let rows = statement.query_map([], |row| {
+            Ok(RoomListing {
+                room: row.get(0)?,
+                private: row.get(1)?,
+                members: None,
+                stored_bytes: row.get::<_, Option<i64>>(2)?.map_or(0, |n| n.max(0) as u64),
+                changed_ms: row
+                    .get::<_, Option<i64>>(3)?
+                    .map(|secs| secs.max(0) as u64 * 1000),
+            })
+        })?;
+        rows.collect()
     }
 
     pub(super) fn sqlite_error(&self, action: &'static str, source: rusqlite::Error) -> StoreError {
@@ -505,12 +611,7 @@ impl Writer {
             .query_map([cutoff], |row| row.get(0))?
             .collect::<rusqlite::Result<_>>()?;
         for room in &expired {
-            tx.prepare_cached("DELETE FROM ops WHERE room = ?1")?
-                .execute([room])?;
-            tx.prepare_cached("DELETE FROM rooms WHERE name = ?1")?
-                .execute([room])?;
-            tx.prepare_cached("DELETE FROM room_access WHERE room = ?1")?
-                .execute([room])?;
+            delete_rows(&tx, room)?;
         }
         tx.commit()?;
         Ok(expired)
@@ -539,9 +640,15 @@ impl Writer {
             return Ok(Err(StoreError::TooManyRooms { limit: max_rooms }));
         }
         tx.execute(
-            "INSERT INTO room_access (room, edit_hash, view_hash, created_at) \
-             VALUES (?1, ?2, ?3, ?4)",
-            params![room, &hashes.edit[..], &hashes.view[..], unix_now()],
+            "INSERT INTO room_access (room, edit_hash, view_hash, created_at, owner_hash) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                room,
+                &hashes.edit[..],
+                &hashes.view[..],
+                unix_now(),
+                hashes.owner.as_ref().map(|owner| &owner[..])
+            ],
         )?;
         tx.commit()?;
         Ok(Ok(Creation::Created))
@@ -770,4 +877,18 @@ pub(super) fn ungroup(
         }
     }
     Ok(ops)
+}
+
+/// Deletes every row of `room` (its ops, its picture, its tokens) in `tx`: the one deletion of a
+/// room, whether the operator asked for it or retention found the room unused. The number of rows.
+fn delete_rows(tx: &rusqlite::Transaction<'_>, room: &str) -> rusqlite::Result<usize> {
+    let mut deleted = 0;
+    for statement in [
+        "DELETE FROM ops WHERE room = ?1",
+        "DELETE FROM rooms WHERE name = ?1",
+        "DELETE FROM room_access WHERE room = ?1",
+    ] {
+        deleted += tx.prepare_cached(statement)?.execute([room])?;
+    }
+    Ok(deleted)
 }
