@@ -18,7 +18,7 @@ import { createPresence } from './presence.js';
 import { createCursors } from './cursors.js';
 import { createModeration } from './moderation.js';
 import { attachFigures, isFigureTool } from './figures.js';
-import { loadFont } from './text.js';
+import { onFontLoaded } from './text.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -91,9 +91,7 @@ attachFigures({
   canDraw: () => privateRoom.canDraw() && moderation.canDraw(),
 });
 // Texts drawn before the shipped font arrived used a fallback: draw them again in it.
-loadFont().then((loaded) => {
-  if (loaded) board.repaint();
-});
+onFontLoaded(() => board.repaint());
 
 attachView({
   board,

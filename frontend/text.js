@@ -3,8 +3,8 @@
 // text box one types into in place. A text's (x, y) is the top-left of its line box; its baseline is
 // the font's ascent below, as the server's src/lettering.rs places it. Kerning and ligatures are off
 // on both sides, so a text is as wide here as in canvas.png.
-// It must never paint with a fallback font when the shipped one could still load: the page waits
-// for the font (loadFont) and re-paints once it is there.
+// It must never paint with a fallback font when the shipped one could still load: the first text
+// painted asks for the font (requestFont) and the page re-paints once it is there.
 
 export const FONT_FAMILY = 'LiveCanvasSans';
 /** DejaVu Sans's ascent over its em (hhea ascender 1901, 2048 units per em); src/lettering.rs checks it. */
@@ -40,8 +40,29 @@ export function cssFont(size) {
   return `${size}px ${FONT_FAMILY}, sans-serif`;
 }
 
+const fontEvents = new EventTarget();
+let fontRequested = false;
+
+/**
+ * Fetches the shipped font the first time a text is painted, not with the page: it is most of the
+ * page's weight, and most boards have no text. `onFontLoaded` callbacks run once canvases can use it.
+ */
+function requestFont() {
+  if (fontRequested || typeof document === 'undefined') return;
+  fontRequested = true;
+  loadFont(document).then((loaded) => {
+    if (loaded) fontEvents.dispatchEvent(new Event('loaded'));
+  });
+}
+
+/** Calls `listener` once the shipped font has arrived (texts painted before it used a fallback). */
+export function onFontLoaded(listener) {
+  fontEvents.addEventListener('loaded', listener);
+}
+
 /** Paints a text op with the transform (a, 0, 0, d, e, f) from logical to canvas pixels. */
 export function paintText(ctx, t, a, d, e = 0, f = 0) {
+  requestFont();
   ctx.save();
   ctx.setTransform(a, 0, 0, d, e, f);
   ctx.globalCompositeOperation = 'source-over';
