@@ -18,20 +18,9 @@ const RECT: [(f64, f64); 2] = [(300.0, 250.0), (700.0, 550.0)];
 const TEXT_AT: (f64, f64) = (850.0, 300.0);
 const TEXT: &str = "Hello, board";
 
-/// Presses and releases one key (a letter, or a WebDriver key such as Enter).
-async fn press(page: &Browser, key: char) {
-    let actions = KeyActions::new("keyboard".to_owned())
-        .then(KeyAction::Down { value: key })
-        .then(KeyAction::Up { value: key });
-    page.client
-        .perform_actions(actions)
-        .await
-        .expect("the browser presses the key");
-}
-
 /// Picks the tool whose keyboard shortcut is `key`, and checks the toolbar shows it.
 async fn tool(page: &Browser, key: char, tool: &str) {
-    press(page, key).await;
+    page.press(key).await;
     page.wait_until(
         &format!("document.body.dataset.tool === '{tool}'"),
         &format!("the {tool} tool is picked (shortcut {key})"),
@@ -69,7 +58,7 @@ async fn write_text(page: &Browser) {
         .await
         .expect("the text box");
     input.send_keys(TEXT).await.expect("typing the text");
-    press(page, Key::Enter.into()).await;
+    page.press(Key::Enter.into()).await;
     page.wait_until(
         "!document.querySelector('.text-box')",
         "Enter closed the text box",
@@ -259,7 +248,7 @@ async fn escape_cancels_a_text_and_nothing_is_sent() {
         .await
         .expect("the text box");
     input.send_keys("never").await.expect("typing");
-    press(&alice, Key::Escape.into()).await;
+    alice.press(Key::Escape.into()).await;
     alice
         .wait_until(
             "!document.querySelector('.text-box')",

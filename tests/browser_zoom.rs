@@ -929,17 +929,6 @@ async fn hiding_strokes_in_a_long_log_and_after_folding_matches_a_page_that_neve
     );
 }
 
-/// Presses `key` (a character WebDriver types) with the focus on the page's body.
-async fn press(page: &Browser, key: char) {
-    let keys = KeyActions::new("keyboard".to_owned())
-        .then(KeyAction::Down { value: key })
-        .then(KeyAction::Up { value: key });
-    page.client
-        .perform_actions(keys)
-        .await
-        .expect("the browser presses the key");
-}
-
 /// Waits until the page's zoom and its label are `percent`.
 async fn wait_for_zoom(page: &Browser, percent: u32, what: &str) {
     page.wait_until(
@@ -959,19 +948,19 @@ async fn the_plus_minus_and_zero_keys_zoom_in_out_and_back_to_fit() {
     let page = Browser::open(&driver, &room_url(&server, "zoom-keys")).await;
     wait_for_zoom(&page, 100, "the page opens at fit").await;
 
-    press(&page, '+').await;
+    page.press('+').await;
     wait_for_zoom(&page, 125, "+ zooms in one step").await;
-    press(&page, '+').await;
+    page.press('+').await;
     wait_for_zoom(&page, 156, "+ again zooms another step").await;
-    press(&page, '-').await;
+    page.press('-').await;
     wait_for_zoom(&page, 125, "- zooms out one step").await;
-    press(&page, '=').await;
+    page.press('=').await;
     wait_for_zoom(&page, 156, "= (+ without Shift) zooms in").await;
-    press(&page, '0').await;
+    page.press('0').await;
     wait_for_zoom(&page, 100, "0 fits the whole board").await;
-    press(&page, '-').await;
+    page.press('-').await;
     // Nothing to wait for: one more key that does zoom shows whether '-' did anything at fit.
-    press(&page, '+').await;
+    page.press('+').await;
     wait_for_zoom(&page, 125, "- at fit stays at fit").await;
 
     // Typing in a field is typing, not zooming.
@@ -981,8 +970,8 @@ async fn the_plus_minus_and_zero_keys_zoom_in_out_and_back_to_fit() {
         vec![],
     )
     .await;
-    press(&page, '+').await;
-    press(&page, '0').await;
+    page.press('+').await;
+    page.press('0').await;
     page.wait_until(
         "document.getElementById('room-input').value.endsWith('+0')",
         "the keys went into the field",

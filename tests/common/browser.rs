@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{Image, Server};
-use fantoccini::actions::{InputSource, MouseActions, PointerAction, MOUSE_BUTTON_LEFT};
+use fantoccini::actions::{
+    InputSource, KeyAction, KeyActions, MouseActions, PointerAction, MOUSE_BUTTON_LEFT,
+};
 use fantoccini::error::NewSessionError;
 use fantoccini::wd::Capabilities;
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -187,6 +189,18 @@ impl Browser {
             .await
             .unwrap_or_else(|e| panic!("the browser opens {url}: {e}"));
         browser
+    }
+
+    /// Presses and releases one key (a character, or a WebDriver key such as Enter) where the
+    /// page has the focus.
+    pub async fn press(&self, key: char) {
+        let keys = KeyActions::new("keyboard".to_owned())
+            .then(KeyAction::Down { value: key })
+            .then(KeyAction::Up { value: key });
+        self.client
+            .perform_actions(keys)
+            .await
+            .expect("the browser presses the key");
     }
 
     /// Resizes the window so that the page's viewport is `width` x `height` CSS pixels (the window
