@@ -176,8 +176,8 @@ impl Listed {
 }
 
 /// The presence list as the members were last shown it, and the room's total then. A newcomer
-/// gets it whole (encoded once for every newcomer until it changes); the others get only what
-/// changed.
+/// gets it whole (encoded once for the newcomers arriving together, see [`Self::forget_frame`]);
+/// the others get only what changed.
 #[derive(Default)]
 pub struct ShownPresence {
     members: Vec<Listed>,
